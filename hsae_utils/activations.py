@@ -1,0 +1,379 @@
+"""Activation cache: residual-stream vectors on disk, in shards, with a manifest.
+
+Layout of one split (`<output_dir>/activations/<split>/`):
+    tokens.npy          int32 [n_contexts, context_size]: the model inputs, BOS first
+    shard_00000.npy     float32 [rows, d_model]: activations of the non-special positions
+    ...
+    manifest.json       what was cached (model, hook, corpus, ...), the shards done so far, and
+                        the normalization statistics
+
+Every file is written to a temporary name and renamed, and the manifest is rewritten after each
+shard, so an interrupted run resumes from the last complete shard. Shards are read back
+memory-mapped; training streams them in shuffled groups and never needs the whole cache in RAM.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import Profile
+from .forward import resid_at_layer
+from .io import atomic_path, read_json, sha256_file, write_json_atomic
+from .tokens import bos_token_id, make_contexts, special_token_ids
+
+CACHE_FORMAT = 1
+# What must match between a cache on disk and the request, or the cache is not reused.
+IDENTITY_KEYS = ("model", "model_sha256", "hook", "d_model", "context_size", "corpus_sha256",
+                 "split", "n_contexts", "bos_token_id", "format")
+
+
+class CacheError(RuntimeError):
+    """A cache on disk that cannot be used as it is; the message says how to fix it."""
+
+
+def code_version() -> str:
+    """Hash of the code that decides what a cache contains (recorded; a change only warns)."""
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for name in ("activations.py", "forward.py", "tokens.py", "model.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Normalization
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Normalizer:
+    """x_norm = (x - mean if center) * scale, with scale = sqrt(d / E||x - c||^2).
+
+    The paper normalizes inputs "using per-layer statistics from a 10K token sample" without
+    saying how. We follow the field's convention (dictionary_learning, SAELens
+    `expected_average_only_in`): one scalar per layer so that the average squared norm is d_model,
+    which keeps the geometry of the residual stream and makes the L1 coefficients comparable to
+    published sweeps. Centering is a parameter (off by default: b_dec learns the mean).
+    """
+
+    scale: float
+    mean_D: tuple[float, ...]
+    center: bool = False
+
+    def __call__(self, x_BD: torch.Tensor) -> torch.Tensor:
+        if self.center:
+            x_BD = x_BD - torch.tensor(self.mean_D, dtype=x_BD.dtype, device=x_BD.device)
+        return x_BD * self.scale
+
+    def inverse(self, x_BD: torch.Tensor) -> torch.Tensor:
+        x_BD = x_BD / self.scale
+        if self.center:
+            x_BD = x_BD + torch.tensor(self.mean_D, dtype=x_BD.dtype, device=x_BD.device)
+        return x_BD
+
+    def to_dict(self) -> dict:
+        return {"scale": self.scale, "mean": list(self.mean_D), "center": self.center}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalizer":
+        return cls(scale=float(d["scale"]), mean_D=tuple(d["mean"]), center=bool(d["center"]))
+
+    @classmethod
+    def fit(cls, x_ND: torch.Tensor, center: bool = False) -> "Normalizer":
+        x_ND = x_ND.double()
+        mean_D = x_ND.mean(0)
+        centered = x_ND - mean_D if center else x_ND
+        scale = (x_ND.shape[1] / centered.pow(2).sum(1).mean()).sqrt().item()
+        return cls(scale=scale, mean_D=tuple(mean_D.tolist()), center=center)
+
+
+# --------------------------------------------------------------------------------------------
+# Building a cache
+# --------------------------------------------------------------------------------------------
+def _identity(profile: Profile, split: str, model_sha: str, corpus_sha: str, bos: int) -> dict:
+    n_tokens = profile.n_train_tokens if split == "train" else profile.n_valid_tokens
+    return {
+        "format": CACHE_FORMAT,
+        "model": profile.model_name,
+        "model_sha256": model_sha,
+        "hook": profile.hook_name,
+        "d_model": profile.d_model,
+        "context_size": profile.context_size,
+        "corpus_sha256": corpus_sha,
+        "split": split,
+        "n_contexts": max(1, n_tokens // profile.context_size),
+        "bos_token_id": bos,
+    }
+
+
+def _check_identity(manifest: dict, identity: dict, folder: Path) -> None:
+    diffs = [f"{k}: cache has {manifest.get(k)!r}, requested {identity[k]!r}"
+             for k in IDENTITY_KEYS if manifest.get(k) != identity[k]]
+    if diffs:
+        raise CacheError(
+            f"The activation cache at {folder} was built for something else:\n  "
+            + "\n  ".join(diffs)
+            + "\nRebuild it with `rebuild=True` (notebook parameter `rebuild_cache=True`), or "
+            "move the folder away to keep it."
+        )
+
+
+def _verify_shards(manifest: dict, folder: Path, deep: bool) -> None:
+    d = manifest["d_model"]
+    for shard in manifest["shards"]:
+        path = folder / shard["file"]
+        expected_bytes = shard["rows"] * d * 4
+        if not path.is_file():
+            raise CacheError(f"Shard {path} is missing. Rebuild the cache with `rebuild=True`.")
+        arr = np.load(path, mmap_mode="r") if path.stat().st_size >= expected_bytes else None
+        if arr is None or arr.shape != (shard["rows"], d):
+            raise CacheError(
+                f"Shard {path} is truncated or has the wrong shape (expected "
+                f"{shard['rows']} x {d}). Rebuild the cache with `rebuild=True`."
+            )
+        if deep and sha256_file(path) != shard["sha256"]:
+            raise CacheError(f"Shard {path} fails its checksum. Rebuild with `rebuild=True`.")
+
+
+def _check_disk_space(folder: Path, n_tokens: int, d_model: int) -> None:
+    need = n_tokens * d_model * 4 * 1.05
+    free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+    if need > free:
+        raise CacheError(
+            f"The cache needs about {need / 2**30:.1f} GiB but {folder} has {free / 2**30:.1f} "
+            "GiB free: free disk space or point HSAE_OUTPUT_ROOT at a larger disk."
+        )
+
+
+def build_cache(
+    profile: Profile,
+    split: str,
+    model,
+    texts: Callable[[], Iterable[str]],
+    model_sha: str = "",
+    corpus_sha: str = "",
+    normalizer: Normalizer | None = None,
+    rebuild: bool = False,
+    deep_verify: bool = True,
+) -> Path:
+    """Cache `blocks.{layer}.hook_resid_post` for one split; resume or reuse when possible.
+
+    `texts()` returns an iterable of documents (already shuffled), called only when the cache has
+    to be built; `model` is a TransformerBridge. For the train split the normalization statistics are
+    fitted on `profile.n_norm_tokens` tokens; other splits reuse the train split's `normalizer`.
+    Returns the cache folder.
+    """
+    folder = profile.cache_dir / split
+    tokenizer = model.tokenizer
+    bos = bos_token_id(tokenizer)
+    identity = _identity(profile, split, model_sha, corpus_sha, bos)
+    manifest_path = folder / "manifest.json"
+
+    if manifest_path.exists() and rebuild:
+        shutil.rmtree(folder)
+    if manifest_path.exists():
+        manifest = read_json(manifest_path)
+        _check_identity(manifest, identity, folder)
+        _verify_shards(manifest, folder, deep=deep_verify)
+        if manifest.get("code_version") != code_version():
+            print(f"Note: {folder} was built by another code version; reusing it (same identity).")
+        if manifest["complete"]:
+            print(f"Reusing complete cache {folder} ({manifest['n_tokens']:,} tokens).")
+            return folder
+        print(f"Resuming cache {folder} after {len(manifest['shards'])} complete shard(s).")
+        tokens_SC = torch.from_numpy(np.load(folder / "tokens.npy").astype(np.int64))
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        _check_disk_space(folder, identity["n_contexts"] * profile.context_size, profile.d_model)
+        tokens_SC = make_contexts(texts(), tokenizer, profile.context_size, identity["n_contexts"])
+        with atomic_path(folder / "tokens.npy") as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, tokens_SC.numpy().astype(np.int32))
+        manifest = {**identity, "code_version": code_version(), "complete": False,
+                    "shards": [], "n_tokens": 0, "normalization": None,
+                    "special_token_ids": special_token_ids(tokenizer),
+                    "tokens_sha256": sha256_file(folder / "tokens.npy"),
+                    "contexts_per_shard": max(1, profile.shard_tokens // profile.context_size)}
+        write_json_atomic(manifest_path, manifest)
+
+    _fill_shards(profile, model, tokens_SC, manifest, folder)
+
+    if split == "train":
+        sample = _first_rows(folder, manifest, profile.n_norm_tokens)
+        manifest["normalization"] = Normalizer.fit(sample).to_dict()
+        manifest["normalization"]["n_tokens"] = int(sample.shape[0])
+    else:
+        if normalizer is None:
+            raise ValueError("Non-train splits reuse the train split's normalizer; pass it.")
+        manifest["normalization"] = normalizer.to_dict()
+    manifest["complete"] = True
+    write_json_atomic(manifest_path, manifest)
+    return folder
+
+
+def _fill_shards(profile: Profile, model, tokens_SC: torch.Tensor, manifest: dict,
+                 folder: Path) -> None:
+    device = next(model.parameters()).device
+    special = torch.tensor(manifest["special_token_ids"])
+    per_shard = manifest["contexts_per_shard"]
+    n_ctx = tokens_SC.shape[0]
+    n_shards = -(-n_ctx // per_shard)
+    done = len(manifest["shards"])
+    bar = tqdm(total=n_ctx * profile.context_size, initial=done * per_shard * profile.context_size,
+               unit="tok", unit_scale=True, desc=f"caching {manifest['split']}")
+    t0, new_tokens = time.time(), 0
+    for s in range(done, n_shards):
+        ctx = tokens_SC[s * per_shard : (s + 1) * per_shard]
+        rows = []
+        for i in range(0, ctx.shape[0], profile.model_batch_size):
+            toks_BS = ctx[i : i + profile.model_batch_size]
+            resid_BSD = resid_at_layer(model, toks_BS.to(device), profile.layer)
+            keep_BS = ~torch.isin(toks_BS, special)
+            rows.append(resid_BSD[keep_BS.to(resid_BSD.device)].float().cpu())
+            bar.update(toks_BS.numel())
+            new_tokens += toks_BS.numel()
+            bar.set_postfix(tok_per_s=f"{new_tokens / (time.time() - t0):.0f}")
+        acts_ND = torch.cat(rows).numpy()
+        if not np.isfinite(acts_ND).all():
+            raise CacheError(f"Non-finite activations in shard {s}; check the model dtype.")
+        name = f"shard_{s:05d}.npy"
+        with atomic_path(folder / name) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, acts_ND)
+        manifest["shards"].append({"file": name, "rows": int(acts_ND.shape[0]),
+                                   "sha256": sha256_file(folder / name)})
+        manifest["n_tokens"] += int(acts_ND.shape[0])
+        write_json_atomic(folder / "manifest.json", manifest)
+    bar.close()
+    if new_tokens:
+        rate = new_tokens / (time.time() - t0)
+        print(f"Cached {new_tokens:,} context tokens at {rate:,.0f} tokens/s -> {folder}")
+
+
+def _first_rows(folder: Path, manifest: dict, n: int) -> torch.Tensor:
+    """The first n cached rows. Contexts were shuffled at the document level, so these are a
+    sample of the corpus, and the same sample on every rebuild."""
+    parts, have = [], 0
+    for shard in manifest["shards"]:
+        arr = np.load(folder / shard["file"], mmap_mode="r")
+        parts.append(torch.from_numpy(np.array(arr[: n - have])))
+        have += parts[-1].shape[0]
+        if have >= n:
+            break
+    return torch.cat(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a cache
+# --------------------------------------------------------------------------------------------
+class ActivationStore:
+    """Normalized activations from a complete cache, streamed in shuffled groups of shards.
+
+    `iter_batches` is deterministic in (seed, start_step): batch `start_step` onward is the same
+    as what a fresh iterator from step 0 yields there, so a resumed training run sees the same data.
+    Memory is bounded by `group_shards` shards at a time.
+    """
+
+    def __init__(self, folder: str | Path, group_shards: int = 8, deep_verify: bool = False):
+        self.folder = Path(folder)
+        path = self.folder / "manifest.json"
+        if not path.exists():
+            raise CacheError(f"No activation cache at {self.folder}: run notebook 01 first.")
+        self.manifest = read_json(path)
+        if not self.manifest.get("complete"):
+            raise CacheError(f"The cache at {self.folder} is incomplete: re-run notebook 01 to finish it.")
+        _verify_shards(self.manifest, self.folder, deep=deep_verify)
+        self.d_model: int = self.manifest["d_model"]
+        self.rows = [s["rows"] for s in self.manifest["shards"]]
+        self.n_tokens: int = sum(self.rows)
+        self.normalizer = Normalizer.from_dict(self.manifest["normalization"])
+        self.group_shards = group_shards
+
+    def _shard(self, i: int) -> torch.Tensor:
+        arr = np.load(self.folder / self.manifest["shards"][i]["file"], mmap_mode="r")
+        return torch.from_numpy(np.ascontiguousarray(arr))
+
+    def _plan(self, batch_size: int, seed: int) -> Iterator[tuple[list[int], torch.Tensor, int]]:
+        """Yield (shard ids, row permutation, n_batches) per group, epoch after epoch."""
+        if batch_size > self.n_tokens:
+            raise ValueError(f"batch_size {batch_size} exceeds the cache's {self.n_tokens} tokens.")
+        epoch = 0
+        while True:
+            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            order = torch.randperm(len(self.rows), generator=g).tolist()
+            groups = [order[i : i + self.group_shards] for i in range(0, len(order), self.group_shards)]
+            for shards in groups:
+                n = sum(self.rows[s] for s in shards)
+                # Remainder rows of a group (< batch_size) are dropped; a new order each epoch.
+                yield shards, torch.randperm(n, generator=g), n // batch_size
+            epoch += 1
+
+    def iter_batches(self, batch_size: int, seed: int, start_step: int = 0,
+                     device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
+        step = 0
+        for shards, perm, n_batches in self._plan(batch_size, seed):
+            if step + n_batches <= start_step:  # skip whole groups without reading them
+                step += n_batches
+                continue
+            data_ND = torch.cat([self._shard(s) for s in shards])
+            for b in range(n_batches):
+                if step >= start_step:
+                    idx = perm[b * batch_size : (b + 1) * batch_size]
+                    yield self.normalizer(data_ND[idx].to(device, non_blocking=True))
+                step += 1
+
+    def sample(self, n_tokens: int, seed: int) -> torch.Tensor:
+        """n normalized rows drawn uniformly without replacement (deterministic in seed)."""
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(self.n_tokens, generator=g)[: n_tokens].sort().values
+        bounds = np.cumsum([0] + self.rows)
+        parts = []
+        for i in range(len(self.rows)):
+            sel = idx[(idx >= bounds[i]) & (idx < bounds[i + 1])] - bounds[i]
+            if len(sel):
+                arr = np.load(self.folder / self.manifest["shards"][i]["file"], mmap_mode="r")
+                parts.append(torch.from_numpy(np.array(arr[sel.numpy()])))
+        return self.normalizer(torch.cat(parts))
+
+    def tokens(self) -> torch.Tensor:
+        """[n_contexts, context_size] int64 model inputs of this split."""
+        return torch.from_numpy(np.load(self.folder / "tokens.npy").astype(np.int64))
+
+
+# --------------------------------------------------------------------------------------------
+# The notebook-level entry point
+# --------------------------------------------------------------------------------------------
+def cache_activations(profile: Profile, model=None, rebuild: bool = False) -> dict[str, Path]:
+    """Build (or resume, or reuse) the train and validation caches of a profile."""
+    from .corpus import corpus_fingerprint, load_text_dataset
+    from .model import load_model, model_fingerprint
+
+    model = model if model is not None else load_model(profile)
+    model_sha, corpus_sha = model_fingerprint(profile), corpus_fingerprint(profile)
+
+    def texts(split: str) -> Callable[[], Iterable[str]]:
+        def _iter() -> Iterable[str]:
+            ds = load_text_dataset(profile, split)
+            # Shuffle documents so a token budget samples every source, not the first one.
+            ds = ds.shuffle(seed=0, buffer_size=10_000) if _is_streaming(ds) else ds.shuffle(seed=0)
+            return (row[profile.dataset_text_field] for row in ds)
+        return _iter
+
+    train = build_cache(profile, "train", model, texts("train"), model_sha, corpus_sha,
+                        rebuild=rebuild)
+    norm = ActivationStore(train).normalizer
+    valid = build_cache(profile, "validation", model, texts("validation"), model_sha, corpus_sha,
+                        normalizer=norm, rebuild=rebuild)
+    return {"train": train, "validation": valid}
+
+
+def _is_streaming(ds) -> bool:
+    from datasets import IterableDataset
+
+    return isinstance(ds, IterableDataset)

@@ -1,0 +1,170 @@
+"""Run profiles, defined in one place.
+
+A profile fixes the model, hook, corpus and every budget of the pipeline. Notebooks take a
+`profile` papermill parameter and call `get_profile(profile)`; `run_all.sh --profile NAME` passes it.
+
+- `paper`: the paper's setting (Gemma-2-2B, layer 19, OpenWebText, 4,882 steps x 2,048). Needs a GPU
+  and Hugging Face access to the gated model.
+- `local` (default): the embedded SmolLM2-135M and the embedded corpus on CPU, sized so the whole
+  pipeline finishes in about 30 minutes on a 2-core machine.
+- `smoke`: the same code with tiny budgets; used by the notebook tests.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
+
+# Gemma-2-2B has 26 layers and the paper hooks layer 19; other models use the same relative depth.
+PAPER_LAYER, PAPER_N_LAYERS = 19, 26
+
+
+def layer_at_paper_depth(n_layers: int) -> int:
+    """Layer index at the paper's relative depth (19 of 26), e.g. 22 of SmolLM2's 30."""
+    return round(PAPER_LAYER / PAPER_N_LAYERS * n_layers)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    # --- model -------------------------------------------------------------------------------
+    model_name: str  # a Hugging Face id (paper) or EMBEDDED_MODEL
+    n_layers: int
+    d_model: int
+    layer: int
+    device: str = "auto"  # "auto" picks cuda when available
+    model_dtype: str = "float32"  # fp32 on CPU; the paper profile may use bfloat16 on GPU
+    # --- text ------------------------------------------------------------------------------
+    dataset: str = "embedded"  # "embedded" or a `datasets` id streamed from the hub
+    dataset_text_field: str = "text"
+    context_size: int = 128
+    # --- activation cache ------------------------------------------------------------------
+    n_train_tokens: int = 163_840
+    n_valid_tokens: int = 16_384
+    n_norm_tokens: int = 10_000  # "normalized using statistics from a 10K token sample"
+    model_batch_size: int = 32  # contexts per model forward while caching
+    shard_tokens: int = 16_384
+    # --- SAE training ----------------------------------------------------------------------
+    d_sae: int | None = None  # None = d_model ("dictionary size matched to d")
+    train_steps: int = 600
+    train_batch_size: int = 2048
+    seeds: tuple[int, ...] = (42, 43, 44)
+    log_every: int = 10
+    checkpoint_every: int = 100
+    window_size: int = 100  # sliding window of firing rates (steps)
+    merge_every: int = 100  # clustering interval (steps)
+    resample_every: int = 100  # resampling check interval (steps)
+    # --- evaluation ------------------------------------------------------------------------
+    n_eval_contexts: int = 64  # contexts of the validation split spliced for KL / CE
+    extra: dict = field(default_factory=dict)  # free-form knobs for later stages
+
+    @property
+    def hook_name(self) -> str:
+        return f"blocks.{self.layer}.hook_resid_post"
+
+    @property
+    def dict_size(self) -> int:
+        return self.d_sae or self.d_model
+
+    @property
+    def topk_k(self) -> int:
+        """The paper's k = 320 at 2,304 latents, scaled by d_sae / 2,304 for other sizes."""
+        return max(1, round(320 * self.dict_size / 2304))
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.model_name == EMBEDDED_MODEL
+
+    @property
+    def output_dir(self) -> Path:
+        root = Path(os.environ.get("HSAE_OUTPUT_ROOT", REPO_ROOT / "outputs"))
+        return root / self.name
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.output_dir / "activations"
+
+    @property
+    def sae_dir(self) -> Path:
+        return self.output_dir / "saes"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.output_dir / "results"
+
+    def resolve_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_SMOLLM2 = dict(model_name=EMBEDDED_MODEL, n_layers=30, d_model=576, layer=layer_at_paper_depth(30))
+
+PROFILES: dict[str, Profile] = {
+    "paper": Profile(
+        name="paper",
+        model_name="google/gemma-2-2b",
+        n_layers=26,
+        d_model=2304,
+        layer=PAPER_LAYER,
+        device="cuda",
+        model_dtype="float32",
+        dataset="Skylion007/openwebtext",
+        n_train_tokens=10_000_000,  # "approximately 10M training tokens"
+        n_valid_tokens=100_000,  # "a held-out validation set of 100K tokens"
+        model_batch_size=64,
+        shard_tokens=262_144,
+        train_steps=4882,
+        train_batch_size=2048,
+        log_every=50,
+        checkpoint_every=500,
+        n_eval_contexts=200 * 16,  # SAEBench default: 200 batches x 16 prompts
+    ),
+    "local": Profile(name="local", **_SMOLLM2),
+    "smoke": Profile(
+        name="smoke",
+        **_SMOLLM2,
+        n_train_tokens=4096,
+        n_valid_tokens=1024,
+        n_norm_tokens=1024,
+        model_batch_size=8,
+        shard_tokens=1024,
+        train_steps=40,
+        train_batch_size=256,
+        seeds=(42,),
+        log_every=5,
+        checkpoint_every=20,
+        window_size=10,
+        merge_every=10,
+        resample_every=10,
+        n_eval_contexts=4,
+    ),
+}
+
+
+def get_profile(name: str = "local", **overrides) -> Profile:
+    """Return the named profile, optionally with some fields overridden.
+
+    Unknown names or fields raise a ValueError that lists the valid choices.
+    """
+    if name not in PROFILES:
+        raise ValueError(f"Unknown profile {name!r}. Valid profiles: {', '.join(PROFILES)}.")
+    profile = PROFILES[name]
+    if overrides:
+        valid = {f.name for f in dataclasses.fields(Profile)}
+        unknown = sorted(set(overrides) - valid)
+        if unknown:
+            raise ValueError(
+                f"Unknown profile field(s) {unknown}. Valid fields: {', '.join(sorted(valid))}."
+            )
+        profile = dataclasses.replace(profile, **overrides)
+    return profile

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Run every notebook in order with papermill for one profile.
+#
+#   ./run_all.sh                     # the default `local` profile (CPU, embedded model + corpus)
+#   ./run_all.sh --profile paper     # the paper's setting (GPU + Hugging Face hub access)
+#   ./run_all.sh --profile smoke     # tiny budgets, a couple of minutes
+#
+# Executed notebooks (with their outputs, or the error) go to outputs/<profile>/notebooks/.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+profile=local
+only=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --profile) profile="$2"; shift 2 ;;
+        --profile=*) profile="${1#*=}"; shift ;;
+        --only) only="$2"; shift 2 ;;
+        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        *) echo "error: unknown option $1 (valid: --profile NAME, --only NN)" >&2; exit 2 ;;
+    esac
+done
+
+./scripts/setup.sh
+VPY=.venv/bin/python
+# Fail fast, before any long work, on an unknown profile (the error lists the valid ones).
+"$VPY" -c "import sys; from hsae_utils.config import get_profile; get_profile(sys.argv[1])" "$profile"
+
+outdir="outputs/$profile/notebooks"
+mkdir -p "$outdir"
+start=$(date +%s)
+for nb in notebooks/[0-9][0-9]_*.ipynb; do
+    name=$(basename "$nb")
+    [ -n "$only" ] && [[ "$name" != "$only"* ]] && continue
+    echo "=== $name (profile: $profile)"
+    t0=$(date +%s)
+    if ! HSAE_PROFILE="$profile" "$VPY" -m papermill "$nb" "$outdir/$name" -p profile "$profile" \
+            --cwd notebooks --kernel python3 --progress-bar; then
+        echo "error: notebook $name failed; the executed copy with the error is $outdir/$name" >&2
+        exit 1
+    fi
+    echo "    done in $(( $(date +%s) - t0 )) s -> $outdir/$name"
+done
+echo "All notebooks ran for profile '$profile' in $(( $(date +%s) - start )) s."
+echo "Outputs: outputs/$profile/ (activations, saes, results), figures: figures/, notebooks: $outdir/"

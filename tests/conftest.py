@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny randomly initialised Llama booted through TransformerBridge.
+
+Unit tests use it where the real model adds nothing; the notebooks always run the real model.
+"""
+from __future__ import annotations
+
+import string
+
+import pytest
+import torch
+
+TINY_LAYERS, TINY_D = 4, 32
+
+
+def _tiny_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<|endoftext|>", "<unk>"] + list(string.ascii_lowercase) + [
+        "the", "cat", "sat", "on", "mat", "dog", "ran", "and", "is", "of", "paris", "france",
+        "capital", ".", ",",
+    ]
+    vocab = {w: i for i, w in enumerate(words)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    tokenizer = _tiny_tokenizer()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=TINY_D, intermediate_size=64,
+        num_hidden_layers=TINY_LAYERS, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=256, tie_word_embeddings=True, bos_token_id=0, eos_token_id=0,
+    )
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    model = TransformerBridge.boot_transformers(str(tiny_model_dir), device="cpu")
+    model.eval()
+    return model

@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+import torch
+
+from hsae_utils import activations as acts
+from hsae_utils.config import get_profile
+from hsae_utils.io import read_json, write_json_atomic
+from hsae_utils.tokens import bos_token_id, iter_contexts
+
+from .conftest import TINY_D
+
+WORDS = "the cat sat on the mat and a dog ran . paris is the capital of france ,".split()
+
+
+def _texts(n_docs=80, seed=0):
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=rng.integers(5, 40))) for _ in range(n_docs)]
+
+
+@pytest.fixture
+def profile(tmp_path, monkeypatch):
+    monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
+    return get_profile("smoke", model_name="tiny", n_layers=4, d_model=TINY_D, layer=2,
+                       context_size=16, n_train_tokens=16 * 24, n_valid_tokens=16 * 6,
+                       n_norm_tokens=100, shard_tokens=16 * 5, model_batch_size=3)
+
+
+def _build(profile, model, split="train", **kw):
+    return acts.build_cache(profile, split, model, lambda: _texts(), "sha-model", "sha-corpus", **kw)
+
+
+def test_contexts_start_with_bos_and_have_fixed_length(tiny_model):
+    tok = tiny_model.tokenizer
+    bos = bos_token_id(tok)
+    rows = list(iter_contexts(_texts(10), tok, 16))
+    assert rows and all(len(r) == 16 and r[0] == bos for r in rows)
+    # Documents are joined by the boundary token, so the stream has bos between documents.
+    assert any(bos in r[1:] for r in rows)
+
+
+def test_cache_excludes_special_tokens_and_fits_normalizer(profile, tiny_model):
+    folder = _build(profile, tiny_model)
+    m = read_json(folder / "manifest.json")
+    tokens = np.load(folder / "tokens.npy")
+    assert tokens.shape == (24, 16) and (tokens[:, 0] == m["bos_token_id"]).all()
+    n_special = np.isin(tokens, m["special_token_ids"]).sum()
+    assert m["n_tokens"] == tokens.size - n_special
+    assert m["complete"] and len(m["shards"]) == 5  # 24 contexts, 5 per shard
+    store = acts.ActivationStore(folder)
+    x = store.sample(store.n_tokens, seed=0)
+    assert x.shape == (store.n_tokens, TINY_D)
+    assert abs(x.pow(2).sum(-1).mean().item() / TINY_D - 1) < 0.1  # fitted on first 100 rows
+
+
+def test_interrupted_cache_resumes_to_the_same_result(profile, tiny_model, monkeypatch):
+    ref = _build(profile, tiny_model)
+    ref_rows = [np.load(ref / s["file"]) for s in read_json(ref / "manifest.json")["shards"]]
+    ref.rename(ref.parent / "ref")
+
+    real_save, calls = np.save, {"n": 0}
+
+    def crashing_save(f, arr):  # fail while writing the third shard
+        if arr.ndim == 2 and arr.dtype == np.float32:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+        real_save(f, arr)
+
+    monkeypatch.setattr(acts.np, "save", crashing_save)
+    with pytest.raises(KeyboardInterrupt):
+        _build(profile, tiny_model)
+    m = read_json(ref / "manifest.json")
+    assert not m["complete"] and len(m["shards"]) == 2
+    assert not list(ref.glob(".*tmp"))  # no half-written file left behind
+    monkeypatch.setattr(acts.np, "save", real_save)
+    folder = _build(profile, tiny_model)
+    rows = [np.load(folder / s["file"]) for s in read_json(folder / "manifest.json")["shards"]]
+    assert all(np.array_equal(a, b) for a, b in zip(rows, ref_rows))
+
+
+def test_mismatching_cache_is_refused_not_reused(profile, tiny_model):
+    folder = _build(profile, tiny_model)
+    with pytest.raises(acts.CacheError, match="(?s)corpus_sha256.*rebuild=True"):
+        acts.build_cache(profile, "train", tiny_model, lambda: _texts(), "sha-model", "other")
+    # rebuild=True replaces it
+    acts.build_cache(profile, "train", tiny_model, lambda: _texts(), "sha-model", "other",
+                     rebuild=True)
+    assert read_json(folder / "manifest.json")["corpus_sha256"] == "other"
+
+
+def test_truncated_shard_is_detected(profile, tiny_model):
+    folder = _build(profile, tiny_model)
+    shard = folder / "shard_00001.npy"
+    shard.write_bytes(shard.read_bytes()[:200])
+    with pytest.raises(acts.CacheError, match="truncated"):
+        acts.ActivationStore(folder)
+    with pytest.raises(acts.CacheError, match="truncated"):
+        _build(profile, tiny_model)
+
+
+def test_incomplete_cache_is_not_read_for_training(profile, tiny_model):
+    folder = _build(profile, tiny_model)
+    m = read_json(folder / "manifest.json")
+    write_json_atomic(folder / "manifest.json", {**m, "complete": False})
+    with pytest.raises(acts.CacheError, match="incomplete"):
+        acts.ActivationStore(folder)
+
+
+def test_batches_are_deterministic_and_resumable(profile, tiny_model):
+    store = acts.ActivationStore(_build(profile, tiny_model), group_shards=2)
+    it = store.iter_batches(32, seed=7)
+    first = [next(it) for _ in range(12)]  # several epochs
+    assert all(b.shape == (32, TINY_D) for b in first)
+    again = store.iter_batches(32, seed=7, start_step=5)
+    for b in first[5:]:
+        torch.testing.assert_close(next(again), b, rtol=0, atol=0)
+    other = next(store.iter_batches(32, seed=8))
+    assert not torch.equal(other, first[0])
+
+
+def test_normalizer_round_trip():
+    x = torch.randn(500, 8) * 3 + 1
+    for center in (False, True):
+        n = acts.Normalizer.fit(x, center=center)
+        y = n(x)
+        assert abs(y.pow(2).sum(1).mean().item() - 8) < 1e-3
+        torch.testing.assert_close(n.inverse(y), x, atol=1e-5, rtol=1e-5)
+        assert acts.Normalizer.from_dict(n.to_dict()) == n
