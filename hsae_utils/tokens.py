@@ -6,11 +6,11 @@ SAELens convention, and it gives every context the same first token, whose activ
 attention sink with a very large norm) is excluded from training and from every evaluation average.
 
 Which token is "BOS":
-- Gemma-2 prepends `<bos>` to every input it saw in training, so we use `tokenizer.bos_token_id`.
-- SmolLM2 was pre-trained on documents separated by `<|endoftext|>` with no BOS; the GGUF's
-  tokenizer names the chat token `<|im_start|>` as BOS, which never starts plain text. So for a
-  tokenizer that does not add a BOS itself we use `<|endoftext|>`, the token that starts each
-  document in its pre-training stream.
+- SmolLM2 (like GPT-2) was pre-trained on documents separated by `<|endoftext|>` with no BOS; its
+  GGUF tokenizer names the chat token `<|im_start|>` as BOS, which never starts plain text. So when
+  the vocabulary has `<|endoftext|>` we use it: the token that starts each document in the
+  pre-training stream.
+- Otherwise (Gemma-2, which saw `<bos>` at the start of every input) `tokenizer.bos_token_id`.
 """
 from __future__ import annotations
 
@@ -21,11 +21,8 @@ import torch
 
 def bos_token_id(tokenizer) -> int:
     """The token placed at position 0 of every context (see module docstring)."""
-    probe = tokenizer("a")["input_ids"]
-    if tokenizer.bos_token_id is not None and probe and probe[0] == tokenizer.bos_token_id:
-        return tokenizer.bos_token_id  # the tokenizer adds BOS itself (Gemma)
-    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    if isinstance(eot, int) and eot != tokenizer.unk_token_id:
+    eot = tokenizer.get_vocab().get("<|endoftext|>")
+    if eot is not None:
         return eot
     if tokenizer.bos_token_id is not None:
         return tokenizer.bos_token_id

@@ -126,3 +126,8 @@ def test_normalizer_round_trip():
         assert abs(y.pow(2).sum(1).mean().item() - 8) < 1e-3
         torch.testing.assert_close(n.inverse(y), x, atol=1e-5, rtol=1e-5)
         assert acts.Normalizer.from_dict(n.to_dict()) == n
+
+
+def test_bos_is_the_document_separator_when_the_vocab_has_one(tiny_model):
+    # The tiny tokenizer, like SmolLM2's, has <|endoftext|> (id 0).
+    assert bos_token_id(tiny_model.tokenizer) == 0
