@@ -1,0 +1,66 @@
+"""BatchTopK SAE (Bussmann, Leask & Nanda, "BatchTopK Sparse Autoencoders", 2024)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .base import StepOutput
+from .topk import TopKSAE, TopKSAEConfig
+
+
+@dataclass
+class BatchTopKSAEConfig(TopKSAEConfig):
+    """k: average latents per token; training keeps the k x B largest activations of the batch.
+
+    threshold_lr: the inference threshold is an EMA of the smallest positive activation kept in
+    each training batch, theta <- (1 - lr) theta + lr min_kept (Bussmann et al.'s code, lr 0.01).
+    """
+
+    threshold_lr: float = 0.01
+
+
+def batch_topk_codes(pre_BF: Tensor, k: int) -> Tensor:
+    """Keep the k * B largest ReLU'd activations over the whole batch (B = all leading dims)."""
+    acts_N = pre_BF.relu().flatten()
+    vals, idx = acts_N.topk(k * (acts_N.numel() // pre_BF.shape[-1]), sorted=False)
+    return torch.zeros_like(acts_N).scatter_(0, idx, vals).view_as(pre_BF)
+
+
+class BatchTopKSAE(TopKSAE):
+    """Training: z = BatchTopK(ReLU(pre)) with AuxK as TopKSAE. Inference (`model.eval()`, or
+    `encode(x, use_threshold=True)`): z = ReLU(pre) * (pre > theta), a JumpReLU with one global
+    threshold theta, which is how SAELens exports it ("jumprelu")."""
+
+    config_class = BatchTopKSAEConfig
+    sae_lens_architecture = "jumprelu"
+    cfg: BatchTopKSAEConfig
+
+    def __init__(self, cfg: BatchTopKSAEConfig, seed: int = 0):
+        super().__init__(cfg, seed)
+        self.register_buffer("threshold", torch.zeros(()))
+
+    def train_codes(self, pre_BF: Tensor) -> Tensor:
+        return batch_topk_codes(pre_BF, self.cfg.k)
+
+    def activation(self, pre_BF: Tensor) -> Tensor:
+        return self.threshold_codes(pre_BF) if not self.training else self.train_codes(pre_BF)
+
+    def threshold_codes(self, pre_BF: Tensor) -> Tensor:
+        return pre_BF.relu() * (pre_BF > self.threshold)
+
+    def encode(self, x_BD: Tensor, use_threshold: bool | None = None) -> Tensor:
+        pre_BF = self.pre_acts(x_BD)
+        use_threshold = not self.training if use_threshold is None else use_threshold
+        return self.threshold_codes(pre_BF) if use_threshold else self.train_codes(pre_BF)
+
+    @torch.no_grad()
+    def after_step(self, step: int, x_BD: Tensor, out: StepOutput,
+                   generator: torch.Generator | None = None) -> list[dict]:
+        # min over kept (positive) activations, without boolean indexing (no host sync)
+        min_kept = torch.where(out.z_BF > 0, out.z_BF, float("inf")).amin()
+        lr = self.cfg.threshold_lr
+        self.threshold.copy_(torch.where(
+            torch.isfinite(min_kept), (1 - lr) * self.threshold + lr * min_kept, self.threshold))
+        return super().after_step(step, x_BD, out, generator)

@@ -1,0 +1,73 @@
+"""TopK SAE (Gao et al., "Scaling and evaluating sparse autoencoders", 2024) with the AuxK loss."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .base import BaseSAE, SAEConfig, StepOutput
+
+
+@dataclass
+class TopKSAEConfig(SAEConfig):
+    """k: latents kept per token (the paper's 320 at 2,304 latents; `profile.topk_k` scales it).
+
+    auxk: add the AuxK loss (on by default): the top `aux_k` pre-activations among dead latents
+        (not fired for `dead_after_tokens` tokens) reconstruct the detached residual e = x - xhat
+        (Gao et al.: aux_k = 512, capped here at d_sae / 2 as SAELens does; coefficient 1/32).
+        Gao et al. weigh normalized errors, nmse(xhat, x) + 1/32 nmse(ehat, e), with
+        nmse(a, b) = mean over tokens of ||a - b||^2 / ||b||^2. Our main loss is the summed squared
+        error, about nmse(xhat, x) x E||x||^2, so the aux term is nmse(ehat, e) x 1/32 x the
+        batch's mean ||x||^2 (detached), which keeps their balance between the two terms.
+    """
+
+    k: int = 320
+    auxk: bool = True
+    aux_k: int = 512
+    aux_coefficient: float = 1 / 32
+
+
+def topk_codes(pre_BF: Tensor, k: int) -> Tensor:
+    """Keep the k largest pre-activations of each row, then ReLU (at most k non-zeros)."""
+    vals_BK, idx_BK = pre_BF.topk(k, dim=-1, sorted=False)
+    return torch.zeros_like(pre_BF).scatter_(-1, idx_BK, vals_BK.relu())
+
+
+class TopKSAE(BaseSAE):
+    """z = ReLU(TopK(x W_enc + b_enc)); loss = sum_d (x - xhat)^2 (+ AuxK). No L1 term."""
+
+    config_class = TopKSAEConfig
+    sae_lens_architecture = "topk"
+    cfg: TopKSAEConfig
+
+    def activation(self, pre_BF: Tensor) -> Tensor:
+        return topk_codes(pre_BF, self.cfg.k)
+
+    def train_codes(self, pre_BF: Tensor) -> Tensor:
+        return self.activation(pre_BF)
+
+    def loss(self, x_BD: Tensor, step: int, total_steps: int) -> StepOutput:
+        pre_BF = self.pre_acts(x_BD)
+        z_BF = self.train_codes(pre_BF)
+        xhat_BD = self.decode(z_BF)
+        sq_err_B = (xhat_BD - x_BD).pow(2).sum(-1)
+        l_recon = sq_err_B.mean()
+        loss, aux = l_recon, torch.zeros((), device=x_BD.device)
+        if self.cfg.auxk:
+            # One host sync per step (as SAELens); the AuxK cost then scales with the dead count.
+            dead_L = self.firing.dead_mask(self.cfg.dead_after_tokens).nonzero().squeeze(1)
+            if len(dead_L):
+                aux = self.aux_nmse(pre_BF, dead_L, (x_BD - xhat_BD).detach())
+                x_sq = x_BD.pow(2).sum(-1).mean()
+                loss = loss + (self.cfg.aux_coefficient * x_sq) * aux
+        return self._output(loss, xhat_BD, z_BF, sq_err_B, mse=l_recon.detach(),
+                            l1=z_BF.detach().sum() / x_BD.shape[0], aux=aux.detach())
+
+    def aux_nmse(self, pre_BF: Tensor, dead_L: Tensor, resid_BD: Tensor) -> Tensor:
+        """nmse(ehat, e), ehat = TopK_aux(dead pre-acts) W_dec (no b_dec: e already has it)."""
+        k_aux = min(self.cfg.aux_k, self.cfg.d_sae // 2, len(dead_L))
+        # Only the dead latents' columns: the cost is O(B x n_dead x D), not O(B x F x D).
+        z_aux_BL = topk_codes(pre_BF[:, dead_L], k_aux)
+        err_B = (z_aux_BL @ self.W_dec[dead_L] - resid_BD).pow(2).sum(-1)
+        return (err_B / resid_BD.pow(2).sum(-1)).nan_to_num(0.0).mean()

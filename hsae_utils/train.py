@@ -1,0 +1,287 @@
+"""One trainer for every SAE architecture: `train(sae, store, cfg, out_dir)`.
+
+Step t (0-based) is: loss -> backward -> project out the decoder gradient parallel to its rows ->
+clip the gradient norm -> optimizer step -> renormalize decoder rows -> `sae.after_step` (statistics
+and, for the HierarchicalSAE, resampling / merging, whose latents get their Adam moments reset).
+
+Logs and events say `step` = completed steps (t + 1). The run folder `out_dir` gets
+    train_log.jsonl   one JSON object per line: "kind": "metrics" every `log_every` steps, or
+                      "kind": "event" (resample / merge) when one happens
+    checkpoint.pt     the latest checkpoint (atomic), every `checkpoint_every` steps and at the end
+    + the exported SAE (cfg.json, sae_weights.safetensors, ... see hsae_utils.checkpoint)
+Calling `train` again with the same configs resumes from checkpoint.pt and reaches bit-identical
+weights on CPU (same data batches via the store's `start_step`, same optimizer / RNG / mechanism
+state).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .checkpoint import (LOG_NAME, load_training_checkpoint, restore_training_state, save_sae,
+                         save_training_checkpoint)
+from .io import atomic_path
+from .mechanisms import reset_adam_state
+from .saes import BaseSAE, StepOutput
+
+CHECKPOINT_NAME = "checkpoint.pt"
+# TrainConfig fields that change the result: a checkpoint is only resumed if they match.
+_RESULT_FIELDS = ("steps", "batch_size", "lr", "betas", "weight_decay", "optimizer", "grad_clip",
+                  "seed", "init_weights")
+
+
+class ActivationStore(Protocol):
+    """What `train` needs from an activation store (hsae_utils.activations.ActivationStore)."""
+
+    d_model: int
+    n_tokens: int
+
+    def iter_batches(self, batch_size: int, seed: int, start_step: int = 0,
+                     device: str | torch.device = "cpu") -> Iterator[Tensor]: ...
+
+    def sample(self, n_tokens: int, seed: int) -> Tensor: ...
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN/Inf; the message names the step and the last good checkpoint."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of the paper (section 5.1), shared by every architecture.
+
+    optimizer: "adam" (default) is torch.optim.Adam(weight_decay=...), the L2 form the paper's
+        "Adam ... with weight decay 0.01" names literally: the decay term is added to the gradient
+        and then normalised by Adam like the rest. "adamw" decouples it (torch.optim.AdamW).
+    grad_clip: max global gradient norm (None = no clipping).
+    init_weights: at step 0, re-initialise the SAE from `seed` (so one seed fixes the init, the
+        data order and the mechanisms' random draws); False trains the weights as given.
+    """
+
+    steps: int = 4882
+    batch_size: int = 2048
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.01
+    optimizer: str = "adam"
+    grad_clip: float | None = 1.0
+    seed: int = 42
+    log_every: int = 50
+    checkpoint_every: int = 500
+    device: str = "cpu"
+    init_weights: bool = True
+
+    @classmethod
+    def from_profile(cls, profile, seed: int, **overrides: Any) -> "TrainConfig":
+        kw = dict(steps=profile.train_steps, batch_size=profile.train_batch_size, seed=seed,
+                  log_every=profile.log_every, checkpoint_every=profile.checkpoint_every,
+                  device=profile.resolve_device())
+        return cls(**{**kw, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    sae: BaseSAE  # trained, in eval mode
+    out_dir: Path
+    steps: int
+    resumed_from: int | None  # the checkpoint step this call started from, None for a fresh run
+    log: list[dict[str, Any]]  # metric rows of the whole run (earlier segments included)
+    events: list[dict[str, Any]]
+    seconds: float  # wall time of this call's training steps
+    tokens_per_s: float
+
+
+def make_optimizer(sae: BaseSAE, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer not in ("adam", "adamw"):
+        raise ValueError(f"optimizer must be 'adam' or 'adamw', got {cfg.optimizer!r}")
+    opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return opt_cls(sae.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
+                   weight_decay=cfg.weight_decay)
+
+
+def train_step(sae: BaseSAE, optimizer: torch.optim.Optimizer, x_BD: Tensor, step: int,
+               total_steps: int, grad_clip: float | None = 1.0,
+               generator: torch.Generator | None = None) -> tuple[StepOutput, list[dict]]:
+    """One optimisation step (0-based `step`); no host syncs except inside rare mechanism events."""
+    out = sae.loss(x_BD, step, total_steps)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    sae.remove_parallel_decoder_grad()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), grad_clip)
+    optimizer.step()
+    sae.normalize_decoder_()
+    events = sae.after_step(step, x_BD, out, generator)
+    for event in events:
+        reset_adam_state(optimizer, sae, torch.tensor(event["reset"], dtype=torch.long))
+    return out, events
+
+
+@torch.no_grad()
+def step_metrics(sae: BaseSAE, x_BD: Tensor, out: StepOutput) -> dict[str, float]:
+    """The logged numbers of one step (syncs: call on log steps only).
+
+    ev: 1 - sum ||x - xhat||^2 / sum ||x - mean_batch(x)||^2 over the batch.
+    dead: the architecture's own count (window-based for the HierarchicalSAE with window tracking);
+    dead_tokens: not fired in the last `dead_after_tokens` tokens, for every architecture.
+    """
+    B = x_BD.shape[0]
+    row = {
+        "loss": out.loss.detach(),
+        "l0": out.fired_F.sum() / B,
+        "ev": 1 - out.sq_err_B.sum() / (x_BD - x_BD.mean(0)).pow(2).sum(),
+        "dead": sae.dead_mask().sum(),
+        "dead_tokens": sae.firing.dead_mask(sae.cfg.dead_after_tokens).sum(),
+        **out.metrics,
+    }
+    if hasattr(sae, "threshold"):
+        row["threshold"] = sae.threshold
+    return {k: (v.item() if isinstance(v, Tensor) else v) for k, v in row.items()}
+
+
+# ----------------------------------------------------------------------------- log file
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _truncate_log(path: Path, last_step: int) -> None:
+    """Keep the rows of steps <= last_step (the checkpoint), so a resumed run appends cleanly."""
+    rows = [r for r in read_log(path) if r["step"] <= last_step]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _comparable(d: dict[str, Any]) -> Any:
+    return json.loads(json.dumps(d, sort_keys=True, default=str))
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def train(
+    sae: BaseSAE,
+    store: ActivationStore,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+    metadata: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train `sae` on `store` for `cfg.steps` steps; resume from out_dir/checkpoint.pt if present.
+
+    If the store exposes a `normalizer` (hsae_utils.activations.ActivationStore does), its
+    statistics are recorded in `sae.cfg.normalization` for export. `metadata` (profile name, ...)
+    goes into the exported hsae_config.json and SAELens metadata. Raises NonFiniteLossError naming
+    the first step whose loss was NaN/Inf; the checkpoint on disk then is the last good one.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if store.d_model != sae.cfg.d_in:
+        raise ValueError(f"store.d_model = {store.d_model} but the SAE has d_in = {sae.cfg.d_in}.")
+    normalizer = getattr(store, "normalizer", None)
+    if normalizer is not None:
+        norm = normalizer.to_dict()
+        sae.cfg.normalization = {"scale": norm["scale"], "center": norm["center"],
+                                 "mean": norm["mean"]}
+
+    device = torch.device(cfg.device)
+    sae.to(device).train()
+    optimizer = make_optimizer(sae, cfg)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
+
+    start, resumed_from = 0, None
+    if ckpt_path.exists():
+        state = load_training_checkpoint(ckpt_path)
+        _check_resumable(state, sae, cfg, ckpt_path)
+        restore_training_state(state, sae, optimizer, generator)
+        start = resumed_from = state["step"]
+        _truncate_log(log_path, start)
+    else:
+        if cfg.init_weights:
+            sae.reset_parameters(cfg.seed)
+        log_path.unlink(missing_ok=True)
+
+    batches = store.iter_batches(cfg.batch_size, cfg.seed, start_step=start, device=device)
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # checked lazily (no sync)
+    last_ckpt = start if resumed_from is not None else None
+    t0 = time.perf_counter()
+    with tqdm(total=cfg.steps, initial=start, disable=not progress, unit="step",
+              desc=type(sae).__name__) as bar, open(log_path, "a") as log:
+        for step in range(start, cfg.steps):
+            x_BD = next(batches)
+            out, events = train_step(sae, optimizer, x_BD, step, cfg.steps, cfg.grad_clip,
+                                     generator)
+            first_bad = torch.where(torch.isfinite(out.loss) | (first_bad >= 0), first_bad, step)
+            done = step + 1
+            is_log = done % cfg.log_every == 0 or done == cfg.steps
+            is_ckpt = done % cfg.checkpoint_every == 0 or done == cfg.steps
+            if is_log or is_ckpt or events:
+                _raise_if_bad(first_bad, ckpt_path, last_ckpt)
+            for event in events:
+                log.write(json.dumps({"kind": "event", **event}) + "\n")
+            if is_log:
+                row = {"kind": "metrics", "step": done, "tokens": done * cfg.batch_size,
+                       **step_metrics(sae, x_BD, out),
+                       "elapsed_s": round(time.perf_counter() - t0, 3)}
+                log.write(json.dumps(row) + "\n")
+                bar.set_postfix(loss=f"{row['loss']:.4g}", l0=f"{row['l0']:.1f}")
+            if is_log or events:
+                log.flush()
+            if is_ckpt:
+                save_training_checkpoint(ckpt_path, step=done, sae=sae, optimizer=optimizer,
+                                         generator=generator, train_config=cfg.to_dict())
+                last_ckpt = done
+            bar.update(1)
+    seconds = time.perf_counter() - t0
+    n_new = cfg.steps - start
+
+    sae.eval()
+    save_sae(sae, out_dir, train_config=cfg, metadata=metadata)
+    rows = read_log(log_path)
+    return TrainResult(
+        sae=sae, out_dir=out_dir, steps=cfg.steps, resumed_from=resumed_from,
+        log=[r for r in rows if r["kind"] == "metrics"],
+        events=[r for r in rows if r["kind"] == "event"],
+        seconds=seconds, tokens_per_s=n_new * cfg.batch_size / seconds if n_new else 0.0,
+    )
+
+
+def _raise_if_bad(first_bad: Tensor, ckpt_path: Path, last_ckpt: int | None) -> None:
+    bad = int(first_bad)
+    if bad >= 0:
+        kept = (f"the last good checkpoint ({ckpt_path}, step {last_ckpt}) is kept"
+                if last_ckpt is not None else "no checkpoint had been written yet")
+        raise NonFiniteLossError(
+            f"Non-finite loss at step {bad + 1} (batch index {bad}); training stopped and {kept}."
+        )
+
+
+def _check_resumable(state: dict, sae: BaseSAE, cfg: TrainConfig, path: Path) -> None:
+    saved, now = state["train_config"], cfg.to_dict()
+    diffs = [] if state["architecture"] == type(sae).__name__ else [
+        f"architecture: checkpoint {state['architecture']}, now {type(sae).__name__}"]
+    diffs += [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}" for k in _RESULT_FIELDS
+             if _comparable(saved.get(k)) != _comparable(now[k])]
+    if _comparable(state["sae_config"]) != _comparable(sae.cfg.to_dict()):
+        diffs.append("the SAE config differs")
+    if diffs:
+        raise ValueError(
+            f"Cannot resume from {path}: " + "; ".join(diffs)
+            + ". Delete the checkpoint (or use another out_dir) to start over."
+        )

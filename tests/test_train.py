@@ -1,0 +1,148 @@
+"""The trainer: determinism, bit-identical resume, NaN handling, logs and the exported folder."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hsae_utils.checkpoint import load_sae
+from hsae_utils.saes import ARCHITECTURES
+from hsae_utils.train import NonFiniteLossError, TrainConfig, read_log, train
+
+D, NF, B = 16, 48, 64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matmuls: a second thread only adds synchronisation (and stalls on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class InMemoryStore:
+    """The activation-store protocol over a tensor: shuffled epochs, deterministic in
+    (seed, start_step). Optionally raises at batch `crash_at` (an interrupted run) or returns a
+    batch of inf at `poison_at` (a diverging one)."""
+
+    def __init__(self, n_tokens: int = 1024, seed: int = 0, crash_at: int | None = None,
+                 poison_at: int | None = None):
+        g = torch.Generator().manual_seed(seed)
+        # sparse non-negative codes over a random dictionary: some structure for the SAE to find
+        dict_KD = torch.randn(64, D, generator=g)
+        codes_NK = torch.relu(torch.randn(n_tokens, 64, generator=g) - 1.5)
+        self.data = codes_NK @ dict_KD + 0.1 * torch.randn(n_tokens, D, generator=g)
+        self.d_model, self.n_tokens = D, n_tokens
+        self.crash_at, self.poison_at = crash_at, poison_at
+
+    def iter_batches(self, batch_size, seed, start_step=0, device="cpu"):
+        per_epoch = self.n_tokens // batch_size
+        step = start_step
+        while True:
+            if step == self.crash_at:
+                raise KeyboardInterrupt(f"simulated crash at batch {step}")
+            epoch, b = divmod(step, per_epoch)
+            perm = torch.randperm(self.n_tokens,
+                                  generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+            x = self.data[perm[b * batch_size:(b + 1) * batch_size]]
+            yield (torch.full_like(x, float("inf")) if step == self.poison_at else x).to(device)
+            step += 1
+
+    def sample(self, n_tokens, seed):
+        idx = torch.randperm(self.n_tokens, generator=torch.Generator().manual_seed(seed))
+        return self.data[idx[:n_tokens]]
+
+
+def make(arch: str):
+    cls = ARCHITECTURES[arch]
+    kw = {"dead_after_tokens": 4 * B}
+    if arch in ("topk", "batchtopk"):
+        kw["k"] = 4
+    if arch == "hierarchical":  # small intervals and loose thresholds, so mechanisms do fire
+        kw.update(window_size=4, resample_every=4, merge_every=6, dead_rate=0.3,
+                  merge_threshold=0.5)
+    return cls(cls.config_class(d_in=D, d_sae=NF, **kw), seed=123)  # train() re-inits from cfg.seed
+
+
+def cfg(**kw) -> TrainConfig:
+    return TrainConfig(**{"steps": 24, "batch_size": B, "log_every": 2, "checkpoint_every": 8,
+                          "seed": 7, **kw})
+
+
+def state(sae) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in sae.state_dict().items()}
+
+
+def assert_same_state(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def strip_time(rows):
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_same_seed_same_weights(arch, tmp_path):
+    a = train(make(arch), InMemoryStore(), cfg(), tmp_path / "a", progress=False)
+    b = train(make(arch), InMemoryStore(), cfg(), tmp_path / "b", progress=False)
+    c = train(make(arch), InMemoryStore(), cfg(seed=8), tmp_path / "c", progress=False)
+    assert_same_state(state(a.sae), state(b.sae))
+    assert not torch.equal(a.sae.W_dec, c.sae.W_dec)
+    assert strip_time(a.log) == strip_time(b.log)
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_resume_after_interruption_is_bit_identical(arch, tmp_path):
+    straight = train(make(arch), InMemoryStore(), cfg(), tmp_path / "straight", progress=False)
+
+    # crash at batch 19: the checkpoint is at step 16, and log rows 17..19 were already written
+    with pytest.raises(KeyboardInterrupt):
+        train(make(arch), InMemoryStore(crash_at=19), cfg(), tmp_path / "resumed", progress=False)
+    assert max(r["step"] for r in read_log(tmp_path / "resumed" / "train_log.jsonl")) == 18
+    # fresh objects, as in a new process
+    resumed = train(make(arch), InMemoryStore(), cfg(), tmp_path / "resumed", progress=False)
+
+    assert resumed.resumed_from == 16
+    assert_same_state(state(straight.sae), state(resumed.sae))
+    assert strip_time(straight.log) == strip_time(resumed.log)
+    assert straight.events == resumed.events
+    if arch == "hierarchical":
+        kinds = {e["event"] for e in straight.events}
+        assert kinds == {"resample", "merge"}, "the test should exercise both mechanisms"
+        assert any(e["step"] > 16 for e in straight.events)
+
+
+def test_log_rows_and_export(tmp_path):
+    res = train(make("hierarchical"), InMemoryStore(), cfg(), tmp_path, progress=False,
+                metadata={"profile": "test"})
+    rows = read_log(tmp_path / "train_log.jsonl")
+    metrics = [r for r in rows if r["kind"] == "metrics"]
+    assert [r["step"] for r in metrics] == list(range(2, 25, 2))
+    for key in ("loss", "mse", "l1", "l0", "ev", "dead", "dead_tokens", "lambda_t", "alpha_t"):
+        assert key in metrics[0], key
+    assert metrics[-1]["lambda_t"] == pytest.approx(NF ** -0.5 / 24)  # lambda at t = T - 1
+    assert 0.1 <= metrics[-1]["alpha_t"] <= 2.0
+    assert metrics[-1]["ev"] > 0
+    back = load_sae(tmp_path)
+    assert_same_state(state(back), state(res.sae))
+    info = json.loads((tmp_path / "hsae_config.json").read_text())
+    assert info["metadata"] == {"profile": "test"} and info["train"]["seed"] == 7
+
+
+def test_nan_loss_raises_naming_the_step_and_keeps_last_good_checkpoint(tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"step 11 \(batch index 10\).*step 8"):
+        train(make("relu"), InMemoryStore(poison_at=10), cfg(log_every=5), tmp_path,
+              progress=False)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 8
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    train(make("relu"), InMemoryStore(), cfg(steps=8), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="lr"):
+        train(make("relu"), InMemoryStore(), cfg(steps=8, lr=1e-3), tmp_path, progress=False)
