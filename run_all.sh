@@ -3,21 +3,28 @@
 #
 #   ./run_all.sh                     # the default `local` profile (CPU, embedded model + corpus)
 #   ./run_all.sh --profile paper     # the paper's setting (GPU + Hugging Face hub access)
-#   ./run_all.sh --profile smoke     # tiny budgets, a couple of minutes
+#   ./run_all.sh --profile smoke     # tiny budgets, a few minutes
+#   ./run_all.sh --force             # re-run every notebook and recompute every output
+#   ./run_all.sh --only 02           # just one notebook
 #
 # Executed notebooks (with their outputs, or the error) go to outputs/<profile>/notebooks/.
+# A notebook that finished before (same notebook file, same profile) is skipped on a re-run; the
+# notebooks themselves also reuse valid caches and finished training runs, so after a failure a
+# re-run redoes only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 profile=local
 only=""
+force=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --profile) profile="$2"; shift 2 ;;
         --profile=*) profile="${1#*=}"; shift ;;
         --only) only="$2"; shift 2 ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
-        *) echo "error: unknown option $1 (valid: --profile NAME, --only NN)" >&2; exit 2 ;;
+        --force) force=1; shift ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) echo "error: unknown option $1 (valid: --profile NAME, --only NN, --force)" >&2; exit 2 ;;
     esac
 done
 
@@ -27,18 +34,29 @@ VPY=.venv/bin/python
 "$VPY" -c "import sys; from hsae_utils.config import get_profile; get_profile(sys.argv[1])" "$profile"
 
 outdir="outputs/$profile/notebooks"
-mkdir -p "$outdir"
+mkdir -p "$outdir/.done"
 start=$(date +%s)
 for nb in notebooks/[0-9][0-9]_*.ipynb; do
     name=$(basename "$nb")
     [ -n "$only" ] && [[ "$name" != "$only"* ]] && continue
+    marker="$outdir/.done/$name"
+    stamp=$(sha256sum "$nb" | cut -d' ' -f1)
+    if [ "$force" = 0 ] && [ -z "$only" ] && [ "$(cat "$marker" 2>/dev/null)" = "$stamp" ] \
+            && [ -f "$outdir/$name" ]; then
+        echo "=== $name: done before, skipped (--force re-runs it)"
+        continue
+    fi
     echo "=== $name (profile: $profile)"
     t0=$(date +%s)
-    if ! HSAE_PROFILE="$profile" "$VPY" -m papermill "$nb" "$outdir/$name" -p profile "$profile" \
+    params=(-p profile "$profile")
+    [ "$force" = 1 ] && params+=(-p rebuild_cache True -p force_retrain True -p force True)
+    rm -f "$marker"
+    if ! HSAE_PROFILE="$profile" "$VPY" -m papermill "$nb" "$outdir/$name" "${params[@]}" \
             --cwd notebooks --kernel python3 --progress-bar; then
         echo "error: notebook $name failed; the executed copy with the error is $outdir/$name" >&2
         exit 1
     fi
+    echo "$stamp" > "$marker"
     echo "    done in $(( $(date +%s) - t0 )) s -> $outdir/$name"
 done
 echo "All notebooks ran for profile '$profile' in $(( $(date +%s) - start )) s."

@@ -27,12 +27,12 @@ from tqdm.auto import tqdm
 from .config import Profile
 from .forward import resid_at_layer
 from .io import atomic_path, read_json, sha256_file, write_json_atomic
-from .tokens import bos_token_id, make_contexts, special_token_ids
+from .tokens import bos_token_id, keep_mask, make_contexts, special_token_ids
 
 CACHE_FORMAT = 1
 # What must match between a cache on disk and the request, or the cache is not reused.
 IDENTITY_KEYS = ("model", "model_sha256", "hook", "d_model", "context_size", "corpus_sha256",
-                 "split", "n_contexts", "bos_token_id", "format")
+                 "split", "n_contexts", "bos_token_id", "massive_norm_factor", "format")
 
 
 class CacheError(RuntimeError):
@@ -109,6 +109,7 @@ def _identity(profile: Profile, split: str, model_sha: str, corpus_sha: str, bos
         "split": split,
         "n_contexts": max(1, n_tokens // profile.context_size),
         "bos_token_id": bos,
+        "massive_norm_factor": profile.massive_norm_factor,
     }
 
 
@@ -196,7 +197,7 @@ def build_cache(
             with open(tmp, "wb") as f:
                 np.save(f, tokens_SC.numpy().astype(np.int32))
         manifest = {**identity, "code_version": code_version(), "complete": False,
-                    "shards": [], "n_tokens": 0, "normalization": None,
+                    "shards": [], "n_tokens": 0, "normalization": None, "n_massive_dropped": 0,
                     "special_token_ids": special_token_ids(tokenizer),
                     "tokens_sha256": sha256_file(folder / "tokens.npy"),
                     "contexts_per_shard": max(1, profile.shard_tokens // profile.context_size)}
@@ -234,7 +235,8 @@ def _fill_shards(profile: Profile, model, tokens_SC: torch.Tensor, manifest: dic
         for i in range(0, ctx.shape[0], profile.model_batch_size):
             toks_BS = ctx[i : i + profile.model_batch_size]
             resid_BSD = resid_at_layer(model, toks_BS.to(device), profile.layer)
-            keep_BS = ~torch.isin(toks_BS, special)
+            keep_BS = keep_mask(toks_BS, resid_BSD, special, manifest["massive_norm_factor"])
+            manifest["n_massive_dropped"] += int((~torch.isin(toks_BS, special)).sum() - keep_BS.sum())
             rows.append(resid_BSD[keep_BS.to(resid_BSD.device)].float().cpu())
             bar.update(toks_BS.numel())
             new_tokens += toks_BS.numel()

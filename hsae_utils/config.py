@@ -43,14 +43,21 @@ class Profile:
     dataset_text_field: str = "text"
     context_size: int = 128
     # --- activation cache ------------------------------------------------------------------
-    n_train_tokens: int = 163_840
+    # `local`: ~1,000 contexts cache in about 4 minutes on 2 cores (the model runs ~500 tokens/s
+    # up to layer 22); SAEs then see each token ~8 times (500 steps x 2,048).
+    n_train_tokens: int = 131_072
     n_valid_tokens: int = 16_384
     n_norm_tokens: int = 10_000  # "normalized using statistics from a 10K token sample"
     model_batch_size: int = 32  # contexts per model forward while caching
     shard_tokens: int = 16_384
+    # Tokens whose residual norm exceeds this x the batch median ("massive activations", e.g.
+    # SmolLM2's first token after BOS) are treated like BOS: not trained on, not averaged over.
+    massive_norm_factor: float | None = 10.0
     # --- SAE training ----------------------------------------------------------------------
     d_sae: int | None = None  # None = d_model ("dictionary size matched to d")
-    train_steps: int = 600
+    # `local`: 500 steps x the paper's batch of 2,048; 24 runs (8 configurations x 3 seeds) of
+    # about 30-40 s each on 2 cores. Windows, resampling and merging keep the paper's 100 steps.
+    train_steps: int = 500
     train_batch_size: int = 2048
     seeds: tuple[int, ...] = (42, 43, 44)
     log_every: int = 10
@@ -59,7 +66,28 @@ class Profile:
     merge_every: int = 100  # clustering interval (steps)
     resample_every: int = 100  # resampling check interval (steps)
     # --- evaluation ------------------------------------------------------------------------
-    n_eval_contexts: int = 64  # contexts of the validation split spliced for KL / CE
+    n_eval_contexts: int = 32  # contexts of the validation split spliced for KL / CE (see below)
+    # --- evaluation budgets (notebook 08: hsae_utils.evaluate, .absorption, .probing) -----------
+    # `local` is sized so that evaluating 24 SAEs (8 configurations x 3 seeds) takes about six
+    # minutes on a 2-core CPU, the model-side work included. Everything the language model computes
+    # (splice inputs, clean / zero-ablated losses, absorption and probing activations) is cached
+    # once under `output_dir / "eval_cache"` and shared by every SAE; per SAE only the SAE passes
+    # and the splice through the layers after the hook remain. Reconstruction metrics use the whole
+    # validation split. `paper` follows SAEBench's defaults, `smoke` takes seconds.
+    # Measured on 2 cores (SmolLM2, layer 22): the splice costs ~1.25 ms per token per SAE (the
+    # 7 layers after the hook and the 49k-way unembedding), hence n_eval_contexts = 32 (4,096
+    # tokens, ~5 s per SAE); the model reads ~540 tokens/s up to the hook, hence ~50 probing texts
+    # per class (~55k tokens: the language and code texts are long) and 1,300 absorption words
+    # (~20 s with the shared-prefix prompts).
+    eval_batch_contexts: int = 8  # contexts per splice batch (bounds the [B, S, vocab] logits)
+    absorption_vocab_size: int = 1300  # alphabetic tokens, letter-balanced; 0 = all (SAEBench)
+    absorption_icl_examples: int = 10  # in-context examples per prompt (SAEBench: 10)
+    absorption_min_letters: int = 20  # letters with probe F1 > 0.6 needed (SAEBench: 20)
+    probe_train_per_class: int = 40  # sparse probing texts per class (SAEBench: 2,000)
+    probe_test_per_class: int = 10  # (SAEBench: 500)
+    probe_max_tokens: int = 128  # tokens per probing text, BOS included (SAEBench: 128)
+    probe_k_values: tuple[int, ...] = (1, 5, 20)  # the paper's Top-1 / Top-5 / Top-20
+    eval_seed: int = 42  # vocabulary / text sampling, negatives, probe initialisation
     extra: dict = field(default_factory=dict)  # free-form knobs for later stages
 
     @property
@@ -128,6 +156,11 @@ PROFILES: dict[str, Profile] = {
         log_every=50,
         checkpoint_every=500,
         n_eval_contexts=200 * 16,  # SAEBench default: 200 batches x 16 prompts
+        # evaluation budgets: SAEBench's defaults
+        eval_batch_contexts=16,
+        absorption_vocab_size=0,
+        probe_train_per_class=2000,
+        probe_test_per_class=500,
     ),
     "local": Profile(name="local", **_SMOLLM2),
     "smoke": Profile(
@@ -147,6 +180,13 @@ PROFILES: dict[str, Profile] = {
         merge_every=10,
         resample_every=10,
         n_eval_contexts=4,
+        # evaluation budgets: a few seconds
+        eval_batch_contexts=2,
+        absorption_vocab_size=156,
+        absorption_icl_examples=4,
+        probe_train_per_class=8,
+        probe_test_per_class=4,
+        probe_max_tokens=32,
     ),
 }
 

@@ -69,3 +69,22 @@ def make_contexts(texts: Iterable[str], tokenizer, context_size: int, n_contexts
             f"{n_contexts} requested: lower the profile's token budget or add text."
         )
     return torch.tensor(rows, dtype=torch.long)
+
+
+def keep_mask(tokens_BS: torch.Tensor, resid_BSD: torch.Tensor, special_ids,
+              massive_factor: float | None) -> torch.Tensor:
+    """Positions an SAE is trained and evaluated on: not a special token, and not a "massive
+    activation" (Sun et al. 2024) whose norm exceeds `massive_factor` x the median token norm of
+    the batch.
+
+    SmolLM2 turns the first token after BOS into a second attention sink: about 0.1 % of tokens,
+    ~75x the median norm, which would dominate every squared-error average (the mean squared norm
+    of the cache triples with them). They are treated like BOS: kept out of training, left
+    unchanged in the splice, excluded from averages. `None` disables the rule.
+    """
+    special = torch.tensor(sorted(int(i) for i in special_ids), device=tokens_BS.device)
+    keep_BS = ~torch.isin(tokens_BS, special)
+    if massive_factor is not None and keep_BS.any():
+        norms_BS = resid_BSD.norm(dim=-1).to(tokens_BS.device)
+        keep_BS &= norms_BS <= massive_factor * norms_BS[keep_BS].median()
+    return keep_BS

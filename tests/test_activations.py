@@ -131,3 +131,14 @@ def test_normalizer_round_trip():
 def test_bos_is_the_document_separator_when_the_vocab_has_one(tiny_model):
     # The tiny tokenizer, like SmolLM2's, has <|endoftext|> (id 0).
     assert bos_token_id(tiny_model.tokenizer) == 0
+
+
+def test_keep_mask_drops_special_tokens_and_massive_activations():
+    from hsae_utils.tokens import keep_mask
+
+    tokens = torch.tensor([[0, 5, 6, 7, 0, 8]])
+    resid = torch.ones(1, 6, 4)
+    resid[0, 2] *= 50  # a massive activation
+    keep = keep_mask(tokens, resid, [0], massive_factor=10.0)
+    assert keep.tolist() == [[False, True, False, True, False, True]]
+    assert keep_mask(tokens, resid, [0], massive_factor=None)[0, 2]
