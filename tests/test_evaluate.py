@@ -1,0 +1,230 @@
+"""Core metrics, the splice and the model-side cache (hsae_utils.evaluate), on the tiny model."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from hsae_utils import evaluate as ev
+from hsae_utils.forward import logits_from_layer, resid_at_layer
+
+from .conftest import TINY_D
+
+LAYER = 1
+SPECIAL = [0, 1]  # <|endoftext|> (BOS / boundary) and <unk> of the tiny tokenizer
+
+
+class FnSAE(torch.nn.Module):
+    """A hand-made "SAE" in normalized space: z = enc(x), xhat = dec(z)."""
+
+    def __init__(self, d, enc, dec, d_sae=None, scale=1.0):
+        super().__init__()
+        self.W_dec = torch.nn.Parameter(torch.eye(d_sae or d, d))
+        self.enc, self.dec = enc, dec
+        self.cfg = SimpleNamespace(normalization={"scale": scale, "center": False, "mean": None})
+
+    def encode(self, x):
+        return self.enc(x)
+
+    def decode(self, z):
+        return self.dec(z)
+
+
+def identity_sae(scale=0.5):  # a power of two: x * s / s is exact
+    return FnSAE(TINY_D, lambda x: x, lambda z: z, scale=scale)
+
+
+def zero_sae():
+    return FnSAE(TINY_D, lambda x: torch.zeros_like(x), lambda z: torch.zeros_like(z))
+
+
+def noisy_sae(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.eye(TINY_D) + 0.3 * torch.randn(TINY_D, TINY_D, generator=g)
+    return FnSAE(TINY_D, lambda x: torch.relu(x @ W), lambda z: z @ W.T)
+
+
+def contexts(n=6, s=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    toks = torch.randint(2, 40, (n, s), generator=g)
+    toks[:, 0] = 0  # BOS
+    toks[1, 7] = 0  # a document boundary inside a context
+    toks[2, 3] = 1  # an <unk>
+    return toks
+
+
+@pytest.fixture(scope="module")
+def splice(tiny_model):
+    return ev.build_splice_data(tiny_model, contexts(), LAYER, SPECIAL, batch_contexts=4,
+                                progress=False)
+
+
+def test_layer_resid_matches_the_bridge(tiny_model):
+    toks = contexts()
+    torch.testing.assert_close(ev.layer_resid(tiny_model, toks, LAYER),
+                               resid_at_layer(tiny_model, toks, LAYER))
+
+
+def test_identity_sae_is_perfect(tiny_model, splice):
+    adapter = ev.SAEAdapter(identity_sae())
+    out = ev.splice_metrics(tiny_model, splice, {"id": adapter}, LAYER, batch_contexts=4,
+                            progress=False)["id"]
+    assert abs(out["kl_div_with_sae"]) < 1e-6
+    assert out["kl_div_score"] == pytest.approx(1.0, abs=1e-5)
+    assert out["ce_loss_score"] == pytest.approx(1.0, abs=1e-5)
+    assert out["ce_loss_with_sae"] == pytest.approx(out["ce_loss_without_sae"], abs=1e-5)
+    x = splice.resid_NSD[splice.keep_NS]
+    rec = ev.reconstruction_metrics(adapter, x)
+    assert rec["explained_variance_legacy"] == pytest.approx(1.0, abs=1e-6)
+    assert rec["explained_variance"] == pytest.approx(1.0, abs=1e-6)
+    assert rec["mse"] == pytest.approx(0.0, abs=1e-8)
+    assert rec["cossim"] == pytest.approx(1.0, abs=1e-6)
+    assert rec["l2_ratio"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_zero_ablation_recovers_nothing(tiny_model, splice):
+    out = ev.splice_metrics(tiny_model, splice, {"zero": ev.SAEAdapter(zero_sae())}, LAYER,
+                            progress=False)["zero"]
+    assert out["ce_loss_score"] == pytest.approx(0.0, abs=1e-5)
+    assert out["kl_div_score"] == pytest.approx(0.0, abs=1e-5)
+    assert out["kl_div_with_sae"] == pytest.approx(out["kl_div_with_ablation"], rel=1e-5)
+    assert out["ce_loss_with_ablation"] != out["ce_loss_without_sae"]  # (random model: any sign)
+
+
+def test_special_tokens_keep_their_activation_and_leave_the_averages(tiny_model, splice):
+    """Manual splice: replace non-special positions only; average KL / CE over them only."""
+    adapter = ev.SAEAdapter(noisy_sae())
+    got = ev.splice_metrics(tiny_model, splice, {"n": adapter}, LAYER, batch_contexts=4,
+                            progress=False)["n"]
+    toks, keep, x = splice.tokens_NS, splice.keep_NS, splice.resid_NSD
+    assert not keep[:, 0].any() and not keep[1, 7] and not keep[2, 3]
+    assert keep.sum() == keep.numel() - toks.shape[0] - 2
+    xhat, *_ = adapter.reconstruct(x)
+    spliced = torch.where(keep[..., None], xhat, x)
+    lp_c = torch.log_softmax(logits_from_layer(tiny_model, x, LAYER), -1)
+    lp_s = torch.log_softmax(logits_from_layer(tiny_model, spliced, LAYER), -1)
+    kl = (lp_c.exp() * (lp_c - lp_s)).sum(-1)
+    ce = -lp_s[:, :-1].gather(-1, toks[:, 1:, None])[..., 0]
+    ce_mask = keep[:, :-1]
+    assert got["kl_div_with_sae"] == pytest.approx(kl[keep].mean().item(), rel=1e-4)
+    assert got["ce_loss_with_sae"] == pytest.approx(ce[ce_mask].mean().item(), rel=1e-5)
+    # including the special positions would give different numbers
+    assert abs(kl.mean().item() - kl[keep].mean().item()) > 1e-6
+    clean_ce = -lp_c[:, :-1].gather(-1, toks[:, 1:, None])[..., 0]
+    assert got["ce_loss_without_sae"] == pytest.approx(clean_ce[ce_mask].mean().item(), rel=1e-5)
+
+
+def test_reconstruction_formulas_by_hand():
+    torch.manual_seed(0)
+    x = torch.randn(500, 8) * 3 + 1.5
+    half = FnSAE(8, lambda v: v, lambda z: 0.5 * z, scale=0.5)
+    rec = ev.reconstruction_metrics(ev.SAEAdapter(half), x, batch_size=128)
+    xd = x.double()
+    err = 0.5 * xd  # raw-space error of xhat = 0.5 x
+    assert rec["explained_variance"] == pytest.approx(1 - 0.25, abs=1e-9)
+    legacy = (1 - err.pow(2).sum(1) / (xd - xd.mean(0)).pow(2).sum(1)).mean().item()
+    assert rec["explained_variance_legacy"] == pytest.approx(legacy, rel=1e-9)
+    assert rec["mse_raw"] == pytest.approx(err.pow(2).sum(1).mean().item(), rel=1e-9)
+    assert rec["mse"] == pytest.approx(0.25 * rec["mse_raw"], rel=1e-9)  # normalized: x 0.5^2
+    assert rec["cossim"] == pytest.approx(1.0, abs=1e-9)
+    assert rec["l2_ratio"] == pytest.approx(0.5, abs=1e-9)
+    assert rec["relative_reconstruction_bias"] == pytest.approx(0.5, abs=1e-9)
+
+
+def test_sparsity_and_alive_latents():
+    x = torch.tensor([[1.0, -1.0, 0.0, 2.0], [0.5, 0.0, 0.0, -3.0]])
+    sae = FnSAE(4, torch.relu, lambda z: z)
+    rec = ev.reconstruction_metrics(ev.SAEAdapter(sae), x)
+    assert rec["l0"] == pytest.approx(1.5)  # 2 and 1 active latents
+    assert rec["l1"] == pytest.approx((3.0 + 0.5) / 2)
+    assert rec["alive"] == 2 and rec["dead"] == 2 and rec["frac_alive"] == 0.5
+
+
+def test_splice_cache_is_written_once_and_reused(tiny_model, tmp_path):
+    toks = contexts(n=3, s=10, seed=1)
+    a = ev.build_splice_data(tiny_model, toks, LAYER, SPECIAL, cache_root=tmp_path,
+                             fingerprint="tiny", progress=False)
+    assert not a.reused and (a.folder / "manifest.json").exists()
+    b = ev.build_splice_data(tiny_model, toks, LAYER, SPECIAL, cache_root=tmp_path,
+                             fingerprint="tiny", progress=False)
+    assert b.reused and b.folder == a.folder
+    torch.testing.assert_close(a.resid_NSD, b.resid_NSD)
+    torch.testing.assert_close(a.kl_zero_NS, b.kl_zero_NS)
+    # other data -> another key
+    c = ev.build_splice_data(tiny_model, contexts(n=3, s=10, seed=2), LAYER, SPECIAL,
+                             cache_root=tmp_path, fingerprint="tiny", progress=False)
+    assert not c.reused and c.folder != a.folder
+    # an interrupted write (no manifest) is not reused
+    (a.folder / "manifest.json").unlink()
+    assert not ev.build_splice_data(tiny_model, toks, LAYER, SPECIAL, cache_root=tmp_path,
+                                    fingerprint="tiny", progress=False).reused
+
+
+def test_find_saes_reads_exports(tmp_path):
+    from hsae_utils.checkpoint import save_sae
+    from hsae_utils.saes import TopKSAE, TopKSAEConfig
+
+    for name, seed in (("topk", 42), ("topk", 43), ("stage1_linear_sparsity", 42)):
+        sae = TopKSAE(TopKSAEConfig(d_in=8, d_sae=16, k=2), seed=seed)
+        save_sae(sae, tmp_path / name / f"seed{seed}",
+                 metadata={"run": name, "seed": seed, "label": name.upper()})
+    (tmp_path / "incomplete" / "seed1").mkdir(parents=True)
+    runs = ev.find_saes(tmp_path)
+    assert [(r.config, r.seed) for r in runs] == [("topk", 42), ("topk", 43),
+                                                  ("stage1_linear_sparsity", 42)]
+    assert runs[0].run == "topk/seed42" and runs[0].label == "TOPK"
+    assert runs[0].architecture == "TopKSAE"
+    assert ev.find_saes(tmp_path / "missing") == []
+
+
+def test_evaluate_profile_end_to_end(tiny_model, tmp_path, monkeypatch):
+    """Activation cache -> trained-like exports -> tidy results, on the tiny model (core only)."""
+    from hsae_utils import activations
+    from hsae_utils.checkpoint import save_sae
+    from hsae_utils.config import get_profile
+    from hsae_utils.saes import ReLUSAE, ReLUSAEConfig
+
+    monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
+    P = get_profile("smoke", model_name="tiny", n_layers=4, d_model=TINY_D, layer=LAYER,
+                    context_size=16, n_train_tokens=16 * 12, n_valid_tokens=16 * 6,
+                    n_norm_tokens=64, shard_tokens=64, model_batch_size=4, n_eval_contexts=4)
+    words = "the cat sat on the mat and the dog ran . paris is the capital of france ,".split()
+    texts = lambda: (" ".join(words[i:] + words[:i]) for i in range(10**6))  # noqa: E731
+    train = activations.build_cache(P, "train", tiny_model, texts, "tiny", "c")
+    norm = activations.ActivationStore(train).normalizer
+    activations.build_cache(P, "validation", tiny_model, texts, "tiny", "c", normalizer=norm)
+    for seed in (42, 43):
+        cfg = ReLUSAEConfig(d_in=TINY_D, d_sae=48, normalization=norm.to_dict() | {"mean": None})
+        save_sae(ReLUSAE(cfg, seed=seed), P.sae_dir / "relu_l1" / f"seed{seed}",
+                 metadata={"run": "relu_l1", "seed": seed})
+    monkeypatch.setattr("hsae_utils.model.model_fingerprint", lambda profile: "tiny")
+    res = ev.evaluate_profile(P, model=tiny_model, families=("core",), progress=False)
+    df = res.results
+    assert list(df.columns) == ["run", "config", "seed", "metric", "value"]
+    assert set(df["run"]) == {"relu_l1/seed42", "relu_l1/seed43"}
+    for metric in ("explained_variance_legacy", "explained_variance", "mse", "l0", "frac_alive",
+                   "kl_div_score", "ce_loss_score", "ce_loss_without_sae"):
+        assert (df["metric"] == metric).sum() == 2, metric
+    assert np.isfinite(df["value"]).all()
+    assert set(res.timer.per_sae) == {"relu_l1/seed42", "relu_l1/seed43"}
+    assert "model-side" in res.timer.summary()
+    paths = ev.save_results(res, P.results_dir, P)
+    rows = json.loads(paths["json"].read_text())["rows"]
+    assert len(rows) == len(df)
+    summary = res.summary(["l0", "kl_div_score"])
+    assert list(summary.index) == ["relu_l1"]
+    # the second evaluation reuses the model-side cache
+    res2 = ev.evaluate_profile(P, model=tiny_model, families=("core",), progress=False)
+    assert any("reused" in n for n in res2.notes)
+    np.testing.assert_allclose(res2.results["value"], df["value"], rtol=1e-6)
+
+
+def test_no_saes_is_not_an_error(tmp_path, monkeypatch):
+    from hsae_utils.config import get_profile
+
+    monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
+    res = ev.evaluate_profile(get_profile("smoke"), progress=False)
+    assert res.results.empty and res.notes == ["no SAEs found"]
