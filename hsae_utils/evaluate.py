@@ -6,8 +6,10 @@ Reconstruction, on every non-special token of the validation split (x: the layer
 - `explained_variance_legacy`: mean over tokens of 1 - ||x - xhat||^2 / ||x - mean(x)||^2, the
   per-token formula the SAEBench paper reported ("legacy" in SAEBench). mean(x) is the mean over
   the evaluation tokens (SAEBench: over a batch of 16 x 128 tokens).
-- `explained_variance`: 1 - sum_d var(x_d - xhat_d) / sum_d var(x_d), dictionary_learning's
-  variance-based formula (variance around the mean, not around zero: SAELens PR #665 / #710).
+- `frac_variance_explained`: 1 - sum_d var(x_d - xhat_d) / sum_d var(x_d), dictionary_learning's
+  variance-based formula, under its name there (variance around the mean; SAEBench's newer
+  `explained_variance` measures it around zero and is known to be wrong: SAELens PRs #665 / #710,
+  SAEBench issue #76, so we do not report a metric of that name).
 - `mse`: per-token sum of squared errors, averaged over tokens (SAEBench's "mse"), in the
   normalized space the SAE was trained in; `mse_raw` is the same in raw activation units.
 - `cossim`, `l2_ratio` (||xhat|| / ||x||, per token, averaged) and
@@ -370,7 +372,7 @@ def reconstruction_metrics(adapter: SAEAdapter, x_raw_ND: Tensor, batch_size: in
     alive = int(fired_F.sum().item())
     return {
         "explained_variance_legacy": acc["ev_legacy"] / n,
-        "explained_variance": 1 - var_e / var_x,
+        "frac_variance_explained": 1 - var_e / var_x,
         "mse": acc["sse"] / n,
         "mse_raw": acc["sse_raw"] / n,
         "cossim": acc["cos"] / n,
@@ -498,6 +500,7 @@ def splice_metrics(model, data: SpliceData, adapters: Mapping[str, SAEAdapter], 
         x = data.resid_NSD[sl].to(device)
         t0 = time.perf_counter()
         logp_c = _log_softmax(logits_from_layer(model, x, layer))
+        p_c = logp_c.exp()  # shared by every SAE of the batch
         clean_check += (_ce_per_position(logp_c, toks) * ce_mask).double().sum().item()
         if timer is not None:
             timer.model_side["clean logits (recomputed once per session)"] = (
@@ -508,12 +511,13 @@ def splice_metrics(model, data: SpliceData, adapters: Mapping[str, SAEAdapter], 
             xhat, *_ = adapter.reconstruct(x.to(adapter.W_dec.device))
             x_spliced = torch.where(keep[..., None], xhat.to(device, x.dtype), x)
             logp_s = _log_softmax(logits_from_layer(model, x_spliced, layer))
-            sums[name]["kl"] += (_kl_per_position(logp_c, logp_s) * keep).double().sum().item()
+            kl = torch.einsum("bsv,bsv->bs", p_c, logp_c - logp_s)  # KL(clean || spliced)
+            sums[name]["kl"] += (kl * keep).double().sum().item()
             sums[name]["ce"] += (_ce_per_position(logp_s, toks) * ce_mask).double().sum().item()
-            del logp_s
+            del logp_s, kl
             if timer is not None:
                 timer.add_sae(name, "splice KL/CE", time.perf_counter() - t0)
-        del logp_c
+        del logp_c, p_c
     ce_clean = (data.ce_clean_NS * ce_mask_all).double().sum().item() / n_ce
     if not math.isclose(clean_check / n_ce, ce_clean, rel_tol=1e-4, abs_tol=1e-5):
         raise RuntimeError(
@@ -789,7 +793,7 @@ def save_results(result: EvaluationResult, results_dir: str | Path,
 # Tables and plots for notebook 08
 # ============================================================================================
 HEADLINE_METRICS = (
-    "explained_variance_legacy", "explained_variance", "mse", "l0", "frac_alive",
+    "explained_variance_legacy", "frac_variance_explained", "mse", "l0", "frac_alive",
     "kl_div_with_sae", "kl_div_score", "ce_loss_score", "mean_absorption_fraction_score",
     "mean_full_absorption_score", "llm_test_accuracy", "llm_top_1_test_accuracy",
     "sae_top_1_test_accuracy", "sae_top_5_test_accuracy", "sae_top_20_test_accuracy",
@@ -849,7 +853,7 @@ def plot_core(result: EvaluationResult):
         print("No results to plot.")
         return None
     panels = [("explained_variance_legacy", "explained variance (legacy)"),
-              ("explained_variance", "explained variance (variance-based)"),
+              ("frac_variance_explained", "variance explained (variance-based)"),
               ("l0", "L0"), ("frac_alive", "fraction of latents alive"),
               ("kl_div_score", "KL score"), ("ce_loss_score", "CE loss recovered")]
     panels = [p for p in panels if p[0] in set(result.results["metric"])]

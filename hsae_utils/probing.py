@@ -5,9 +5,10 @@
   datasets (bias in bios x 3 class sets, Amazon review category and sentiment, GitHub code, AG
   News, Europarl), which needs hub access.
 - Per class: `probe_train_per_class` / `probe_test_per_class` texts, each cut to
-  `probe_max_tokens` tokens ([BOS] + text). The layer's residual of every token is cached once
-  (special tokens masked out); a text's features are the mean over its non-special tokens of the
-  residual (LLM) or of the SAE latents of each token (SAE), as SAEBench does.
+  `probe_max_tokens` tokens ([BOS] + text). The layer's residual of every token is cached once;
+  a text's features are the mean over its tokens of the residual (LLM) or of the SAE latents of
+  each token (SAE), as SAEBench does, leaving out special tokens (BOS, pad, EOS) and, as in
+  training, massive activations (`tokens.keep_mask`, `profile.massive_norm_factor`).
 - One-vs-rest binary task per class: the class's texts against as many texts drawn evenly from
   the other classes (SAEBench's `prepare_probe_data`), the same draw for the LLM and every SAE.
 - Top-k features by |mean(positive) - mean(negative)| on the train texts; a scikit-learn
@@ -227,18 +228,23 @@ def kept_offsets(token_lists: list[list[int]], special_ids: Iterable[int]) -> Te
 @torch.no_grad()
 def token_activations(model, token_lists: list[list[int]], layer: int, special_ids: Iterable[int],
                       pad_id: int, batch_tokens: int = 4096, progress: bool = True,
-                      out: np.ndarray | None = None) -> tuple[np.ndarray, Tensor]:
+                      out: np.ndarray | None = None, massive_factor: float | None = None
+                      ) -> tuple[np.ndarray, Tensor, np.ndarray]:
     """Residuals of the non-special tokens of every text, concatenated in text order [T, D]
-    (written into `out`, e.g. a memory-mapped file, when given), and offsets [n_texts + 1].
+    (written into `out`, e.g. a memory-mapped file, when given), offsets [n_texts + 1], and a
+    mask [T] that is False for massive activations (`tokens.keep_mask`: norm above
+    `massive_factor` x the batch median), which are left out of the mean pooling like BOS.
     Texts are batched by length and right-padded (causal model: padding after a text does not
     change its tokens' residuals)."""
     from .evaluate import layer_resid, model_device
+    from .tokens import keep_mask
 
     device = model_device(model)
     special = torch.tensor(sorted(set(special_ids)), dtype=torch.long)
     offsets = kept_offsets(token_lists, special_ids)
     if out is None:
         out = np.zeros((int(offsets[-1]), model.cfg.d_model), dtype=np.float32)
+    row_keep = np.ones(int(offsets[-1]), dtype=bool)
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
     i = 0
     bar = tqdm(total=sum(map(len, token_lists)), disable=not progress, unit="tok",
@@ -254,14 +260,17 @@ def token_activations(model, token_lists: list[list[int]], layer: int, special_i
         for r, j in enumerate(idx):
             toks[r, : len(token_lists[j])] = torch.tensor(token_lists[j])
         resid = layer_resid(model, toks.to(device), layer).float().cpu()
+        keep = keep_mask(toks, resid, special.tolist(), massive_factor)
         for r, j in enumerate(idx):
             t = torch.tensor(token_lists[j])
-            out[int(offsets[j]) : int(offsets[j + 1])] = resid[r, : len(t)][
-                ~torch.isin(t, special)].numpy()
+            rows = ~torch.isin(t, special)
+            a, b = int(offsets[j]), int(offsets[j + 1])
+            out[a:b] = resid[r, : len(t)][rows].numpy()
+            row_keep[a:b] = keep[r, : len(t)][rows].numpy()
         bar.update(sum(len(token_lists[j]) for j in idx))
         i += len(idx)
     bar.close()
-    return out, offsets
+    return out, offsets, row_keep
 
 
 def iter_rows(acts_TD: np.ndarray | Tensor, batch: int = 8192) -> Iterable[tuple[int, Tensor]]:
@@ -274,21 +283,25 @@ def iter_rows(acts_TD: np.ndarray | Tensor, batch: int = 8192) -> Iterable[tuple
 
 
 def mean_pool(acts_TF: np.ndarray | Tensor, offsets: Tensor, encode=None,
-              batch: int = 8192) -> Tensor:
-    """Mean of each text's rows [n_texts, F] (texts without rows get zeros); `encode` maps a
-    chunk of rows first (SAE latents: encode each token, then pool, as SAEBench does)."""
+              batch: int = 8192, row_keep: np.ndarray | None = None) -> Tensor:
+    """Mean of each text's rows [n_texts, F] over the rows with `row_keep` (all by default;
+    texts without rows get zeros); `encode` maps a chunk of rows first (SAE latents: encode each
+    token, then pool, as SAEBench does)."""
     n = offsets.shape[0] - 1
-    lengths = offsets[1:] - offsets[:-1]
-    seg = torch.repeat_interleave(torch.arange(n), lengths)
+    seg = torch.repeat_interleave(torch.arange(n), offsets[1:] - offsets[:-1])
+    w = (torch.ones(seg.shape[0], dtype=torch.float64) if row_keep is None
+         else torch.from_numpy(np.asarray(row_keep)).double())
+    counts = torch.zeros(n, dtype=torch.float64).index_add_(0, seg, w)
     out = None
     for i, rows in iter_rows(acts_TF, batch):
         f = encode(rows) if encode is not None else rows
         if out is None:
             out = torch.zeros(n, f.shape[1], dtype=torch.float64)
-        out.index_add_(0, seg[i : i + rows.shape[0]], f.double().cpu())
+        j = slice(i, i + rows.shape[0])
+        out.index_add_(0, seg[j], f.double().cpu() * w[j, None])
     if out is None:
         return torch.zeros(n, 0)
-    return (out / lengths.clamp_min(1)[:, None]).float()
+    return (out / counts.clamp_min(1)[:, None]).float()
 
 
 # ============================================================================================
@@ -338,6 +351,7 @@ class ProbingData:
     text_task: np.ndarray  # task index of each text
     text_split: np.ndarray  # 0 train, 1 test
     text_label: np.ndarray  # class index within its task
+    row_keep: np.ndarray | None = None  # False: a massive activation, left out of the pooling
     seed: int = 42
     llm_results: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> metric
     folder: Path | None = None
@@ -391,7 +405,8 @@ def build_probing_data(model, profile: Profile, cache_root: str | Path | None = 
     spec = ({"tasks_sha256": tasks_sha(tasks)} if tasks is not None
             else task_spec(profile, download_dir))
     identity = {**model_identity(model, fingerprint), "hook": profile.hook_name, **spec,
-                "max_tokens": profile.probe_max_tokens}
+                "max_tokens": profile.probe_max_tokens,
+                "massive_factor": profile.massive_norm_factor}
     meta_k = list(profile.probe_k_values)
     if cache_root is not None:
         hit = load_cached(cache_root, "probing", identity)
@@ -399,8 +414,8 @@ def build_probing_data(model, profile: Profile, cache_root: str | Path | None = 
             a, m = hit["arrays"], hit["meta"]
             return ProbingData(m["task_names"], m["classes"], a["acts"],
                                torch.from_numpy(a["offsets"]), a["text_task"], a["text_split"],
-                               a["text_label"], seed=m["seed"], llm_results=m["llm_results"],
-                               folder=hit["folder"], reused=True)
+                               a["text_label"], row_keep=a["row_keep"], seed=m["seed"],
+                               llm_results=m["llm_results"], folder=hit["folder"], reused=True)
     tasks = tasks if tasks is not None else load_tasks(profile, download_dir)
     names = list(tasks)
     texts, t_task, t_split, t_label = [], [], [], []
@@ -426,21 +441,23 @@ def build_probing_data(model, profile: Profile, cache_root: str | Path | None = 
         tmp = folder / ".acts.npy.partial"
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype,
                                         shape=(n_rows, profile.d_model))
-    acts, offsets = token_activations(model, token_lists, profile.layer, special, pad_id=bos,
-                                      progress=progress, out=out)
+    acts, offsets, row_keep = token_activations(
+        model, token_lists, profile.layer, special, pad_id=bos, progress=progress, out=out,
+        massive_factor=profile.massive_norm_factor)
     data = ProbingData(names, {n: tasks[n].classes for n in names}, acts, offsets,
-                       np.array(t_task), np.array(t_split), np.array(t_label),
+                       np.array(t_task), np.array(t_split), np.array(t_label), row_keep=row_keep,
                        seed=profile.eval_seed)
-    llm_features = mean_pool(acts, offsets).numpy()
+    llm_features = mean_pool(acts, offsets, row_keep=row_keep).numpy()
     data.llm_results = probe_features(llm_features, data, profile.probe_k_values, "llm", full=True)
     if cache_root is not None:
         acts.flush()
         data.folder = save_cached(cache_root, "probing", identity, {
             "acts": tmp, "offsets": offsets.numpy(), "text_task": data.text_task,
-            "text_split": data.text_split, "text_label": data.text_label},
+            "text_split": data.text_split, "text_label": data.text_label, "row_keep": row_keep},
             {"task_names": names, "classes": data.classes, "seed": data.seed,
              "llm_results": data.llm_results, "k_values": meta_k, "tasks_sha256": tasks_sha(tasks),
-             "n_texts": len(texts), "n_tokens": n_rows})
+             "n_texts": len(texts), "n_tokens": n_rows,
+             "n_massive_dropped": int((~row_keep).sum())})
         data.acts_TD = np.load(data.folder / "acts.npy", mmap_mode="r")
     return data
 
@@ -450,7 +467,7 @@ def sae_features(adapter, data: ProbingData, batch_tokens: int = 8192) -> np.nda
     """Mean over each text's tokens of the SAE latents [n_texts, F] (encode, then pool)."""
     device = adapter.W_dec.device
     return mean_pool(data.acts_TD, data.offsets, lambda rows: adapter.encode(rows.to(device)),
-                     batch_tokens).numpy()
+                     batch_tokens, row_keep=data.row_keep).numpy()
 
 
 def evaluate_sparse_probing(adapter, data: ProbingData, k_values: Sequence[int] = (1, 5, 20),

@@ -79,7 +79,7 @@ def test_identity_sae_is_perfect(tiny_model, splice):
     x = splice.resid_NSD[splice.keep_NS]
     rec = ev.reconstruction_metrics(adapter, x)
     assert rec["explained_variance_legacy"] == pytest.approx(1.0, abs=1e-6)
-    assert rec["explained_variance"] == pytest.approx(1.0, abs=1e-6)
+    assert rec["frac_variance_explained"] == pytest.approx(1.0, abs=1e-6)
     assert rec["mse"] == pytest.approx(0.0, abs=1e-8)
     assert rec["cossim"] == pytest.approx(1.0, abs=1e-6)
     assert rec["l2_ratio"] == pytest.approx(1.0, abs=1e-6)
@@ -124,7 +124,7 @@ def test_reconstruction_formulas_by_hand():
     rec = ev.reconstruction_metrics(ev.SAEAdapter(half), x, batch_size=128)
     xd = x.double()
     err = 0.5 * xd  # raw-space error of xhat = 0.5 x
-    assert rec["explained_variance"] == pytest.approx(1 - 0.25, abs=1e-9)
+    assert rec["frac_variance_explained"] == pytest.approx(1 - 0.25, abs=1e-9)
     legacy = (1 - err.pow(2).sum(1) / (xd - xd.mean(0)).pow(2).sum(1)).mean().item()
     assert rec["explained_variance_legacy"] == pytest.approx(legacy, rel=1e-9)
     assert rec["mse_raw"] == pytest.approx(err.pow(2).sum(1).mean().item(), rel=1e-9)
@@ -205,7 +205,7 @@ def test_evaluate_profile_end_to_end(tiny_model, tmp_path, monkeypatch):
     df = res.results
     assert list(df.columns) == ["run", "config", "seed", "metric", "value"]
     assert set(df["run"]) == {"relu_l1/seed42", "relu_l1/seed43"}
-    for metric in ("explained_variance_legacy", "explained_variance", "mse", "l0", "frac_alive",
+    for metric in ("explained_variance_legacy", "frac_variance_explained", "mse", "l0", "frac_alive",
                    "kl_div_score", "ce_loss_score", "ce_loss_without_sae"):
         assert (df["metric"] == metric).sum() == 2, metric
     assert np.isfinite(df["value"]).all()

@@ -86,6 +86,10 @@ def test_mean_pool_in_chunks_and_from_fp16_arrays():
                                expected)
     doubled = pr.mean_pool(acts, offsets, encode=lambda rows: 2 * rows, batch=3)
     torch.testing.assert_close(doubled, 2 * expected)
+    # rows marked as massive activations are left out of the mean
+    keep = np.array([True, True, True, False, True, False])
+    torch.testing.assert_close(pr.mean_pool(acts, offsets, row_keep=keep),
+                               torch.tensor([[1.0, 2.0], [0.0, 0.0], [6.0, 7.0]]))
 
 
 def test_probing_cache_streams_to_disk_and_is_reused(tiny_model, tmp_path):
@@ -112,8 +116,9 @@ def test_probing_cache_streams_to_disk_and_is_reused(tiny_model, tmp_path):
 
 def test_token_activations_mask_special_tokens_and_ignore_padding(tiny_model):
     lists = [[0, 5, 6, 7], [0, 9, 0, 10, 11, 12, 13], [0, 20]]  # a boundary token inside text 2
-    acts, offsets = pr.token_activations(tiny_model, lists, 1, special_ids=[0, 1], pad_id=0,
-                                         progress=False)
+    acts, offsets, row_keep = pr.token_activations(tiny_model, lists, 1, special_ids=[0, 1],
+                                                   pad_id=0, progress=False)
+    assert row_keep.all()  # no massive-activation rule here
     assert offsets.tolist() == [0, 3, 8, 9]
     for i, ids in enumerate(lists):
         ref = layer_resid(tiny_model, torch.tensor([ids]), 1)[0]
@@ -121,6 +126,10 @@ def test_token_activations_mask_special_tokens_and_ignore_padding(tiny_model):
         torch.testing.assert_close(torch.from_numpy(acts[offsets[i] : offsets[i + 1]]), ref[keep],
                                    rtol=1e-4, atol=1e-5)
     assert acts.shape[1] == TINY_D
+    # the massive-activation rule marks rows far above the batch median norm (here: all of them)
+    _, _, row_keep = pr.token_activations(tiny_model, lists, 1, special_ids=[0, 1], pad_id=0,
+                                          progress=False, massive_factor=1e-3)
+    assert not row_keep.any()
 
 
 def test_tokenize_truncates_and_starts_with_bos(tiny_model):
