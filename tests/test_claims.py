@@ -1,0 +1,175 @@
+"""The claims table and paired statistics (hsae_utils.claims), on small synthetic result tables."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hsae_utils import claims as cl
+from hsae_utils.config import get_profile
+
+LOCAL, PAPER = get_profile("local"), get_profile("paper")
+
+
+def tidy(values: dict[tuple[str, str], list[float]], seeds=(42, 43, 44)) -> pd.DataFrame:
+    """evaluate.py's tidy table from {(config, metric): one value per seed}."""
+    rows = [{"run": f"{cfg}/seed{s}", "config": cfg, "seed": s, "metric": m, "value": v}
+            for (cfg, m), vals in values.items() for s, v in zip(seeds, vals)]
+    return pd.DataFrame(rows, columns=["run", "config", "seed", "metric", "value"])
+
+
+# HSAE clearly better than TopK on EV and KL; sparse-probing top-1 on the local analogue task.
+RESULTS = tidy({
+    ("topk", "explained_variance_legacy"): [0.80, 0.81, 0.79],
+    ("stage5_clustering", "explained_variance_legacy"): [0.90, 0.915, 0.905],
+    ("topk", "kl_div_with_sae"): [0.10, 0.11, 0.105],
+    ("stage5_clustering", "kl_div_with_sae"): [0.20, 0.22, 0.21],  # worse: opposite sign
+    ("topk", "sae_top_1_test_accuracy:programming_language"): [0.7, 0.72, 0.71],
+    ("stage5_clustering", "sae_top_1_test_accuracy:programming_language"): [0.8, 0.83, 0.81],
+    # an extra sweep configuration: ignored
+    ("stage5_clustering__merge_every-50", "explained_variance_legacy"): [0.1, 0.1, 0.1],
+})
+
+
+def row(table: pd.DataFrame, claim_id: str) -> pd.Series:
+    return table.set_index("id").loc[claim_id]
+
+
+def test_claims_are_well_formed():
+    from hsae_utils.experiments import RUNS
+
+    ids = [c.id for c in cl.CLAIMS]
+    assert len(ids) == len(set(ids))
+    for c in cl.CLAIMS:
+        assert c.config in RUNS and c.baseline in RUNS, c.id
+        assert c.direction in ("higher", "lower") and c.change in ("pp", "relative", "ratio")
+        assert c.artifacts, c.id
+    # every Table 1 stage row, each of the four probing datasets, the abstract's five numbers
+    assert {f"t1_{s}_{m}" for s in ("stage1", "stage2", "stage4")
+            for m in ("variance", "features", "kl")} <= set(ids)
+    assert {"probing_bias_in_bios", "probing_amazon", "probing_github", "probing_europarl",
+            "absorption", "explained_variance", "probing_top1", "active_features",
+            "kl_divergence", "mse", "l1", "t1_loss"} <= set(ids)
+
+
+def test_claim_that_holds():
+    r = row(cl.claims_table(RESULTS, LOCAL), "explained_variance")
+    assert r["verdict"] == cl.HOLDS
+    assert "t-test" in r["reason"] and r["n_paired"] == 3
+    assert r["ours"] == "0.907 ± 0.00764 (3 seeds)"
+    assert r["ours_baseline"].endswith("(3 seeds)")
+    assert r["paper_change"] == "+7.8 pp" and r["ours_change"] == "+10.7 pp"
+    assert math.isclose(r["mean_diff"], 0.32 / 3)
+
+
+def test_claim_that_does_not_hold():
+    r = row(cl.claims_table(RESULTS, LOCAL), "kl_divergence")
+    assert r["verdict"] == cl.FAILS and r["reason"].startswith("opposite sign")
+    # the claimed sign but within seed noise: does not hold either
+    noisy = tidy({("topk", "kl_div_with_sae"): [0.10, 0.20, 0.15],
+                  ("stage5_clustering", "kl_div_with_sae"): [0.09, 0.25, 0.10]})
+    r = row(cl.claims_table(noisy, LOCAL), "kl_divergence")
+    assert r["verdict"] == cl.FAILS and "within seed noise" in r["reason"]
+
+
+def test_not_comparable_claims():
+    t = cl.claims_table(RESULTS, LOCAL)
+    # metric missing from our results
+    r = row(t, "absorption")
+    assert r["verdict"] == cl.NOT_COMPARABLE and "not measured" in r["reason"]
+    assert r["ours"] == "not measured"
+    # a probing dataset without an embedded analogue
+    r = row(t, "probing_bias_in_bios")
+    assert r["verdict"] == cl.NOT_COMPARABLE and "no such probing task" in r["reason"]
+    # not measurable at all: training losses of different objectives
+    r = row(t, "t1_loss")
+    assert r["verdict"] == cl.NOT_COMPARABLE and "objectives" in r["reason"]
+    # a Table 1 stage that is not in the results
+    assert row(t, "t1_stage1_variance")["verdict"] == cl.NOT_COMPARABLE
+
+
+def test_probing_dataset_on_analogue_and_on_paper_names():
+    r = row(cl.claims_table(RESULTS, LOCAL), "probing_github")
+    assert r["metric"] == "sae_top_1_test_accuracy:programming_language"
+    assert r["verdict"] == cl.HOLDS and "analogue" in r["reason"]
+    assert r["absolute"] == cl.NOT_COMPARABLE  # a different dataset, whatever the profile
+    r = row(cl.claims_table(RESULTS, PAPER), "probing_github")
+    assert r["metric"] == "sae_top_1_test_accuracy:codeparrot/github-code"
+    assert r["verdict"] == cl.NOT_COMPARABLE  # that metric is not in these results
+
+
+def test_absolute_needs_the_papers_setting_relative_does_not():
+    assert cl.paper_setting_mismatches(PAPER) == []
+    mism = cl.paper_setting_mismatches(LOCAL)
+    assert any("different model" in m for m in mism) and any("latents" in m for m in mism)
+    assert any("budget" in m for m in mism)
+    local, paper = cl.claims_table(RESULTS, LOCAL), cl.claims_table(RESULTS, PAPER)
+    r = row(local, "explained_variance")
+    assert r["verdict"] == cl.HOLDS and r["absolute"] == cl.NOT_COMPARABLE
+    assert "different model" in r["absolute_reason"]
+    r = row(paper, "explained_variance")  # 0.907 against the paper's 0.902
+    assert r["verdict"] == cl.HOLDS and r["absolute"] == cl.HOLDS
+    # the relative claim holds but the absolute value falls short of the paper's
+    low = tidy({("topk", "explained_variance_legacy"): [0.50, 0.52, 0.51],
+                ("stage5_clustering", "explained_variance_legacy"): [0.70, 0.71, 0.72]})
+    r = row(cl.claims_table(low, PAPER), "explained_variance")
+    assert r["verdict"] == cl.HOLDS and r["absolute"] == cl.FAILS
+    # units differ: never comparable, even on the paper's setting
+    mse = tidy({("topk", "mse"): [4.0, 4.1, 4.2], ("stage5_clustering", "mse"): [2.0, 2.1, 2.2]})
+    r = row(cl.claims_table(mse, PAPER), "mse")
+    assert r["verdict"] == cl.HOLDS and r["absolute"] == cl.NOT_COMPARABLE
+    assert "units" in r["absolute_reason"] and r["ours_change"] == "-49 %"
+
+
+def test_paired_tests_known_answer():
+    a, b = [1.0, 2.0, 4.0], [0.0, 0.5, 1.0]
+    res = tidy({("stage5_clustering", "mse"): a, ("topk", "mse"): b,
+                ("topk", "l0"): [1.0, 2.0, 3.0]})
+    t = cl.paired_tests(res, metrics=["mse", "l0"]).set_index("metric")
+    d = np.array(a) - np.array(b)  # 1, 1.5, 3
+    mean, sd = d.mean(), math.sqrt(((d - d.mean()) ** 2).sum() / 2)
+    tstat = mean / (sd / math.sqrt(3))
+    p = 1 - abs(tstat) / math.sqrt(tstat ** 2 + 2)  # two-sided p of Student's t with 2 dof
+    m = t.loc["mse"]
+    assert m["n_seeds"] == 3 and math.isclose(m["mean_diff"], 11 / 6)
+    assert math.isclose(m["mean_a"], 7 / 3) and math.isclose(m["mean_b"], 0.5)
+    assert math.isclose(m["std_diff"], sd) and math.isclose(m["cohens_dz"], mean / sd)
+    assert math.isclose(m["t"], tstat) and math.isclose(m["p_value"], p, rel_tol=1e-9)
+    assert math.isnan(t.loc["l0", "p_value"]) and "not measured" in t.loc["l0", "note"]
+
+
+def test_single_seed():
+    res = tidy({("topk", "explained_variance_legacy"): [0.8],
+                ("stage5_clustering", "explained_variance_legacy"): [0.9]}, seeds=(42,))
+    t = cl.paired_tests(res, metrics=["explained_variance_legacy"]).iloc[0]
+    assert t["n_seeds"] == 1 and math.isnan(t["p_value"]) and math.isnan(t["cohens_dz"])
+    assert "no test" in t["note"]
+    r = row(cl.claims_table(res, LOCAL), "explained_variance")
+    assert r["verdict"] == cl.HOLDS and "sign only" in r["reason"]
+    assert r["ours"] == "0.9 (1 seed)"
+
+
+def test_relative_verdict_rules():
+    assert cl.relative_verdict([0.1, 0.1, 0.1], "higher")[0] == cl.HOLDS  # constant difference
+    assert cl.relative_verdict([0.0, 0.0], "higher")[0] == cl.FAILS
+    assert cl.relative_verdict([1.0, 1.1], "higher")[0] == cl.HOLDS  # 2 seeds: 1.05 > 2 x 0.07
+    assert cl.relative_verdict([0.1, 1.0], "higher")[0] == cl.FAILS  # 0.55 < 2 x 0.64
+    assert cl.relative_verdict([-0.2], "lower")[0] == cl.HOLDS
+    assert cl.relative_verdict([], "lower")[0] == cl.NOT_COMPARABLE
+    with pytest.raises(ValueError):
+        cl.relative_verdict([1.0], "better")
+
+
+def test_write_claims(tmp_path):
+    table = cl.claims_table(RESULTS, LOCAL)
+    tests = cl.paired_tests(RESULTS)
+    paths = cl.write_claims(table, tmp_path / "results", "local", tests=tests)
+    assert paths["md"].name == "claims_local.md" and paths["csv"].name == "claims_local.csv"
+    back = pd.read_csv(paths["csv"])
+    assert list(back["id"]) == list(table["id"])
+    md = paths["md"].read_text()
+    assert md.count("\n| explained_variance |") == 1 and "different model" in md
+    assert "paired t-tests" in md and paths["tests_csv"].exists()
+    assert not list(paths["md"].parent.glob(".*.tmp"))  # no temporary file left behind
