@@ -8,6 +8,9 @@ A profile fixes the model, hook, corpus and every budget of the pipeline. Notebo
 - `local` (default): the embedded SmolLM2-135M and the embedded corpus on CPU, sized so the whole
   pipeline finishes in about 30 minutes on a 2-core machine.
 - `smoke`: the same code with tiny budgets; used by the notebook tests.
+- `colab`: the embedded model on a free Colab T4 GPU (16 GB) at a larger budget;
+  `colab-gemma`: Gemma-2-2B on the same GPU, chosen by the notebooks' Colab set-up cell when a
+  Hugging Face token is set (`colab_profile_name()`).
 """
 from __future__ import annotations
 
@@ -65,6 +68,11 @@ class Profile:
     window_size: int = 100  # sliding window of firing rates (steps)
     merge_every: int = 100  # clustering interval (steps)
     resample_every: int = 100  # resampling check interval (steps)
+    # Sparsity sweep of the baselines for the sparsity-fidelity frontier (notebook 02): TopK and
+    # BatchTopK at k = topk_k x each factor, L1 at each lambda; one seed each (~6 extra runs).
+    sweep_k_factors: tuple[float, ...] = (0.25, 4.0)
+    sweep_l1_coefficients: tuple[float, ...] = (0.2, 1.0)
+    sweep_seeds: tuple[int, ...] = (42,)
     # --- evaluation ------------------------------------------------------------------------
     n_eval_contexts: int = 32  # contexts of the validation split spliced for KL / CE (see below)
     # --- evaluation budgets (notebook 08: hsae_utils.evaluate, .absorption, .probing) -----------
@@ -90,6 +98,29 @@ class Profile:
     probe_k_values: tuple[int, ...] = (1, 5, 20)  # the paper's Top-1 / Top-5 / Top-20
     eval_seed: int = 42  # vocabulary / text sampling, negatives, probe initialisation
     extra: dict = field(default_factory=dict)  # free-form knobs for later stages
+
+    def __post_init__(self):
+        """Refuse impossible values when the profile is made, before any long work starts."""
+        if not 0 <= self.layer < self.n_layers:
+            raise ValueError(
+                f"Profile {self.name!r}: layer {self.layer} is out of range for a model with "
+                f"{self.n_layers} layers: pass layer=0..{self.n_layers - 1}."
+            )
+        if self.d_sae is not None and self.d_sae <= 0:
+            raise ValueError(f"Profile {self.name!r}: d_sae must be positive (or None for "
+                             f"d_model), got {self.d_sae}.")
+        positive = ("n_layers", "d_model", "n_train_tokens", "n_valid_tokens", "n_norm_tokens",
+                    "model_batch_size", "shard_tokens", "train_steps", "train_batch_size",
+                    "log_every", "checkpoint_every", "window_size", "merge_every",
+                    "resample_every", "n_eval_contexts", "eval_batch_contexts")
+        bad = [f"{k}={getattr(self, k)!r}" for k in positive if getattr(self, k) <= 0]
+        if self.context_size < 2:  # BOS plus at least one token
+            bad.append(f"context_size={self.context_size!r} (needs >= 2)")
+        if not self.seeds:
+            bad.append("seeds=() (needs at least one seed)")
+        if bad:
+            raise ValueError(f"Profile {self.name!r}: invalid value(s) {', '.join(bad)}; "
+                             "counts and sizes must be positive integers.")
 
     @property
     def hook_name(self) -> str:
@@ -180,6 +211,8 @@ PROFILES: dict[str, Profile] = {
         window_size=10,
         merge_every=10,
         resample_every=10,
+        sweep_k_factors=(0.25,),
+        sweep_l1_coefficients=(1.0,),
         n_eval_contexts=4,
         # evaluation budgets: a few seconds
         eval_batch_contexts=2,
@@ -188,6 +221,51 @@ PROFILES: dict[str, Profile] = {
         probe_train_per_class=8,
         probe_test_per_class=4,
         probe_max_tokens=32,
+    ),
+    # Free Colab T4 (16 GB, no fast bf16). SmolLM2 in fp32: the embedded corpus holds ~2.0M train
+    # tokens, so 1.5M are cached (3.6 GB at d = 576); 2,000 steps x 2,048 see each ~2.6 times.
+    # SAE steps take milliseconds on the GPU; caching and evaluation take a few minutes each.
+    "colab": Profile(
+        name="colab",
+        **_SMOLLM2,
+        n_train_tokens=1_572_864,
+        n_valid_tokens=65_536,
+        model_batch_size=64,
+        shard_tokens=65_536,
+        train_steps=2000,
+        log_every=20,
+        checkpoint_every=500,
+        n_eval_contexts=256,
+        eval_batch_contexts=16,
+        absorption_vocab_size=5000,
+        probe_train_per_class=200,
+        probe_test_per_class=50,
+    ),
+    # Gemma-2-2B, layer 19, OpenWebText (the paper's setting) at a T4 budget. fp32: fp16 overflows
+    # in Gemma-2 and the T4 has no fast bf16; the weights take 10.5 GB of the 16 GB, so model
+    # batches stay small (the splice's 256k-way logits: 4 x 128 x 256k x 4 B = 0.5 GB per copy).
+    # 1M cached tokens = 9.7 GB of disk (d = 2,304); one seed keeps the 8 runs in one session.
+    "colab-gemma": Profile(
+        name="colab-gemma",
+        model_name="google/gemma-2-2b",
+        n_layers=26,
+        d_model=2304,
+        layer=PAPER_LAYER,
+        model_dtype="float32",
+        dataset="Skylion007/openwebtext",
+        n_train_tokens=1_048_576,
+        n_valid_tokens=32_768,
+        model_batch_size=16,
+        shard_tokens=32_768,
+        train_steps=1000,
+        seeds=(42,),
+        log_every=20,
+        checkpoint_every=250,
+        n_eval_contexts=128,
+        eval_batch_contexts=4,
+        absorption_vocab_size=2000,
+        probe_train_per_class=200,
+        probe_test_per_class=50,
     ),
 }
 
@@ -198,7 +276,8 @@ def get_profile(name: str = "local", **overrides) -> Profile:
     Unknown names or fields raise a ValueError that lists the valid choices.
     """
     if name not in PROFILES:
-        raise ValueError(f"Unknown profile {name!r}. Valid profiles: {', '.join(PROFILES)}.")
+        raise ValueError(f"Unknown profile {name!r}. Valid profiles: {', '.join(PROFILES)} "
+                         "(e.g. ./run_all.sh --profile local).")
     profile = PROFILES[name]
     if overrides:
         valid = {f.name for f in dataclasses.fields(Profile)}
@@ -209,3 +288,22 @@ def get_profile(name: str = "local", **overrides) -> Profile:
             )
         profile = dataclasses.replace(profile, **overrides)
     return profile
+
+
+def hf_token_available() -> bool:
+    """Whether a Hugging Face token is set: the HF_TOKEN environment variable, a token stored by
+    `hf auth login`, or (on Colab) the HF_TOKEN notebook secret, as `huggingface_hub` finds it."""
+    if os.environ.get("HF_TOKEN"):
+        return True
+    try:
+        from huggingface_hub import get_token
+
+        return bool(get_token())
+    except Exception:  # no huggingface_hub, or a failing token exchange: no usable token
+        return False
+
+
+def colab_profile_name() -> str:
+    """The profile the notebooks' Colab set-up cell picks: `colab-gemma` (Gemma-2-2B, gated on the
+    hub) when a Hugging Face token is set, otherwise `colab` (the embedded model)."""
+    return "colab-gemma" if hf_token_available() else "colab"

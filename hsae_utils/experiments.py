@@ -40,10 +40,39 @@ ABLATIONS = tuple(
 RUNS: dict[str, RunSpec] = {r.name: r for r in BASELINES + ABLATIONS}
 
 
-def get_run(name: str) -> RunSpec:
-    if name not in RUNS:
-        raise ValueError(f"Unknown run {name!r}. Valid runs: {', '.join(RUNS)}.")
-    return RUNS[name]
+def sweep_runs(profile: Profile) -> tuple[RunSpec, ...]:
+    """Other sparsity levels of the baselines (k for TopK / BatchTopK, lambda for L1), trained on
+    `profile.sweep_seeds`: the field compares SAEs at matched L0, the paper does not."""
+    ks = sorted({min(profile.dict_size, max(1, round(profile.topk_k * f)))
+                 for f in profile.sweep_k_factors} - {profile.topk_k})
+    specs = [RunSpec(f"{arch}_k{k}", f"{label} k={k}", arch, {"k": k})
+             for arch, label in (("topk", "TopK"), ("batchtopk", "BatchTopK")) for k in ks]
+    specs += [RunSpec(f"relu_l1_lambda{lam:g}", f"L1 (lambda={lam:g})", "relu", {"l1_coefficient": lam})
+              for lam in profile.sweep_l1_coefficients if lam != 0.04]
+    return tuple(specs)
+
+
+def all_runs(profile: Profile | None = None) -> dict[str, RunSpec]:
+    """The paper's runs, plus the profile's sweep runs when a profile is given."""
+    return {**RUNS, **({r.name: r for r in sweep_runs(profile)} if profile else {})}
+
+
+def get_run(name: str, profile: Profile | None = None) -> RunSpec:
+    runs = all_runs(profile)
+    if name not in runs:
+        raise ValueError(f"Unknown run {name!r}. Valid runs: {', '.join(runs)}.")
+    return runs[name]
+
+
+def family(config: str) -> str:
+    """The SAE family of a configuration name: topk, batchtopk, relu_l1 or hierarchical."""
+    base = config.split("__")[0]
+    if base.startswith("stage"):
+        return "hierarchical"
+    for fam in ("batchtopk", "topk", "relu_l1"):
+        if base == fam or base.startswith(fam + "_"):
+            return fam
+    return base
 
 
 def train_config(profile: Profile, seed: int) -> TrainConfig:
@@ -86,7 +115,7 @@ def train_run(profile: Profile, name: str, seeds: tuple[int, ...] | None = None,
 
     `overrides` changes config fields of the run (e.g. an interpretation such as
     `{"recon_units": "mean"}`); such runs are saved under their own folder name."""
-    spec = get_run(name)
+    spec = get_run(name, profile)
     store = store or ActivationStore(profile.cache_dir / "train")
     results = []
     for seed in seeds or profile.seeds:
@@ -114,7 +143,7 @@ def train_run(profile: Profile, name: str, seeds: tuple[int, ...] | None = None,
 def finished_runs(profile: Profile) -> list[tuple[RunSpec, int, Path]]:
     """Every (run, seed, folder) of this profile with a complete export, in RUNS order."""
     out = []
-    for spec in RUNS.values():
+    for spec in all_runs(profile).values():
         for folder in sorted((profile.sae_dir / spec.name).glob("seed*")):
             if (folder / "hsae_config.json").exists():
                 out.append((spec, int(folder.name[4:]), folder))
