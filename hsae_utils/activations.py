@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .config import Profile
 from .forward import resid_at_layer
-from .io import atomic_path, read_json, sha256_file, write_json_atomic
+from .io import atomic_path, read_json, remove_stale_temporaries, sha256_file, write_json_atomic
 from .tokens import bos_token_id, keep_mask, make_contexts, special_token_ids
 
 CACHE_FORMAT = 1
@@ -96,8 +96,12 @@ class Normalizer:
 # --------------------------------------------------------------------------------------------
 # Building a cache
 # --------------------------------------------------------------------------------------------
-def _identity(profile: Profile, split: str, model_sha: str, corpus_sha: str, bos: int) -> dict:
+def _n_contexts(profile: Profile, split: str) -> int:
     n_tokens = profile.n_train_tokens if split == "train" else profile.n_valid_tokens
+    return max(1, n_tokens // profile.context_size)
+
+
+def _identity(profile: Profile, split: str, model_sha: str, corpus_sha: str, bos: int) -> dict:
     return {
         "format": CACHE_FORMAT,
         "model": profile.model_name,
@@ -107,7 +111,7 @@ def _identity(profile: Profile, split: str, model_sha: str, corpus_sha: str, bos
         "context_size": profile.context_size,
         "corpus_sha256": corpus_sha,
         "split": split,
-        "n_contexts": max(1, n_tokens // profile.context_size),
+        "n_contexts": _n_contexts(profile, split),
         "bos_token_id": bos,
         "massive_norm_factor": profile.massive_norm_factor,
     }
@@ -120,35 +124,70 @@ def _check_identity(manifest: dict, identity: dict, folder: Path) -> None:
         raise CacheError(
             f"The activation cache at {folder} was built for something else:\n  "
             + "\n  ".join(diffs)
-            + "\nRebuild it with `rebuild=True` (notebook parameter `rebuild_cache=True`), or "
+            + "\nRebuild it with `rebuild=True` (notebook 01: rebuild_cache=True), or "
             "move the folder away to keep it."
         )
 
 
+_REBUILD = "Rebuild the cache with `rebuild=True` (notebook 01: rebuild_cache=True)."
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        return read_json(path)
+    except ValueError as err:  # written atomically, so only outside damage gets here
+        raise CacheError(f"The cache manifest {path} is unreadable ({err}). {_REBUILD}") from err
+
+
+def _verify_shard(shard: dict, folder: Path, d: int, deep: bool) -> None:
+    path = folder / shard["file"]
+    if not path.is_file():
+        raise CacheError(f"Shard {path} is missing. {_REBUILD}")
+    try:
+        big_enough = path.stat().st_size >= shard["rows"] * d * 4
+        arr = np.load(path, mmap_mode="r") if big_enough else None
+    except ValueError:  # a damaged .npy header
+        arr = None
+    if arr is None or arr.shape != (shard["rows"], d):
+        raise CacheError(f"Shard {path} is truncated or has the wrong shape (expected "
+                         f"{shard['rows']} x {d}). {_REBUILD}")
+    if deep and sha256_file(path) != shard["sha256"]:
+        raise CacheError(f"Shard {path} fails its checksum (corrupted). {_REBUILD}")
+
+
 def _verify_shards(manifest: dict, folder: Path, deep: bool) -> None:
-    d = manifest["d_model"]
     for shard in manifest["shards"]:
-        path = folder / shard["file"]
-        expected_bytes = shard["rows"] * d * 4
-        if not path.is_file():
-            raise CacheError(f"Shard {path} is missing. Rebuild the cache with `rebuild=True`.")
-        arr = np.load(path, mmap_mode="r") if path.stat().st_size >= expected_bytes else None
-        if arr is None or arr.shape != (shard["rows"], d):
-            raise CacheError(
-                f"Shard {path} is truncated or has the wrong shape (expected "
-                f"{shard['rows']} x {d}). Rebuild the cache with `rebuild=True`."
-            )
-        if deep and sha256_file(path) != shard["sha256"]:
-            raise CacheError(f"Shard {path} fails its checksum. Rebuild with `rebuild=True`.")
+        _verify_shard(shard, folder, manifest["d_model"], deep)
 
 
-def _check_disk_space(folder: Path, n_tokens: int, d_model: int) -> None:
-    need = n_tokens * d_model * 4 * 1.05
-    free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
-    if need > free:
+def cache_bytes(n_contexts: int, context_size: int, d_model: int) -> int:
+    """Upper bound of a split's size on disk: fp32 rows for every position, plus the tokens
+    (BOS and massive positions are dropped, so the real cache is a little smaller)."""
+    return n_contexts * context_size * (d_model + 1) * 4
+
+
+def _remaining_bytes(profile: Profile, split: str) -> int:
+    """What caching `split` still has to write, given the shards already on disk."""
+    n_contexts = _n_contexts(profile, split)
+    path = profile.cache_dir / split / "manifest.json"
+    if path.exists():
+        m = _read_manifest(path)
+        n_contexts = 0 if m["complete"] else max(
+            0, n_contexts - len(m["shards"]) * m["contexts_per_shard"])
+    return cache_bytes(n_contexts, profile.context_size, profile.d_model)
+
+
+def check_disk_space(folder: Path, need_bytes: int) -> None:
+    """Raise CacheError, before anything is written, when `folder`'s disk lacks `need_bytes`."""
+    probe = folder
+    while not probe.exists():  # the folder may not exist yet: ask its disk
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need_bytes * 1.05 > free:
         raise CacheError(
-            f"The cache needs about {need / 2**30:.1f} GiB but {folder} has {free / 2**30:.1f} "
-            "GiB free: free disk space or point HSAE_OUTPUT_ROOT at a larger disk."
+            f"The activation cache needs about {need_bytes / 2**30:.2f} GiB but {probe} has "
+            f"{free / 2**30:.2f} GiB free: free disk space, point HSAE_OUTPUT_ROOT at a larger "
+            "disk, or pass smaller n_train_tokens / n_valid_tokens."
         )
 
 
@@ -179,7 +218,7 @@ def build_cache(
     if manifest_path.exists() and rebuild:
         shutil.rmtree(folder)
     if manifest_path.exists():
-        manifest = read_json(manifest_path)
+        manifest = _read_manifest(manifest_path)
         _check_identity(manifest, identity, folder)
         _verify_shards(manifest, folder, deep=deep_verify)
         if manifest.get("code_version") != code_version():
@@ -188,10 +227,13 @@ def build_cache(
             print(f"Reusing complete cache {folder} ({manifest['n_tokens']:,} tokens).")
             return folder
         print(f"Resuming cache {folder} after {len(manifest['shards'])} complete shard(s).")
+        check_disk_space(folder, _remaining_bytes(profile, split))
+        if sha256_file(folder / "tokens.npy") != manifest["tokens_sha256"]:
+            raise CacheError(f"{folder / 'tokens.npy'} fails its checksum. {_REBUILD}")
         tokens_SC = torch.from_numpy(np.load(folder / "tokens.npy").astype(np.int64))
     else:
+        check_disk_space(folder, _remaining_bytes(profile, split))
         folder.mkdir(parents=True, exist_ok=True)
-        _check_disk_space(folder, identity["n_contexts"] * profile.context_size, profile.d_model)
         tokens_SC = make_contexts(texts(), tokenizer, profile.context_size, identity["n_contexts"])
         with atomic_path(folder / "tokens.npy") as tmp:
             with open(tmp, "wb") as f:
@@ -203,6 +245,7 @@ def build_cache(
                     "contexts_per_shard": max(1, profile.shard_tokens // profile.context_size)}
         write_json_atomic(manifest_path, manifest)
 
+    remove_stale_temporaries(folder)  # e.g. the half-written shard of a killed run
     _fill_shards(profile, model, tokens_SC, manifest, folder)
 
     if split == "train":
@@ -235,6 +278,12 @@ def _fill_shards(profile: Profile, model, tokens_SC: torch.Tensor, manifest: dic
         for i in range(0, ctx.shape[0], profile.model_batch_size):
             toks_BS = ctx[i : i + profile.model_batch_size]
             resid_BSD = resid_at_layer(model, toks_BS.to(device), profile.layer)
+            # Checked before keep_mask: its norm test would silently drop NaN rows as "massive".
+            if not torch.isfinite(resid_BSD).all():
+                raise CacheError(
+                    f"The model produced NaN/Inf activations at {profile.hook_name} in shard {s}: "
+                    "load it in float32 (profile model_dtype='float32') or check its weights. "
+                    f"The {s} complete shard(s) before it are kept; a re-run resumes after them.")
             keep_BS = keep_mask(toks_BS, resid_BSD, special, manifest["massive_norm_factor"])
             manifest["n_massive_dropped"] += int((~torch.isin(toks_BS, special)).sum() - keep_BS.sum())
             rows.append(resid_BSD[keep_BS.to(resid_BSD.device)].float().cpu())
@@ -242,8 +291,6 @@ def _fill_shards(profile: Profile, model, tokens_SC: torch.Tensor, manifest: dic
             new_tokens += toks_BS.numel()
             bar.set_postfix(tok_per_s=f"{new_tokens / (time.time() - t0):.0f}")
         acts_ND = torch.cat(rows).numpy()
-        if not np.isfinite(acts_ND).all():
-            raise CacheError(f"Non-finite activations in shard {s}; check the model dtype.")
         name = f"shard_{s:05d}.npy"
         with atomic_path(folder / name) as tmp:
             with open(tmp, "wb") as f:
@@ -287,7 +334,7 @@ class ActivationStore:
         path = self.folder / "manifest.json"
         if not path.exists():
             raise CacheError(f"No activation cache at {self.folder}: run notebook 01 first.")
-        self.manifest = read_json(path)
+        self.manifest = _read_manifest(path)
         if not self.manifest.get("complete"):
             raise CacheError(f"The cache at {self.folder} is incomplete: re-run notebook 01 to finish it.")
         _verify_shards(self.manifest, self.folder, deep=deep_verify)
@@ -296,10 +343,19 @@ class ActivationStore:
         self.n_tokens: int = sum(self.rows)
         self.normalizer = Normalizer.from_dict(self.manifest["normalization"])
         self.group_shards = group_shards
+        self._verified = set(range(len(self.rows))) if deep_verify else set()
+
+    def _open(self, i: int) -> np.ndarray:
+        """Memory-map shard i. Its checksum is verified on first use (one extra read of data that
+        training reads anyway), so a corrupted shard stops the run instead of feeding it."""
+        shard = self.manifest["shards"][i]
+        if i not in self._verified:
+            _verify_shard(shard, self.folder, self.d_model, deep=True)
+            self._verified.add(i)
+        return np.load(self.folder / shard["file"], mmap_mode="r")
 
     def _shard(self, i: int) -> torch.Tensor:
-        arr = np.load(self.folder / self.manifest["shards"][i]["file"], mmap_mode="r")
-        return torch.from_numpy(np.ascontiguousarray(arr))
+        return torch.from_numpy(np.ascontiguousarray(self._open(i)))
 
     def _plan(self, batch_size: int, seed: int) -> Iterator[tuple[list[int], torch.Tensor, int]]:
         """Yield (shard ids, row permutation, n_batches) per group, epoch after epoch."""
@@ -339,8 +395,7 @@ class ActivationStore:
         for i in range(len(self.rows)):
             sel = idx[(idx >= bounds[i]) & (idx < bounds[i + 1])] - bounds[i]
             if len(sel):
-                arr = np.load(self.folder / self.manifest["shards"][i]["file"], mmap_mode="r")
-                parts.append(torch.from_numpy(np.array(arr[sel.numpy()])))
+                parts.append(torch.from_numpy(np.array(self._open(i)[sel.numpy()])))
         return self.normalizer(torch.cat(parts))
 
     def tokens(self) -> torch.Tensor:
@@ -356,6 +411,9 @@ def cache_activations(profile: Profile, model=None, rebuild: bool = False) -> di
     from .corpus import corpus_fingerprint, load_text_dataset
     from .model import load_model, model_fingerprint
 
+    if not rebuild:  # both splits at once, so validation cannot run out of space after train
+        check_disk_space(profile.cache_dir,
+                         sum(_remaining_bytes(profile, s) for s in ("train", "validation")))
     model = model if model is not None else load_model(profile)
     model_sha, corpus_sha = model_fingerprint(profile), corpus_fingerprint(profile)
 

@@ -39,6 +39,14 @@ LOG_NAME = "train_log.jsonl"
 EXPORT_FORMAT = 1
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint or exported SAE on disk that cannot be read; the message says what to do."""
+
+
+def _unreadable(path: Path, err: Exception, fix: str) -> CheckpointError:
+    return CheckpointError(f"{path} is truncated or corrupted ({type(err).__name__}: {err}). {fix}")
+
+
 def _sae_lens_version() -> str:
     try:
         return importlib_metadata.version("sae-lens")
@@ -149,10 +157,15 @@ def load_sae(folder: str | Path, device: str | torch.device = "cpu") -> BaseSAE:
         raise FileNotFoundError(
             f"No {HSAE_CONFIG} in {folder}: not a complete export from hsae_utils.checkpoint."
         )
-    info = read_json(folder / HSAE_CONFIG)
-    cls = SAE_CLASSES[info["architecture"]]
-    sae = cls(cls.config_class.from_dict(info["config"]))
-    sae.load_state_dict(load_file(folder / HSAE_WEIGHTS))
+    fix = ("Retrain it: delete the folder (or run the notebook with force_retrain=True); "
+           "an interrupted training run resumes from its checkpoint.pt.")
+    try:
+        info = read_json(folder / HSAE_CONFIG)
+        cls = SAE_CLASSES[info["architecture"]]
+        sae = cls(cls.config_class.from_dict(info["config"]))
+        sae.load_state_dict(load_file(folder / HSAE_WEIGHTS))
+    except Exception as err:  # json, safetensors and torch each raise their own types
+        raise _unreadable(folder, err, fix) from err
     return sae.to(device).eval()
 
 
@@ -190,8 +203,17 @@ def save_training_checkpoint(
 
 
 def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The raw checkpoint: its "step", configs and states (see `restore_training_state`)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The raw checkpoint: its "step", configs and states (see `restore_training_state`).
+
+    Raises CheckpointError (left untouched on disk) when the file cannot be read."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != EXPORT_FORMAT:
+            raise ValueError("not a training checkpoint of this format")
+    except Exception as err:  # a truncated zip, a bad pickle, ...: torch raises several types
+        fix = "Delete it to restart this run from step 0, or restore it from a copy."
+        raise _unreadable(Path(path), err, fix) from err
+    return state
 
 
 def restore_training_state(

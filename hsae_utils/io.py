@@ -30,6 +30,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporaries of `atomic_path` that a killed process left in `folder`.
+
+    A SIGKILL skips the cleanup, so a half-written `.name.xxx.tmp` can remain; it is never read
+    (only renamed files are), but it holds disk space. Call only when no other process writes here.
+    """
+    stale = sorted(Path(folder).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

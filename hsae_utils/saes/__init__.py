@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from .base import BaseSAE, SAEConfig, StepOutput
@@ -44,8 +45,14 @@ def config_from_profile(arch: str, profile, **overrides: Any) -> SAEConfig:
     if arch == "hierarchical":
         kw.update(window_size=profile.window_size, merge_every=profile.merge_every,
                   resample_every=profile.resample_every)
+    config_class = ARCHITECTURES[arch].config_class
+    valid = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise ValueError(f"Unknown {config_class.__name__} field(s) {unknown}. "
+                         f"Valid fields: {', '.join(sorted(valid))}.")
     kw.update(overrides)
-    return ARCHITECTURES[arch].config_class(**kw)
+    return config_class(**kw)
 
 
 __all__ = [

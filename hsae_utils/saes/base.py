@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any, ClassVar
 
 import torch
@@ -45,6 +46,14 @@ class SAEConfig:
     model_name: str = ""
     normalization: dict[str, Any] = field(default_factory=default_normalization)
     dead_after_tokens: int = 204_800
+
+    def __post_init__(self):
+        # Sizes are checked here, so a bad value fails when the config is made, not mid-training.
+        for name in ("d_in", "d_sae", "dead_after_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, Integral) or value <= 0:
+                raise ValueError(f"{type(self).__name__}: {name} must be a positive integer, "
+                                 f"got {value!r}; pass {name}=<a positive int>.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

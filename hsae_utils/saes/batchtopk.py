@@ -20,6 +20,12 @@ class BatchTopKSAEConfig(TopKSAEConfig):
 
     threshold_lr: float = 0.01
 
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 < self.threshold_lr <= 1:
+            raise ValueError(f"BatchTopKSAEConfig: threshold_lr must be in (0, 1], got "
+                             f"{self.threshold_lr}.")
+
 
 def batch_topk_codes(pre_BF: Tensor, k: int) -> Tensor:
     """Keep the k * B largest ReLU'd activations over the whole batch (B = all leading dims)."""

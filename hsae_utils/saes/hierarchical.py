@@ -57,6 +57,10 @@ class HierarchicalSAEConfig(ReLUSAEConfig):
     merge_reinit: str = "resample"  # "resample" | "zero"
 
     def __post_init__(self):
+        super().__post_init__()
+        intervals = {k: getattr(self, k) for k in ("resample_every", "window_size", "merge_every")}
+        if any(v <= 0 for v in intervals.values()):
+            raise ValueError(f"HierarchicalSAEConfig: intervals must be positive, got {intervals}.")
         if self.l1_coefficient is None:
             self.l1_coefficient = default_lambda0(self.d_sae)
         for name, value, allowed in (

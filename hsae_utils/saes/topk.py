@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 
 import torch
 from torch import Tensor
@@ -26,6 +27,15 @@ class TopKSAEConfig(SAEConfig):
     auxk: bool = True
     aux_k: int = 512
     aux_coefficient: float = 1 / 32
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.k, Integral) or not 0 < self.k <= self.d_sae:
+            raise ValueError(f"{type(self).__name__}: k must be an integer in 1..d_sae (= "
+                             f"{self.d_sae}), got {self.k!r}; pass k=1..{self.d_sae} or a "
+                             "larger d_sae.")
+        if self.auxk and self.aux_k <= 0:
+            raise ValueError(f"{type(self).__name__}: aux_k must be positive, got {self.aux_k}.")
 
 
 def topk_codes(pre_BF: Tensor, k: int) -> Tensor:
