@@ -6,43 +6,49 @@
 #   ./run_all.sh --profile smoke     # tiny budgets, a few minutes
 #   ./run_all.sh --force             # re-run every notebook and recompute every output
 #   ./run_all.sh --only 02           # just one notebook
+#   ./run_all.sh --no-setup          # skip ./scripts/setup.sh (already set up)
 #
 # Executed notebooks (with their outputs, or the error) go to outputs/<profile>/notebooks/.
-# A notebook that finished before (same notebook file, same profile) is skipped on a re-run; the
-# notebooks themselves also reuse valid caches and finished training runs, so after a failure a
-# re-run redoes only what is missing.
+# A notebook that finished before (same notebook file, same profile definition) is skipped on a
+# re-run if its outputs are still complete and valid (hsae_utils.stages); the notebooks themselves
+# also reuse valid caches and finished training runs, so after a failure a re-run redoes only what
+# is missing. HSAE_OUTPUT_ROOT moves outputs/; HSAE_NOTEBOOK_DIR runs another notebook folder.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 profile=local
 only=""
 force=0
+setup=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --profile) profile="$2"; shift 2 ;;
         --profile=*) profile="${1#*=}"; shift ;;
         --only) only="$2"; shift 2 ;;
         --force) force=1; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-        *) echo "error: unknown option $1 (valid: --profile NAME, --only NN, --force)" >&2; exit 2 ;;
+        --no-setup) setup=0; shift ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        *) echo "error: unknown option $1 (valid: --profile NAME, --only NN, --force, --no-setup)" >&2; exit 2 ;;
     esac
 done
 
-./scripts/setup.sh
+if [ "$setup" = 1 ]; then ./scripts/setup.sh; fi
 VPY=.venv/bin/python
 # Fail fast, before any long work, on an unknown profile (the error lists the valid ones).
-"$VPY" -c "import sys; from hsae_utils.config import get_profile; get_profile(sys.argv[1])" "$profile"
+profile_sha=$("$VPY" -m hsae_utils.stages stamp "$profile")
 
-outdir="outputs/$profile/notebooks"
+nbdir=${HSAE_NOTEBOOK_DIR:-notebooks}
+export HSAE_OUTPUT_ROOT="$(realpath -m "${HSAE_OUTPUT_ROOT:-outputs}")"  # notebooks run in $nbdir
+outdir="$HSAE_OUTPUT_ROOT/$profile/notebooks"
 mkdir -p "$outdir/.done"
 start=$(date +%s)
-for nb in notebooks/[0-9][0-9]_*.ipynb; do
+for nb in "$nbdir"/[0-9][0-9]_*.ipynb; do
     name=$(basename "$nb")
     [ -n "$only" ] && [[ "$name" != "$only"* ]] && continue
     marker="$outdir/.done/$name"
-    stamp=$(sha256sum "$nb" | cut -d' ' -f1)
+    stamp=$( { sha256sum < "$nb"; echo "$profile_sha"; } | sha256sum | cut -d' ' -f1)
     if [ "$force" = 0 ] && [ -z "$only" ] && [ "$(cat "$marker" 2>/dev/null)" = "$stamp" ] \
-            && [ -f "$outdir/$name" ]; then
+            && [ -f "$outdir/$name" ] && "$VPY" -m hsae_utils.stages check "$profile" "$name"; then
         echo "=== $name: done before, skipped (--force re-runs it)"
         continue
     fi
@@ -52,7 +58,7 @@ for nb in notebooks/[0-9][0-9]_*.ipynb; do
     [ "$force" = 1 ] && params+=(-p rebuild_cache True -p force_retrain True -p force True)
     rm -f "$marker"
     if ! HSAE_PROFILE="$profile" "$VPY" -m papermill "$nb" "$outdir/$name" "${params[@]}" \
-            --cwd notebooks --kernel python3 --progress-bar; then
+            --cwd "$nbdir" --kernel python3 --progress-bar; then
         echo "error: notebook $name failed; the executed copy with the error is $outdir/$name" >&2
         exit 1
     fi
@@ -60,4 +66,4 @@ for nb in notebooks/[0-9][0-9]_*.ipynb; do
     echo "    done in $(( $(date +%s) - t0 )) s -> $outdir/$name"
 done
 echo "All notebooks ran for profile '$profile' in $(( $(date +%s) - start )) s."
-echo "Outputs: outputs/$profile/ (activations, saes, results), figures: figures/, notebooks: $outdir/"
+echo "Outputs: $HSAE_OUTPUT_ROOT/$profile/ (activations, saes, results), figures: figures/, notebooks: $outdir/"
