@@ -546,15 +546,30 @@ def splice_metrics(model, data: SpliceData, adapters: Mapping[str, SAEAdapter], 
 # ============================================================================================
 @dataclass
 class SAERun:
-    """One exported SAE under `profile.sae_dir`."""
+    """One SAE to evaluate: an export of ours (usually under `profile.sae_dir`) or, with
+    `external` set, a SAELens-format SAE (`hsae_utils.external`)."""
 
     run: str  # unique name: the folder relative to sae_dir, e.g. "topk/seed42"
     config: str  # the configuration (run folder name), e.g. "topk"
     seed: int | None
     label: str
     architecture: str
-    folder: Path
+    folder: Path | None  # None only for an external SAE from the hub
     metadata: dict = field(default_factory=dict)
+    external: str | None = None  # a SAELens folder or "release:sae_id"; None: our export
+
+
+def load_adapter(run: SAERun, device: str | torch.device = "cpu", profile: Profile | None = None,
+                 normalization: Mapping[str, Any] | None = None) -> SAEAdapter:
+    """The SAE of `run` on raw activations. An external SAE is checked against `profile` and put
+    in the normalized space `normalization` (the activation cache's), where ours live."""
+    if run.external is not None:
+        from .external import load_external_adapter
+
+        return load_external_adapter(run.external, device, profile, normalization)
+    from .checkpoint import load_sae
+
+    return SAEAdapter(load_sae(run.folder, device=device))
 
 
 def find_saes(sae_dir: str | Path) -> list[SAERun]:
@@ -653,7 +668,6 @@ def evaluate_profile(profile: Profile, runs: list[SAERun] | None = None, model=N
     from . import absorption as absorption_mod
     from . import probing as probing_mod
     from .activations import ActivationStore
-    from .checkpoint import load_sae
 
     families = tuple(families)
     unknown = set(families) - set(FAMILIES)
@@ -711,7 +725,7 @@ def evaluate_profile(profile: Profile, runs: list[SAERun] | None = None, model=N
     rows, letter_rows, task_rows, adapters = [], [], [], {}
     for run in tqdm(runs, disable=not progress, desc="SAEs"):
         with timer.sae(run.run, "load"):
-            adapter = SAEAdapter(load_sae(run.folder, device=device))
+            adapter = load_adapter(run, device, profile, valid.manifest["normalization"])
         adapters[run.run] = adapter
         metrics: dict[str, Any] = {}
         if "core" in families:
@@ -781,7 +795,8 @@ def save_results(result: EvaluationResult, results_dir: str | Path,
         "notes": result.notes,
     })
     write_csv(pd.DataFrame([{"run": r.run, "config": r.config, "seed": r.seed, "label": r.label,
-                             "architecture": r.architecture, "folder": str(r.folder)}
+                             "architecture": r.architecture, "folder": str(r.folder or ""),
+                             "external": r.external or ""}
                             for r in result.runs]), paths["runs"])
     write_csv(result.absorption_letters, paths["absorption_letters"])
     write_csv(result.probing_tasks, paths["probing_tasks"])

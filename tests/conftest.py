@@ -52,3 +52,23 @@ def tiny_model(tiny_model_dir):
     model = TransformerBridge.boot_transformers(str(tiny_model_dir), device="cpu")
     model.eval()
     return model
+
+
+@pytest.fixture
+def tiny_caches(tiny_model, tmp_path, monkeypatch):
+    """A `smoke`-derived profile for the tiny model (layer 1, 16-token contexts) with its train and
+    validation activation caches built under tmp_path. Returns (profile, normalizer)."""
+    from hsae_utils import activations
+    from hsae_utils.config import get_profile
+
+    monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
+    monkeypatch.setattr("hsae_utils.model.model_fingerprint", lambda profile: "tiny")
+    P = get_profile("smoke", model_name="tiny", n_layers=TINY_LAYERS, d_model=TINY_D, layer=1,
+                    context_size=16, n_train_tokens=16 * 12, n_valid_tokens=16 * 6,
+                    n_norm_tokens=64, shard_tokens=64, model_batch_size=4, n_eval_contexts=4)
+    words = "the cat sat on the mat and the dog ran . paris is the capital of france ,".split()
+    texts = lambda: (" ".join(words[i:] + words[:i]) for i in range(10**6))  # noqa: E731
+    train = activations.build_cache(P, "train", tiny_model, texts, "tiny", "c")
+    norm = activations.ActivationStore(train).normalizer
+    activations.build_cache(P, "validation", tiny_model, texts, "tiny", "c", normalizer=norm)
+    return P, norm

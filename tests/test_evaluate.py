@@ -180,27 +180,17 @@ def test_find_saes_reads_exports(tmp_path):
     assert ev.find_saes(tmp_path / "missing") == []
 
 
-def test_evaluate_profile_end_to_end(tiny_model, tmp_path, monkeypatch):
+def test_evaluate_profile_end_to_end(tiny_model, tiny_caches):
     """Activation cache -> trained-like exports -> tidy results, on the tiny model (core only)."""
-    from hsae_utils import activations
     from hsae_utils.checkpoint import save_sae
-    from hsae_utils.config import get_profile
     from hsae_utils.saes import ReLUSAE, ReLUSAEConfig
 
-    monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
-    P = get_profile("smoke", model_name="tiny", n_layers=4, d_model=TINY_D, layer=LAYER,
-                    context_size=16, n_train_tokens=16 * 12, n_valid_tokens=16 * 6,
-                    n_norm_tokens=64, shard_tokens=64, model_batch_size=4, n_eval_contexts=4)
-    words = "the cat sat on the mat and the dog ran . paris is the capital of france ,".split()
-    texts = lambda: (" ".join(words[i:] + words[:i]) for i in range(10**6))  # noqa: E731
-    train = activations.build_cache(P, "train", tiny_model, texts, "tiny", "c")
-    norm = activations.ActivationStore(train).normalizer
-    activations.build_cache(P, "validation", tiny_model, texts, "tiny", "c", normalizer=norm)
+    P, norm = tiny_caches
+    assert P.layer == LAYER
     for seed in (42, 43):
         cfg = ReLUSAEConfig(d_in=TINY_D, d_sae=48, normalization=norm.to_dict() | {"mean": None})
         save_sae(ReLUSAE(cfg, seed=seed), P.sae_dir / "relu_l1" / f"seed{seed}",
                  metadata={"run": "relu_l1", "seed": seed})
-    monkeypatch.setattr("hsae_utils.model.model_fingerprint", lambda profile: "tiny")
     res = ev.evaluate_profile(P, model=tiny_model, families=("core",), progress=False)
     df = res.results
     assert list(df.columns) == ["run", "config", "seed", "metric", "value"]
