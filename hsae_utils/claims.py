@@ -426,6 +426,46 @@ def _summary(values: pd.Series) -> tuple[float, float, int]:
             float(values.std(ddof=1)) if n > 1 else math.nan, n)
 
 
+# Sparsity metrics themselves: "more active features" cannot be checked at matched L0.
+_NOT_MATCHABLE = ("l0", "l1", "frac_alive", "alive", "dead")
+
+
+def matched_sparsity_verdict(results: pd.DataFrame, config: str, metric: str, direction: str
+                             ) -> tuple[str, str]:
+    """Is `config` better on `metric` than every baseline run that is at least as sparse?
+
+    Fidelity improves with L0 for every SAE, so a denser SAE that reconstructs better has not
+    shown a better method. The baselines are every non-HierarchicalSAE configuration of the
+    table (the headline runs and the sparsity sweep), compared by their mean over seeds; a
+    baseline counts when its mean L0 is at most `config`'s. "holds" when `config` beats the best
+    of them in the claimed direction by more than the seed std of either; "does not hold" names the
+    sparser baseline that does as well.
+    """
+    if metric is None or metric.split(":")[0] in _NOT_MATCHABLE:
+        return NOT_COMPARABLE, "a sparsity measure itself"
+    sub = results[results["metric"].isin([metric, "l0"])]
+    means = sub.pivot_table(index="config", columns="metric", values="value", aggfunc="mean")
+    stds = sub.pivot_table(index="config", columns="metric", values="value", aggfunc="std")
+    if metric not in means or "l0" not in means or config not in means.index:
+        return NOT_COMPARABLE, f"{metric} or l0 not measured for {config}"
+    ours, l0 = means.loc[config, metric], means.loc[config, "l0"]
+    base = means[~means.index.str.startswith("stage") & (means["l0"] <= l0)].dropna()
+    if base.empty:
+        return NOT_COMPARABLE, f"no baseline run at L0 <= {_fmt(l0)}"
+    sign = _sign(direction)
+    best = (base[metric] * sign).idxmax()
+    b_val, b_l0 = base.loc[best, metric], base.loc[best, "l0"]
+    where = f"{best} at L0 {_fmt(b_l0)}: {_fmt(b_val)}; ours at L0 {_fmt(l0)}: {_fmt(ours)}"
+    # beyond seed noise: the larger std over seeds of the two (0 for a single-seed sweep run)
+    noise = np.nanmax([stds.get(metric, pd.Series(dtype=float)).get(c, np.nan)
+                       for c in (config, best)] + [0.0])
+    if (ours - b_val) * sign > noise:
+        return HOLDS, f"better than every baseline at L0 <= ours (best {where})"
+    if abs(ours - b_val) <= noise:
+        return FAILS, f"no better than a sparser (or equal-L0) baseline, within seed noise ({where})"
+    return FAILS, f"a sparser (or equal-L0) baseline does better ({where})"
+
+
 def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIMS
                  ) -> pd.DataFrame:
     """One row per claim: the paper's numbers, ours (mean ± std over seeds), the paired
@@ -459,6 +499,8 @@ def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIM
                 reason += f"; {c.dataset_note}"
         absolute, abs_reason = ((NOT_COMPARABLE, missing) if missing
                                 else absolute_verdict(c, mismatches, ma, sa, na, analogue))
+        matched, matched_reason = ((NOT_COMPARABLE, missing) if missing else
+                                   matched_sparsity_verdict(results, c.config, metric, c.direction))
         rows.append({
             "id": c.id, "source": c.source, "claim": c.text, "metric": metric or c.metric or "",
             "config": c.config, "baseline": c.baseline, "direction": c.direction,
@@ -473,6 +515,7 @@ def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIM
             "n_paired": pair["n_seeds"], "mean_diff": pair["mean_diff"],
             "cohens_dz": pair["cohens_dz"], "p_value": pair["p_value"],
             "verdict": verdict, "reason": reason,
+            "matched_l0": matched, "matched_l0_reason": matched_reason,
             "absolute": absolute, "absolute_reason": abs_reason,
             "mapping": c.mapping, "artifacts": c.artifacts,
         })
@@ -489,7 +532,8 @@ MARKDOWN_COLUMNS = {
     "id": "id", "source": "source", "claim": "claim", "metric": "our metric", "config": "config",
     "paper": "paper: TopK -> config", "ours_baseline": "ours: topk", "ours": "ours: config",
     "paper_change": "change: paper", "ours_change": "change: ours", "verdict": "verdict",
-    "reason": "why", "absolute": "absolute", "absolute_reason": "absolute: why",
+    "reason": "why", "matched_l0": "at matched L0", "matched_l0_reason": "at matched L0: why",
+    "absolute": "absolute", "absolute_reason": "absolute: why",
     "artifacts": "the paper's run artifacts",
 }
 
@@ -520,7 +564,10 @@ def claims_markdown(table: pd.DataFrame, profile_name: str, tests: pd.DataFrame 
         "minus TopK, paired by seed: **holds** when of the claimed sign and beyond seed noise "
         f"(paired t-test p < {ALPHA} with >= 3 seeds; |mean| > 2 std of the differences with 2; "
         "the sign alone with 1), **does not hold** otherwise, **not comparable** when we cannot "
-        "measure it. *absolute*: our value against the paper's number, only on the paper's "
+        "measure it. *at matched L0*: does the configuration beat every baseline run (headline "
+        "or sparsity sweep) that has at most its L0? Fidelity grows with L0 for every SAE, so an "
+        "advantage bought with more active features is not an advantage of the method. "
+        "*absolute*: our value against the paper's number, only on the paper's "
         "setting and within max(2 std, 5 %) or better.",
         "",
         ("Absolute values are not comparable on this profile: " + "; ".join(mismatches) + "."

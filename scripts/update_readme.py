@@ -69,7 +69,8 @@ def block(profile_name: str) -> str:
         "",
         markdown_table(claims, {"id": "claim", "paper": "paper: TopK -> HSAE",
                                 "ours_baseline": "ours: TopK", "ours": "ours: HSAE / stage",
-                                "verdict": "direction", "absolute": "absolute value"}),
+                                "verdict": "direction (paired, 3 seeds)",
+                                "matched_l0": "at matched L0", "absolute": "absolute value"}),
     ]
     return "\n".join(lines)
 

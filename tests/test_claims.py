@@ -173,3 +173,23 @@ def test_write_claims(tmp_path):
     assert md.count("\n| explained_variance |") == 1 and "different model" in md
     assert "paired t-tests" in md and paths["tests_csv"].exists()
     assert not list(paths["md"].parent.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_matched_sparsity_needs_beating_every_sparser_baseline():
+    from hsae_utils.claims import FAILS, HOLDS, NOT_COMPARABLE, matched_sparsity_verdict
+
+    rows = [("topk", "l0", 80), ("topk", "ev", 0.70), ("relu_l1", "l0", 540), ("relu_l1", "ev", 0.94),
+            ("relu_l1_lambda1", "l0", 900), ("relu_l1_lambda1", "ev", 0.99),  # denser: ignored
+            ("stage5_clustering", "l0", 573), ("stage5_clustering", "ev", 0.92),
+            ("stage1_linear_sparsity", "l0", 100), ("stage1_linear_sparsity", "ev", 0.95)]
+    df = pd.DataFrame([(f"{c}/seed42", c, 42, m, float(v)) for c, m, v in rows],
+                      columns=["run", "config", "seed", "metric", "value"])
+    verdict, why = matched_sparsity_verdict(df, "stage5_clustering", "ev", "higher")
+    assert verdict == FAILS and "relu_l1 at L0 540" in why and "does better" in why
+    assert matched_sparsity_verdict(df, "stage1_linear_sparsity", "ev", "higher")[0] == HOLDS
+    # the claimed direction decides: were lower better, the sparser topk (0.70) would beat it
+    verdict, why = matched_sparsity_verdict(df, "stage5_clustering", "ev", "lower")
+    assert verdict == FAILS and "topk at L0 80" in why
+    assert matched_sparsity_verdict(df, "stage5_clustering", "l0", "higher")[0] == NOT_COMPARABLE
+    df_sparse = df[~df["config"].isin(["topk", "relu_l1"])]
+    assert matched_sparsity_verdict(df_sparse, "stage1_linear_sparsity", "ev", "higher")[0] == NOT_COMPARABLE
