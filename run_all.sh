@@ -42,6 +42,29 @@ export HSAE_OUTPUT_ROOT="$(realpath -m "${HSAE_OUTPUT_ROOT:-outputs}")"  # noteb
 outdir="$HSAE_OUTPUT_ROOT/$profile/notebooks"
 mkdir -p "$outdir/.done"
 start=$(date +%s)
+
+# Wall seconds of each notebook, and the machine, in $outdir/timings.json (read by
+# scripts/benchmark.py, section 6). A notebook skipped as done keeps the time of its last run.
+record_time() {  # record_time NOTEBOOK SECONDS
+    "$VPY" - "$outdir/timings.json" "$1" "$2" <<'PY' || echo "warning: timings.json not updated" >&2
+import os, platform, sys
+from datetime import datetime
+from hsae_utils.io import read_json, write_json_atomic  # a temporary file, then renamed
+path, name, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+t = read_json(path) if os.path.exists(path) else {"notebooks": {}}
+try:
+    cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+except (OSError, StopIteration):
+    cpu = platform.processor()
+nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+now = datetime.now().astimezone().isoformat(timespec="seconds")
+t["notebooks"][name] = {"seconds": seconds, "date": now}
+t.update(date=now, total_s=sum(n["seconds"] for n in t["notebooks"].values()),
+         machine={"nproc": nproc, "cpu_model": cpu})
+write_json_atomic(path, t)
+PY
+}
+
 for nb in "$nbdir"/[0-9][0-9]_*.ipynb; do
     name=$(basename "$nb")
     [ -n "$only" ] && [[ "$name" != "$only"* ]] && continue
@@ -63,7 +86,9 @@ for nb in "$nbdir"/[0-9][0-9]_*.ipynb; do
         exit 1
     fi
     echo "$stamp" > "$marker"
-    echo "    done in $(( $(date +%s) - t0 )) s -> $outdir/$name"
+    secs=$(( $(date +%s) - t0 ))
+    record_time "$name" "$secs"
+    echo "    done in $secs s -> $outdir/$name"
 done
 echo "All notebooks ran for profile '$profile' in $(( $(date +%s) - start )) s."
 echo "Outputs: $HSAE_OUTPUT_ROOT/$profile/ (activations, saes, results), figures: figures/, notebooks: $outdir/"

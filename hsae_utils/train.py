@@ -114,8 +114,13 @@ def make_optimizer(sae: BaseSAE, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer not in ("adam", "adamw"):
         raise ValueError(f"optimizer must be 'adam' or 'adamw', got {cfg.optimizer!r}")
     opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    # The fused kernel does the whole update in one pass over each tensor: the same formula as
+    # the default multi-tensor path, equal up to float rounding, and ~10x faster on CPU (a 2-4 %
+    # faster training step; scripts/benchmark.py section 1).
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point()
+                for p in sae.parameters())
     return opt_cls(sae.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
-                   weight_decay=cfg.weight_decay)
+                   weight_decay=cfg.weight_decay, fused=fused or None)
 
 
 def train_step(sae: BaseSAE, optimizer: torch.optim.Optimizer, x_BD: Tensor, step: int,

@@ -78,6 +78,18 @@ def test_relu_encode_decode_and_loss_convention():
     assert torch.allclose(sae.loss(x, 0, 10).loss, expected, rtol=1e-5)
 
 
+def test_squared_error_gradient_is_bit_identical_to_autograd():
+    from hsae_utils.saes.base import squared_error
+
+    xhat, x = batch(seed=1).requires_grad_(), batch(seed=2).requires_grad_()
+    weights = torch.rand(xhat.shape[0])
+    (squared_error(xhat, x) * weights).sum().backward()
+    ours = xhat.grad.clone(), x.grad.clone()
+    xhat.grad = x.grad = None
+    ((xhat - x).pow(2).sum(-1) * weights).sum().backward()
+    assert torch.equal(ours[0], xhat.grad) and torch.equal(ours[1], x.grad)
+
+
 def test_hierarchical_loss_uses_scheduled_and_adaptive_l1_weight():
     cfg = HierarchicalSAEConfig(d_in=D, d_sae=F)
     assert cfg.l1_coefficient == pytest.approx(1 / F**0.5)

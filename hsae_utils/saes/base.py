@@ -63,6 +63,28 @@ class SAEConfig:
         return cls(**d)
 
 
+class _SquaredError(torch.autograd.Function):
+    """||xhat - x||^2 per row. Its backward is one pass over [B, D], 2 (xhat - x) grad, where
+    autograd's pow backward takes three; the gradient is bit-identical (scaling by 2 is exact)."""
+
+    @staticmethod
+    def forward(ctx, xhat_BD: Tensor, x_BD: Tensor) -> Tensor:
+        diff_BD = xhat_BD - x_BD
+        ctx.save_for_backward(diff_BD)
+        return diff_BD.pow(2).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad_B: Tensor):
+        (diff_BD,) = ctx.saved_tensors
+        grad_BD = diff_BD * (2 * grad_B).unsqueeze(-1)
+        return grad_BD, (-grad_BD if ctx.needs_input_grad[1] else None)
+
+
+def squared_error(xhat_BD: Tensor, x_BD: Tensor) -> Tensor:
+    """Per-token squared error summed over dimensions, [B] (differentiable in both inputs)."""
+    return _SquaredError.apply(xhat_BD, x_BD)
+
+
 @dataclass
 class StepOutput:
     """One training forward pass. Everything but `loss` is detached (read by the trainer and the

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import BaseSAE, SAEConfig, StepOutput
+from .base import BaseSAE, SAEConfig, StepOutput, squared_error
 
 
 @dataclass
@@ -37,7 +37,7 @@ class ReLUSAE(BaseSAE):
     def loss(self, x_BD: Tensor, step: int, total_steps: int) -> StepOutput:
         z_BF = torch.relu(self.pre_acts(x_BD))
         xhat_BD = self.decode(z_BF)
-        sq_err_B = (xhat_BD - x_BD).pow(2).sum(-1)
+        sq_err_B = squared_error(xhat_BD, x_BD)
         l_recon = sq_err_B.mean()
         l1 = z_BF.sum() / x_BD.shape[0]  # z >= 0, so the L1 norm is the plain sum
         lam, alpha = self.l1_weight(step, total_steps, l_recon)

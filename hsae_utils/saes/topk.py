@@ -7,7 +7,7 @@ from numbers import Integral
 import torch
 from torch import Tensor
 
-from .base import BaseSAE, SAEConfig, StepOutput
+from .base import BaseSAE, SAEConfig, StepOutput, squared_error
 
 
 @dataclass
@@ -61,7 +61,7 @@ class TopKSAE(BaseSAE):
         pre_BF = self.pre_acts(x_BD)
         z_BF = self.train_codes(pre_BF)
         xhat_BD = self.decode(z_BF)
-        sq_err_B = (xhat_BD - x_BD).pow(2).sum(-1)
+        sq_err_B = squared_error(xhat_BD, x_BD)
         l_recon = sq_err_B.mean()
         loss, aux = l_recon, torch.zeros((), device=x_BD.device)
         if self.cfg.auxk:

@@ -1,0 +1,600 @@
+"""Performance benchmark: the SAE training step, the model forward, evaluation, the pipelines.
+
+    nice -n 19 .venv/bin/python scripts/benchmark.py --json outputs/benchmark.json   # full run
+    .venv/bin/python scripts/benchmark.py --quick                 # sanity run (d = 576 only)
+    .venv/bin/python scripts/benchmark.py --sections 1 2 3 --dims 2304 --device cuda --dtype bf16
+
+The full run takes about 5 minutes on 2 idle cores (much longer on a busy machine).
+Every section prints what it measured, its target and PASS / MISS:
+  1. the fp32 matmul rate of this machine (the roofline) and, per SAE architecture at d = 576 and
+     2,304 (dictionary size = d, batch 2,048), training-step tokens/s and the fraction of the
+     roofline reached. FLOPs counted: the 5 matmuls of forward + backward (x W_enc, z W_dec,
+     dxhat W_dec^T, z^T dxhat, x^T dpre: 5 x 2 B d F; x needs no gradient).
+     Target >= 60 % (CPU, fp32).
+  2. the same step in dictionary_learning (the field's reference trainers) on identical inputs
+     and initial weights, and the speed ratio ours / theirs. Target >= 1.2x (ReLU-L1 and TopK).
+  3. the HierarchicalSAE's overhead over the ReLU SAE at equal settings: the every-step cost plus
+     the mechanism steps (merge + resample every 100 steps) amortised. Target <= 5 % (paper: 20 %).
+  4. activation caching (the model run only up to the hooked layer, one hook) against a naive
+     `model.run_with_cache(tokens)` of the whole model with every hook, on the same tokens, and
+     against the forward roofline (matmul FLOPs per token from the model config / the measured
+     matmul rate). Target >= 1.5x the naive path (the `local` profile's model and layer).
+  5. evaluation of N = 1, 4, 8 SAEs (core metrics and splice KL / CE, `smoke` budget): total time
+     split into the model-side work, paid once, and the per-SAE work.
+  6. wall times of the `local` and `smoke` pipelines as ./run_all.sh last recorded them in
+     outputs/<profile>/notebooks/timings.json. Targets: local <= 30 min, smoke <= 5 min.
+
+How it times. Shared machines are noisy, so configurations that are compared are timed
+round-robin, one step (or forward) each per round, and interference hits them alike. A
+configuration reports its fastest round (the roofline: its fastest matmul), the one least
+disturbed by other processes; a comparison is the ratio of two such times, printed with the
+median over rounds of the ratio of adjacent timings as a cross-check (the two agree on a quiet
+machine). The HierarchicalSAE overhead, a difference of a few %, is that median. Trust ratios
+taken in one run, not absolute times. On CUDA every timing is bracketed by
+torch.cuda.synchronize(); `--dtype bf16` runs the timed work under bf16 autocast (CUDA only).
+
+Section 2 needs the benchmark-only dependency of requirements-bench.txt:
+    .venv/bin/pip install --no-deps -r requirements-bench.txt
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from hsae_utils.config import REPO_ROOT, get_profile
+from hsae_utils.io import read_json, write_json_atomic
+from hsae_utils.saes import ARCHITECTURES, config_from_profile
+from hsae_utils.train import TrainConfig, make_optimizer, train_step
+
+BATCH = 2048
+TOTAL_STEPS = 10_000  # schedule length the timed steps see (it only sets lambda_t)
+DEAD_FRAC = 0.1  # latents made dead where AuxK or resampling is timed
+ROOFLINE_TARGET, REFERENCE_TARGET, HSAE_TARGET, CACHE_TARGET = 0.60, 1.2, 0.05, 1.5
+PIPELINE_TARGETS_S = {"local": 30 * 60, "smoke": 5 * 60}
+
+
+# ============================================================================================
+# Device, timing, reporting
+# ============================================================================================
+class Device:
+    """Where the timed work runs: synchronised timings and the optional bf16 autocast (CUDA)."""
+
+    def __init__(self, name: str, dtype: str):
+        self.device = torch.device(name)
+        self.cuda = self.device.type == "cuda"
+        if dtype == "bf16" and not self.cuda:
+            raise SystemExit("--dtype bf16 is autocast on CUDA only; the CPU path runs fp32.")
+        self.bf16 = dtype == "bf16"
+        self.dtype_name = "bf16 autocast" if self.bf16 else "fp32"
+
+    def autocast(self):
+        if self.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def time(self, fn) -> float:
+        """Seconds of one call of fn, the device drained before and after."""
+        self.sync()
+        t0 = time.perf_counter()
+        with self.autocast():
+            fn()
+        self.sync()
+        return time.perf_counter() - t0
+
+    def describe(self) -> str:
+        if self.cuda:
+            return f"{torch.cuda.get_device_name(self.device)} ({self.dtype_name})"
+        return f"CPU, {torch.get_num_threads()} torch threads ({self.dtype_name})"
+
+
+def machine(dev: Device) -> dict:
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or "unknown CPU"
+    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "nproc": nproc, "device": dev.describe(), "torch": torch.__version__,
+            "python": platform.python_version(), "load_average_1min": os.getloadavg()[0],
+            "date": datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
+class Report:
+    """Prints one line per checked figure; keeps every figure for --json."""
+
+    def __init__(self):
+        self.checks: list[dict] = []
+        self.figures: dict[str, dict] = {}
+
+    def check(self, section: int, name: str, value: float | None, shown: str, target: str,
+              ok: bool | None) -> None:
+        status = {True: "PASS", False: "MISS", None: "-"}[ok]
+        print(f"  {name:<60}{shown:>9}   target {target:<11}{status}")
+        self.checks.append({"section": section, "name": name, "value": value, "shown": shown,
+                            "target": target, "status": status})
+
+
+class Rounds:
+    """Round-robin timing of named callables: each runs once per round."""
+
+    def __init__(self, dev: Device):
+        self.dev, self.fns, self.times = dev, {}, {}
+
+    def add(self, name: str, fn) -> None:
+        self.fns[name], self.times[name] = fn, []
+
+    def run_round(self) -> None:
+        for name, fn in self.fns.items():
+            self.times[name].append(self.dev.time(fn))
+
+    def best(self, name: str) -> float:
+        return min(self.times[name])
+
+    def ratio(self, slow: str, fast: str) -> float:
+        """How many times faster `fast` is: the ratio of the fastest rounds."""
+        return self.best(slow) / self.best(fast)
+
+    def median_ratio(self, slow: str, fast: str) -> float:
+        """The same from the median over rounds of adjacent timings (cross-check)."""
+        return statistics.median(s / f for s, f in zip(self.times[slow], self.times[fast]))
+
+
+def matmul_rate(dev: Device, m: int, k: int, n: int) -> float:
+    """FLOP/s of one [m, k] @ [k, n] matmul, best of 3 (the roofline sample of one round)."""
+    a, b = torch.randn(m, k, device=dev.device), torch.randn(k, n, device=dev.device)
+    dev.time(lambda: a @ b)
+    return 2 * m * k * n / min(dev.time(lambda: a @ b) for _ in range(3))
+
+
+# ============================================================================================
+# Sections 1-3: the training step
+# ============================================================================================
+def build_sae(arch: str, d: int):
+    """An SAE with the paper's settings at input size d = dictionary size."""
+    profile = get_profile("paper", d_model=d, train_batch_size=BATCH)
+    return ARCHITECTURES[arch](config_from_profile(arch, profile))
+
+
+def kill_latents(sae) -> None:
+    """Make the first latents never fire (a very negative encoder bias), as dead latents are."""
+    with torch.no_grad():
+        sae.b_enc[: int(DEAD_FRAC * sae.cfg.d_sae)] = -1e3
+
+
+def force_dead(sae) -> None:
+    """Mark the first latents dead for every criterion (AuxK, window, resampling)."""
+    n = int(DEAD_FRAC * sae.cfg.d_sae)
+    sae.firing.tokens_since_fired_F[:n] = 10**12
+    if hasattr(sae, "window"):
+        sae.window.age_F.fill_(sae.window.window)
+        sae.window.rates_WF[:, :n] = 0.0
+
+
+def our_step(dev: Device, sae, x, step: int, dead: bool = False):
+    """hsae_utils.train.train_step, the exact step train() runs, as a timed callable."""
+    sae.to(dev.device).train()
+    opt = make_optimizer(sae, TrainConfig())
+    gen = torch.Generator(device=dev.device).manual_seed(0)
+    for s in (1, 2):  # warm-up: allocations, Adam state
+        dev.time(lambda: train_step(sae, opt, x, s, TOTAL_STEPS, 1.0, gen))
+
+    def fn():
+        if dead:
+            force_dead(sae)
+        train_step(sae, opt, x, step, TOTAL_STEPS, 1.0, gen)
+    return fn
+
+
+def import_dictionary_learning():
+    """dictionary_learning's trainers, or None when the package is not installed.
+
+    Its package __init__ imports nnsight (for its activation buffer), which it declares with
+    wandb, umap-learn and another torch build; the trainers need only torch and einops. So it is
+    installed with --no-deps and registered here without running that __init__."""
+    spec = importlib.util.find_spec("dictionary_learning")
+    if spec is None:
+        return None
+    sys.modules.setdefault("dictionary_learning", importlib.util.module_from_spec(spec))
+    from dictionary_learning.trainers.batch_top_k import BatchTopKTrainer
+    from dictionary_learning.trainers.standard import StandardTrainer
+    from dictionary_learning.trainers.top_k import TopKTrainer
+
+    return SimpleNamespace(version=importlib.metadata.version("dictionary-learning"),
+                           relu=StandardTrainer, topk=TopKTrainer, batchtopk=BatchTopKTrainer)
+
+
+def their_step(dev: Device, dl, arch: str, ours, x, dead: bool = False):
+    """dictionary_learning's `trainer.update` for the same architecture with our SAE's initial
+    weights, learning rate, k and L1 coefficient, as a timed callable. Their lr and sparsity
+    warm-ups are off (they only scale numbers); step 1 skips their step-0 geometric-median init
+    of b_dec. Also returns both first-batch losses, which must agree (same inputs, same model)."""
+    cfg = ours.cfg
+    kw = dict(steps=10**6, activation_dim=cfg.d_in, dict_size=cfg.d_sae, layer=0,
+              lm_name="benchmark", device=str(dev.device), lr=TrainConfig().lr, warmup_steps=0)
+    if arch == "relu":
+        trainer = dl.relu(**kw, l1_penalty=cfg.l1_coefficient, sparsity_warmup_steps=None)
+        pre_bias = trainer.ae.bias  # subtracted before the encoder, added after the decoder
+    else:
+        trainer = getattr(dl, arch)(**kw, k=cfg.k)
+        pre_bias = trainer.ae.b_dec
+    with torch.no_grad(), dev.autocast():  # nn.Linear stores weights as [out, in]
+        trainer.ae.encoder.weight.copy_(ours.W_enc.T)
+        trainer.ae.encoder.bias.copy_(ours.b_enc)
+        trainer.ae.decoder.weight.copy_(ours.W_dec.T)
+        pre_bias.copy_(ours.b_dec)
+        losses = float(ours.loss(x, 1, TOTAL_STEPS).loss), float(trainer.loss(x, step=1))
+    n_dead = int(DEAD_FRAC * cfg.d_sae)
+
+    def fn():
+        if dead:  # their criterion: not fired for 10M tokens (they never fire: kill_latents)
+            trainer.num_tokens_since_fired[:n_dead] = 10**12
+        trainer.update(1, x)
+    dev.time(fn)  # warm-up
+    return fn, losses
+
+
+def measure_steps(dev: Device, d: int, rounds: int, dl) -> dict:
+    """Time every configuration at input size d, round-robin, with a roofline sample per round.
+    Small sizes get more rounds (x4 at d = 576: a step costs 1/16 of one at 2,304), so that
+    their fastest rounds are as reliable for the same time."""
+    rounds *= max(1, (2304 // d) ** 2 // 4)
+    x = torch.randn(BATCH, d, generator=torch.Generator().manual_seed(0)).to(dev.device)
+    saes = {name: build_sae(name.split()[0], d).to(dev.device)
+            for name in ("relu", "topk", "topk dead", "batchtopk")}
+    kill_latents(saes["topk dead"])
+    r, losses = Rounds(dev), {}
+    # The reference steps first: they copy the initial weights before ours train them.
+    if dl is not None:
+        for name, sae in saes.items():
+            fn, losses[name] = their_step(dev, dl, name.split()[0], sae, x, name.endswith("dead"))
+            r.add(f"dl {name}", fn)
+    # Step 1: (step + 1) % 100 != 0, so no mechanism runs; step 99 merges and resamples.
+    r.add("relu", our_step(dev, saes["relu"], x, 1))
+    r.add("hierarchical", our_step(dev, build_sae("hierarchical", d), x, 1))
+    r.add("topk", our_step(dev, saes["topk"], x, 1))
+    r.add("topk dead", our_step(dev, saes["topk dead"], x, 1, dead=True))
+    r.add("batchtopk", our_step(dev, saes["batchtopk"], x, 1))
+    r.add("mechanism step", our_step(dev, build_sae("hierarchical", d), x, 99, dead=True))
+    peak = 0.0
+    for _ in range(rounds):
+        peak = max(peak, matmul_rate(dev, BATCH, d, d))
+        r.run_round()
+    return {"d": d, "rounds": r, "peak": peak, "flops": 5 * 2 * BATCH * d * d, "losses": losses}
+
+
+LABELS = {"relu": "ReLU-L1", "hierarchical": "HierarchicalSAE (all mechanisms)", "topk": "TopK",
+          "topk dead": "TopK, AuxK active (10% dead)", "batchtopk": "BatchTopK"}
+
+
+def section_roofline(dev: Device, steps: list[dict], report: Report) -> None:
+    print(f"\n== 1. Training step vs the matmul roofline (batch {BATCH:,}, dictionary size = d, "
+          f"{dev.dtype_name})")
+    cpu_fp32 = not dev.cuda
+    for m in steps:
+        d, r, peak, flops = m["d"], m["rounds"], m["peak"], m["flops"]
+        print(f"d = {d:,}: {flops / 1e9:.2f} GFLOP of matmuls per step; roofline "
+              f"[{BATCH}x{d}]@[{d}x{d}]: {peak / 1e9:.1f} GFLOP/s (best of "
+              f"{len(r.times['relu'])} rounds)")
+        rows = report.figures.setdefault("1_training_step", {}).setdefault(str(d), {})
+        rows["roofline_gflops"] = peak / 1e9
+        for name, label in LABELS.items():
+            sec = r.best(name)
+            frac = flops / sec / peak
+            rows[name] = {"ms_per_step": sec * 1e3, "tokens_per_s": BATCH / sec,
+                          "gflops": flops / sec / 1e9, "fraction_of_roofline": frac}
+            report.check(1, f"d={d} {label:<33}{BATCH / sec:>9,.0f} tok/s", frac, f"{frac:.0%}",
+                         ">= 60%" if cpu_fp32 else "(CPU only)",
+                         frac >= ROOFLINE_TARGET if cpu_fp32 else None)
+
+
+def section_reference(steps: list[dict], dl, report: Report) -> None:
+    print("\n== 2. The same step in dictionary_learning (identical inputs and initial weights)")
+    if dl is None:
+        print("  not installed: .venv/bin/pip install --no-deps -r requirements-bench.txt")
+        report.check(2, "dictionary_learning", None, "not run", ">= 1.2x", None)
+        return
+    print(f"  dictionary_learning {dl.version}: StandardTrainer (ReLU-L1), TopKTrainer, "
+          "BatchTopKTrainer .update(); ours: train_step.\n"
+          "  Their encoders subtract b_dec from x, which costs a 6th matmul in the backward; ours\n"
+          "  clip the gradient norm and apply weight decay (their StandardTrainer: neither).")
+    for m in steps:
+        d, r = m["d"], m["rounds"]
+        for name, (ours, theirs) in m["losses"].items():
+            same = abs(ours - theirs) <= 1e-3 * max(1.0, abs(ours))
+            print(f"  d={d} {name}: first-batch loss ours {ours:.4f}, theirs {theirs:.4f}"
+                  + ("" if same else "  DIFFERENT: not a like-for-like comparison"))
+        rows = report.figures.setdefault("2_reference", {}).setdefault(str(d), {})
+        for name, targeted in (("relu", True), ("topk", True), ("topk dead", True),
+                               ("batchtopk", False)):
+            ratio, median = r.ratio(f"dl {name}", name), r.median_ratio(f"dl {name}", name)
+            rows[name] = {"ours_ms": r.best(name) * 1e3, "theirs_ms": r.best(f"dl {name}") * 1e3,
+                          "speedup": ratio, "speedup_median": median}
+            report.check(2, f"d={d} {LABELS[name]:<29} ours / theirs (median {median:.2f}x)",
+                         ratio, f"{ratio:.2f}x", ">= 1.2x" if targeted else "-",
+                         ratio >= REFERENCE_TARGET if targeted else None)
+
+
+def section_hsae_overhead(steps: list[dict], report: Report) -> None:
+    print("\n== 3. HierarchicalSAE overhead over the ReLU SAE (equal settings; paper: +20 %)")
+    for m in steps:
+        d, r = m["d"], m["rounds"]
+        # A difference of a few %: the median of adjacent pairs cancels drifts in the load,
+        # which move the fastest rounds by about as much.
+        every = r.median_ratio("hierarchical", "relu") - 1
+        fastest = r.ratio("hierarchical", "relu") - 1
+        # One mechanism step (merge + resample, 10 % of latents dead) every 100 steps.
+        mech_ms = r.best("mechanism step") * 1e3
+        mech = (r.best("mechanism step") - r.best("hierarchical")) / 100 / r.best("relu")
+        total = every + mech
+        report.figures.setdefault("3_hsae_overhead", {})[str(d)] = {
+            "every_step": every, "every_step_fastest": fastest, "mechanisms_amortised": mech,
+            "total": total, "mechanism_step_ms": mech_ms}
+        print(f"  d={d}: every step {every:+.1%} (median of adjacent steps; fastest steps "
+              f"{fastest:+.1%}); mechanism step {mech_ms:.0f} ms = {mech:+.1%} amortised over "
+              "100 steps")
+        report.check(3, f"d={d} HSAE overhead", total, f"{total:+.1%}", "<= +5%",
+                     total <= HSAE_TARGET)
+
+
+# ============================================================================================
+# Sections 4-5: the language model (caching, evaluation)
+# ============================================================================================
+def random_tokens(model, n_contexts: int, seq: int) -> torch.Tensor:
+    """Token ids with BOS first, like the cache's contexts (the cost does not depend on the ids)."""
+    from hsae_utils.tokens import bos_token_id
+
+    tokens = torch.randint(100, model.cfg.d_vocab, (n_contexts, seq),
+                           generator=torch.Generator().manual_seed(0))
+    tokens[:, 0] = bos_token_id(model.tokenizer)
+    return tokens
+
+
+def forward_flops_per_token(hf_config, n_blocks: int, seq: int, unembed: bool) -> float:
+    """Matmul FLOPs per token of a Llama-style forward through n_blocks blocks (+ unembedding):
+    the q, k, v, o projections, the gated MLP, and attention scores and values over the
+    (seq + 1) / 2 positions a token sees on average under the causal mask."""
+    c = hf_config
+    d, h, dm = c.hidden_size, c.num_attention_heads, c.intermediate_size
+    dh = getattr(c, "head_dim", None) or d // h
+    kv = getattr(c, "num_key_value_heads", None) or h
+    attention = 2 * 2 * h * dh * (seq + 1) / 2
+    block = 2 * d * (h + 2 * kv) * dh + 2 * h * dh * d + 3 * 2 * d * dm + attention
+    return n_blocks * block + (2 * d * c.vocab_size if unembed else 0)
+
+
+def section_caching(dev: Device, model, profile, n_contexts: int, rounds: int,
+                    report: Report) -> None:
+    from hsae_utils import activations
+    from hsae_utils.evaluate import layer_resid
+
+    layer, seq = profile.layer, profile.context_size
+    tokens = random_tokens(model, n_contexts, seq).to(dev.device)
+    n_tok = tokens.numel()
+    print(f"\n== 4. Activation caching: {profile.model_name}, {profile.hook_name}, {n_contexts} "
+          f"contexts x {seq} tokens per forward, {rounds} rounds")
+
+    def naive():
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens)  # the whole model, every hook cached
+        del cache
+
+    r = Rounds(dev)
+    r.add("naive", naive)
+    # What the cache builder (notebook 01) calls: the bridge stopped after the layer, one hook.
+    r.add("ours", lambda: activations.resid_at_layer(model, tokens, layer))
+    # Evaluation's direct HF path (checked equal to the bridge's output once per model).
+    r.add("direct", lambda: layer_resid(model, tokens, layer))
+    for fn in r.fns.values():  # warm-up
+        dev.time(fn)
+    hf = model.original_model.config
+    d, dm = hf.hidden_size, hf.intermediate_size
+    peak = 0.0
+    for _ in range(rounds):
+        peak = max(peak, matmul_rate(dev, n_tok, d, dm))
+        r.run_round()
+    flops_ours = forward_flops_per_token(hf, layer + 1, seq, unembed=False)
+    flops_full = forward_flops_per_token(hf, hf.num_hidden_layers, seq, unembed=True)
+    print(f"  matmul roofline [{n_tok}x{d}]@[{d}x{dm}]: {peak / 1e9:.1f} GFLOP/s; to layer {layer}"
+          f": {flops_ours / 1e6:.0f} MFLOP/token, roofline {peak / flops_ours:,.0f} tok/s; whole "
+          f"model + unembedding: {flops_full / 1e6:.0f} MFLOP/token")
+    rows = {"roofline_gflops": peak / 1e9, "roofline_tokens_per_s": peak / flops_ours,
+            "tokens_per_forward": n_tok}
+    for name, label, flops in (
+            ("naive", "naive run_with_cache (all layers, all hooks)", flops_full),
+            ("ours", "cache path (stop at the layer, one hook)", flops_ours),
+            ("direct", "direct HF blocks (evaluation path)", flops_ours)):
+        rate = n_tok / r.best(name)
+        rows[name] = {"tokens_per_s": rate, "fraction_of_roofline": rate * flops / peak}
+        print(f"  {label:<46}{rate:>9,.0f} tok/s = {rate * flops / peak:.0%} of its roofline")
+    ratio, median = r.ratio("naive", "ours"), r.median_ratio("naive", "ours")
+    rows.update(speedup_vs_naive=ratio, speedup_vs_naive_median=median,
+                direct_speedup_vs_naive=r.ratio("naive", "direct"))
+    report.figures["4_caching"] = rows
+    report.check(4, f"cache path / naive run_with_cache (median {median:.2f}x)", ratio,
+                 f"{ratio:.2f}x", ">= 1.5x", ratio >= CACHE_TARGET)
+    direct = rows["direct_speedup_vs_naive"]
+    report.check(4, "direct HF path / naive (the cache builder does not use it)", direct,
+                 f"{direct:.2f}x", "-", None)
+    frac = rows["ours"]["fraction_of_roofline"]
+    report.check(4, "cache path, fraction of the forward roofline", frac, f"{frac:.0%}", "-", None)
+
+
+def section_evaluation(dev: Device, model, profile, n_contexts: int, seq: int, rounds: int,
+                       report: Report) -> None:
+    from hsae_utils.evaluate import (SAEAdapter, Timer, build_splice_data,
+                                     reconstruction_metrics, splice_metrics)
+    from hsae_utils.tokens import bos_token_id
+
+    tokens = random_tokens(model, n_contexts, seq)
+    special = [bos_token_id(model.tokenizer)]
+    smoke = get_profile("smoke")
+    budget = " (the smoke budget)" if (n_contexts, seq) == (smoke.n_eval_contexts,
+                                                           smoke.context_size) else ""
+    print(f"\n== 5. Evaluation of N SAEs: reconstruction metrics + splice KL / CE on {n_contexts} "
+          f"contexts x {seq} tokens{budget};\n  freshly initialised ReLU SAEs, d_sae = "
+          f"{profile.dict_size} (the cost does not depend on the weights); best of {rounds} "
+          "round(s)")
+    batch, best = smoke.eval_batch_contexts, {}
+    for _ in range(rounds):
+        for n in (1, 4, 8):
+            timer = Timer()
+            cfg = config_from_profile("relu", profile)
+            adapters = {f"sae{i}": SAEAdapter(ARCHITECTURES["relu"](cfg, seed=i).to(dev.device))
+                        for i in range(n)}
+            t0 = time.perf_counter()
+            with dev.autocast():
+                with timer.model("layer output, clean / ablated CE and KL"):
+                    data = build_splice_data(model, tokens, profile.layer, special,
+                                             cache_root=None, batch_contexts=batch,
+                                             progress=False,
+                                             massive_factor=profile.massive_norm_factor)
+                x_raw = data.resid_NSD[data.keep_NS]
+                for name, adapter in adapters.items():
+                    with timer.sae(name, "reconstruction metrics"):
+                        reconstruction_metrics(adapter, x_raw)
+                # The clean logits are recomputed once here (model side), shared by all N SAEs.
+                splice_metrics(model, data, adapters, profile.layer, batch_contexts=batch,
+                               timer=timer, progress=False)
+            dev.sync()
+            now = {"total_s": time.perf_counter() - t0,
+                   "model_side_s": sum(timer.model_side.values()),
+                   "per_sae_s": sum(sum(row.values()) for row in timer.per_sae.values()) / n}
+            best[n] = {k: min(v, best.get(n, now)[k]) for k, v in now.items()}
+    print(f"  {'N':>3}{'total s':>10}{'model-side s':>14}{'per SAE s':>11}{'model share':>13}"
+          f"{'model side paid per SAE':>25}")
+    for n, b in best.items():
+        print(f"  {n:>3}{b['total_s']:>10.2f}{b['model_side_s']:>14.2f}{b['per_sae_s']:>11.2f}"
+              f"{b['model_side_s'] / b['total_s']:>13.0%}"
+              f"{n * (b['model_side_s'] + b['per_sae_s']):>24.2f}s")
+    report.figures["5_evaluation"] = {str(n): b for n, b in best.items()}
+    # Paid once: the model-side time does not grow with N (the slack is for noise).
+    growth = best[8]["model_side_s"] / best[1]["model_side_s"]
+    report.check(5, "model-side time at N = 8 / at N = 1", growth, f"{growth:.2f}x", "~1x (once)",
+                 growth <= 1.5)
+
+
+# ============================================================================================
+# Section 6: the pipelines
+# ============================================================================================
+def section_pipelines(report: Report) -> None:
+    print("\n== 6. Pipeline wall times (sum of the notebooks' times, recorded by ./run_all.sh in "
+          "outputs/<profile>/notebooks/timings.json)")
+    notebooks = sorted(p.name for p in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    for name, limit in PIPELINE_TARGETS_S.items():
+        path = get_profile(name).output_dir / "notebooks" / "timings.json"
+        target = f"<= {limit // 60} min"
+        if not path.is_file():
+            print(f"  {name}: not measured yet: run ./run_all.sh --profile {name}")
+            report.check(6, f"{name} pipeline", None, "not run", target, None)
+            continue
+        t = read_json(path)
+        timed = t.get("notebooks", {})
+        missing = [nb for nb in notebooks if nb not in timed]
+        m = t.get("machine", {})
+        print(f"  {name}: last recorded {t.get('date', '?')} on {m.get('nproc', '?')} cores, "
+              f"{m.get('cpu_model', '?')}")
+        print("    " + ", ".join(f"{nb[:2]}: {v['seconds']:.0f} s"
+                                  for nb, v in sorted(timed.items())))
+        if missing:
+            print(f"    not timed yet: {', '.join(missing)}")
+        total = sum(v["seconds"] for v in timed.values())
+        report.figures.setdefault("6_pipelines", {})[name] = {**t, "missing": missing}
+        report.check(6, f"{name} pipeline" + (" (incomplete)" if missing else ""), total,
+                     f"{total / 60:.1f} min", target, None if missing else total <= limit)
+
+
+# ============================================================================================
+# Main
+# ============================================================================================
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n", 2)[2])
+    ap.add_argument("--quick", action="store_true",
+                    help="sanity run: d = 576 only, few rounds, small model batches")
+    ap.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6],
+                    choices=range(1, 7), metavar="N", help="sections to run (default: all)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                    help="bf16: autocast, CUDA only")
+    ap.add_argument("--dims", type=int, nargs="+", default=None,
+                    help="SAE input sizes (default 576 2304; --quick: 576)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="round-robin rounds of training steps at d = 2,304, x4 at d = 576 "
+                    "(default 12; --quick: 3)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = Device(args.device, args.dtype)
+    dims = args.dims or ([576] if args.quick else [576, 2304])
+    rounds = args.rounds or (3 if args.quick else 12)
+    sections = set(args.sections)
+    report = Report()
+    info = machine(dev)
+    print(f"{info['cpu']}, {info['nproc']} cores; {info['device']}; torch {info['torch']}; load "
+          f"average {info['load_average_1min']:.2f} (other processes distort timings); "
+          + ("--quick" if args.quick else "full run"))
+    t_start = time.perf_counter()
+
+    if sections & {1, 2, 3}:
+        dl = import_dictionary_learning() if 2 in sections else None
+        steps = [measure_steps(dev, d, rounds, dl) for d in dims]
+        if 1 in sections:
+            section_roofline(dev, steps, report)
+        if 2 in sections:
+            section_reference(steps, dl, report)
+        if 3 in sections:
+            section_hsae_overhead(steps, report)
+
+    if sections & {4, 5}:
+        from hsae_utils.model import load_model
+
+        profile, smoke = get_profile("local"), get_profile("smoke")
+        model = load_model(profile, device=str(dev.device))
+        if 4 in sections:
+            section_caching(dev, model, profile, n_contexts=2 if args.quick else 8,
+                            rounds=2 if args.quick else 3, report=report)
+        if 5 in sections:
+            section_evaluation(dev, model, profile,
+                               n_contexts=2 if args.quick else smoke.n_eval_contexts,
+                               seq=64 if args.quick else smoke.context_size,
+                               rounds=1 if args.quick else 2, report=report)
+
+    if 6 in sections:
+        section_pipelines(report)
+
+    info["load_average_1min_end"] = os.getloadavg()[0]
+    info["seconds"] = time.perf_counter() - t_start
+    n_pass = sum(c["status"] == "PASS" for c in report.checks)
+    n_miss = sum(c["status"] == "MISS" for c in report.checks)
+    print(f"\n{n_pass} PASS, {n_miss} MISS in {info['seconds']:.0f} s; load average now "
+          f"{info['load_average_1min_end']:.2f}")
+    if args.json:
+        write_json_atomic(args.json, {
+            "command": " ".join(["scripts/benchmark.py"] + sys.argv[1:]), "machine": info,
+            "quick": args.quick, "dims": dims, "rounds": rounds, "sections": sorted(sections),
+            "checks": report.checks, "figures": report.figures})
+        print(f"figures written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
