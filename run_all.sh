@@ -8,6 +8,8 @@
 #   ./run_all.sh --only 02           # just one notebook
 #   ./run_all.sh --no-setup          # skip ./scripts/setup.sh (already set up)
 #
+# A full run of `local` also rewrites the results section of README.md (scripts/update_readme.py).
+#
 # Executed notebooks (with their outputs, or the error) go to outputs/<profile>/notebooks/.
 # A notebook that finished before (same notebook file, same profile definition) is skipped on a
 # re-run if its outputs are still complete and valid (hsae_utils.stages); the notebooks themselves
@@ -27,7 +29,7 @@ while [ $# -gt 0 ]; do
         --only) only="$2"; shift 2 ;;
         --force) force=1; shift ;;
         --no-setup) setup=0; shift ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "error: unknown option $1 (valid: --profile NAME, --only NN, --force, --no-setup)" >&2; exit 2 ;;
     esac
 done
@@ -92,3 +94,8 @@ for nb in "$nbdir"/[0-9][0-9]_*.ipynb; do
 done
 echo "All notebooks ran for profile '$profile' in $(( $(date +%s) - start )) s."
 echo "Outputs: $HSAE_OUTPUT_ROOT/$profile/ (activations, saes, results), figures: figures/, notebooks: $outdir/"
+# A full run of a profile whose results README.md shows (markers <!-- results:<profile>:start -->)
+# rewrites that block from the run's own tables, figures and timings.
+if [ -z "$only" ] && [ "$nbdir" = notebooks ] && grep -q "<!-- results:$profile:start -->" README.md; then
+    "$VPY" scripts/update_readme.py --profile "$profile"
+fi

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import Profile
-from .forward import resid_at_layer
+from .forward import layer_resid
 from .io import atomic_path, read_json, remove_stale_temporaries, sha256_file, write_json_atomic
 from .tokens import bos_token_id, keep_mask, make_contexts, special_token_ids
 
@@ -277,7 +277,7 @@ def _fill_shards(profile: Profile, model, tokens_SC: torch.Tensor, manifest: dic
         rows = []
         for i in range(0, ctx.shape[0], profile.model_batch_size):
             toks_BS = ctx[i : i + profile.model_batch_size]
-            resid_BSD = resid_at_layer(model, toks_BS.to(device), profile.layer)
+            resid_BSD = layer_resid(model, toks_BS.to(device), profile.layer)
             # Checked before keep_mask: its norm test would silently drop NaN rows as "massive".
             if not torch.isfinite(resid_BSD).all():
                 raise CacheError(

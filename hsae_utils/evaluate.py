@@ -59,7 +59,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .config import Profile
-from .forward import causal_mask, logits_from_layer, resid_at_layer
+from .forward import causal_mask, layer_resid, logits_from_layer, resid_at_layer  # noqa: F401
 from .tokens import keep_mask
 from .io import atomic_path, read_json, sha256_json, write_json_atomic
 
@@ -215,47 +215,6 @@ def model_identity(model, fingerprint: str | None = None) -> dict:
 # ============================================================================================
 # Residual stream at the hooked layer
 # ============================================================================================
-def _manual_resid(model, tokens_BS: Tensor, layer: int) -> Tensor:
-    """Embedding and blocks 0..layer of the HF decoder stack called directly (Llama-style models
-    only); about twice as fast on CPU as the bridge's `run_with_cache(stop_at_layer=...)`."""
-    B, S = tokens_BS.shape
-    hf = model.original_model.model
-    with torch.no_grad():
-        h = hf.embed_tokens(tokens_BS)
-        position_ids = torch.arange(S, device=h.device)[None].expand(B, S)
-        position_embeddings = hf.rotary_emb(h, position_ids)
-        mask = causal_mask(S, h.dtype, h.device)
-        for block in hf.layers[: layer + 1]:
-            out = block(h, position_embeddings=position_embeddings, attention_mask=mask,
-                        position_ids=position_ids)
-            h = out[0] if isinstance(out, tuple) else out
-    return h
-
-
-def layer_resid(model, tokens_BS: Tensor, layer: int) -> Tensor:
-    """`blocks.{layer}.hook_resid_post` for `tokens_BS`, [B, S, D].
-
-    Uses the direct HF path when it reproduces `forward.resid_at_layer` exactly on this model
-    (checked once per model on a short input, e.g. Llama / SmolLM2), otherwise the bridge.
-    """
-    ok = getattr(model, "_hsae_manual_resid_ok", None)
-    if ok is None:
-        ok = False
-        hf = getattr(getattr(model, "original_model", None), "model", None)
-        if hf is not None and getattr(hf.config, "model_type", "") in ("llama", "mistral", "qwen2"):
-            probe = tokens_BS[:1, : min(8, tokens_BS.shape[1])]
-            try:
-                ref = resid_at_layer(model, probe, layer)
-                ok = bool(torch.allclose(_manual_resid(model, probe, layer), ref,
-                                         rtol=1e-4, atol=1e-4 * ref.abs().max().item()))
-            except Exception:  # any structural surprise: use the bridge
-                ok = False
-        model._hsae_manual_resid_ok = ok
-    if ok:
-        return _manual_resid(model, tokens_BS, layer)
-    return resid_at_layer(model, tokens_BS, layer)
-
-
 def model_device(model) -> torch.device:
     return next(model.parameters()).device
 

@@ -4,6 +4,8 @@ Caching needs the residual stream at one layer and nothing after it; evaluation 
 when that residual is replaced by an SAE reconstruction. Running the whole model for either wastes
 work, so:
 - `resid_at_layer` stops the bridge right after the hooked block (`stop_at_layer`);
+- `layer_resid` gives the same tensor about twice as fast on CPU for Llama-style models by calling
+  the decoder layers the bridge wraps directly (checked against `resid_at_layer` once per model);
 - `logits_from_layer` starts from a given residual and runs only the remaining blocks, the final
   norm and the unembedding, calling the bridge's own block modules (TransformerBridge has no
   `start_at_layer`).
@@ -49,3 +51,44 @@ def logits_from_layer(model, resid_BSD: torch.Tensor, layer: int) -> torch.Tenso
             )
             h = out[0] if isinstance(out, tuple) else out
         return model.unembed(model.ln_final(h))
+
+
+def _manual_resid(model, tokens_BS: torch.Tensor, layer: int) -> torch.Tensor:
+    """Embedding and blocks 0..layer of the HF decoder stack called directly (Llama-style models
+    only); about twice as fast on CPU as the bridge's `run_with_cache(stop_at_layer=...)`."""
+    B, S = tokens_BS.shape
+    hf = model.original_model.model
+    with torch.no_grad():
+        h = hf.embed_tokens(tokens_BS)
+        position_ids = torch.arange(S, device=h.device)[None].expand(B, S)
+        position_embeddings = hf.rotary_emb(h, position_ids)
+        mask = causal_mask(S, h.dtype, h.device)
+        for block in hf.layers[: layer + 1]:
+            out = block(h, position_embeddings=position_embeddings, attention_mask=mask,
+                        position_ids=position_ids)
+            h = out[0] if isinstance(out, tuple) else out
+    return h
+
+
+def layer_resid(model, tokens_BS: torch.Tensor, layer: int) -> torch.Tensor:
+    """`blocks.{layer}.hook_resid_post` for `tokens_BS`, [B, S, D].
+
+    Uses the direct HF path when it reproduces `resid_at_layer` exactly on this model
+    (checked once per model on a short input, e.g. Llama / SmolLM2), otherwise the bridge.
+    """
+    ok = getattr(model, "_hsae_manual_resid_ok", None)
+    if ok is None:
+        ok = False
+        hf = getattr(getattr(model, "original_model", None), "model", None)
+        if hf is not None and getattr(hf.config, "model_type", "") in ("llama", "mistral", "qwen2"):
+            probe = tokens_BS[:1, : min(8, tokens_BS.shape[1])]
+            try:
+                ref = resid_at_layer(model, probe, layer)
+                ok = bool(torch.allclose(_manual_resid(model, probe, layer), ref,
+                                         rtol=1e-4, atol=1e-4 * ref.abs().max().item()))
+            except Exception:  # any structural surprise: use the bridge
+                ok = False
+        model._hsae_manual_resid_ok = ok
+    if ok:
+        return _manual_resid(model, tokens_BS, layer)
+    return resid_at_layer(model, tokens_BS, layer)
