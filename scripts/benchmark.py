@@ -54,7 +54,7 @@ from types import SimpleNamespace
 import torch
 
 from hsae_utils.config import REPO_ROOT, get_profile
-from hsae_utils.io import read_json, write_json_atomic
+from hsae_utils.io import read_json, write_json_atomic, write_text_atomic
 from hsae_utils.saes import ARCHITECTURES, config_from_profile
 from hsae_utils.train import TrainConfig, make_optimizer, train_step
 
@@ -541,6 +541,8 @@ def main() -> None:
                     "(default 12; --quick: 3)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
+    ap.add_argument("--readme", action="store_true",
+                    help="write the checked figures into README.md (between the benchmark markers)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -594,6 +596,28 @@ def main() -> None:
             "quick": args.quick, "dims": dims, "rounds": rounds, "sections": sorted(sections),
             "checks": report.checks, "figures": report.figures})
         print(f"figures written to {args.json}")
+    if args.readme:
+        write_readme(REPO_ROOT / "README.md", info, report.checks,
+                     " ".join(["scripts/benchmark.py"] + sys.argv[1:]))
+
+
+def write_readme(readme: Path, info: dict, checks: list[dict], command: str) -> None:
+    """Replace README's block between the benchmark markers with this run's checked figures, so
+    the table there is always the output of one run, never typed in."""
+    start, end = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        sys.exit(f"error: {readme} has no {start} ... {end} markers")
+    lines = [f"`{command}` on {info['cpu']}, {info['nproc']} cores, {info['device']}, torch "
+             f"{info['torch']}, load average {info['load_average_1min']:.2f} at the start and "
+             f"{info['load_average_1min_end']:.2f} at the end, {info['seconds'] / 60:.1f} minutes, "
+             f"{time.strftime('%Y-%m-%d')}.", "",
+             "| section | figure | measured | target | |", "|---|---|---|---|---|"]
+    lines += [f"| {c['section']} | {c['name']} | {c['shown']} | {c['target']} | {c['status']} |"
+              for c in checks]
+    new = text[:text.index(start) + len(start)] + "\n" + "\n".join(lines) + "\n" + text[text.index(end):]
+    write_text_atomic(readme, new)
+    print(f"README.md: benchmark table updated ({len(checks)} figures)")
 
 
 if __name__ == "__main__":
