@@ -44,7 +44,7 @@ def block(profile_name: str) -> str:
     rel = lambda p: p.relative_to(REPO_ROOT).as_posix()  # noqa: E731
     table1 = (FIGURES_DIR / f"table1_{profile_name}.md").read_text().strip()
     claims = pd.read_csv(FIGURES_DIR / f"claims_{profile_name}.csv")
-    claims = claims.fillna("")
+    claims = claims.astype(object).fillna("")
     counts = claims["verdict"].value_counts()
     matched = claims["matched_l0"].value_counts()
     lines = [
