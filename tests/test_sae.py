@@ -258,3 +258,18 @@ def test_encode_decode_accept_extra_leading_dims(arch):
     assert z.shape == (3, 5, F) and xhat.shape == (3, 5, D)
     assert torch.allclose(z.reshape(15, F), z_flat)
     assert torch.allclose(xhat.reshape(15, D), xhat_flat)
+
+
+def test_batch_topk_selection_equals_a_full_topk():
+    from hsae_utils.saes.batchtopk import batch_topk_codes, kth_largest
+
+    g = torch.Generator().manual_seed(0)
+    for shift in (-0.5, -3.0):  # typical, and fewer positive activations than k x B
+        pre_BF = torch.randn(512, 576, generator=g) + shift
+        acts_N = pre_BF.relu().flatten()
+        vals, idx = acts_N.topk(20 * 512, sorted=False)
+        expected = torch.zeros_like(acts_N).scatter_(0, idx, vals).view_as(pre_BF)
+        assert torch.equal(batch_topk_codes(pre_BF, 20), expected)
+    v_N = torch.randn(100_000, generator=g)
+    for m in (1, 77, 5_000, 50_000):
+        assert kth_largest(v_N, m) == v_N.topk(m).values[-1]
