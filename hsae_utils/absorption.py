@@ -186,7 +186,7 @@ def _word_resid_kv(model, prefix: list[int], word_ids: list[int], layer: int) ->
 def _word_resid_full(model, prefix: list[int], word_ids: list[int], layer: int,
                      batch: int = 32) -> Tensor:
     """The same from full prompts (prefix + word), read at the last position."""
-    from .evaluate import layer_resid
+    from .forward import layer_resid
 
     device = next(model.parameters()).device
     rows = []

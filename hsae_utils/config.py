@@ -168,17 +168,14 @@ class Profile:
 
 
 _SMOLLM2 = dict(model_name=EMBEDDED_MODEL, n_layers=30, d_model=576, layer=layer_at_paper_depth(30))
+_GEMMA = dict(model_name="google/gemma-2-2b", n_layers=26, d_model=2304, layer=PAPER_LAYER,
+              model_dtype="float32", dataset="Skylion007/openwebtext")
 
 PROFILES: dict[str, Profile] = {
     "paper": Profile(
         name="paper",
-        model_name="google/gemma-2-2b",
-        n_layers=26,
-        d_model=2304,
-        layer=PAPER_LAYER,
+        **_GEMMA,
         device="cuda",
-        model_dtype="float32",
-        dataset="Skylion007/openwebtext",
         n_train_tokens=10_000_000,  # "approximately 10M training tokens"
         n_valid_tokens=100_000,  # "a held-out validation set of 100K tokens"
         model_batch_size=64,
@@ -247,12 +244,7 @@ PROFILES: dict[str, Profile] = {
     # 1M cached tokens = 9.7 GB of disk (d = 2,304); one seed keeps the 8 runs in one session.
     "colab-gemma": Profile(
         name="colab-gemma",
-        model_name="google/gemma-2-2b",
-        n_layers=26,
-        d_model=2304,
-        layer=PAPER_LAYER,
-        model_dtype="float32",
-        dataset="Skylion007/openwebtext",
+        **_GEMMA,
         n_train_tokens=1_048_576,
         n_valid_tokens=32_768,
         model_batch_size=16,

@@ -59,7 +59,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .config import Profile
-from .forward import causal_mask, layer_resid, logits_from_layer, resid_at_layer  # noqa: F401
+from .forward import layer_resid, logits_from_layer
 from .tokens import keep_mask
 from .io import atomic_path, read_json, sha256_json, write_json_atomic
 

@@ -20,6 +20,7 @@ from .claims import markdown_table
 from .config import REPO_ROOT, Profile
 from .experiments import ABLATIONS, BASELINES, family
 from .io import atomic_path, write_text_atomic
+from .plotting import series
 
 FIGURES_DIR = REPO_ROOT / "figures"
 HSAE = ABLATIONS[-1].name  # the full method: stage 5, +clustering
@@ -84,14 +85,19 @@ def load_results(profile: Profile) -> Results:
     return Results(profile, pd.concat([tidy, train_losses(profile, runs)], ignore_index=True), labels)
 
 
-def train_losses(profile: Profile, runs: pd.DataFrame) -> pd.DataFrame:
-    """`train_loss` rows (last logged training loss) for each evaluated run with a training log."""
+def metric_rows(run_folder: Path) -> list[dict]:
+    """The "metrics" rows of a run folder's training log (empty when there is none)."""
     from .checkpoint import LOG_NAME
     from .train import read_log
 
+    return [r for r in read_log(run_folder / LOG_NAME) if r.get("kind") == "metrics"]
+
+
+def train_losses(profile: Profile, runs: pd.DataFrame) -> pd.DataFrame:
+    """`train_loss` rows (last logged training loss) for each evaluated run with a training log."""
     rows = []
     for r in runs.itertuples():
-        log = [row for row in read_log(profile.sae_dir / r.run / LOG_NAME) if row.get("kind") == "metrics"]
+        log = metric_rows(profile.sae_dir / r.run)
         if log:
             rows.append({"run": r.run, "config": r.config, "seed": r.seed, "metric": "train_loss",
                          "value": log[-1]["loss"]})
@@ -268,25 +274,12 @@ CURVE_PANELS = (("mse", "training MSE", True), ("l0", "L0", False), ("dead", "de
 
 def stage_logs(profile: Profile, configs: Sequence[str] = tuple(r.name for r in ABLATIONS)):
     """{config: [metric rows of each seed's training log]} for the runs that have logs."""
-    from .checkpoint import LOG_NAME
-    from .train import read_log
-
     out = {}
     for c in configs:
-        logs = [[r for r in read_log(f / LOG_NAME) if r.get("kind") == "metrics"]
-                for f in sorted((profile.sae_dir / c).glob("seed*"))]
+        logs = [metric_rows(f) for f in sorted((profile.sae_dir / c).glob("seed*"))]
         if any(logs):
             out[c] = [log for log in logs if log]
     return out
-
-
-def _curve(log: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
-    steps = np.array([r["step"] for r in log], float)
-    if key == "l1_weight":
-        vals = [r["lambda_t"] * r.get("alpha_t", 1.0) if "lambda_t" in r else np.nan for r in log]
-    else:
-        vals = [r.get(key, np.nan) for r in log]
-    return steps, np.array(vals, float)
 
 
 def plot_stage_curves(profile: Profile, labels: dict[str, str] | None = None):
@@ -296,7 +289,7 @@ def plot_stage_curves(profile: Profile, labels: dict[str, str] | None = None):
     fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(4 * len(CURVE_PANELS), 3.3))
     for i, (config, seed_logs) in enumerate(logs.items()):
         for ax, (key, title, logy) in zip(axes, CURVE_PANELS):
-            curves = [_curve(log, key) for log in seed_logs]
+            curves = [series(log, key) for log in seed_logs]
             n = min(len(s) for s, _ in curves)
             steps, vals = curves[0][0][:n], np.stack([v[:n] for _, v in curves])
             if not np.isfinite(vals).any():

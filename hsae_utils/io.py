@@ -47,6 +47,18 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def replace_marked_block(path: str | Path, name: str, body: str) -> None:
+    """Replace the text between `<!-- {name}:start -->` and `<!-- {name}:end -->` in `path`
+    (e.g. README.md) with `body`, atomically; an error names the missing markers."""
+    path = Path(path)
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"{path} has no {start} ... {end} markers; add them where the block goes.")
+    head, tail = text[: text.index(start) + len(start)], text[text.index(end):]
+    write_text_atomic(path, f"{head}\n{body}\n{tail}")
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 

@@ -10,7 +10,8 @@ CURVES = (("loss", "loss"), ("l0", "L0 (active latents / token)"),
           ("dead", "dead features"), ("l1_weight", "lambda_t * alpha_t"))
 
 
-def _series(log: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+def series(log: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of one logged metric; "l1_weight" is lambda_t x alpha_t."""
     steps = np.array([r["step"] for r in log])
     if key == "l1_weight":
         vals = [r.get("lambda_t", np.nan) * r.get("alpha_t", 1.0) if "lambda_t" in r else np.nan
@@ -31,7 +32,7 @@ def plot_training_curves(runs: Sequence, title: str = "", show_events: bool = Tr
     for r in runs:
         color = f"C{names.index(r.name)}"
         for ax, (key, label) in zip(axes, CURVES):
-            steps, vals = _series(r.log, key)
+            steps, vals = series(r.log, key)
             if np.isfinite(vals).any():
                 ax.plot(steps, vals, color=color, alpha=0.8,
                         label=f"{r.name} s{r.seed}" if ax is axes[0] else None)

@@ -236,7 +236,8 @@ def token_activations(model, token_lists: list[list[int]], layer: int, special_i
     `massive_factor` x the batch median), which are left out of the mean pooling like BOS.
     Texts are batched by length and right-padded (causal model: padding after a text does not
     change its tokens' residuals)."""
-    from .evaluate import layer_resid, model_device
+    from .evaluate import model_device
+    from .forward import layer_resid
     from .tokens import keep_mask
 
     device = model_device(model)

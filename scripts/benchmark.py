@@ -54,7 +54,7 @@ from types import SimpleNamespace
 import torch
 
 from hsae_utils.config import REPO_ROOT, get_profile
-from hsae_utils.io import read_json, write_json_atomic, write_text_atomic
+from hsae_utils.io import read_json, replace_marked_block, write_json_atomic
 from hsae_utils.saes import ARCHITECTURES, config_from_profile
 from hsae_utils.train import TrainConfig, make_optimizer, train_step
 
@@ -604,10 +604,6 @@ def main() -> None:
 def write_readme(readme: Path, info: dict, checks: list[dict], command: str) -> None:
     """Replace README's block between the benchmark markers with this run's checked figures, so
     the table there is always the output of one run, never typed in."""
-    start, end = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
-    text = readme.read_text()
-    if start not in text or end not in text:
-        sys.exit(f"error: {readme} has no {start} ... {end} markers")
     lines = [f"`{command}` on {info['cpu']}, {info['nproc']} cores, {info['device']}, torch "
              f"{info['torch']}, load average {info['load_average_1min']:.2f} at the start and "
              f"{info['load_average_1min_end']:.2f} at the end, {info['seconds'] / 60:.1f} minutes, "
@@ -615,8 +611,7 @@ def write_readme(readme: Path, info: dict, checks: list[dict], command: str) -> 
              "| section | figure | measured | target | |", "|---|---|---|---|---|"]
     lines += [f"| {c['section']} | {c['name']} | {c['shown']} | {c['target']} | {c['status']} |"
               for c in checks]
-    new = text[:text.index(start) + len(start)] + "\n" + "\n".join(lines) + "\n" + text[text.index(end):]
-    write_text_atomic(readme, new)
+    replace_marked_block(readme, "benchmark", "\n".join(lines))
     print(f"README.md: benchmark table updated ({len(checks)} figures)")
 
 

@@ -10,8 +10,6 @@ README numbers are never typed in by hand. `run_all.sh` calls this at the end of
 from __future__ import annotations
 
 import argparse
-import re
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +17,7 @@ import pandas as pd
 from hsae_utils.claims import markdown_table
 from hsae_utils.config import REPO_ROOT, get_profile
 from hsae_utils.figures import FIGURES_DIR
-from hsae_utils.io import read_json, write_text_atomic
+from hsae_utils.io import read_json, replace_marked_block
 
 FIGURES = (("fig1_core_metrics", "Figure 1: core metrics per configuration"),
            ("fig5_sparsity_fidelity_frontier", "Sparsity-fidelity frontier"),
@@ -79,14 +77,7 @@ def block(profile_name: str) -> str:
 
 
 def update(readme: Path, profile_name: str) -> None:
-    start, end = f"<!-- results:{profile_name}:start -->", f"<!-- results:{profile_name}:end -->"
-    text = readme.read_text()
-    if start not in text or end not in text:
-        sys.exit(f"error: {readme} has no {start} ... {end} markers; add them where the results "
-                 "of this profile should go.")
-    new = re.sub(re.escape(start) + r".*?" + re.escape(end),
-                 lambda _: f"{start}\n{block(profile_name)}\n{end}", text, flags=re.S)
-    write_text_atomic(readme, new)
+    replace_marked_block(readme, f"results:{profile_name}", block(profile_name))
     print(f"README.md: results of profile {profile_name} updated")
 
 

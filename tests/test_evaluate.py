@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hsae_utils import evaluate as ev
-from hsae_utils.forward import logits_from_layer, resid_at_layer
+from hsae_utils.forward import layer_resid, logits_from_layer, resid_at_layer
 
 from .conftest import TINY_D
 
@@ -64,7 +64,7 @@ def splice(tiny_model):
 
 def test_layer_resid_matches_the_bridge(tiny_model):
     toks = contexts()
-    torch.testing.assert_close(ev.layer_resid(tiny_model, toks, LAYER),
+    torch.testing.assert_close(layer_resid(tiny_model, toks, LAYER),
                                resid_at_layer(tiny_model, toks, LAYER))
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from hsae_utils import probing as pr
-from hsae_utils.evaluate import SAEAdapter, layer_resid
+from hsae_utils.evaluate import SAEAdapter
+from hsae_utils.forward import layer_resid
 
 from .conftest import TINY_D
 
