@@ -30,12 +30,14 @@ def stage_problems(profile: Profile, notebook: str) -> list[str]:
         return [] if table.is_file() else [f"{table} is missing"]
     if not TRAINING_NOTEBOOK.fullmatch(stem):  # checked first: the run registry imports torch
         return []
-    from .experiments import BASELINES, RUNS
+    from .experiments import BASELINES, RUNS, sweep_runs
 
-    if stem == "02_baselines":
-        return _run_problems(profile, [spec.name for spec in BASELINES])
+    if stem == "02_baselines":  # the headline baselines (every seed) and the sparsity sweep
+        return (_run_problems(profile, [spec.name for spec in BASELINES], profile.seeds)
+                + _run_problems(profile, [spec.name for spec in sweep_runs(profile)],
+                                profile.sweep_seeds))
     # "04_stage2_resampling" trains run "stage2_resampling"
-    return _run_problems(profile, [stem[3:]] if stem[3:] in RUNS else [])
+    return _run_problems(profile, [stem[3:]] if stem[3:] in RUNS else [], profile.seeds)
 
 
 def _cache_problems(profile: Profile) -> list[str]:
@@ -50,11 +52,11 @@ def _cache_problems(profile: Profile) -> list[str]:
     return problems
 
 
-def _run_problems(profile: Profile, names: list[str]) -> list[str]:
+def _run_problems(profile: Profile, names: list[str], seeds: tuple[int, ...]) -> list[str]:
     from .experiments import is_finished, run_dir
 
     return [f"{run_dir(profile, name, seed)} is not a finished run"
-            for name in names for seed in profile.seeds
+            for name in names for seed in seeds
             if not is_finished(run_dir(profile, name, seed), profile.train_steps)]
 
 
