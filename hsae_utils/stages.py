@@ -53,11 +53,16 @@ def _cache_problems(profile: Profile) -> list[str]:
 
 
 def _run_problems(profile: Profile, names: list[str], seeds: tuple[int, ...]) -> list[str]:
+    from .checkpoint import repair_export
     from .experiments import is_finished, run_dir
 
-    return [f"{run_dir(profile, name, seed)} is not a finished run"
-            for name in names for seed in seeds
-            if not is_finished(run_dir(profile, name, seed), profile.train_steps)]
+    problems = []
+    for folder in (run_dir(profile, name, seed) for name in names for seed in seeds):
+        if not is_finished(folder, profile.train_steps):
+            problems.append(f"{folder} is not a finished run")
+        else:  # the whole folder, ours and the SAELens files; damaged SAELens files are rebuilt
+            problems += repair_export(folder)
+    return problems
 
 
 def main(argv: list[str]) -> int:
