@@ -53,15 +53,45 @@ def atomic_path(path: str | Path, nbytes: int | None = None) -> Iterator[Path]:
         written = tmp_path.stat().st_size if tmp_path.exists() else 0
         tmp_path.unlink(missing_ok=True)
         needs = f"{nbytes:,} bytes" if nbytes else f"more than the {written:,} bytes written"
-        raise DiskFullError(
-            errno.ENOSPC,
-            f"No space left on device writing {path}: it needs {needs}, and "
-            f"{shutil.disk_usage(path.parent).free:,} bytes are free there. Free some space (or "
-            "set HSAE_OUTPUT_ROOT to a larger disk) and re-run: the files completed so far are "
-            "kept and the work resumes after them.") from err
+        raise _disk_full_error(path, needs) from err
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _disk_full_error(path: Path, needs: str) -> DiskFullError:
+    return DiskFullError(
+        errno.ENOSPC,
+        f"No space left on device writing {path}: it needs {needs}, and "
+        f"{shutil.disk_usage(path.parent).free:,} bytes are free there. Free some space (or "
+        "set HSAE_OUTPUT_ROOT to a larger disk) and re-run: the files completed so far are "
+        "kept and the work resumes after them.")
+
+
+def open_memmap_allocated(path: str | Path, dtype: Any, shape: tuple[int, ...]) -> Any:
+    """`np.lib.format.open_memmap(path, "w+", ...)` with its disk space reserved up front.
+
+    A memory map's file is sparse: when the disk fills while its pages are written, the process
+    dies of SIGBUS, with no error and no clean-up. Reserving the blocks first turns that into a
+    DiskFullError before any work (where the OS has posix_fallocate; elsewhere as before)."""
+    import numpy as np
+
+    path = Path(path)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        size = path.stat().st_size
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            del out
+            path.unlink(missing_ok=True)
+            raise _disk_full_error(path, f"{size:,} bytes") from err
+        finally:
+            os.close(fd)
+    return out
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:

@@ -23,7 +23,7 @@ from hsae_utils import activations as acts
 from hsae_utils import checkpoint, evaluate
 from hsae_utils.config import REPO_ROOT
 from hsae_utils.experiments import run_dir
-from hsae_utils.io import DiskFullError, read_json
+from hsae_utils.io import DiskFullError, open_memmap_allocated, read_json
 from hsae_utils.stages import stage_problems
 from hsae_utils.train import train
 
@@ -135,6 +135,21 @@ def test_disk_full_during_the_evaluation_cache_keeps_nothing_half_written(small_
     evaluate.save_cached(root, "probing", identity, arrays)
     hit = evaluate.load_cached(root, "probing", identity)
     assert all(np.array_equal(hit["arrays"][k], v) for k, v in arrays.items())
+
+
+def test_a_memory_map_on_a_full_disk_fails_up_front_not_with_sigbus(small_disk):
+    """The probing cache fills a memory-mapped file; on a sparse file a full disk kills the
+    process with SIGBUS while it writes. Reserved first, it is a DiskFullError before any work."""
+    fill(small_disk, leave=200_000)
+    path = small_disk / ".acts.npy.partial"
+    with pytest.raises(DiskFullError, match=r"acts\.npy\.partial: it needs 409,728 bytes"):
+        open_memmap_allocated(path, np.float32, (400, 256))
+    assert not path.exists()
+    (small_disk / "ballast").unlink()
+    out = open_memmap_allocated(path, np.float32, (400, 256))
+    out[:] = 1.0
+    out.flush()
+    assert np.load(path).sum() == 400 * 256
 
 
 # ----------------------------------------------------------------------------- the export
