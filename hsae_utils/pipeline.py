@@ -22,6 +22,7 @@ import importlib.util
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -153,8 +154,13 @@ def run_notebook(nb: Path, opts: Options, lock_fd: int | None = None) -> bool:
     cmd = [sys.executable, "-m", "papermill", str(nb), str(opts.out_dir / nb.name),
            *papermill_parameters(nb, opts.profile, opts.force),
            "--cwd", str(opts.nb_dir), "--kernel", "python3", "--progress-bar"]
-    fds = (lock_fd,) if lock_fd is not None else ()
-    return subprocess.run(cmd, env=env, pass_fds=fds).returncode == 0
+    proc = subprocess.Popen(cmd, env=env, pass_fds=(lock_fd,) if lock_fd is not None else ())
+    # `kill PID` of this runner stops the notebook too (Ctrl-C reaches the whole process group)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.terminate())
+    try:
+        return proc.wait() == 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def record_time(path: Path, name: str, seconds: float) -> None:
