@@ -51,7 +51,7 @@ def _text(name: str, value: Any, **_: Any) -> str:
 
 
 def _metrics(name: str, value: Any, **_: Any) -> str:
-    from .evaluate import FAMILIES
+    from .evals import FAMILIES  # torch: loaded only to check notebook 08's metrics
 
     families = [m.strip() for m in _text(name, value).split(",") if m.strip()]
     unknown = [m for m in families if m not in FAMILIES]
@@ -76,7 +76,7 @@ def _overrides(name: str, value: Any, run: str | None = None, profile: str | Non
                              f"{{\"resample_every\": 200}} (papermill: -y '{name}: {{...}}').")
     if run is not None and value:
         from .config import get_profile
-        from .experiments import get_run
+        from .runs import get_run
         from .saes import config_from_profile
 
         spec = get_run(run)

@@ -9,7 +9,7 @@ output root that cannot be created or written), then the profile's resources are
 `$HSAE_OUTPUT_ROOT/<profile>` is locked for the whole run (`hsae_utils.lock`).
 
 A notebook is skipped when it finished before for the same notebook code (cells without outputs)
-and the same profile definition, and its outputs are still complete and valid (`hsae_utils.stages`).
+and the same profile definition, and its outputs are still complete and valid (`hsae_utils.notebook_outputs`).
 Only the standard library is imported at the top, so `--check-only` runs before the set-up.
 The loop is `run_notebook` per stage: a launcher (e.g. a cluster's) can replace that one call.
 """
@@ -184,7 +184,7 @@ def record_time(path: Path, name: str, seconds: float) -> None:
 
 def is_done(nb: Path, opts: Options, stamp: str) -> bool:
     from .config import get_profile
-    from .stages import stage_problems
+    from .notebook_outputs import output_problems as stage_problems
 
     marker = opts.out_dir / ".done" / nb.name
     if opts.force or opts.only or not (opts.out_dir / nb.name).is_file():

@@ -20,16 +20,17 @@ import pytest
 import torch
 
 from hsae_utils import activations as acts
-from hsae_utils import checkpoint, evaluate
+from hsae_utils import checkpoint
+from hsae_utils.evals import cache as evaluate
 from hsae_utils.config import REPO_ROOT
-from hsae_utils.experiments import run_dir
+from hsae_utils.runs import run_dir
 from hsae_utils.io import DiskFullError, open_memmap_allocated, read_json
-from hsae_utils.stages import stage_problems
+from hsae_utils.notebook_outputs import output_problems as stage_problems
 from hsae_utils.train import train
 
 from .test_activations import _build
 from .test_reliability import cache_dir, make_sae, tiny_profile, train_cfg  # noqa: F401
-from .test_train import assert_same_state, one_thread, state  # noqa: F401
+from .test_train import assert_same_state, state
 
 
 @pytest.fixture
