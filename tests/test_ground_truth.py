@@ -95,7 +95,9 @@ def test_train_and_evaluate_end_to_end(world, tmp_path, monkeypatch):
     verdict = absorption_verdict(df)
     assert verdict["n_seeds"] == 2 and verdict["verdict"] in (
         "holds", "does not hold", "inconclusive (underpowered)")
-    assert ground_truth_figure(df, tmp_path / "gt.png").stat().st_size > 0
+    paths = ground_truth_figure(df, "smoke", out_dir=tmp_path)
+    assert [p.name for p in paths] == ["ground_truth_smoke.png", "ground_truth_smoke.pdf"]
+    assert all(p.stat().st_size > 0 for p in paths)
 
 
 def test_unknown_configuration_is_refused(world):

@@ -7,16 +7,9 @@ import torch
 from hsae_utils.ground_truth.data import TensorStore
 from hsae_utils.saes import TopKSAE, TopKSAEConfig
 from hsae_utils.train import OPTIMIZER_READINGS, TrainConfig, make_optimizer, train, train_step
+from tests.test_train import one_thread  # noqa: F401  (autouse: tiny matmuls on one thread)
 
 D, F, B, STEPS = 8, 24, 32, 12
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _sae():

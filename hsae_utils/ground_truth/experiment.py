@@ -214,16 +214,21 @@ def absorption_verdict(df: pd.DataFrame, a: str = HSAE, b: str = TOPK_MATCHED) -
             "l0_b": float(df[df.config == b]["l0"].mean())}
 
 
-def ground_truth_figure(df: pd.DataFrame, path: str | Path):
-    """MCC, F1 and absorption per configuration (dots = seeds, bar = mean); saved atomically."""
+def ground_truth_figure(df: pd.DataFrame, profile_name: str, out_dir: Path | None = None
+                        ) -> list[Path]:
+    """MCC, F1 and absorption per configuration (dots = seeds, bar = mean), saved as
+    `figures/ground_truth_<profile>.png` and `.pdf` (atomically)."""
     import matplotlib.pyplot as plt
 
+    from ..figures import FIGURES_DIR, _config_colors, save_figure
+
     configs = list(dict.fromkeys(df["config"]))
+    colors = _config_colors(configs)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True)
     for ax, metric in zip(axes, ("mcc", "f1", "absorption")):
         for i, c in enumerate(configs):
             v = df[df.config == c][metric].to_numpy(float)
-            ax.barh(i, np.nanmean(v), color="C0" if c.startswith("stage") else "C7", alpha=.6)
+            ax.barh(i, np.nanmean(v), color=colors[i], alpha=.6)
             ax.plot(v, np.full(len(v), i), "k.", ms=5)
         ax.set_title(metric)
         ax.grid(axis="x", alpha=.3)
@@ -231,9 +236,6 @@ def ground_truth_figure(df: pd.DataFrame, path: str | Path):
     axes[0].invert_yaxis()
     fig.suptitle("Ground truth: synthetic activations with a known feature hierarchy")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
+    paths = save_figure(fig, "ground_truth", profile_name, out_dir or FIGURES_DIR)
     plt.close(fig)
-    return path
+    return paths
