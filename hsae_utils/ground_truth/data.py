@@ -65,7 +65,10 @@ SETUPS = {
                               train_batch_size=1024),
 }
 GPU_SETUP = GroundTruthSetup(num_features=1024, hidden_dim=256, d_sae=1024, n_parents=64,
-                             n_train_tokens=1_048_576, n_eval_tokens=65_536)
+                             n_train_tokens=524_288, n_eval_tokens=32_768)
+
+
+_CHUNK = 65_536
 
 
 def setup_for_profile(profile) -> GroundTruthSetup:
@@ -111,7 +114,9 @@ def build_world(setup: GroundTruthSetup) -> SyntheticWorld:
         seed=setup.world_seed)
     model = SyntheticModel(cfg)
     with temporary_seed(setup.world_seed + 1000):  # the library samples from torch's global RNG
-        train_x, _ = model.sample_with_features(setup.n_train_tokens)
+        # in chunks: the feature activations of the training tokens are not kept
+        train_x = torch.cat([model.sample(min(_CHUNK, setup.n_train_tokens - i))
+                             for i in range(0, setup.n_train_tokens, _CHUNK)])
         eval_x, eval_feats = model.sample_with_features(setup.n_eval_tokens)
     normalizer = Normalizer.fit(train_x[:10_000])
     return SyntheticWorld(setup, model, normalizer, normalizer(train_x).contiguous(),
