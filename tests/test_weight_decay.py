@@ -7,7 +7,8 @@ import torch
 from hsae_utils.ground_truth.data import TensorStore
 from hsae_utils.saes import TopKSAE, TopKSAEConfig
 from hsae_utils.train import OPTIMIZER_READINGS, TrainConfig, make_optimizer, train, train_step
-from tests.test_train import one_thread  # noqa: F401  (autouse: tiny matmuls on one thread)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matmuls on one thread
 
 D, F, B, STEPS = 8, 24, 32, 12
 

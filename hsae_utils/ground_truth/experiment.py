@@ -20,10 +20,11 @@ import pandas as pd
 import torch
 
 from ..checkpoint import load_sae
-from ..experiments import RUNS, is_finished, train_config
+from ..experiments import is_finished
+from ..runs import RUNS
 from ..io import atomic_path
 from ..saes import ARCHITECTURES, BaseSAE, config_from_profile
-from ..train import train
+from ..train import TrainConfig, train
 from .absorption import absorption_scores, hierarchy_pairs
 from .data import SyntheticWorld, TensorStore
 
@@ -90,7 +91,7 @@ def _train_one(profile, world, config: str, seed: int, folder: Path, optimizer: 
         profile, d_model=setup.hidden_dim, d_sae=setup.d_sae,
         train_steps=setup.train_steps or profile.train_steps,
         train_batch_size=setup.train_batch_size or profile.train_batch_size)
-    cfg = dataclasses.replace(train_config(gt_profile, seed), optimizer=optimizer)
+    cfg = dataclasses.replace(TrainConfig.from_profile(gt_profile, seed), optimizer=optimizer)
     if is_finished(folder, cfg.steps):
         return load_sae(folder), None
     overrides = {**spec.overrides, **({"k": k} if k is not None else {})}
@@ -220,10 +221,11 @@ def ground_truth_figure(df: pd.DataFrame, profile_name: str, out_dir: Path | Non
     `figures/ground_truth_<profile>.png` and `.pdf` (atomically)."""
     import matplotlib.pyplot as plt
 
-    from ..figures import FIGURES_DIR, _config_colors, save_figure
+    from ..report.figures import family_color, save_figure
+    from ..report.tables import FIGURES_DIR
 
     configs = list(dict.fromkeys(df["config"]))
-    colors = _config_colors(configs)
+    colors = [family_color(c) for c in configs]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True)
     for ax, metric in zip(axes, ("mcc", "f1", "absorption")):
         for i, c in enumerate(configs):
