@@ -29,8 +29,11 @@ from collections import Counter
 from itertools import islice
 from pathlib import Path
 
+from . import hub
 from .config import layer_at_paper_depth
+from .io import sha256_json
 
+REPO_ID = "google/gemma-2-2b"  # the hub id this replica stands in for
 VOCAB_SIZE = 4096
 N_TRAIN_DOCS = 4000  # corpus documents the tokenizer is trained on (~1.8 MB of text, seconds)
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]  # ids 0..4, as in Gemma
@@ -63,35 +66,35 @@ N_LAYERS, D_MODEL = CONFIG["num_hidden_layers"], CONFIG["hidden_size"]
 LAYER = layer_at_paper_depth(N_LAYERS)
 
 
-def recipe() -> dict:
+def recipe(texts: list[str]) -> dict:
     """Everything that determines the files; a replica built from another recipe is rebuilt."""
     import tokenizers
     import torch
     import transformers
 
     return {"config": CONFIG, "vocab_size": VOCAB_SIZE, "n_train_docs": N_TRAIN_DOCS,
+            "texts_sha256": sha256_json(texts), "alphabet_size": ALPHABET_SIZE,
             "seed": SEED, "transformers": transformers.__version__,
             "tokenizers": tokenizers.__version__, "torch": torch.__version__.split("+")[0]}
 
 
-def _corpus_texts(corpus_dir: Path, n_docs: int):
+def corpus_texts(corpus_dir: Path, n_docs: int = N_TRAIN_DOCS) -> list[str]:
+    """The first `n_docs` documents of the embedded corpus's train split."""
     path = Path(corpus_dir) / "train.jsonl"
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} is missing: the tiny Gemma-2's tokenizer is trained on the embedded corpus. "
-            "Run python -m hsae_utils.prepare --profile paper-tiny (it builds the corpus first).")
+            f"Run {hub.PREPARE_HINT} (it builds the corpus first).")
     with open(path, encoding="utf-8") as f:
-        for line in islice(f, n_docs):
-            yield json.loads(line)["text"]
+        return [json.loads(line)["text"] for line in islice(f, n_docs)]
 
 
-def train_tokenizer(corpus_dir: Path):
-    """A Gemma tokenizer (transformers' GemmaTokenizer) with a BPE vocabulary trained on the
-    corpus. Training splits at "▁" so that merges stay inside words, as in Gemma's vocabulary."""
+def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
+    """A Gemma tokenizer (transformers' GemmaTokenizer) with a BPE vocabulary trained on `texts`.
+    Training splits at "▁" so that merges stay inside words, as in Gemma's vocabulary."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import GemmaTokenizer
 
-    texts = list(_corpus_texts(corpus_dir, N_TRAIN_DOCS))
     # The trainer cuts its alphabet at `limit_alphabet` with ties broken in hash order, which
     # changes the ids and every later merge between runs; an explicit alphabet (count, then
     # code point) makes training deterministic. Rarer characters go through byte fallback.
@@ -100,7 +103,7 @@ def train_tokenizer(corpus_dir: Path):
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     tok.normalizer = normalizers.Replace(" ", "▁")
     tok.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=SPECIAL_TOKENS + BYTE_TOKENS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS + BYTE_TOKENS,
                                   initial_alphabet=alphabet, limit_alphabet=len(alphabet),
                                   show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
@@ -110,21 +113,35 @@ def train_tokenizer(corpus_dir: Path):
                           add_eos_token=False)
 
 
-def build_tiny_gemma(out_dir: Path, corpus_dir: Path) -> None:
+def build_tiny_gemma(out_dir: Path, texts: list[str], vocab_size: int = VOCAB_SIZE,
+                     **config_overrides) -> None:
     """Write config.json, generation_config.json, model.safetensors and the tokenizer files of
-    the tiny Gemma-2 into `out_dir` (a fresh folder; the caller renames it into place)."""
+    a tiny Gemma-2 into `out_dir`, as `save_pretrained` writes them for the hub."""
     import torch
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    tokenizer = train_tokenizer(corpus_dir)
-    if len(tokenizer) != VOCAB_SIZE:
-        raise RuntimeError(f"The tokenizer trained on {corpus_dir} has {len(tokenizer)} tokens, "
-                           f"expected {VOCAB_SIZE}: the corpus is too small or damaged.")
+    out_dir = Path(out_dir)
+    tokenizer = train_tokenizer(texts, vocab_size)
     torch.manual_seed(SEED)
-    model = Gemma2ForCausalLM(Gemma2Config(**CONFIG, dtype="float32"))
-    model.save_pretrained(out_dir)
+    config = {**CONFIG, **config_overrides, "vocab_size": len(tokenizer)}
+    Gemma2ForCausalLM(Gemma2Config(**config, dtype="float32")).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    special = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
-               "unk_token": "<unk>", "mask_token": "<mask>"}
     if not (out_dir / "special_tokens_map.json").exists():  # the hub repo has one
+        special = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
+                   "unk_token": "<unk>", "mask_token": "<mask>"}
         (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+
+
+def ensure_replica(corpus_dir: Path, force: bool = False) -> Path:
+    """The replica of google/gemma-2-2b under hub.replica_root(), built (deterministically, in
+    about 20 s) when missing, damaged or from another recipe."""
+    texts = corpus_texts(corpus_dir)
+
+    def build(tmp: Path) -> None:
+        build_tiny_gemma(tmp, texts)
+        n = len(json.loads((tmp / "tokenizer.json").read_text())["model"]["vocab"])
+        if n != VOCAB_SIZE:
+            raise RuntimeError(f"The tokenizer trained on {corpus_dir} has {n} tokens, expected "
+                               f"{VOCAB_SIZE}: the corpus is too small or damaged; rebuild it.")
+
+    return hub.write_replica(REPO_ID, "model", build, recipe(texts), force=force)
