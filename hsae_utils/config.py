@@ -179,6 +179,10 @@ class Profile:
 
 
 _SMOLLM2 = dict(model_name=EMBEDDED_MODEL, n_layers=30, d_model=576, layer=layer_at_paper_depth(30))
+# The schedule and evaluation budgets of the test-sized profiles (smoke, paper-tiny): seconds each.
+_TINY_RUN = dict(seeds=(42,), window_size=10, merge_every=10, resample_every=10,
+                 sweep_k_factors=(0.25,), sweep_l1_coefficients=(1.0,), absorption_vocab_size=156,
+                 absorption_icl_examples=4, probe_train_per_class=8, probe_test_per_class=4)
 _TINY_GEMMA_LAYERS = 10  # hsae_utils.tiny_gemma.CONFIG["num_hidden_layers"]
 _GEMMA = dict(model_name="google/gemma-2-2b", n_layers=26, d_model=2304, layer=PAPER_LAYER,
               model_dtype="float32", dataset="Skylion007/openwebtext")
@@ -219,20 +223,11 @@ PROFILES: dict[str, Profile] = {
         shard_tokens=4096,
         train_steps=60,
         train_batch_size=512,
-        seeds=(42,),
+        **_TINY_RUN,
         log_every=10,
         checkpoint_every=30,
-        window_size=10,
-        merge_every=10,
-        resample_every=10,
-        sweep_k_factors=(0.25,),
-        sweep_l1_coefficients=(1.0,),
         n_eval_contexts=16,
         eval_batch_contexts=4,
-        absorption_vocab_size=156,
-        absorption_icl_examples=4,
-        probe_train_per_class=8,
-        probe_test_per_class=4,
         probe_max_tokens=64,
     ),
     "local": Profile(name="local", **_SMOLLM2),
@@ -246,21 +241,12 @@ PROFILES: dict[str, Profile] = {
         shard_tokens=1024,
         train_steps=40,
         train_batch_size=256,
-        seeds=(42,),
+        **_TINY_RUN,
         log_every=5,
         checkpoint_every=20,
-        window_size=10,
-        merge_every=10,
-        resample_every=10,
-        sweep_k_factors=(0.25,),
-        sweep_l1_coefficients=(1.0,),
         n_eval_contexts=4,
         # evaluation budgets: a few seconds
         eval_batch_contexts=2,
-        absorption_vocab_size=156,
-        absorption_icl_examples=4,
-        probe_train_per_class=8,
-        probe_test_per_class=4,
         probe_max_tokens=32,
     ),
     # Free Colab T4 (16 GB, no fast bf16). SmolLM2 in fp32: the embedded corpus holds ~2.0M train
