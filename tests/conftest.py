@@ -80,3 +80,46 @@ def tiny_caches(tiny_model, tmp_path, monkeypatch):
     norm = activations.ActivationStore(train).normalizer
     activations.build_cache(P, "validation", tiny_model, texts, "tiny", "c", normalizer=norm)
     return P, norm
+
+
+def synthetic_texts(n_docs: int = 400, seed: int = 0) -> list[str]:
+    """Deterministic English-like text (a Zipf-ish draw from random 2-9 letter words) for
+    training tiny tokenizers."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 9)))
+             for _ in range(600)]
+    weights = [1 / (i + 1) for i in range(len(words))]
+    docs = []
+    for _ in range(n_docs):
+        sent = rng.choices(words, weights, k=rng.randint(8, 30))
+        docs.append(" ".join(sent).capitalize() + ".")
+    return docs
+
+
+# A test-sized tiny Gemma-2 (hsae_utils.tiny_gemma with a 512-token vocabulary): sliding window 8,
+# so 24-token inputs exercise the local layers' mask.
+GEMMA_WINDOW, GEMMA_VOCAB = 8, 512
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tmp_path_factory):
+    from hsae_utils.tiny_gemma import build_tiny_gemma
+
+    folder = tmp_path_factory.mktemp("tiny_gemma")
+    build_tiny_gemma(folder, synthetic_texts(), vocab_size=GEMMA_VOCAB, sliding_window=GEMMA_WINDOW)
+    return folder
+
+
+def boot(folder, dtype=torch.float32):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    model = TransformerBridge.boot_transformers(str(folder), device="cpu", dtype=dtype)
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(tiny_gemma_dir):
+    return boot(tiny_gemma_dir)

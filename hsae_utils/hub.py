@@ -1,0 +1,130 @@
+"""Resolving Hugging Face hub ids, with one switch to local replicas.
+
+Every hub id the pipeline reads (the model, the text dataset, the probing datasets) goes through
+`resolve(repo_id, repo_type, profile)`. Normally it returns the id unchanged and the hub (or its
+local cache) serves the files. With the switch on, it returns the folder of a local replica in the
+hub's file layout, built at set-up (`python -m hsae_utils.prepare --profile paper-tiny`), so that
+the code after it (TransformerBridge.boot_transformers, `datasets.load_dataset`) runs exactly as
+for the hub; nothing else in the path differs.
+
+The switch: the profile's `hub_replica` field (on for `paper-tiny`), overridden either way by the
+environment variable HSAE_HUB_REPLICA (1/true/on, 0/false/off).
+
+Layout (one root, `replica_root()` = <cache>/hub-replica, <cache> = $HSAE_CACHE_DIR or .cache):
+    hub-replica/models/<org>/<name>/      e.g. models/google/gemma-2-2b/config.json ...
+    hub-replica/datasets/<org>/<name>/    e.g. datasets/Skylion007/openwebtext/...
+Each replica folder holds `replica-manifest.json` (repo id and type, the recipe it was built from,
+and the sha256 of every file); a folder whose files or recipe do not match is rebuilt by
+`write_replica` and refused by `resolve`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .config import cache_root
+from .io import read_json, sha256_file, write_json_atomic
+
+REPLICA_ENV = "HSAE_HUB_REPLICA"
+MANIFEST = "replica-manifest.json"
+REPO_TYPES = ("model", "dataset")
+PREPARE_HINT = "python -m hsae_utils.prepare --profile paper-tiny"
+
+
+def replica_root() -> Path:
+    return cache_root() / "hub-replica"
+
+
+def replica_folder(repo_id: str, repo_type: str = "model") -> Path:
+    if repo_type not in REPO_TYPES:
+        raise ValueError(f"repo_type must be one of {REPO_TYPES}, got {repo_type!r}.")
+    return replica_root() / f"{repo_type}s" / repo_id
+
+
+def replica_enabled(profile=None) -> bool:
+    """The switch: HSAE_HUB_REPLICA when set, otherwise the profile's `hub_replica`."""
+    env = os.environ.get(REPLICA_ENV, "").strip().lower()
+    if env in ("1", "true", "yes", "on"):
+        return True
+    if env in ("0", "false", "no", "off"):
+        return False
+    if env:
+        raise ValueError(f"{REPLICA_ENV}={os.environ[REPLICA_ENV]!r}: use 1 (read local replicas "
+                         "of hub repositories) or 0 (read the hub), or unset it.")
+    return bool(getattr(profile, "hub_replica", False))
+
+
+def replica_status(folder: Path, recipe: dict | None = None) -> tuple[bool, str]:
+    """(valid, why): the manifest is readable, every file it lists has its sha256, and (when
+    given) the recipe matches the one the replica was built from."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return False, "missing (no manifest)"
+    try:
+        manifest = read_json(path)
+    except ValueError:
+        return False, "damaged (unreadable manifest)"
+    if recipe is not None and manifest.get("recipe") != recipe:
+        return False, "built from another recipe"
+    for name, sha in manifest.get("files", {}).items():
+        f = Path(folder) / name
+        if not f.is_file() or sha256_file(f) != sha:
+            return False, f"damaged ({name} missing or changed)"
+    return True, "ok"
+
+
+def write_replica(repo_id: str, repo_type: str, build: Callable[[Path], None], recipe: dict,
+                  force: bool = False, verbose: bool = True) -> Path:
+    """Build a replica with `build(tmp_folder)` unless a valid one from `recipe` exists; the
+    folder is written beside its final place, checksummed and renamed in, so an interrupted
+    build leaves nothing half-written."""
+    folder = replica_folder(repo_id, repo_type)
+    ok, why = replica_status(folder, recipe)
+    if ok and not force:
+        return folder
+    if verbose:
+        print(f"[replica] building the local replica of {repo_type} {repo_id} at {folder} "
+              f"({why if folder.exists() else 'first build'})")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp's 0700 would make the replica private to its builder
+        build(tmp)
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p)
+                 for p in sorted(tmp.rglob("*")) if p.is_file()}
+        write_json_atomic(tmp / MANIFEST, {"repo_id": repo_id, "repo_type": repo_type,
+                                           "recipe": recipe, "files": files})
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return folder
+
+
+def resolve(repo_id: str, repo_type: str = "model", profile=None) -> str:
+    """The id to hand to transformers / datasets: `repo_id` itself, or with the switch on the
+    folder of its local replica (refused with the command that builds it when missing or
+    damaged, never silently replaced by the hub)."""
+    if not replica_enabled(profile):
+        return repo_id
+    folder = replica_folder(repo_id, repo_type)
+    ok, why = replica_status(folder)
+    if not ok:
+        raise FileNotFoundError(
+            f"The local replica of the hub {repo_type} {repo_id!r} at {folder} is {why}: build it "
+            f"with `{PREPARE_HINT}`, or read the real hub with {REPLICA_ENV}=0 / a profile "
+            "without hub_replica.")
+    return str(folder)
+
+
+def resolve_model(repo_id: str, profile=None) -> str:
+    return resolve(repo_id, "model", profile)
+
+
+def resolve_dataset(repo_id: str, profile=None) -> str:
+    return resolve(repo_id, "dataset", profile)
