@@ -107,6 +107,9 @@ class Profile:
     probe_test_per_class: int = 8  # (SAEBench: 500)
     probe_max_tokens: int = 128  # tokens per probing text, BOS included (SAEBench: 128)
     probe_k_values: tuple[int, ...] = (1, 5, 20)  # the paper's Top-1 / Top-5 / Top-20
+    # A SAEBench probing dataset that cannot be read stops the evaluation (named, with the cause);
+    # True skips it instead, reported by name (hub profiles; notebook 08's parameter).
+    skip_unavailable_probing: bool = False
     eval_seed: int = 42  # vocabulary / text sampling, negatives, probe initialisation
     extra: dict = field(default_factory=dict)  # free-form knobs for later stages
 

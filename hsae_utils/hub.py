@@ -128,3 +128,52 @@ def resolve_model(repo_id: str, profile=None) -> str:
 
 def resolve_dataset(repo_id: str, profile=None) -> str:
     return resolve(repo_id, "dataset", profile)
+
+
+def error_chain(err: BaseException) -> list[BaseException]:
+    """`err` and the exceptions it was raised from."""
+    chain, seen = [], set()
+    while err is not None and id(err) not in seen:
+        chain.append(err)
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return chain
+
+
+def error_kind(err: BaseException) -> str:
+    """What a failure to read from the hub was, from the exceptions huggingface_hub raised
+    underneath transformers' / datasets' own: "gated" (401/403 without an accepted licence or
+    token), "not_found", "offline" (HF_HUB_OFFLINE without a cached copy), "network", or
+    "other"."""
+    from huggingface_hub import errors as hf_errors
+
+    chain = error_chain(err)
+    kinds = tuple(type(e) for e in chain)
+
+    def has(*types) -> bool:
+        return any(issubclass(k, t) for k in kinds for t in types)
+
+    text = " ".join(str(e) for e in chain)
+    if has(hf_errors.GatedRepoError) or "gated repo" in text.lower():
+        return "gated"
+    if has(hf_errors.RepositoryNotFoundError):
+        return "not_found"
+    if has(hf_errors.OfflineModeIsEnabled) or "outgoing traffic has been disabled" in text \
+            or "offline mode is enabled" in text:
+        return "offline"
+    if has(ConnectionError, TimeoutError, hf_errors.LocalEntryNotFoundError) or any(
+            type(e).__name__ in ("ConnectError", "ConnectTimeout", "ReadTimeout", "ProxyError")
+            for e in chain):
+        return "network"
+    return "other"
+
+
+def identity(repo_id: str, repo_type: str = "model", profile=None) -> str:
+    """What cache manifests record as the source of `repo_id`: the id itself, or with the switch
+    on the id and a checksum of its replica's files (a rebuilt replica is other data)."""
+    folder = resolve(repo_id, repo_type, profile)
+    if folder == repo_id:
+        return repo_id
+    from .io import sha256_json
+
+    return f"{repo_id}@replica:{sha256_json(read_json(Path(folder) / MANIFEST)['files'])[:16]}"

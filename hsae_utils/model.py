@@ -176,41 +176,13 @@ REPLICA_HELP = (
 )
 
 
-def _error_chain(err: BaseException) -> list[BaseException]:
-    chain, seen = [], set()
-    while err is not None and id(err) not in seen:
-        chain.append(err)
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return chain
-
-
 def hub_error_help(name: str, err: BaseException) -> str:
     """The message for a failure to load hub id `name`, told apart by the exceptions
-    huggingface_hub raised underneath transformers' OSError: gated repository (401/403 without an
-    accepted licence or token), no such repository, offline mode without a cached copy, or no
-    network."""
-    from huggingface_hub import errors as hf_errors
-
-    chain = _error_chain(err)
-    kinds = tuple(type(e) for e in chain)
-
-    def has(*types) -> bool:
-        return any(issubclass(k, t) for k in kinds for t in types)
-
-    text = " ".join(str(e) for e in chain)
-    if has(hf_errors.GatedRepoError) or "gated repo" in text.lower():
-        template = GATED_HELP
-    elif has(hf_errors.RepositoryNotFoundError):
-        template = NOT_FOUND_HELP
-    elif has(hf_errors.OfflineModeIsEnabled) or "outgoing traffic has been disabled" in text:
-        template = OFFLINE_HELP
-    elif has(ConnectionError, TimeoutError) or any(
-            type(e).__name__ in ("ConnectError", "ConnectTimeout", "ReadTimeout", "ProxyError")
-            for e in chain) or has(hf_errors.LocalEntryNotFoundError):
-        template = NETWORK_HELP
-    else:
-        template = HUB_HELP
+    huggingface_hub raised underneath transformers' OSError (`hub.error_kind`): gated repository
+    (401/403 without an accepted licence or token), no such repository, offline mode without a
+    cached copy, or no network."""
+    template = {"gated": GATED_HELP, "not_found": NOT_FOUND_HELP, "offline": OFFLINE_HELP,
+                "network": NETWORK_HELP}.get(hub.error_kind(err), HUB_HELP)
     return template.format(name=name, err=err)
 
 

