@@ -154,7 +154,8 @@ def error_kind(err: BaseException) -> str:
         return any(issubclass(k, t) for k in kinds for t in types)
 
     text = " ".join(str(e) for e in chain)
-    if has(hf_errors.GatedRepoError) or "gated repo" in text.lower():
+    if has(hf_errors.GatedRepoError) or any(w in text.lower() for w in ("gated repo",
+                                                                         "a gated dataset")):
         return "gated"
     if has(hf_errors.RepositoryNotFoundError):
         return "not_found"

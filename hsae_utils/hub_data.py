@@ -100,6 +100,8 @@ def error_kind(err: BaseException) -> str:
     if kind != "other":
         return kind
     text = " ".join(str(e) for e in hub.error_chain(err))
+    if any(type(e).__name__ == "DatasetNotFoundError" for e in hub.error_chain(err)):
+        return "not_found"
     if "Dataset scripts are no longer supported" in text:
         return "script"
     if "Bad split" in text or "Unknown split" in text:
@@ -136,10 +138,21 @@ def check_columns(ds, columns, repo_id: str):
     return ds
 
 
+def check_splits(ds, splits, repo_id: str):
+    """Refuse a dataset dict that lacks one of `splits`."""
+    missing = [s for s in splits if s not in ds]
+    if missing:
+        raise HubDataError(repo_id, "split", (
+            f"Could not read the hub dataset {repo_id!r}: it has no split(s) {missing} (it has "
+            f"{sorted(ds)}). " + _HELP["split"] + "."))
+    return ds
+
+
 def load_hub_dataset(repo_id: str, profile=None, config: str | None = None,
-                     split: str | None = None, streaming: bool = False, columns=()):
+                     split: str | None = None, streaming: bool = False, columns=(), splits=()):
     """`datasets.load_dataset` of a hub dataset (or its replica), script datasets through their
-    parquet files; failures become a `HubDataError` that names the cause and the fix."""
+    parquet files; failures become a `HubDataError` that names the cause and the fix. `columns`
+    and (without `split`) `splits` are checked to exist."""
     import datasets  # slow to import; only hub data needs it
 
     try:
@@ -155,4 +168,6 @@ def load_hub_dataset(repo_id: str, profile=None, config: str | None = None,
         raise error_help(repo_id, err) from err
     except Exception as err:  # noqa: BLE001 - told apart by error_kind
         raise error_help(repo_id, err) from err
+    if split is None:
+        check_splits(ds, splits, repo_id)
     return check_columns(ds, columns, repo_id)

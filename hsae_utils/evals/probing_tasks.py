@@ -239,7 +239,7 @@ def _frames(name: str, profile: Profile, columns: tuple[str, ...]):
     """The train and test splits of a SAEBench dataset as DataFrames (hub or replica)."""
     import pandas as pd  # heavy import, only for tables
 
-    ds = load_hub_dataset(name, profile, columns=columns)
+    ds = load_hub_dataset(name, profile, columns=columns, splits=("train", "test"))
     return {s: pd.DataFrame(ds[s]) for s in ("train", "test")}
 
 
