@@ -290,25 +290,16 @@ def test_load_text_dataset_embedded(tmp_path, monkeypatch):
         dataset.load_text_dataset(profile, "test")
 
 
-def test_load_text_dataset_hub_offline_error(monkeypatch):
-    import datasets
-
-    def offline(*args, **kwargs):
-        raise ConnectionError("hub unreachable")
-
-    monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(RuntimeError) as err:
-        dataset.load_text_dataset(get_profile("paper"), "train")
-    message = str(err.value)
-    assert "Skylion007/openwebtext" in message and "huggingface-cli login" in message
-    assert "HF_TOKEN" in message and "`local` profile" in message
+# The hub's offline / no-network / gated errors: tests/test_hub_data.py (real datasets and
+# huggingface_hub exceptions, no mock of load_dataset).
 
 
 def test_load_text_dataset_hub_holdout_split(monkeypatch):
     import datasets
 
-    def stream(name, split, streaming):
-        assert (split, streaming) == ("train", True)
+    def stream(path, data_files, split, streaming):
+        assert (path, split, streaming) == ("parquet", "train", True)
+        assert data_files["train"].startswith("hf://datasets/Skylion007/openwebtext@refs%2F")
         rows = lambda: ({"text": f"doc {i}"} for i in range(250))  # noqa: E731
         return datasets.IterableDataset.from_generator(rows)
 
