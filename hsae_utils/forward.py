@@ -74,20 +74,32 @@ def _run_blocks(blocks, h_BSD, masks, position_embeddings, position_ids):
     return h_BSD
 
 
-def _logits_from_layer(model, resid_BSD: torch.Tensor, layer: int) -> torch.Tensor:
+def _hidden_from_layer(model, resid_BSD: torch.Tensor, layer: int) -> torch.Tensor:
+    """The input of the final norm [B, S, D] (the model's dtype) when
+    `blocks.{layer}.hook_resid_post` is `resid_BSD`: blocks layer+1 .. n_layers-1."""
     B, S, _ = resid_BSD.shape
     hf = model.original_model.model  # the HF decoder stack the bridge wraps
     h = resid_BSD.to(model_dtype(model))
     position_ids = torch.arange(S, device=h.device)[None].expand(B, S)
     with torch.no_grad():
         masks = layer_masks(hf, h, position_ids)[layer + 1:]
-        h = _run_blocks(model.blocks[layer + 1:], h, masks, hf.rotary_emb(h, position_ids),
-                        position_ids)
-        logits = model.unembed(model.ln_final(h))
+        return _run_blocks(model.blocks[layer + 1:], h, masks, hf.rotary_emb(h, position_ids),
+                           position_ids)
+
+
+def logits_from_hidden(model, h_BSD: torch.Tensor) -> torch.Tensor:
+    """Logits (fp32) from the final norm's input: the final norm, the unembedding and the output
+    transform, position by position (so callers may pass any slice of positions)."""
+    with torch.no_grad():
+        logits = model.unembed(model.ln_final(h_BSD))
         # Gemma-2's final soft-cap (and other architectures' output scaling), as the model applies
         # it after lm_head; the bridge's adapter knows the transform of every supported model.
         logits = model.adapter.apply_output_logits_transform(logits)
     return logits.float()
+
+
+def _logits_from_layer(model, resid_BSD: torch.Tensor, layer: int) -> torch.Tensor:
+    return logits_from_hidden(model, _hidden_from_layer(model, resid_BSD, layer))
 
 
 def _check_logits_path(model, layer: int, seq_len: int, device) -> None:
@@ -110,6 +122,14 @@ def _check_logits_path(model, layer: int, seq_len: int, device) -> None:
             f"at layer {layer}, {seq_len} tokens): its evaluation would be wrong. Support for this "
             "architecture needs adding in hsae_utils/forward.py.")
     checked.add((layer, seq_len))
+
+
+def hidden_from_layer(model, resid_BSD: torch.Tensor, layer: int) -> torch.Tensor:
+    """The final norm's input [B, S, D] when `blocks.{layer}.hook_resid_post` is `resid_BSD`;
+    `logits_from_hidden` of it, in chunks of positions, equals `logits_from_layer` (the splice
+    bounds its [tokens, vocab] memory this way: Gemma-2's vocabulary has 256k entries)."""
+    _check_logits_path(model, layer, resid_BSD.shape[1], resid_BSD.device)
+    return _hidden_from_layer(model, resid_BSD, layer)
 
 
 def logits_from_layer(model, resid_BSD: torch.Tensor, layer: int) -> torch.Tensor:

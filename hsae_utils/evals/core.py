@@ -19,7 +19,8 @@ Reconstruction, on every non-special token of the validation split (x: the layer
 
 Splice, on the first `profile.n_eval_contexts` validation contexts: the layer output of every
 non-special position is replaced by the SAE reconstruction (zeros for the ablation) and only the
-layers after the hook, the final norm and the unembedding run again (`forward.logits_from_layer`).
+layers after the hook, the final norm and the unembedding run again (`forward.hidden_from_layer`, then
+`forward.logits_from_hidden` in chunks of positions: `splice_losses`).
 Special positions (BOS, document boundaries) keep their activation and are left out of every
 average, as is every prediction made at a special position.
 - `kl_div_with_sae`, `kl_div_with_ablation`: per-token KL(clean || spliced), averaged.
@@ -39,7 +40,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..forward import layer_resid, logits_from_layer
+from ..forward import hidden_from_layer, layer_resid, logits_from_hidden
 from ..timing import Timer
 from ..tokens import keep_mask
 from .adapter import SAEAdapter
@@ -150,17 +151,64 @@ def _log_softmax(logits: Tensor) -> Tensor:
     return torch.log_softmax(logits.float(), dim=-1)
 
 
-def _ce_per_position(logp_BSV: Tensor, tokens_BS: Tensor) -> Tensor:
-    """-log p(token_{t+1}) at each position t; 0 at the last position."""
-    ce = torch.zeros(tokens_BS.shape, dtype=torch.float32, device=logp_BSV.device)
-    ce[:, :-1] = -logp_BSV[:, :-1].gather(-1, tokens_BS[:, 1:, None].to(logp_BSV.device))[..., 0]
-    return ce
+# Rows of [tokens, vocab] logits held at once: the blocks after the hook run on whole contexts,
+# the final norm, unembedding, softmax, KL and CE on this many positions at a time, so a batch of
+# contexts needs (positions x vocab) memory only per chunk (Gemma-2: 512 x 256k x 4 B = 0.5 GB per
+# copy, a few copies live, instead of 16 x 128 x 256k x 4 B = 2.1 GB per copy unchunked).
+LOGIT_CHUNK_TOKENS = 512
 
 
-def _kl_per_position(logp_clean: Tensor, logp_new: Tensor) -> Tensor:
-    """KL(clean || new) per position, summed over the vocabulary."""
-    return torch.nn.functional.kl_div(logp_new, logp_clean, log_target=True,
-                                      reduction="none").sum(-1)
+@torch.no_grad()
+def splice_losses(model, clean_BSD: Tensor, others: list[Tensor], tokens_BS: Tensor, layer: int,
+                  chunk_tokens: int = LOGIT_CHUNK_TOKENS, timers: list | None = None
+                  ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """Per-position next-token CE of the clean run, and CE and KL(clean || other) for each
+    residual in `others` put at `blocks.{layer}.hook_resid_post` ([B, S] each; the last position
+    is 0). The logits are computed `chunk_tokens` positions at a time; the result equals the
+    unchunked computation up to float rounding. `timers[i]` (a list) collects the seconds spent on
+    `others[i]`."""
+    B, S = tokens_BS.shape
+    t0 = time.perf_counter()
+    h_clean = hidden_from_layer(model, clean_BSD, layer).flatten(0, 1)
+    h_others = []
+    for i, x in enumerate(others):
+        t1 = time.perf_counter()
+        h_others.append(hidden_from_layer(model, x, layer).flatten(0, 1))
+        if timers is not None:
+            timers[i].append(time.perf_counter() - t1)
+    clean_time = time.perf_counter() - t0 - sum(sum(t) for t in timers or [])
+    # the next token of every position (the last position's is a dummy, its CE is zeroed)
+    target = torch.cat([tokens_BS[:, 1:], tokens_BS[:, :1]], 1).flatten().to(h_clean.device)
+    ce_clean = torch.zeros(B * S, device=h_clean.device)
+    ce_o = [torch.zeros_like(ce_clean) for _ in others]
+    kl_o = [torch.zeros_like(ce_clean) for _ in others]
+    for a in range(0, B * S, chunk_tokens):
+        rows = slice(a, a + chunk_tokens)
+        t0 = time.perf_counter()
+        logp_c = _log_softmax(logits_from_hidden(model, h_clean[rows]))
+        p_c = logp_c.exp()
+        ce_clean[rows] = -logp_c.gather(-1, target[rows, None])[:, 0]
+        clean_time += time.perf_counter() - t0
+        for i, h in enumerate(h_others):
+            t1 = time.perf_counter()
+            logp = _log_softmax(logits_from_hidden(model, h[rows]))
+            ce_o[i][rows] = -logp.gather(-1, target[rows, None])[:, 0]
+            kl_o[i][rows] = torch.einsum("nv,nv->n", p_c, logp_c - logp)
+            del logp
+            if timers is not None:
+                timers[i].append(time.perf_counter() - t1)
+        del logp_c, p_c
+
+    def per_position(x_N: Tensor, ce: bool) -> Tensor:
+        x_BS = x_N.view(B, S)
+        if ce:
+            x_BS[:, -1] = 0
+        return x_BS
+
+    if timers is not None:
+        timers.append([clean_time])  # the clean share, last
+    return (per_position(ce_clean, True), [per_position(c, True) for c in ce_o],
+            [per_position(k, False) for k in kl_o])
 
 
 @torch.no_grad()
@@ -194,14 +242,12 @@ def build_splice_data(model, tokens_NS: Tensor, layer: int, special_ids: Iterabl
         r = layer_resid(model, toks, layer).float()
         keep = keep_mask(toks, r, special, massive_factor)
         keeps.append(keep.cpu())
-        logp_c = _log_softmax(logits_from_layer(model, r, layer))
         r_zero = torch.where(keep[..., None], torch.zeros_like(r), r)
-        logp_z = _log_softmax(logits_from_layer(model, r_zero, layer))
+        c_clean, (c_zero,), (k_zero,) = splice_losses(model, r, [r_zero], toks, layer)
         resid.append(r.cpu())
-        ce_clean.append(_ce_per_position(logp_c, toks).cpu())
-        ce_zero.append(_ce_per_position(logp_z, toks).cpu())
-        kl_zero.append(_kl_per_position(logp_c, logp_z).cpu())
-        del logp_c, logp_z
+        ce_clean.append(c_clean.cpu())
+        ce_zero.append(c_zero.cpu())
+        kl_zero.append(k_zero.cpu())
     data = SpliceData(tokens_NS, torch.cat(keeps), torch.cat(resid), torch.cat(ce_clean),
                       torch.cat(ce_zero), torch.cat(kl_zero))
     if cache_root is not None:
@@ -232,26 +278,26 @@ def splice_metrics(model, data: SpliceData, adapters: Mapping[str, SAEAdapter], 
         keep = keep_all[sl].to(device)
         ce_mask = ce_mask_all[sl].to(device)
         x = data.resid_NSD[sl].to(device)
-        t0 = time.perf_counter()
-        logp_c = _log_softmax(logits_from_layer(model, x, layer))
-        p_c = logp_c.exp()  # shared by every SAE of the batch
-        clean_check += (_ce_per_position(logp_c, toks) * ce_mask).double().sum().item()
-        if timer is not None:
-            timer.model_side["clean logits (recomputed once per session)"] = (
-                timer.model_side.get("clean logits (recomputed once per session)", 0.0)
-                + time.perf_counter() - t0)
-        for name, adapter in adapters.items():
+        # every SAE's spliced residual of the batch at once: the clean logits of each chunk of
+        # positions are then computed once and shared
+        spliced = []
+        timers: list[list[float]] = [[] for _ in adapters]
+        for j, adapter in enumerate(adapters.values()):
             t0 = time.perf_counter()
             xhat, *_ = adapter.reconstruct(x.to(adapter.W_dec.device))
-            x_spliced = torch.where(keep[..., None], xhat.to(device, x.dtype), x)
-            logp_s = _log_softmax(logits_from_layer(model, x_spliced, layer))
-            kl = torch.einsum("bsv,bsv->bs", p_c, logp_c - logp_s)  # KL(clean || spliced)
-            sums[name]["kl"] += (kl * keep).double().sum().item()
-            sums[name]["ce"] += (_ce_per_position(logp_s, toks) * ce_mask).double().sum().item()
-            del logp_s, kl
-            if timer is not None:
-                timer.add_sae(name, "splice KL/CE", time.perf_counter() - t0)
-        del logp_c, p_c
+            spliced.append(torch.where(keep[..., None], xhat.to(device, x.dtype), x))
+            timers[j].append(time.perf_counter() - t0)
+        c_clean, ces, kls = splice_losses(model, x, spliced, toks, layer, timers=timers)
+        clean_check += (c_clean * ce_mask).double().sum().item()
+        for j, name in enumerate(adapters):
+            sums[name]["kl"] += (kls[j] * keep).double().sum().item()
+            sums[name]["ce"] += (ces[j] * ce_mask).double().sum().item()
+        if timer is not None:
+            key = "clean logits (recomputed once per session)"
+            timer.model_side[key] = timer.model_side.get(key, 0.0) + sum(timers[-1])
+            for j, name in enumerate(adapters):
+                timer.add_sae(name, "splice KL/CE", sum(timers[j]))
+        del spliced, ces, kls
     ce_clean = (data.ce_clean_NS * ce_mask_all).double().sum().item() / n_ce
     if not math.isclose(clean_check / n_ce, ce_clean, rel_tol=1e-4, abs_tol=1e-5):
         raise RuntimeError(
