@@ -64,18 +64,14 @@ def dtype_bytes(cache_dtype: str) -> int:
 
 def to_storage(x_ND: torch.Tensor, cache_dtype: str) -> np.ndarray:
     """fp32 rows -> the array written to a shard (round to nearest even for bf16 / fp16)."""
-    np_dtype, torch_dtype = _STORAGE[cache_dtype]
-    return x_ND.to(torch_dtype).contiguous().view(_view_dtype(np_dtype)).numpy()
+    x_ND = x_ND.to(_STORAGE[cache_dtype][1]).contiguous()
+    return x_ND.view(torch.int16).numpy().view(np.uint16) if cache_dtype == "bfloat16" else x_ND.numpy()
 
 
 def from_storage(arr: np.ndarray, cache_dtype: str) -> torch.Tensor:
     """A shard's array (or rows of it) as a torch tensor in the cache dtype (no conversion)."""
     t = torch.from_numpy(np.ascontiguousarray(arr))
     return t.view(torch.bfloat16) if cache_dtype == "bfloat16" else t
-
-
-def _view_dtype(np_dtype) -> torch.dtype:
-    return {np.float32: torch.float32, np.float16: torch.float16, np.uint16: torch.int16}[np_dtype]
 
 
 def manifest_cache_dtype(manifest: dict) -> str:
