@@ -200,11 +200,13 @@ def cache_bytes(n_contexts: int, context_size: int, d_model: int, cache_dtype: s
                 contexts_per_shard: int | None = None) -> int:
     """A split's size on disk, an upper bound: a row for every position but the BOS that starts
     each context (other special tokens and massive activations are dropped too, so the real cache
-    is a little smaller), the int32 tokens, and the .npy headers."""
+    is a little smaller), the int32 tokens, the .npy headers, and the manifest (its normalization
+    mean: d_model JSON floats; a line per shard)."""
     n_shards = -(-n_contexts // (contexts_per_shard or n_contexts))
     rows = n_contexts * (context_size - 1)
+    manifest = 2048 + 24 * d_model + 150 * n_shards
     return (rows * d_model * dtype_bytes(cache_dtype) + n_contexts * context_size * 4
-            + (n_shards + 1) * NPY_HEADER_BYTES)
+            + (n_shards + 1) * NPY_HEADER_BYTES + manifest)
 
 
 def contexts_per_shard(profile: Profile) -> int:
