@@ -120,7 +120,7 @@ def shard_bytes(profile: Profile, itemsize: int) -> int:
 
 def n_runs(profile: Profile) -> int:
     """SAEs trained: the paper's runs x seeds, plus the sparsity sweep x sweep seeds."""
-    from .experiments import RUNS, sweep_runs
+    from .runs import RUNS, sweep_runs
 
     return len(RUNS) * len(profile.seeds) + len(sweep_runs(profile)) * len(profile.sweep_seeds)
 
@@ -139,7 +139,7 @@ def probing_n_texts(profile: Profile) -> int:
     if profile.is_embedded:
         n_classes = LOCAL_PROBING_CLASSES
     else:
-        from .probing import SAEBENCH_DATASETS
+        from .evals.probing_tasks import SAEBENCH_DATASETS
 
         n_classes = sum(len(c) for c in SAEBENCH_DATASETS.values())
     return n_classes * (profile.probe_train_per_class + profile.probe_test_per_class)
@@ -331,9 +331,11 @@ def available_ram() -> int | None:
 def hub_repos(profile: Profile) -> list[tuple[str, str]]:
     """(repo type, id) of everything a hub profile downloads: the model, the text dataset and
     SAEBench's probing datasets (several task names share one repository)."""
-    if profile.is_embedded:
+    from .hub import replica_enabled
+
+    if profile.is_embedded or replica_enabled(profile):  # local replicas: nothing to download
         return []
-    from .probing import SAEBENCH_DATASETS
+    from .evals.probing_tasks import SAEBENCH_DATASETS
 
     repos = [("model", profile.model_name)]
     if profile.dataset != "embedded":
