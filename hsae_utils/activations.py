@@ -2,14 +2,17 @@
 
 Layout of one split (`<output_dir>/activations/<split>/`):
     tokens.npy          int32 [n_contexts, context_size]: the model inputs, BOS first
-    shard_00000.npy     float32 [rows, d_model]: activations of the non-special positions
+    shard_00000.npy     [rows, d_model] activations of the non-special positions, in the
+                        profile's `cache_dtype` (bfloat16 is stored as its uint16 bit pattern:
+                        numpy has no bf16, and .npy keeps memory-mapping)
     ...
     manifest.json       what was cached (model, hook, corpus, ...), the shards done so far, and
                         the normalization statistics
 
 Every file is written to a temporary name and renamed, and the manifest is rewritten after each
 shard, so an interrupted run resumes from the last complete shard. Shards are read back
-memory-mapped; training streams them in shuffled groups and never needs the whole cache in RAM.
+memory-mapped; training streams them in shuffled groups, holding one group (in the cache dtype) at
+a time, and converts each batch to fp32.
 """
 from __future__ import annotations
 
@@ -32,7 +35,13 @@ from .tokens import bos_token_id, keep_mask, make_contexts, special_token_ids
 CACHE_FORMAT = 1
 # What must match between a cache on disk and the request, or the cache is not reused.
 IDENTITY_KEYS = ("model", "model_sha256", "hook", "d_model", "context_size", "corpus_sha256",
-                 "split", "n_contexts", "bos_token_id", "massive_norm_factor", "format")
+                 "split", "n_contexts", "bos_token_id", "massive_norm_factor", "format",
+                 "cache_dtype")
+# Keys added after format 1 was written, with the value every older cache has.
+_LEGACY_DEFAULTS = {"cache_dtype": "float32"}
+# How each cache dtype is stored in .npy (bf16 as its raw bits) and viewed back in torch.
+_STORAGE = {"float32": (np.float32, torch.float32), "float16": (np.float16, torch.float16),
+            "bfloat16": (np.uint16, torch.bfloat16)}
 
 
 class CacheError(RuntimeError):
@@ -46,6 +55,27 @@ def code_version() -> str:
     for name in ("activations.py", "forward.py", "tokens.py", "model.py"):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:16]
+
+
+def dtype_bytes(cache_dtype: str) -> int:
+    """Bytes per cached value."""
+    return np.dtype(_STORAGE[cache_dtype][0]).itemsize
+
+
+def to_storage(x_ND: torch.Tensor, cache_dtype: str) -> np.ndarray:
+    """fp32 rows -> the array written to a shard (round to nearest even for bf16 / fp16)."""
+    x_ND = x_ND.to(_STORAGE[cache_dtype][1]).contiguous()
+    return x_ND.view(torch.int16).numpy().view(np.uint16) if cache_dtype == "bfloat16" else x_ND.numpy()
+
+
+def from_storage(arr: np.ndarray, cache_dtype: str) -> torch.Tensor:
+    """A shard's array (or rows of it) as a torch tensor in the cache dtype (no conversion)."""
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    return t.view(torch.bfloat16) if cache_dtype == "bfloat16" else t
+
+
+def manifest_cache_dtype(manifest: dict) -> str:
+    return manifest.get("cache_dtype", _LEGACY_DEFAULTS["cache_dtype"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,12 +144,14 @@ def _identity(profile: Profile, split: str, model_sha: str, corpus_sha: str, bos
         "n_contexts": _n_contexts(profile, split),
         "bos_token_id": bos,
         "massive_norm_factor": profile.massive_norm_factor,
+        "cache_dtype": profile.cache_dtype,
     }
 
 
 def _check_identity(manifest: dict, identity: dict, folder: Path) -> None:
-    diffs = [f"{k}: cache has {manifest.get(k)!r}, requested {identity[k]!r}"
-             for k in IDENTITY_KEYS if manifest.get(k) != identity[k]]
+    diffs = [f"{k}: cache has {manifest.get(k, _LEGACY_DEFAULTS.get(k))!r}, requested "
+             f"{identity[k]!r}" for k in IDENTITY_KEYS
+             if manifest.get(k, _LEGACY_DEFAULTS.get(k)) != identity[k]]
     if diffs:
         raise CacheError(
             f"The activation cache at {folder} was built for something else:\n  "
@@ -139,31 +171,46 @@ def _read_manifest(path: Path) -> dict:
         raise CacheError(f"The cache manifest {path} is unreadable ({err}). {_REBUILD}") from err
 
 
-def _verify_shard(shard: dict, folder: Path, d: int, deep: bool) -> None:
+def _verify_shard(shard: dict, folder: Path, d: int, deep: bool,
+                  cache_dtype: str = "float32") -> None:
     path = folder / shard["file"]
     if not path.is_file():
         raise CacheError(f"Shard {path} is missing. {_REBUILD}")
     try:
-        big_enough = path.stat().st_size >= shard["rows"] * d * 4
+        big_enough = path.stat().st_size >= shard["rows"] * d * dtype_bytes(cache_dtype)
         arr = np.load(path, mmap_mode="r") if big_enough else None
     except ValueError:  # a damaged .npy header
         arr = None
-    if arr is None or arr.shape != (shard["rows"], d):
+    if arr is None or arr.shape != (shard["rows"], d) or arr.dtype != _STORAGE[cache_dtype][0]:
         raise CacheError(f"Shard {path} is truncated or has the wrong shape (expected "
-                         f"{shard['rows']} x {d}). {_REBUILD}")
+                         f"{shard['rows']} x {d} {cache_dtype}). {_REBUILD}")
     if deep and sha256_file(path) != shard["sha256"]:
         raise CacheError(f"Shard {path} fails its checksum (corrupted). {_REBUILD}")
 
 
 def _verify_shards(manifest: dict, folder: Path, deep: bool) -> None:
     for shard in manifest["shards"]:
-        _verify_shard(shard, folder, manifest["d_model"], deep)
+        _verify_shard(shard, folder, manifest["d_model"], deep, manifest_cache_dtype(manifest))
 
 
-def cache_bytes(n_contexts: int, context_size: int, d_model: int) -> int:
-    """Upper bound of a split's size on disk: fp32 rows for every position, plus the tokens
-    (BOS and massive positions are dropped, so the real cache is a little smaller)."""
-    return n_contexts * context_size * (d_model + 1) * 4
+NPY_HEADER_BYTES = 128  # np.save's header for these shapes (a multiple of 64 bytes)
+
+
+def cache_bytes(n_contexts: int, context_size: int, d_model: int, cache_dtype: str = "float32",
+                contexts_per_shard: int | None = None) -> int:
+    """A split's size on disk, an upper bound: a row for every position but the BOS that starts
+    each context (other special tokens and massive activations are dropped too, so the real cache
+    is a little smaller), the int32 tokens, the .npy headers, and the manifest (its normalization
+    mean: d_model JSON floats; a line per shard)."""
+    n_shards = -(-n_contexts // (contexts_per_shard or n_contexts))
+    rows = n_contexts * (context_size - 1)
+    manifest = 2048 + 24 * d_model + 150 * n_shards
+    return (rows * d_model * dtype_bytes(cache_dtype) + n_contexts * context_size * 4
+            + (n_shards + 1) * NPY_HEADER_BYTES + manifest)
+
+
+def contexts_per_shard(profile: Profile) -> int:
+    return max(1, profile.shard_tokens // profile.context_size)
 
 
 def _remaining_bytes(profile: Profile, split: str) -> int:
@@ -174,7 +221,8 @@ def _remaining_bytes(profile: Profile, split: str) -> int:
         m = _read_manifest(path)
         n_contexts = 0 if m["complete"] else max(
             0, n_contexts - len(m["shards"]) * m["contexts_per_shard"])
-    return cache_bytes(n_contexts, profile.context_size, profile.d_model)
+    return cache_bytes(n_contexts, profile.context_size, profile.d_model, profile.cache_dtype,
+                       contexts_per_shard(profile))
 
 
 def check_disk_space(folder: Path, need_bytes: int) -> None:
@@ -242,7 +290,7 @@ def build_cache(
                     "shards": [], "n_tokens": 0, "normalization": None, "n_massive_dropped": 0,
                     "special_token_ids": special_token_ids(tokenizer),
                     "tokens_sha256": sha256_file(folder / "tokens.npy"),
-                    "contexts_per_shard": max(1, profile.shard_tokens // profile.context_size)}
+                    "contexts_per_shard": contexts_per_shard(profile)}
         write_json_atomic(manifest_path, manifest)
 
     remove_stale_temporaries(folder)  # e.g. the half-written shard of a killed run
@@ -290,7 +338,11 @@ def _fill_shards(profile: Profile, model, tokens_SC: torch.Tensor, manifest: dic
             bar.update(toks_BS.numel())
             new_tokens += toks_BS.numel()
             bar.set_postfix(tok_per_s=f"{new_tokens / (time.time() - t0):.0f}")
-        acts_ND = torch.cat(rows).numpy()
+        acts_ND = to_storage(torch.cat(rows), manifest_cache_dtype(manifest))
+        if acts_ND.dtype == np.float16 and not np.isfinite(acts_ND).all():
+            raise CacheError(
+                f"Activations at {profile.hook_name} overflow float16 in shard {s}: use "
+                "cache_dtype='bfloat16' (same size, fp32's range) and rebuild the cache.")
         name = f"shard_{s:05d}.npy"
         with atomic_path(folder / name, nbytes=acts_ND.nbytes + 128) as tmp:  # + the .npy header
             with open(tmp, "wb") as f:
@@ -311,7 +363,7 @@ def _first_rows(folder: Path, manifest: dict, n: int) -> torch.Tensor:
     parts, have = [], 0
     for shard in manifest["shards"]:
         arr = np.load(folder / shard["file"], mmap_mode="r")
-        parts.append(torch.from_numpy(np.array(arr[: n - have])))
+        parts.append(from_storage(arr[: n - have], manifest_cache_dtype(manifest)).float())
         have += parts[-1].shape[0]
         if have >= n:
             break
@@ -326,10 +378,13 @@ class ActivationStore:
 
     `iter_batches` is deterministic in (seed, start_step): batch `start_step` onward is the same
     as what a fresh iterator from step 0 yields there, so a resumed training run sees the same data.
-    Memory is bounded by `group_shards` shards at a time.
+    Host memory is bounded by one group: `group_shards` shards in the cache dtype
+    (`group_bytes`); batches are converted to fp32 one at a time. `cache_dtype`, when given (the
+    profile's), refuses a cache stored in another dtype.
     """
 
-    def __init__(self, folder: str | Path, group_shards: int = 8, deep_verify: bool = False):
+    def __init__(self, folder: str | Path, group_shards: int = 8, deep_verify: bool = False,
+                 cache_dtype: str | None = None):
         self.folder = Path(folder)
         path = self.folder / "manifest.json"
         if not path.exists():
@@ -337,6 +392,10 @@ class ActivationStore:
         self.manifest = _read_manifest(path)
         if not self.manifest.get("complete"):
             raise CacheError(f"The cache at {self.folder} is incomplete: re-run notebook 01 to finish it.")
+        self.cache_dtype = manifest_cache_dtype(self.manifest)
+        if cache_dtype is not None and cache_dtype != self.cache_dtype:
+            raise CacheError(f"The activation cache at {self.folder} is stored in "
+                             f"{self.cache_dtype}, the profile asks for {cache_dtype}. {_REBUILD}")
         _verify_shards(self.manifest, self.folder, deep=deep_verify)
         self.d_model: int = self.manifest["d_model"]
         self.rows = [s["rows"] for s in self.manifest["shards"]]
@@ -350,12 +409,30 @@ class ActivationStore:
         training reads anyway), so a corrupted shard stops the run instead of feeding it."""
         shard = self.manifest["shards"][i]
         if i not in self._verified:
-            _verify_shard(shard, self.folder, self.d_model, deep=True)
+            _verify_shard(shard, self.folder, self.d_model, deep=True, cache_dtype=self.cache_dtype)
             self._verified.add(i)
         return np.load(self.folder / shard["file"], mmap_mode="r")
 
-    def _shard(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self._open(i)))
+    @property
+    def group_bytes(self) -> int:
+        """Host memory of the largest group of shards that `iter_batches` holds."""
+        rows = sorted(self.rows, reverse=True)[: self.group_shards]
+        return sum(rows) * self.d_model * dtype_bytes(self.cache_dtype)
+
+    def _read_group(self, shards: list[int]) -> torch.Tensor:
+        """The rows of some shards, concatenated, in the cache dtype: copied from the memory map
+        straight into one buffer (no per-shard copies beside it)."""
+        out_ND = np.empty((sum(self.rows[s] for s in shards), self.d_model),
+                          dtype=_STORAGE[self.cache_dtype][0])
+        at = 0
+        for s in shards:
+            out_ND[at : at + self.rows[s]] = self._open(s)
+            at += self.rows[s]
+        return from_storage(out_ND, self.cache_dtype)  # a view, no copy
+
+    def read_all(self) -> torch.Tensor:
+        """Every row of the split, raw (not normalized), as fp32: for small splits (validation)."""
+        return self._read_group(list(range(len(self.rows)))).float()
 
     def _plan(self, batch_size: int, seed: int) -> Iterator[tuple[list[int], torch.Tensor, int]]:
         """Yield (shard ids, row permutation, n_batches) per group, epoch after epoch."""
@@ -379,11 +456,12 @@ class ActivationStore:
             if step + n_batches <= start_step:  # skip whole groups without reading them
                 step += n_batches
                 continue
-            data_ND = torch.cat([self._shard(s) for s in shards])
+            data_ND = None  # release the previous group before reading the next one
+            data_ND = self._read_group(shards)
             for b in range(n_batches):
                 if step >= start_step:
                     idx = perm[b * batch_size : (b + 1) * batch_size]
-                    yield self.normalizer(data_ND[idx].to(device, non_blocking=True))
+                    yield self.normalizer(data_ND[idx].to(device, non_blocking=True).float())
                 step += 1
 
     def sample(self, n_tokens: int, seed: int) -> torch.Tensor:
@@ -395,7 +473,7 @@ class ActivationStore:
         for i in range(len(self.rows)):
             sel = idx[(idx >= bounds[i]) & (idx < bounds[i + 1])] - bounds[i]
             if len(sel):
-                parts.append(torch.from_numpy(np.array(self._open(i)[sel.numpy()])))
+                parts.append(from_storage(self._open(i)[sel.numpy()], self.cache_dtype).float())
         return self.normalizer(torch.cat(parts))
 
     def tokens(self) -> torch.Tensor:

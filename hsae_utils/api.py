@@ -51,7 +51,7 @@ def train_sae(profile: Profile | str, arch: str = "hierarchical", *, seed: int =
     if stage is not None:
         config = {**stage_switches(stage), **config}
     sae = ARCHITECTURES[arch](config_from_profile(arch, profile, **config), seed=seed)
-    store = ActivationStore(profile.cache_dir / "train")
+    store = ActivationStore(profile.cache_dir / "train", cache_dtype=profile.cache_dtype)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(profile, arch, seed)
     metadata = {"profile": profile.name, "run": arch, "label": arch, "seed": seed,
                 "overrides": config}

@@ -27,6 +27,7 @@ EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 
 # Gemma-2-2B has 26 layers and the paper hooks layer 19; other models use the same relative depth.
 PAPER_LAYER, PAPER_N_LAYERS = 19, 26
+CACHE_DTYPES = ("float32", "bfloat16", "float16")  # activation-cache dtypes on disk
 
 
 def cache_root() -> Path:
@@ -64,6 +65,11 @@ class Profile:
     n_norm_tokens: int = 10_000  # "normalized using statistics from a 10K token sample"
     model_batch_size: int = 32  # contexts per model forward while caching
     shard_tokens: int = 16_384
+    # Dtype of the cached activations on disk (read back as fp32 for training). "bfloat16" halves
+    # disk and host RAM; "float16" would too, but its range (max 65,504) can overflow on large
+    # residuals, so GPU profiles use bf16 (its rounding error, <= 2^-9 relative, is far below an
+    # SAE's reconstruction error). CPU profiles keep fp32.
+    cache_dtype: str = "float32"  # "float32", "bfloat16" or "float16"
     # Tokens whose residual norm exceeds this x the batch median ("massive activations", e.g.
     # SmolLM2's first token after BOS) are treated like BOS: not trained on, not averaged over.
     massive_norm_factor: float | None = 10.0
@@ -135,6 +141,16 @@ class Profile:
         if bad:
             raise ValueError(f"Profile {self.name!r}: invalid value(s) {', '.join(bad)}; "
                              "counts and sizes must be positive integers.")
+        if self.cache_dtype not in CACHE_DTYPES:
+            raise ValueError(f"Profile {self.name!r}: cache_dtype={self.cache_dtype!r}; pass one "
+                             f"of {', '.join(CACHE_DTYPES)}.")
+        n_valid_contexts = max(1, self.n_valid_tokens // self.context_size)
+        if self.n_eval_contexts > n_valid_contexts:  # the splice reads the validation split
+            raise ValueError(
+                f"Profile {self.name!r}: n_eval_contexts={self.n_eval_contexts} but the "
+                f"validation split holds {n_valid_contexts} contexts of {self.context_size} "
+                f"tokens: pass n_eval_contexts<={n_valid_contexts} or n_valid_tokens>="
+                f"{self.n_eval_contexts * self.context_size}.")
 
     @property
     def hook_name(self) -> str:
@@ -188,7 +204,8 @@ _TINY_RUN = dict(seeds=(42,), window_size=10, merge_every=10, resample_every=10,
                  absorption_icl_examples=4, probe_train_per_class=8, probe_test_per_class=4)
 _TINY_GEMMA_LAYERS = 10  # hsae_utils.tiny_gemma.CONFIG["num_hidden_layers"]
 _GEMMA = dict(model_name="google/gemma-2-2b", n_layers=26, d_model=2304, layer=PAPER_LAYER,
-              model_dtype="float32", dataset="Skylion007/openwebtext")
+              model_dtype="float32", dataset="Skylion007/openwebtext",
+              cache_dtype="bfloat16")  # bf16, not fp16: Gemma-2 residuals can overflow fp16
 
 PROFILES: dict[str, Profile] = {
     "paper": Profile(
@@ -203,7 +220,10 @@ PROFILES: dict[str, Profile] = {
         train_batch_size=2048,
         log_every=50,
         checkpoint_every=500,
-        n_eval_contexts=200 * 16,  # SAEBench default: 200 batches x 16 prompts
+        # SAEBench splices 200 batches x 16 contexts (3,200); the paper evaluates on "a held-out
+        # validation set of 100K tokens", which holds 781 contexts of 128: we keep the paper's
+        # split and cut the splice to all of it (781 x 128 = 99,968 tokens), not SAEBench's 3,200.
+        n_eval_contexts=100_000 // 128,
         # evaluation budgets: SAEBench's defaults
         eval_batch_contexts=16,
         absorption_vocab_size=0,

@@ -43,7 +43,7 @@ def train_run(profile: Profile, name: str, seeds: tuple[int, ...] | None = None,
     `overrides` changes config fields of the run (e.g. an interpretation such as
     `{"recon_units": "mean"}`); such runs are saved under their own folder name."""
     spec = get_run(name, profile)
-    store = store or ActivationStore(profile.cache_dir / "train")
+    store = store or ActivationStore(profile.cache_dir / "train", cache_dtype=profile.cache_dtype)
     results = []
     for seed in seeds or profile.seeds:
         folder = run_dir(profile, name, seed, overrides)

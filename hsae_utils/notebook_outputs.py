@@ -44,7 +44,7 @@ def _cache_problems(profile: Profile) -> list[str]:
     problems = []
     for split in ("train", "validation"):
         try:  # checks completeness and every shard's size and shape (not the checksums)
-            ActivationStore(profile.cache_dir / split)
+            ActivationStore(profile.cache_dir / split, cache_dtype=profile.cache_dtype)
         except CacheError as err:
             problems.append(str(err))
     return problems

@@ -142,3 +142,88 @@ def test_keep_mask_drops_special_tokens_and_massive_activations():
     keep = keep_mask(tokens, resid, [0], massive_factor=10.0)
     assert keep.tolist() == [[False, True, False, True, False, True]]
     assert keep_mask(tokens, resid, [0], massive_factor=None)[0, 2]
+
+
+@pytest.mark.parametrize("cache_dtype", ["bfloat16", "float16"])
+def test_half_cache_is_the_fp32_cache_rounded(profile, tiny_model, tmp_path, monkeypatch, cache_dtype):
+    ref = acts.ActivationStore(_build(profile, tiny_model))
+    ref_all = ref.read_all()
+    monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path / "half"))
+    half = get_profile("smoke", **{**_fields(profile), "cache_dtype": cache_dtype})
+    folder = _build(half, tiny_model)
+    m = read_json(folder / "manifest.json")
+    assert m["cache_dtype"] == cache_dtype
+    shard = np.load(folder / m["shards"][0]["file"], mmap_mode="r")
+    assert shard.dtype == (np.uint16 if cache_dtype == "bfloat16" else np.float16)
+    store = acts.ActivationStore(folder, cache_dtype=cache_dtype)
+    torch_dtype = getattr(torch, cache_dtype)
+    # Stored values: the fp32 activations rounded to nearest (torch's conversion), read as fp32.
+    torch.testing.assert_close(store.read_all(), ref_all.to(torch_dtype).float(), rtol=0, atol=0)
+    # Same rows, same order of batches; fp32 batches, close to the fp32 cache's.
+    for _, a, b in zip(range(6), store.iter_batches(32, seed=3), ref.iter_batches(32, seed=3)):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+    x = store.sample(50, seed=0)
+    assert x.dtype == torch.float32 and x.shape == (50, TINY_D)
+    assert store.group_bytes == sum(sorted(store.rows)[-8:]) * TINY_D * 2
+
+
+def _fields(profile):
+    keys = ("model_name", "n_layers", "d_model", "layer", "context_size", "n_train_tokens",
+            "n_valid_tokens", "n_norm_tokens", "shard_tokens", "model_batch_size")
+    return {k: getattr(profile, k) for k in keys}
+
+
+def test_cache_in_another_dtype_is_refused(profile, tiny_model):
+    folder = _build(profile, tiny_model)
+    bf16 = get_profile("smoke", **{**_fields(profile), "cache_dtype": "bfloat16"})
+    with pytest.raises(acts.CacheError, match="(?s)cache_dtype: cache has 'float32', requested "
+                                              "'bfloat16'.*rebuild=True"):
+        _build(bf16, tiny_model)
+    with pytest.raises(acts.CacheError, match="stored in float32, the profile asks for bfloat16"):
+        acts.ActivationStore(folder, cache_dtype="bfloat16")
+    # A cache written before the option existed has no cache_dtype: it is fp32, and reused.
+    m = read_json(folder / "manifest.json")
+    del m["cache_dtype"]
+    write_json_atomic(folder / "manifest.json", m)
+    assert _build(profile, tiny_model) == folder
+    assert acts.ActivationStore(folder, cache_dtype="float32").cache_dtype == "float32"
+
+
+def test_fp16_overflow_is_refused(profile, tiny_model, monkeypatch):
+    fp16 = get_profile("smoke", **{**_fields(profile), "cache_dtype": "float16"})
+    real = acts.layer_resid
+    monkeypatch.setattr(acts, "layer_resid", lambda *a: real(*a) * 1e6)
+    with pytest.raises(acts.CacheError, match="overflow float16.*bfloat16"):
+        _build(fp16, tiny_model)
+
+
+def test_store_holds_one_group_at_a_time(profile, tiny_model):
+    import gc
+    import weakref
+
+    store = acts.ActivationStore(_build(profile, tiny_model), group_shards=2)
+    read, live_at_read = store._read_group, []
+    groups: list = []
+
+    def tracked(shards):
+        gc.collect()
+        live_at_read.append(sum(r() is not None for r in groups))
+        out = read(shards)
+        groups.append(weakref.ref(out))
+        return out
+
+    store._read_group = tracked
+    it = store.iter_batches(16, seed=1)
+    for _ in range(30):  # several groups and epochs
+        next(it)
+    assert len(live_at_read) > 3 and max(live_at_read) == 0
+
+
+def test_profile_refuses_more_eval_contexts_than_the_validation_split():
+    with pytest.raises(ValueError, match="validation split holds 8 contexts.*n_eval_contexts<=8"):
+        get_profile("smoke", n_eval_contexts=9)
+    with pytest.raises(ValueError, match="cache_dtype='int8'"):
+        get_profile("smoke", cache_dtype="int8")
+    paper = get_profile("paper")
+    assert paper.n_eval_contexts * paper.context_size <= paper.n_valid_tokens

@@ -96,10 +96,9 @@ def evaluate_profile(profile: Profile, runs: list[SAERun] | None = None, model=N
         fingerprint = model_fingerprint(profile)
     layer = profile.layer
 
-    valid = ActivationStore(profile.cache_dir / "validation")
+    valid = ActivationStore(profile.cache_dir / "validation", cache_dtype=profile.cache_dtype)
     with timer.model("read validation activations"):
-        x_valid = torch.cat([torch.from_numpy(np.load(valid.folder / s["file"]))
-                             for s in valid.manifest["shards"]])  # raw rows, special tokens out
+        x_valid = valid.read_all()  # raw rows as fp32 (bf16 caches too), special tokens out
         mean_valid = x_valid.double().mean(0)
 
     splice = absorption_data = probing_data = None

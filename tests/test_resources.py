@@ -1,0 +1,93 @@
+"""The resource plan against real files, and the preflight's refusals (hsae_utils.resources)."""
+import shutil
+
+import pytest
+import torch
+
+from hsae_utils import resources as res
+from hsae_utils.config import REPO_ROOT, get_profile
+
+
+@pytest.fixture(scope="module")
+def smoke_model():
+    from hsae_utils.model import load_model
+
+    return load_model(get_profile("smoke"))
+
+
+@pytest.mark.parametrize("cache_dtype", ["float32", "bfloat16"])
+def test_cache_bytes_match_a_real_smoke_cache(tmp_path, monkeypatch, smoke_model, cache_dtype):
+    from hsae_utils.activations import cache_activations
+
+    monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
+    (tmp_path / "corpus").symlink_to(REPO_ROOT / "outputs" / "corpus")  # the built corpus
+    # smoke with fewer tokens (seconds of SmolLM2 on CPU); 2 contexts per shard: 6 shards
+    profile = get_profile("smoke", cache_dtype=cache_dtype, n_train_tokens=1024,
+                          n_valid_tokens=512, n_norm_tokens=256, shard_tokens=256)
+    folders = cache_activations(profile, model=smoke_model)
+    for split, folder in folders.items():
+        real = sum(f.stat().st_size for f in folder.iterdir())  # shards, tokens, manifest
+        predicted = res.split_cache_bytes(profile, split)
+        assert 0.97 * predicted <= real <= 1.01 * predicted, (split, real, predicted)
+    # What the disk check of the whole run counts for caching is these two folders.
+    assert res.caching_need(profile).disk == pytest.approx(
+        res.folder_bytes(profile.cache_dir), rel=0.03)
+
+
+def test_paper_plan_from_independent_arithmetic():
+    paper = get_profile("paper")
+    contexts = 10_000_000 // 128  # 78,125 contexts; every position but BOS, bf16
+    assert res.split_cache_bytes(paper, "train") == pytest.approx(contexts * 127 * 2304 * 2, rel=1e-3)
+    assert res.split_cache_bytes(paper, "train") < 47e9  # was 92 GB in fp32 with every position
+    # SAEBench's 36 probing classes x 2,500 texts x 127 tokens x 2,304 in fp16.
+    assert res.probing_cache_bytes(paper) == pytest.approx(36 * 2500 * 127 * 2304 * 2, rel=1e-9)
+    # The store: 8 shards of 2,048 contexts x 127 rows in bf16 (~9.6 GB, was ~40-58 GB).
+    assert res.training_run_need(paper).host_ram == pytest.approx(8 * 2048 * 127 * 2304 * 2,
+                                                                   rel=0.01)
+    assert paper.n_eval_contexts * paper.context_size <= paper.n_valid_tokens
+
+
+def test_docs_table_is_the_code_output():
+    """docs/resources.md is generated; regenerate it with the command it names."""
+    text = (REPO_ROOT / "docs" / "resources.md").read_text()
+    assert res.format_plan(get_profile("paper"), markdown=True) in text
+
+
+def test_check_refuses_too_little_disk_and_ram(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
+    assert res.main(["check", "smoke", "--no-hub"]) == 0
+    monkeypatch.setattr(res.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 1, 1000))
+    monkeypatch.setattr(res, "available_ram", lambda: 1000)
+    problems = res.check(get_profile("smoke"), hub=False)
+    assert any(p.startswith("disk:") and "HSAE_OUTPUT_ROOT" in p for p in problems)
+    assert any(p.startswith("host RAM:") for p in problems)
+    assert res.main(["check", "smoke", "--no-hub"]) == 1
+    assert "Refusing to start profile smoke" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without GPU")
+def test_check_refuses_a_gpu_profile_without_gpu():
+    problems = res.check(get_profile("paper"), hub=False)
+    assert any(p.startswith("GPU:") and "--profile local" in p for p in problems)
+
+
+def test_cli_usage_errors_exit_2(capsys):
+    assert res.main(["plan", "no-such-profile"]) == 2
+    assert "Valid profiles" in capsys.readouterr().err
+    assert res.main(["frobnicate", "smoke"]) == 2
+    assert res.main(["plan", "paper", "--markdown"]) == 0
+    assert "| caching (notebook 01) |" in capsys.readouterr().out
+
+
+def test_offline_hub_check_says_no_network_unless_cached(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    repos = res.hub_repos(get_profile("paper"))
+    assert ("model", "google/gemma-2-2b") in repos and ("dataset", "LabHC/bias_in_bios") in repos
+    assert res.hub_repos(get_profile("local")) == []
+    problem = res.hub_problem("model", "google/gemma-2-2b")
+    assert "no network access" in problem and "HF_HUB_OFFLINE=1" in problem
+    (tmp_path / "models--google--gemma-2-2b").mkdir()  # pre-downloaded: fine offline
+    assert res.hub_problem("model", "google/gemma-2-2b") is None
