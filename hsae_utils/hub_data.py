@@ -57,11 +57,33 @@ def download_command(repo_id: str) -> str:
     return f"hf download {repo_id} --repo-type dataset{rev}{include}"
 
 
+def offline_snapshot(repo_id: str, revision: str | None = None) -> str | None:
+    """With HF_HUB_OFFLINE set, the folder of `repo_id`'s snapshot in the local hub cache (as
+    `hf download` left it), which `datasets` then reads like any folder: neither hf:// paths nor
+    hub ids are read from the hub cache in offline mode. None when online."""
+    from huggingface_hub import constants, snapshot_download
+
+    if not constants.HF_HUB_OFFLINE:
+        return None
+    return snapshot_download(repo_id, repo_type="dataset", revision=revision,
+                             local_files_only=True)
+
+
+def source(repo_id: str, profile=None) -> str:
+    """What `datasets` reads for `repo_id`: its replica folder (switch on), its snapshot in the
+    hub cache (offline), or the hub id."""
+    spec = SCRIPT_DATASETS.get(repo_id)
+    base = hub.resolve_dataset(repo_id, profile)
+    if base == repo_id:
+        base = offline_snapshot(repo_id, spec.revision if spec else None) or repo_id
+    return base
+
+
 def data_files(repo_id: str, profile=None) -> dict[str, str]:
     """split -> the parquet glob of a script dataset: `hf://datasets/<id>@<revision>/<glob>` on
-    the hub, `<replica folder>/<glob>` with the replica switch on."""
+    the hub, `<folder>/<glob>` for a replica or a snapshot in the hub cache."""
     spec = SCRIPT_DATASETS[repo_id]
-    base = hub.resolve_dataset(repo_id, profile)
+    base = source(repo_id, profile)
     if base == repo_id:
         rev = f"@{quote(spec.revision, safe='')}" if spec.revision else ""
         base = f"hf://datasets/{repo_id}{rev}"
@@ -160,7 +182,7 @@ def load_hub_dataset(repo_id: str, profile=None, config: str | None = None,
             ds = datasets.load_dataset("parquet", data_files=data_files(repo_id, profile),
                                        split=split, streaming=streaming)
         else:
-            ds = datasets.load_dataset(hub.resolve_dataset(repo_id, profile), config, split=split,
+            ds = datasets.load_dataset(source(repo_id, profile), config, split=split,
                                        streaming=streaming)
     except FileNotFoundError as err:
         if hub.REPLICA_ENV in str(err):  # a missing replica: hub.resolve's message says it all

@@ -170,3 +170,33 @@ def test_missing_split(cache):
     err = _errors(lambda: hub_data.load_hub_dataset("Skylion007/openwebtext", TINY,
                                                     split="validation", streaming=True))
     assert err.kind == "split"
+
+
+def _hub_cache_snapshot(hub_cache: Path, repo_id: str, revision: str, files_from: Path):
+    """The layout `hf download --repo-type dataset --revision R` leaves in the hub cache."""
+    repo = hub_cache / f"datasets--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(files_from, repo / "snapshots" / commit,
+                    ignore=shutil.ignore_patterns(hub.MANIFEST))
+    (repo / "refs" / revision).parent.mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / revision).write_text(commit)
+
+
+def test_offline_reads_the_pre_downloaded_hub_cache(cache, monkeypatch, tmp_path):
+    """A compute node without network: the datasets downloaded into the hub cache beforehand are
+    read with HF_HUB_OFFLINE=1 (the hub's script dataset through its parquet revision)."""
+    _, folders = cache
+    hub_cache = tmp_path / "hub"
+    _hub_cache_snapshot(hub_cache, "Skylion007/openwebtext", hub_data.PARQUET_REVISION,
+                        folders["Skylion007/openwebtext"])
+    _hub_cache_snapshot(hub_cache, "fancyzhx/ag_news", "main", folders["fancyzhx/ag_news"])
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    paper = get_profile("paper")
+    assert sum(1 for _ in load_text_dataset(paper, "validation")) > 100
+    ds = hub_data.load_hub_dataset("fancyzhx/ag_news", paper, columns=("text", "label"),
+                                   splits=("train", "test"))
+    assert ds["test"].num_rows == 4 * dataset_replicas.ROWS_PER_CLASS["test"]
+    err = _errors(lambda: hub_data.load_hub_dataset("LabHC/bias_in_bios", paper))
+    assert err.kind == "offline" and "hf download LabHC/bias_in_bios --repo-type dataset" in str(err)
