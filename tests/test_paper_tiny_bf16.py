@@ -1,0 +1,61 @@
+"""`model_dtype="bfloat16"` through the paper's path on the `paper-tiny` replicas (the tiny
+Gemma-2, OpenWebText and SAEBench's probing datasets): caching, training inputs, the splice,
+absorption and probing all run on the bf16 model, and give finite numbers."""
+import dataclasses
+import math
+import os
+
+import pytest
+import torch
+
+import hsae_utils as hs
+from hsae_utils import dataset_replicas, hub
+from hsae_utils.config import REPO_ROOT, get_profile
+from hsae_utils.forward import model_dtype
+from hsae_utils.model import load_model
+from hsae_utils.tiny_gemma import ensure_replica
+
+CORPUS = REPO_ROOT / "outputs" / "corpus"
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    if not (CORPUS / "train.jsonl").is_file():
+        pytest.skip("needs the embedded corpus (python -m hsae_utils.prepare)")
+    root = tmp_path_factory.mktemp("paper_tiny")
+    (root / "outputs").mkdir()
+    os.symlink(CORPUS, root / "outputs" / "corpus")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HSAE_CACHE_DIR", str(root / "cache"))
+        mp.setenv("HSAE_OUTPUT_ROOT", str(root / "outputs"))
+        mp.delenv(hub.REPLICA_ENV, raising=False)
+        ensure_replica(CORPUS)
+        dataset_replicas.ensure_dataset_replicas(CORPUS)
+        yield root
+
+
+def _run(dtype: str):
+    P = dataclasses.replace(
+        get_profile("paper-tiny"), name=f"paper-tiny-{dtype}", model_dtype=dtype,
+        n_train_tokens=2048, n_valid_tokens=1024, n_norm_tokens=1024, shard_tokens=1024,
+        train_steps=10, train_batch_size=256, log_every=5, checkpoint_every=10,
+        n_eval_contexts=4, eval_batch_contexts=2, probe_train_per_class=4, probe_test_per_class=2,
+        probe_max_tokens=32, absorption_vocab_size=104)
+    model = load_model(P, device="cpu")
+    assert model_dtype(model) == getattr(torch, dtype)
+    hs.cache_activations(P, model=model)
+    trained = hs.train_sae(P, "topk", seed=42, progress=False)
+    result = hs.evaluate_saes(P, [trained], progress=False, model=model)
+    return result.results.set_index("metric")["value"]
+
+
+def test_bfloat16_runs_the_paper_path(roots):
+    bf16 = _run("bfloat16")
+    for metric in ("ce_loss_without_sae", "ce_loss_with_sae", "kl_div_with_sae",
+                   "kl_div_with_ablation", "explained_variance_legacy", "llm_top_1_test_accuracy",
+                   "sae_top_1_test_accuracy"):
+        assert math.isfinite(bf16[metric]), metric
+    # a random tiny Gemma-2 with a final soft-cap of 3: the clean CE is near log(vocab) = 8.3
+    assert 5 < bf16["ce_loss_without_sae"] < 12
+    assert bf16["probing_n_datasets"] == 8
+    assert any(m.startswith("absorption_fraction:") for m in bf16.index)
