@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests, then every notebook under nbval on the `smoke` profile.
+# The whole test suite: unit tests, then every notebook under nbval on the `smoke` profile, then
+# every notebook again on `paper-tiny` (the paper's code path on local hub replicas).
 # Arguments go to pytest (e.g. ./run_tests.sh -x -k reliability); HSAE_OUTPUT_ROOT is checked
 # (created and writable) before the set-up.
 set -euo pipefail
@@ -10,5 +11,10 @@ PY=.venv/bin/python
 ./scripts/setup.sh --profile smoke
 if [ -x scripts/install_test_deps.sh ]; then ./scripts/install_test_deps.sh; fi
 export HSAE_PROFILE=smoke
-exec .venv/bin/python -m pytest tests notebooks --nbval-lax \
+.venv/bin/python -m pytest tests notebooks --nbval-lax \
     --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900 -q "$@"
+# The paper's code path (Gemma-2 architecture, OpenWebText, SAEBench's probing datasets) on local
+# replicas of the hub repositories, built at set-up: every notebook again on `paper-tiny`.
+.venv/bin/python -m hsae_utils.prepare --profile paper-tiny
+HSAE_PROFILE=paper-tiny exec .venv/bin/python -m pytest notebooks --nbval-lax \
+    --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900 -q

@@ -166,14 +166,19 @@ def absorption_cache_bytes(profile: Profile) -> int:
     return words * profile.d_model * 4
 
 
-# Full-vocabulary tensors alive at once in evaluate.splice_metrics per batch: clean log-probs, their
-# exp, the SAE logits and log-probs, and the log-prob difference of the KL.
+# Full-vocabulary tensors alive at once in evals.core.splice_losses per chunk of positions: clean
+# log-probs, their exp, the SAE logits and log-probs, and the log-prob difference of the KL.
 SPLICE_LOGIT_COPIES = 5
 
 
-def splice_gpu_bytes(profile: Profile) -> int:
-    return (profile.eval_batch_contexts * profile.context_size * model_size(profile).vocab_size
-            * 4 * SPLICE_LOGIT_COPIES)
+def splice_gpu_bytes(profile: Profile, n_saes: int = 1) -> int:
+    """The splice's logits, computed LOGIT_CHUNK_TOKENS positions at a time, plus the final-norm
+    inputs of the clean run and of every SAE of a batch of contexts (kept for the chunks)."""
+    from .evals.core import LOGIT_CHUNK_TOKENS
+
+    tokens = profile.eval_batch_contexts * profile.context_size
+    logits = min(tokens, LOGIT_CHUNK_TOKENS) * model_size(profile).vocab_size * 4
+    return logits * SPLICE_LOGIT_COPIES + (1 + n_saes) * tokens * profile.d_model * 4
 
 
 def forward_workspace_bytes(profile: Profile, batch_contexts: int) -> int:
@@ -246,7 +251,7 @@ def evaluation_need(profile: Profile) -> Need:
     disk = splice_cache_bytes(profile) + absorption_cache_bytes(profile) + probing_cache_bytes(profile)
     valid_rows = n_contexts(profile, "validation") * (profile.context_size - 1) * profile.d_model
     host = valid_rows * (4 + 8) + splice_cache_bytes(profile) + weight_bytes(profile)  # fp32 + fp64 mean
-    gpu = weight_bytes(profile) + splice_gpu_bytes(profile)
+    gpu = weight_bytes(profile) + splice_gpu_bytes(profile, n_saes)
     return Need("evaluation (notebook 08)", disk, host, gpu if on_gpu(profile) else 0, seconds,
                 f"{n_saes} SAEs; splice {profile.n_eval_contexts:,} contexts; probing "
                 f"{probing_n_texts(profile):,} texts ({probing_cache_bytes(profile) / GB:.1f} GB "
