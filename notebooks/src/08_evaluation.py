@@ -51,6 +51,9 @@ metrics = "core,absorption,probing"  # metric families to compute
 # sae_weights.safetensors) or "release:sae_id" from SAELens' directory (needs the hub),
 # e.g. "gemma-scope-2b-pt-res-canonical:layer_19/width_16k/canonical" in the paper profile.
 external_saes = ""
+# A SAEBench probing dataset (hub profiles) that cannot be read stops the evaluation, named with
+# the cause and the fix; True skips it instead, and prints each one skipped.
+skip_unavailable_probing = False
 
 # %%
 import matplotlib.pyplot as plt
@@ -58,7 +61,7 @@ import pandas as pd
 
 from hsae_utils import config, evals, report
 
-P = config.get_profile(profile)
+P = config.get_profile(profile, skip_unavailable_probing=skip_unavailable_probing)
 runs = evals.find_saes(P.sae_dir) + evals.external_runs(external_saes, P)
 families = tuple(m.strip() for m in metrics.split(",") if m.strip())
 print(f"profile {P.name}: {P.model_name}, hook {P.hook_name}")
