@@ -33,6 +33,17 @@ def tokens(tiny_gemma_dir):
     return torch.tensor(rows)
 
 
+def test_layer_resid_takes_the_direct_path_on_gemma_2(tiny_gemma_dir, tokens):
+    from hsae_utils.forward import layer_resid, resid_at_layer
+
+    from .conftest import boot
+
+    model = boot(tiny_gemma_dir)  # a fresh bridge: the path is chosen on the first call
+    got = layer_resid(model, tokens, LAYER)  # 24 tokens: past the sliding window (8)
+    assert model._hsae_manual_resid_ok
+    torch.testing.assert_close(got, resid_at_layer(model, tokens, LAYER))
+
+
 def test_chunked_logits_equal_unchunked(tiny_gemma, tokens):
     r = ev.core.layer_resid(tiny_gemma, tokens, LAYER)
     other = r + 0.5 * torch.randn_like(r)
