@@ -49,11 +49,20 @@ class HubDataError(RuntimeError):
         self.repo_id, self.kind = repo_id, kind
 
 
+# What a paper run reads of the large repositories (the streams read files in order), for
+# pre-downloading; the other repositories are downloaded whole.
+DOWNLOAD_INCLUDE: dict[str, tuple[str, ...]] = {
+    "Skylion007/openwebtext": ("plain_text/train/0000.parquet",),  # far more than 10.1M tokens
+    "codeparrot/github-code": ("data/train-0000[0-1]-of-01126.parquet",),  # mixed languages
+    "Helsinki-NLP/europarl": ("README.md", "en-fr/*", "fr-it/*", "de-en/*", "es-fr/*", "nl-pt/*"),
+}
+
+
 def download_command(repo_id: str) -> str:
     """The command that puts what we read of `repo_id` into the local hub cache."""
     spec = SCRIPT_DATASETS.get(repo_id)
     rev = f" --revision {spec.revision}" if spec and spec.revision else ""
-    include = (" " + " ".join(f"--include '{g}'" for g in spec.files.values())) if spec else ""
+    include = "".join(f" --include '{g}'" for g in DOWNLOAD_INCLUDE.get(repo_id, ()))
     return f"hf download {repo_id} --repo-type dataset{rev}{include}"
 
 

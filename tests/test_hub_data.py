@@ -200,3 +200,11 @@ def test_offline_reads_the_pre_downloaded_hub_cache(cache, monkeypatch, tmp_path
     assert ds["test"].num_rows == 4 * dataset_replicas.ROWS_PER_CLASS["test"]
     err = _errors(lambda: hub_data.load_hub_dataset("LabHC/bias_in_bios", paper))
     assert err.kind == "offline" and "hf download LabHC/bias_in_bios --repo-type dataset" in str(err)
+
+
+def test_readme_lists_the_download_commands():
+    from hsae_utils.evals.probing_tasks import SAEBENCH_REPOS
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    for repo in ("Skylion007/openwebtext", *SAEBENCH_REPOS):
+        assert hub_data.download_command(repo) in readme, repo
