@@ -102,10 +102,15 @@ def test_special_tokens_keep_their_activation_and_leave_the_averages(tiny_model,
     toks, keep, x = splice.tokens_NS, splice.keep_NS, splice.resid_NSD
     assert not keep[:, 0].any() and not keep[1, 7] and not keep[2, 3]
     assert keep.sum() == keep.numel() - toks.shape[0] - 2
-    xhat, *_ = adapter.reconstruct(x)
-    spliced = torch.where(keep[..., None], xhat, x)
-    lp_c = torch.log_softmax(logits_from_layer(tiny_model, x, LAYER), -1)
-    lp_s = torch.log_softmax(logits_from_layer(tiny_model, spliced, LAYER), -1)
+    # independent of `logits_from_layer`: the model's full forward with a hook at the layer
+    def splice_hook(acts, hook):
+        xhat, *_ = adapter.reconstruct(acts)
+        return torch.where(keep[..., None], xhat, acts)
+
+    with torch.no_grad():
+        lp_c = torch.log_softmax(tiny_model(toks).float(), -1)
+        lp_s = torch.log_softmax(tiny_model.run_with_hooks(
+            toks, fwd_hooks=[(f"blocks.{LAYER}.hook_resid_post", splice_hook)]).float(), -1)
     kl = (lp_c.exp() * (lp_c - lp_s)).sum(-1)
     ce = -lp_s[:, :-1].gather(-1, toks[:, 1:, None])[..., 0]
     ce_mask = keep[:, :-1]

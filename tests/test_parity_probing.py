@@ -20,6 +20,8 @@ sae_lens = pytest.importorskip("sae_lens")
 ac = pytest.importorskip("sae_bench.sae_bench_utils.activation_collection")
 pt = pytest.importorskip("sae_bench.evals.sparse_probing.probe_training")
 
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # sklearn, in SAEBench's probe
+
 D, F, L, SCALE = 12, 40, 9, 0.5
 
 
