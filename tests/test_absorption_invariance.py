@@ -53,7 +53,7 @@ def rescaled(sae: ReLUSAE, c_F: torch.Tensor) -> ReLUSAE:
 
 
 def summary(adapter, data):
-    return ab.evaluate_absorption(adapter, data, seed=0)[0]
+    return ab.evaluate_absorption(adapter, data, seed=0, max_k=2)[0]
 
 
 def assert_same(a: dict, b: dict):
