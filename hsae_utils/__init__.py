@@ -18,7 +18,7 @@ Public names:
 - evaluation: `evaluate_saes`, `EvaluationResult`
 
 Only the profiles are imported eagerly; everything else (torch, transformers) on first use.
-The modules behind these names (`hsae_utils.train`, `hsae_utils.evaluate`, ...) hold the rest.
+The modules behind these names (`hsae_utils.train`, `hsae_utils.evals`, ...) hold the rest.
 """
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ _LAZY = {
     "train_run": ".experiments",
     "save_sae": ".checkpoint",
     "load_sae": ".checkpoint",
-    "load_sae_lens": ".external",
-    "EvaluationResult": ".evaluate",
+    "load_sae_lens": ".evals.external",
+    "EvaluationResult": ".evals",
 }
 
 __all__ = ["PROFILES", "Profile", "get_profile", *_LAZY]

@@ -292,7 +292,7 @@ def _fill_shards(profile: Profile, model, tokens_SC: torch.Tensor, manifest: dic
             bar.set_postfix(tok_per_s=f"{new_tokens / (time.time() - t0):.0f}")
         acts_ND = torch.cat(rows).numpy()
         name = f"shard_{s:05d}.npy"
-        with atomic_path(folder / name) as tmp:
+        with atomic_path(folder / name, nbytes=acts_ND.nbytes + 128) as tmp:  # + the .npy header
             with open(tmp, "wb") as f:
                 np.save(f, acts_ND)
         manifest["shards"].append({"file": name, "rows": int(acts_ND.shape[0]),

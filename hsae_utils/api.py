@@ -8,12 +8,11 @@
     report.summary()
 
 The paper's named runs (baselines and ablation stages, every seed) are `hs.train_run`, as in the
-notebooks. (`train_sae` / `evaluate_saes` are not called `train` / `evaluate`: those names are the
-modules `hsae_utils.train` and `hsae_utils.evaluate` that implement them.)
+notebooks. (`train_sae` / `evaluate_saes` are not called `train` / `evaluate`, to keep them apart
+from the modules `hsae_utils.train` and `hsae_utils.evals` that implement them.)
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -61,7 +60,7 @@ def train_sae(profile: Profile | str, arch: str = "hierarchical", *, seed: int =
 
 
 def _folder_of(item: SAE_SPEC) -> Path | None:
-    for attr in ("out_dir", "folder"):  # TrainResult, experiments.RunResult / evaluate.SAERun
+    for attr in ("out_dir", "folder"):  # TrainResult, experiments.RunResult / evals.SAERun
         if hasattr(item, attr):
             return Path(getattr(item, attr))
     if isinstance(item, (str, Path)) and Path(item).expanduser().is_dir():
@@ -70,28 +69,18 @@ def _folder_of(item: SAE_SPEC) -> Path | None:
 
 
 def runs_for(saes: Iterable[SAE_SPEC], profile: Profile | None = None) -> list:
-    """`evaluate.SAERun`s for a mix of our exports and external SAELens SAEs (see
-    `hsae_utils.external`); names are made unique."""
-    from .checkpoint import HSAE_CONFIG, read_export_info
-    from .evaluate import SAERun
-    from .external import external_runs
+    """`evals.SAERun`s for a mix of our exports and external SAELens SAEs (see
+    `hsae_utils.evals.external`); names are made unique."""
+    from .checkpoint import HSAE_CONFIG
+    from .evals.loading import SAERun, export_run, external_runs
 
     runs: list[SAERun] = []
     for item in saes:
         folder = _folder_of(item)
         if folder is None or not (folder / HSAE_CONFIG).is_file():
             runs += external_runs([str(folder or item)], profile)
-            continue
-        info = read_export_info(folder)
-        meta = info.get("metadata") or {}
-        config = meta.get("run") or folder.name
-        seed = meta.get("seed")
-        if seed is None and (m := re.search(r"seed(\d+)", folder.name)):
-            seed = int(m.group(1))
-        name = f"{config}/seed{seed}" if seed is not None else config
-        runs.append(SAERun(run=name, config=config, seed=seed, label=meta.get("label") or config,
-                           architecture=info.get("architecture", ""), folder=folder.resolve(),
-                           metadata=meta))
+        else:
+            runs.append(export_run(folder.resolve()))
     seen: dict[str, int] = {}
     for r in runs:
         seen[r.run] = seen.get(r.run, 0) + 1
@@ -108,10 +97,10 @@ def evaluate_saes(profile: Profile | str, saes: Iterable[SAE_SPEC] | None = None
     saes: our export folders, `TrainResult`s / `RunResult`s, SAELens folders or
     "release:sae_id" specs; None = every SAE under `profile.sae_dir` (as notebook 08).
     families: any of "core" (reconstruction, KL / CE with the SAE spliced in), "absorption",
-    "probing". Returns an `hsae_utils.evaluate.EvaluationResult` (`.results`: the tidy table
+    "probing". Returns an `hsae_utils.evals.EvaluationResult` (`.results`: the tidy table
     run, config, seed, metric, value; `.summary()`: one row per configuration).
     """
-    from .evaluate import evaluate_profile
+    from .evals import evaluate_profile
 
     profile = _profile(profile)
     runs = None if saes is None else runs_for(saes, profile)

@@ -9,8 +9,11 @@ An exported SAE folder holds
     sparsity.safetensors       log10 firing frequency per latent (SAELens "sparsity")
     hsae_weights.safetensors   our module's full state (normalized space, buffers included)
     hsae_config.json           our class name and config, normalization, training config,
-                               metadata; written last, so its presence marks a complete export
-`load_sae` reads our two files, so it round-trips exactly (un-folding would round).
+                               metadata and the sha256 of every file above; written last, so
+                               its presence marks a complete export
+`load_sae` reads our two files, so it round-trips exactly (un-folding would round); it first
+verifies the whole folder (`verify_export`) and rebuilds damaged SAELens files from our weights
+(`repair_export`), so a folder a user shares is never left broken.
 
 Architectures: ReLUSAE and HierarchicalSAE export as SAELens "standard", TopKSAE as "topk"
 (rescale_acts_by_decoder_norm False: our decoder rows are unit-norm already), BatchTopKSAE as
@@ -28,7 +31,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .io import atomic_path, read_json, write_json_atomic
+from .io import atomic_path, read_json, sha256_file, write_json_atomic
 from .saes import SAE_CLASSES, BaseSAE
 
 SAE_LENS_CFG = "cfg.json"
@@ -38,6 +41,10 @@ HSAE_CONFIG = "hsae_config.json"
 HSAE_WEIGHTS = "hsae_weights.safetensors"
 LOG_NAME = "train_log.jsonl"
 EXPORT_FORMAT = 1
+# The exported files whose sha256 hsae_config.json records (the log is append-only, not checked).
+EXPORT_FILES = (SAE_LENS_CFG, SAE_LENS_WEIGHTS, SAE_LENS_SPARSITY, HSAE_WEIGHTS)
+_RETRAIN = ("Retrain it: delete the folder (or run the notebook with force_retrain=True); "
+            "an interrupted training run resumes from its checkpoint.pt.")
 
 
 class CheckpointError(RuntimeError):
@@ -56,8 +63,19 @@ def _sae_lens_version() -> str:
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, nbytes=_tensor_bytes(tensors)) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) dict or list: a file's size, give or take its header."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
 
 
 # ----------------------------------------------------------------------------- SAELens export
@@ -151,27 +169,82 @@ def save_sae(
         "sae_lens_architecture": sae.sae_lens_architecture,
         "train": train_config,
         "metadata": metadata or {},
+        "files": {name: sha256_file(folder / name) for name in EXPORT_FILES
+                  if (folder / name).exists()},
     })
     return folder
 
 
 def load_sae(folder: str | Path, device: str | torch.device = "cpu") -> BaseSAE:
-    """Our SAE class from an exported folder, normalized-space weights, in eval mode."""
+    """Our SAE class from an exported folder, normalized-space weights, in eval mode. The whole
+    folder is verified first; damaged SAELens files are rebuilt from our weights."""
     folder = Path(folder)
+    problems = repair_export(folder) if (folder / HSAE_CONFIG).exists() else []
+    if problems:
+        raise CheckpointError(f"{folder}: {'; '.join(problems)}. {_RETRAIN}")
+    return _load_ours(folder, device)
+
+
+def _load_ours(folder: Path, device: str | torch.device = "cpu") -> BaseSAE:
     if not (folder / HSAE_CONFIG).exists():
         raise FileNotFoundError(
             f"No {HSAE_CONFIG} in {folder}: not a complete export from hsae_utils.checkpoint."
         )
-    fix = ("Retrain it: delete the folder (or run the notebook with force_retrain=True); "
-           "an interrupted training run resumes from its checkpoint.pt.")
     try:
         info = read_json(folder / HSAE_CONFIG)
         cls = SAE_CLASSES[info["architecture"]]
         sae = cls(cls.config_class.from_dict(info["config"]))
         sae.load_state_dict(load_file(folder / HSAE_WEIGHTS))
     except Exception as err:  # json, safetensors and torch each raise their own types
-        raise _unreadable(folder, err, fix) from err
+        raise _unreadable(folder, err, _RETRAIN) from err
     return sae.to(device).eval()
+
+
+def _export_problems(folder: Path) -> dict[str, str]:
+    """{file name: what is wrong} for an exported folder (see `verify_export`)."""
+    try:
+        info = read_json(folder / HSAE_CONFIG)
+    except (OSError, ValueError) as err:
+        return {HSAE_CONFIG: f"{folder / HSAE_CONFIG} is missing or unreadable ({type(err).__name__})"}
+    recorded = info.get("files")
+    problems = {}
+    for name in EXPORT_FILES:
+        path = folder / name
+        if recorded is not None and name not in recorded:
+            continue  # e.g. no sparsity file for an SAE that never saw a token
+        if not path.is_file():
+            if recorded is not None or name != SAE_LENS_SPARSITY:
+                problems[name] = f"{path} is missing"
+        elif recorded is not None:
+            if sha256_file(path) != recorded[name]:
+                problems[name] = f"{path} fails its checksum (truncated or corrupted)"
+        else:  # an export from before the checksums: each file must at least parse
+            try:
+                read_json(path) if name.endswith(".json") else load_file(path)
+            except Exception as err:  # json and safetensors raise their own types
+                problems[name] = f"{path} is truncated or corrupted ({type(err).__name__})"
+    return problems
+
+
+def verify_export(folder: str | Path) -> list[str]:
+    """What is missing or damaged in an exported folder, ours and SAELens' files alike: each file
+    against the sha256 recorded at export (older exports: each file must parse)."""
+    return list(_export_problems(Path(folder)).values())
+
+
+def repair_export(folder: str | Path) -> list[str]:
+    """Verify `folder` and rebuild damaged or missing SAELens files from our own weights (which
+    are exact). Returns the problems left: our own files damaged, so the run must be retrained."""
+    folder = Path(folder)
+    problems = _export_problems(folder)
+    if not problems or HSAE_CONFIG in problems or HSAE_WEIGHTS in problems:
+        return list(problems.values())
+    info = read_json(folder / HSAE_CONFIG)
+    sae = _load_ours(folder)
+    print(f"Note: rebuilding the SAELens files of {folder} from its own weights "
+          f"({'; '.join(problems.values())}).")
+    save_sae(sae, folder, train_config=info.get("train"), metadata=info.get("metadata"))
+    return verify_export(folder)
 
 
 def read_export_info(folder: str | Path) -> dict[str, Any]:
@@ -203,7 +276,7 @@ def save_training_checkpoint(
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
-    with atomic_path(path) as tmp:
+    with atomic_path(path, nbytes=_tensor_bytes(state)) as tmp:  # + a few KB of structure
         torch.save(state, tmp)
 
 

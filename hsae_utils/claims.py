@@ -42,10 +42,13 @@ import pandas as pd
 from scipy import stats
 
 from .io import atomic_path, write_text_atomic
+from .report.results import HEADLINE_METRICS
+from .report.tables import fmt_number as _fmt
+from .report.tables import markdown_table
+from .runs import ABLATIONS, HSAE, TOPK, family
 
-# Configuration names of hsae_utils.experiments (not imported: that pulls in torch).
-HSAE, TOPK = "stage5_clustering", "topk"
-STAGE1, STAGE2, STAGE4 = "stage1_linear_sparsity", "stage2_resampling", "stage4_adaptive_sparsity"
+# The Table 1 rows the paper reports besides the full method (stages 1, 2 and 4).
+STAGE1, STAGE2, STAGE4 = (ABLATIONS[i].name for i in (0, 1, 3))
 
 # The paper's setting (section 5) and its TopK baseline's size (run artifacts).
 PAPER_MODEL, PAPER_LAYER, PAPER_DICT_SIZE = "google/gemma-2-2b", 19, 2304
@@ -55,12 +58,6 @@ PAPER_TOPK_DICT_SIZE = 65_536
 ALPHA = 0.05  # the paper's own significance level (section 6)
 ABS_REL_TOL = 0.05  # absolute claims: relative tolerance around the paper's value
 
-HEADLINE = (
-    "explained_variance_legacy", "frac_variance_explained", "mse", "l0", "l1", "frac_alive",
-    "kl_div_with_sae", "kl_div_score", "ce_loss_score", "mean_absorption_fraction_score",
-    "mean_full_absorption_score", "sae_top_1_test_accuracy", "sae_top_5_test_accuracy",
-    "sae_top_20_test_accuracy",
-)
 HOLDS, FAILS, NOT_COMPARABLE = "holds", "does not hold", "not comparable"
 
 
@@ -284,7 +281,7 @@ def paired_stats(a: Sequence[float], b: Sequence[float]) -> dict:
 
 
 def paired_tests(results: pd.DataFrame, a: str = HSAE, b: str = TOPK,
-                 metrics: Iterable[str] = HEADLINE) -> pd.DataFrame:
+                 metrics: Iterable[str] = HEADLINE_METRICS) -> pd.DataFrame:
     """Config `a` versus config `b` on each metric, paired by seed (scipy.stats.ttest_rel).
 
     Columns: metric, a, b, n_seeds, mean_a, mean_b, mean_diff (a - b), std_diff, cohens_dz, t,
@@ -397,20 +394,6 @@ def absolute_verdict(claim: Claim, mismatches: list[str], mean: float, std: floa
 # ============================================================================================
 # The table
 # ============================================================================================
-def _fmt(x: float) -> str:
-    if x is None or not math.isfinite(x):
-        return "nan"
-    a = abs(x)
-    if a >= 1000 or (a >= 1 and x == round(x)):
-        return f"{x:,.0f}"
-    if a >= 10:
-        return f"{x:.1f}"
-    if a >= 1:
-        return f"{x:.3g}"
-    # three significant digits, never in scientific notation (0.0000358, not 3.58e-05)
-    return np.format_float_positional(x, precision=3, fractional=False, trim="-")
-
-
 def format_measured(mean: float, std: float, n: int) -> str:
     """"mean ± std (n seeds)"; the std is left out for one seed."""
     if n == 0:
@@ -449,7 +432,8 @@ def matched_sparsity_verdict(results: pd.DataFrame, config: str, metric: str, di
     if metric not in means or "l0" not in means or config not in means.index:
         return NOT_COMPARABLE, f"{metric} or l0 not measured for {config}"
     ours, l0 = means.loc[config, metric], means.loc[config, "l0"]
-    base = means[~means.index.str.startswith("stage") & (means["l0"] <= l0)].dropna()
+    baselines = [c for c in means.index if family(c) != "hierarchical"]
+    base = means.loc[baselines][means.loc[baselines, "l0"] <= l0].dropna()
     if base.empty:
         return NOT_COMPARABLE, f"no baseline run at L0 <= {_fmt(l0)}"
     sign = _sign(direction)
@@ -471,7 +455,7 @@ def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIM
     """One row per claim: the paper's numbers, ours (mean ± std over seeds), the paired
     difference, a relative and an absolute verdict with their reasons, and the artifacts.
 
-    `results` is evaluate.py's tidy table (run, config, seed, metric, value); configurations
+    `results` is the evaluation's tidy table (run, config, seed, metric, value); configurations
     other than those the claims name are ignored."""
     mismatches = paper_setting_mismatches(profile)
     rows = []
@@ -536,17 +520,6 @@ MARKDOWN_COLUMNS = {
     "absolute": "absolute", "absolute_reason": "absolute: why",
     "artifacts": "the paper's run artifacts",
 }
-
-
-def markdown_table(df: pd.DataFrame, columns: dict[str, str] | None = None) -> str:
-    """A GitHub Markdown table (no `tabulate` needed); floats in the compact format above."""
-    columns = columns or {c: c for c in df.columns}
-    cell = lambda v: (_fmt(v) if isinstance(v, float) else str(v)).replace(  # noqa: E731
-        "|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |"
-              for _, r in df.iterrows()]
-    return "\n".join(lines)
 
 
 def claims_markdown(table: pd.DataFrame, profile_name: str, tests: pd.DataFrame | None = None

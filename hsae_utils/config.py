@@ -75,7 +75,7 @@ class Profile:
     sweep_seeds: tuple[int, ...] = (42,)
     # --- evaluation ------------------------------------------------------------------------
     n_eval_contexts: int = 32  # contexts of the validation split spliced for KL / CE (see below)
-    # --- evaluation budgets (notebook 08: hsae_utils.evaluate, .absorption, .probing) -----------
+    # --- evaluation budgets (notebook 08: hsae_utils.evals) --------------------------------
     # `local` is sized so that evaluating 24 SAEs (8 configurations x 3 seeds) takes about six
     # minutes on a 2-core CPU, the model-side work included. Everything the language model computes
     # (splice inputs, clean / zero-ablated losses, absorption and probing activations) is cached

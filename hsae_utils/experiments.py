@@ -1,92 +1,19 @@
-"""The runs of the paper: three baselines and the five cumulative ablation stages.
-
-Each run is a named architecture plus config overrides; `train_run` trains it for every seed of
-the profile (or reuses a finished run), saving each to `<sae_dir>/<run name>/seed<seed>/`.
+"""Training the runs of the paper (`runs`: three baselines, the five cumulative ablation stages
+and the sparsity sweep): `train_run` trains a run for every seed of the profile (or reuses a
+finished one), saving each to `runs.run_dir` = `<sae_dir>/<run name>/seed<seed>/`.
 """
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .activations import ActivationStore
-from .checkpoint import LOG_NAME, load_sae, read_export_info
+from .checkpoint import LOG_NAME, read_export_info
 from .config import Profile
-from .saes import ARCHITECTURES, MECHANISMS, config_from_profile, stage_switches
+from .runs import get_run, run_dir
+from .saes import ARCHITECTURES, config_from_profile
 from .train import TrainConfig, read_log, train
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    name: str  # folder name and results key
-    label: str  # for tables and plots
-    arch: str  # key of hsae_utils.saes.ARCHITECTURES
-    overrides: dict[str, Any] = field(default_factory=dict)
-
-
-BASELINES = (
-    RunSpec("topk", "TopK", "topk"),
-    RunSpec("batchtopk", "BatchTopK", "batchtopk"),
-    RunSpec("relu_l1", "L1 (lambda=0.04)", "relu", {"l1_coefficient": 0.04}),
-)
-_STAGE_LABELS = ("Linear sparsity", "+Resampling", "+Window tracking", "+Adaptive sparsity",
-                 "+Clustering (HierarchicalSAE)")
-ABLATIONS = tuple(
-    RunSpec(f"stage{n}_{MECHANISMS[n - 1]}", _STAGE_LABELS[n - 1], "hierarchical",
-            stage_switches(n))
-    for n in range(1, len(MECHANISMS) + 1)
-)
-RUNS: dict[str, RunSpec] = {r.name: r for r in BASELINES + ABLATIONS}
-
-
-def sweep_runs(profile: Profile) -> tuple[RunSpec, ...]:
-    """Other sparsity levels of the baselines (k for TopK / BatchTopK, lambda for L1), trained on
-    `profile.sweep_seeds`: the field compares SAEs at matched L0, the paper does not."""
-    ks = sorted({min(profile.dict_size, max(1, round(profile.topk_k * f)))
-                 for f in profile.sweep_k_factors} - {profile.topk_k})
-    specs = [RunSpec(f"{arch}_k{k}", f"{label} k={k}", arch, {"k": k})
-             for arch, label in (("topk", "TopK"), ("batchtopk", "BatchTopK")) for k in ks]
-    specs += [RunSpec(f"relu_l1_lambda{lam:g}", f"L1 (lambda={lam:g})", "relu", {"l1_coefficient": lam})
-              for lam in profile.sweep_l1_coefficients if lam != 0.04]
-    return tuple(specs)
-
-
-def all_runs(profile: Profile | None = None) -> dict[str, RunSpec]:
-    """The paper's runs, plus the profile's sweep runs when a profile is given."""
-    return {**RUNS, **({r.name: r for r in sweep_runs(profile)} if profile else {})}
-
-
-def get_run(name: str, profile: Profile | None = None) -> RunSpec:
-    runs = all_runs(profile)
-    if name not in runs:
-        raise ValueError(f"Unknown run {name!r}. Valid runs: {', '.join(runs)}.")
-    return runs[name]
-
-
-def family(config: str) -> str:
-    """The SAE family of a configuration name: topk, batchtopk, relu_l1 or hierarchical."""
-    base = config.split("__")[0]
-    if base.startswith("stage"):
-        return "hierarchical"
-    for fam in ("batchtopk", "topk", "relu_l1"):
-        if base == fam or base.startswith(fam + "_"):
-            return fam
-    return base
-
-
-def train_config(profile: Profile, seed: int) -> TrainConfig:
-    """The paper's optimisation settings with the profile's budget (section 5.1)."""
-    return TrainConfig(steps=profile.train_steps, batch_size=profile.train_batch_size, seed=seed,
-                       log_every=profile.log_every, checkpoint_every=profile.checkpoint_every,
-                       device=profile.resolve_device())
-
-
-def run_dir(profile: Profile, name: str, seed: int, overrides: dict | None = None) -> Path:
-    """`<sae_dir>/<name>[__key-value...]/seed<seed>`: a non-default interpretation gets its own
-    folder, so it never overwrites or mixes with the default run."""
-    suffix = "".join(f"__{k}-{v}" for k, v in sorted((overrides or {}).items()))
-    return profile.sae_dir / f"{name}{suffix}" / f"seed{seed}"
 
 
 def is_finished(folder: Path, steps: int) -> bool:
@@ -120,7 +47,7 @@ def train_run(profile: Profile, name: str, seeds: tuple[int, ...] | None = None,
     results = []
     for seed in seeds or profile.seeds:
         folder = run_dir(profile, name, seed, overrides)
-        cfg = train_config(profile, seed)
+        cfg = TrainConfig.from_profile(profile, seed)
         seconds = None
         if force or not is_finished(folder, cfg.steps):
             if force and folder.exists():
@@ -138,20 +65,6 @@ def train_run(profile: Profile, name: str, seeds: tuple[int, ...] | None = None,
             events=[r for r in rows if r.get("kind") == "event"],
             seconds=seconds))
     return results
-
-
-def finished_runs(profile: Profile) -> list[tuple[RunSpec, int, Path]]:
-    """Every (run, seed, folder) of this profile with a complete export, in RUNS order."""
-    out = []
-    for spec in all_runs(profile).values():
-        for folder in sorted((profile.sae_dir / spec.name).glob("seed*")):
-            if (folder / "hsae_config.json").exists():
-                out.append((spec, int(folder.name[4:]), folder))
-    return out
-
-
-def load_run_sae(folder: Path, device: str = "cpu"):
-    return load_sae(folder, device=device)
 
 
 def final_metrics(results: list[RunResult]):

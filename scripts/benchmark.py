@@ -438,8 +438,9 @@ def section_caching(dev: Device, model, profile, n_contexts: int, rounds: int,
 
 def section_evaluation(dev: Device, model, profile, n_contexts: int, seq: int, rounds: int,
                        report: Report) -> None:
-    from hsae_utils.evaluate import (SAEAdapter, Timer, build_splice_data,
-                                     reconstruction_metrics, splice_metrics)
+    from hsae_utils.evals import (SAEAdapter, build_splice_data, reconstruction_metrics,
+                                  splice_metrics)
+    from hsae_utils.timing import Timer
     from hsae_utils.tokens import bos_token_id
 
     tokens = random_tokens(model, n_contexts, seq)

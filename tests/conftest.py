@@ -1,7 +1,6 @@
-"""Shared fixtures: a tiny randomly initialised Llama booted through TransformerBridge.
-
-Unit tests use it where the real model adds nothing; the notebooks always run the real model.
-"""
+"""Shared fixtures: a tiny randomly initialised Llama booted through TransformerBridge (unit tests
+use it where the real model adds nothing; the notebooks always run the real model), its
+activation caches, and `one_thread` for test modules of tiny matmuls."""
 from __future__ import annotations
 
 import string
@@ -26,6 +25,15 @@ def _tiny_tokenizer():
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="<unk>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
     )
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matmuls: a second thread only adds synchronisation (and stalls on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

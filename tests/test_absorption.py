@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from hsae_utils import absorption as ab
-from hsae_utils.evaluate import SAEAdapter
+from hsae_utils.evals import absorption as ab
+from hsae_utils.evals.adapter import SAEAdapter
 
 from .conftest import TINY_D
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from hsae_utils import absorption as ab
-from hsae_utils import evaluate as ev
+from hsae_utils.evals import absorption as ab
+from hsae_utils import evals as ev
 from hsae_utils.checkpoint import save_sae
 from hsae_utils.saes import ReLUSAE, ReLUSAEConfig
 
@@ -76,7 +76,7 @@ def test_external_sae_lens_sae_scores_like_our_load(tmp_path):
     """Our export read by SAELens has unit rows in raw space, so rows of norm s in our normalized
     space (and latents z / s); the absorption must not see the difference."""
     pytest.importorskip("sae_lens")
-    from hsae_utils import external
+    from hsae_utils.evals import external
 
     data, sae = letters_data(), relu_sae()
     save_sae(sae, tmp_path)

@@ -14,7 +14,7 @@ LOCAL, PAPER = get_profile("local"), get_profile("paper")
 
 
 def tidy(values: dict[tuple[str, str], list[float]], seeds=(42, 43, 44)) -> pd.DataFrame:
-    """evaluate.py's tidy table from {(config, metric): one value per seed}."""
+    """evals.run.py's tidy table from {(config, metric): one value per seed}."""
     rows = [{"run": f"{cfg}/seed{s}", "config": cfg, "seed": s, "metric": m, "value": v}
             for (cfg, m), vals in values.items() for s, v in zip(seeds, vals)]
     return pd.DataFrame(rows, columns=["run", "config", "seed", "metric", "value"])
@@ -38,7 +38,7 @@ def row(table: pd.DataFrame, claim_id: str) -> pd.Series:
 
 
 def test_claims_are_well_formed():
-    from hsae_utils.experiments import RUNS
+    from hsae_utils.runs import RUNS
 
     ids = [c.id for c in cl.CLAIMS]
     assert len(ids) == len(set(ids))

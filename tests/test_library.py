@@ -22,9 +22,9 @@ def test_import_is_light_and_exports_the_api():
     code = ("import sys, hsae_utils as hs\n"
             "assert 'torch' not in sys.modules, 'import hsae_utils loaded torch'\n"
             "for name in hs.__all__: getattr(hs, name)\n"
-            "from hsae_utils import evaluate, train\n"
+            "from hsae_utils import evals, train\n"
             "assert callable(hs.train_sae) and callable(hs.evaluate_saes)\n"
-            "assert hasattr(evaluate, 'evaluate_profile') and hasattr(train, 'TrainConfig')\n")
+            "assert hasattr(evals, 'evaluate_profile') and hasattr(train, 'TrainConfig')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hsae_utils import absorption as ab
+from hsae_utils.evals import absorption as ab
 from hsae_utils.checkpoint import save_sae
 from hsae_utils.saes import ReLUSAE, ReLUSAEConfig
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hsae_utils import evaluate as ev
+from hsae_utils import evals as ev
 from hsae_utils.checkpoint import save_sae
 from hsae_utils.saes import TopKSAE, TopKSAEConfig
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from hsae_utils import probing as pr
+from hsae_utils.evals import probing as pr
 from hsae_utils.checkpoint import save_sae
 from hsae_utils.saes import ReLUSAE, ReLUSAEConfig
 

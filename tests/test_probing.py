@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from hsae_utils import probing as pr
-from hsae_utils.evaluate import SAEAdapter
+from hsae_utils.evals import probing as pr
+from hsae_utils.evals import probing_tasks
+from hsae_utils.evals.adapter import SAEAdapter
 from hsae_utils.forward import layer_resid
 
 from .conftest import TINY_D
@@ -112,7 +113,7 @@ def test_probing_cache_streams_to_disk_and_is_reused(tiny_model, tmp_path):
                     probe_max_tokens=8, probe_k_values=(1, 2))
     words = "the cat sat on the mat and the dog ran".split()
     texts = [" ".join(words[i:] + words[:i]) for i in range(10)]
-    tasks = {"toy": pr.ProbingTask("toy", ["a", "b"],
+    tasks = {"toy": probing_tasks.ProbingTask("toy", ["a", "b"],
                                    [(t, "ab"[i % 2]) for i, t in enumerate(texts[:8])],
                                    [(t, "ab"[i % 2]) for i, t in enumerate(texts[8:] * 2)])}
     a = pr.build_probing_data(tiny_model, P, cache_root=tmp_path, fingerprint="tiny",
@@ -152,7 +153,7 @@ def test_tokenize_truncates_and_starts_with_bos(tiny_model):
 
 def test_split_per_class():
     ex = [(f"t{i}", "a" if i % 3 else "b") for i in range(60)]
-    task = pr.split_per_class(ex, n_train=10, n_test=5, seed=0, name="x")
+    task = probing_tasks.split_per_class(ex, n_train=10, n_test=5, seed=0, name="x")
     assert task.classes == ["a", "b"]
     assert sum(lbl == "a" for _, lbl in task.train) == 10
     assert sum(lbl == "b" for _, lbl in task.test) == 5
@@ -170,6 +171,6 @@ def test_paper_datasets_fail_with_a_clear_hub_message(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(RuntimeError, match="Hugging Face hub") as err:
-        pr.load_tasks(get_profile("paper"))
+        probing_tasks.load_tasks(get_profile("paper"))
     assert "--profile local" in str(err.value) and "LabHC/bias_in_bios" in str(err.value)
     assert isinstance(err.value.__cause__, ConnectionError)

@@ -29,12 +29,14 @@ from hsae_utils import checkpoint
 from hsae_utils.config import REPO_ROOT, get_profile
 from hsae_utils.io import read_json
 from hsae_utils.saes import config_from_profile, HierarchicalSAE
-from hsae_utils.stages import stage_problems
+from hsae_utils.notebook_outputs import output_problems as stage_problems
 from hsae_utils.train import NonFiniteLossError, TrainConfig, read_log, train
 
 from .conftest import TINY_D, TINY_LAYERS
 from .test_activations import _build, _texts
-from .test_train import assert_same_state, one_thread, state, strip_time  # noqa: F401
+from .test_train import assert_same_state, state, strip_time
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # A smoke profile sized for the tiny model: 24 train contexts of 16 tokens, 5 per shard.
 TINY = dict(model_name="tiny", n_layers=TINY_LAYERS, d_model=TINY_D, layer=2, context_size=16,
@@ -173,7 +175,9 @@ def test_every_output_file_arrives_by_rename(cache_dir, tmp_path, tiny_model):
     def child():
         import pandas as pd
 
-        from hsae_utils import evaluate
+        from hsae_utils import evals
+        from hsae_utils.evals.cache import save_cached
+        from hsae_utils.timing import Timer
 
         renamed = []
         sys.addaudithook(lambda event, args: renamed.append(str(args[1]))
@@ -183,14 +187,14 @@ def test_every_output_file_arrives_by_rename(cache_dir, tmp_path, tiny_model):
         _build(P, tiny_model)
         train(make_sae(), acts.ActivationStore(cache_dir / "train"), train_cfg(steps=16),
               P.sae_dir / "run" / "seed7", progress=False)
-        evaluate.save_cached(P.output_dir / "eval_cache", "splice", {"model": "tiny"},
-                             {"x": np.zeros((3, 4), np.float32)})
-        result = evaluate.EvaluationResult(
+        save_cached(P.output_dir / "eval_cache", "splice", {"model": "tiny"},
+                    {"x": np.zeros((3, 4), np.float32)})
+        result = evals.EvaluationResult(
             results=pd.DataFrame([{"run": "run", "config": "c", "seed": 7, "metric": "mse",
                                    "value": 1.0}]),
             runs=[], absorption_letters=pd.DataFrame(), probing_tasks=pd.DataFrame(), notes=[],
-            timer=evaluate.Timer())
-        evaluate.save_results(result, P.results_dir, P)
+            timer=Timer())
+        evals.save_results(result, P.results_dir, P)
         record.write_text(json.dumps(renamed))
 
     proc = multiprocessing.get_context("fork").Process(target=child)

@@ -13,13 +13,7 @@ from hsae_utils.train import NonFiniteLossError, TrainConfig, read_log, train
 D, NF, B = 16, 48, 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls: a second thread only adds synchronisation (and stalls on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class InMemoryStore:

@@ -12,7 +12,8 @@ from typing import Any
 
 from .base import BaseSAE, SAEConfig, StepOutput
 from .batchtopk import BatchTopKSAE, BatchTopKSAEConfig
-from .hierarchical import MECHANISMS, HierarchicalSAE, HierarchicalSAEConfig, stage_switches
+from ..runs import MECHANISMS, stage_switches  # the ablation stages live in the run registry
+from .hierarchical import HierarchicalSAE, HierarchicalSAEConfig
 from .relu import ReLUSAE, ReLUSAEConfig
 from .topk import TopKSAE, TopKSAEConfig
 

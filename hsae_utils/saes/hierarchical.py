@@ -8,20 +8,10 @@ import torch
 from torch import Tensor
 
 from .. import mechanisms as mech
+from ..runs import stage_switches
 from ..schedules import adaptive_alpha, default_lambda0, linear_decay
 from .base import StepOutput
 from .relu import ReLUSAE, ReLUSAEConfig
-
-# The cumulative ablation of section 5.4: stage n switches on the first n mechanisms.
-MECHANISMS = ("linear_sparsity", "resampling", "window_tracking", "adaptive_sparsity", "clustering")
-
-
-def stage_switches(stage: int) -> dict[str, bool]:
-    """Switches of ablation stage 0..5 (0 = none: a ReLU SAE with constant lambda_0)."""
-    if not 0 <= stage <= len(MECHANISMS):
-        raise ValueError(f"stage must be in 0..{len(MECHANISMS)}, got {stage}")
-    return {name: i < stage for i, name in enumerate(MECHANISMS)}
-
 
 @dataclass
 class HierarchicalSAEConfig(ReLUSAEConfig):

@@ -22,10 +22,9 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import Tensor
 
-from .activations import Normalizer
-from .config import Profile
-from .evaluate import SAEAdapter, SAERun
-from .io import read_json
+from ..activations import Normalizer
+from ..config import Profile
+from .adapter import SAEAdapter
 
 SAE_LENS_CFG = "cfg.json"
 HUB_HELP = (
@@ -78,25 +77,6 @@ def parse_specs(specs: str | Iterable[str] | None) -> list[ExternalSpec]:
     return list(unique.values())
 
 
-def external_runs(specs: str | Iterable[str] | None, profile: Profile | None = None
-                  ) -> list[SAERun]:
-    """`evaluate.SAERun`s for external SAEs (run and config "ext:<name>", no seed). A folder's
-    config is checked against `profile` now; a hub SAE when it is loaded."""
-    runs = []
-    for spec in parse_specs(specs):
-        architecture = "sae_lens"
-        if spec.folder is not None:
-            cfg = read_json(spec.folder / SAE_LENS_CFG)
-            if profile is not None:
-                check_compatible(cfg_d_in(cfg), cfg_hook_name(cfg), profile, spec.text)
-            architecture = f"sae_lens:{cfg.get('architecture', 'standard')}"
-        name = f"ext:{spec.name}"
-        runs.append(SAERun(run=name, config=name, seed=None, label=f"{spec.name} (SAELens)",
-                           architecture=architecture, folder=spec.folder,
-                           metadata={"external": spec.text}, external=spec.text))
-    return runs
-
-
 # ----------------------------------------------------------------------------- loading
 
 
@@ -126,7 +106,7 @@ def load_sae_lens(spec: str | ExternalSpec, device: str | torch.device = "cpu"):
     """The `sae_lens.SAE` of a spec, on `device`, in eval mode."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     try:
-        from sae_lens import SAE
+        from sae_lens import SAE  # optional dependency (sae-lens)
     except ImportError as err:
         raise ImportError(
             "Evaluating SAELens-format SAEs needs the `sae-lens` package (pinned in "
@@ -176,7 +156,7 @@ class NormalizedSpaceSAE(torch.nn.Module):
 def load_external_adapter(spec: str, device: str | torch.device = "cpu",
                           profile: Profile | None = None,
                           normalization: Mapping[str, Any] | None = None) -> SAEAdapter:
-    """An `evaluate.SAEAdapter` for an external SAE, in the normalized space `normalization`
+    """An `SAEAdapter` for an external SAE, in the normalized space `normalization`
     (the activation cache's; None = raw space). Checked against `profile` when given."""
     sae = load_sae_lens(spec, device)
     if profile is not None:

@@ -1,6 +1,6 @@
 """Sparse probing (Gurnee et al. 2023), as SAEBench's `sparse_probing` eval runs it.
 
-- Datasets: `local` / `smoke` use the four labelled tasks of `corpus.load_probing_tasks`
+- Datasets (`probing_tasks`): `local` / `smoke` use the four labelled tasks of `load_probing_tasks`
   (sentiment, text source, language, programming language); `paper` uses SAEBench's Hugging Face
   datasets (bias in bios x 3 class sets, Amazon review category and sentiment, GitHub code, AG
   News, Europarl), which needs hub access.
@@ -23,191 +23,20 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .config import Profile
-from .io import sha256_json
-
-Example = tuple[str, str]
-
-
-@dataclass
-class ProbingTask:
-    name: str
-    classes: list[str]
-    train: list[Example]
-    test: list[Example]
-
-
-# ============================================================================================
-# Datasets
-# ============================================================================================
-def split_per_class(examples: Sequence[Example], n_train: int, n_test: int, seed: int,
-                    name: str) -> ProbingTask:
-    """Up to n_train + n_test examples per class, split in a seeded order."""
-    rng = np.random.default_rng(seed)
-    by_class: dict[str, list[str]] = {}
-    for text, label in examples:
-        by_class.setdefault(str(label), []).append(text)
-    train, test = [], []
-    for label in sorted(by_class):
-        texts = by_class[label]
-        order = rng.permutation(len(texts))[: n_train + n_test]
-        n_tr = min(n_train, max(1, round(len(order) * n_train / (n_train + n_test))))
-        train += [(texts[i], label) for i in order[:n_tr]]
-        test += [(texts[i], label) for i in order[n_tr:]]
-    return ProbingTask(name, sorted(by_class), train, test)
-
-
-def local_tasks(profile: Profile, download_dir: str | Path | None = None) -> dict[str, ProbingTask]:
-    """The four labelled tasks of the embedded corpus."""
-    from .corpus import load_probing_tasks
-
-    n_tr, n_te = profile.probe_train_per_class, profile.probe_test_per_class
-    raw = load_probing_tasks(download_dir, max_per_class=n_tr + n_te)
-    return {name: split_per_class(ex, n_tr, n_te, profile.eval_seed, name)
-            for name, ex in raw.items()}
-
-
-# SAEBench's datasets and classes (sae_bench_utils/dataset_info.py).
-SAEBENCH_DATASETS: dict[str, list[str]] = {
-    "LabHC/bias_in_bios_class_set1": ["0", "1", "2", "6", "9"],
-    "LabHC/bias_in_bios_class_set2": ["11", "13", "14", "18", "19"],
-    "LabHC/bias_in_bios_class_set3": ["20", "21", "22", "25", "26"],
-    "canrager/amazon_reviews_mcauley_1and5": ["1", "2", "3", "5", "6"],
-    "canrager/amazon_reviews_mcauley_1and5_sentiment": ["1.0", "5.0"],
-    "codeparrot/github-code": ["C", "Python", "HTML", "Java", "PHP"],
-    "fancyzhx/ag_news": ["0", "1", "2", "3"],
-    "Helsinki-NLP/europarl": ["en", "fr", "de", "es", "nl"],
-}
-EUROPARL_PAIRS = {"en": "en-fr", "fr": "fr-it", "de": "de-en", "es": "es-fr", "nl": "nl-pt"}
-
-HUB_HELP = (
-    "Sparse probing for the `paper` profile reads SAEBench's datasets from the Hugging Face hub "
-    "({name}); that needs network access to huggingface.co (the datasets are public; no token "
-    "is needed). Run where the hub is reachable, or use the offline profile: "
-    "./run_all.sh --profile local. Original error: {err!r}"
-)
-
-
-def _balanced_frame(df, class_col: str, classes: list[str], n: int, seed: int,
-                    balance_col: str | None = None) -> dict[str, list[str]]:
-    """n texts per class; with balance_col, n/2 from each of its two values (SAEBench balances
-    professions by gender and review categories by rating)."""
-    out = {}
-    for c in classes:
-        sub = df[df[class_col].astype(str) == c]
-        if balance_col is None:
-            out[c] = sub.sample(n=min(n, len(sub)), random_state=seed)["text"].tolist()
-        else:
-            parts = [g.sample(n=min(n // 2, len(g)), random_state=seed)["text"].tolist()
-                     for _, g in sub.groupby(balance_col)]
-            out[c] = [t for p in parts for t in p]
-    return out
-
-
-def _saebench_dataset(name: str, classes: list[str], n_train: int, n_test: int, seed: int
-                      ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    import pandas as pd
-    from datasets import load_dataset
-
-    if name.startswith("LabHC/bias_in_bios"):
-        ds = load_dataset("LabHC/bias_in_bios")
-        frames = {s: pd.DataFrame(ds[s]).rename(columns={"hard_text": "text"})
-                  for s in ("train", "test")}
-        return tuple(_balanced_frame(frames[s], "profession", classes, n, seed, "gender")
-                     for s, n in (("train", n_train), ("test", n_test)))  # type: ignore
-    if name.startswith("canrager/amazon_reviews_mcauley_1and5"):
-        ds = load_dataset("canrager/amazon_reviews_mcauley_1and5")
-        frames = {s: pd.DataFrame(ds[s]) for s in ("train", "test")}
-        if name.endswith("_sentiment"):
-            return tuple(_balanced_frame(frames[s], "rating", classes, n, seed)
-                         for s, n in (("train", n_train), ("test", n_test)))  # type: ignore
-        return tuple(_balanced_frame(frames[s], "category", classes, n, seed, "rating")
-                     for s, n in (("train", n_train), ("test", n_test)))  # type: ignore
-    if name == "fancyzhx/ag_news":
-        ds = load_dataset(name)
-        return tuple(_balanced_frame(pd.DataFrame(ds[s]), "label", classes, n, seed)
-                     for s, n in (("train", n_train), ("test", n_test)))  # type: ignore
-    rng = np.random.default_rng(seed)
-    samples: dict[str, list[str]] = {c: [] for c in classes}
-    total = n_train + n_test
-    if name == "Helsinki-NLP/europarl":
-        for lang in classes:
-            for row in load_dataset(name, EUROPARL_PAIRS[lang], split="train", streaming=True):
-                samples[lang].append(row["translation"][lang])
-                if len(samples[lang]) >= total:
-                    break
-    elif name == "codeparrot/github-code":
-        # Gurnee et al. / SAEBench skip the first ~50 tokens (150 characters: licence headers).
-        skip, need = 150, 128 * 3
-        stream = load_dataset(name, split="train", streaming=True, languages=classes,
-                              trust_remote_code=True)
-        for row in stream:
-            lang, code = row["language"], row["code"]
-            if lang in samples and len(samples[lang]) < total and len(code) > need + skip:
-                samples[lang].append(code[skip:])
-            if all(len(v) >= total for v in samples.values()):
-                break
-    else:
-        raise ValueError(f"Unknown SAEBench dataset {name!r}")
-    train, test = {}, {}
-    for c, texts in samples.items():
-        order = rng.permutation(len(texts))
-        train[c] = [texts[i] for i in order[:n_train]]
-        test[c] = [texts[i] for i in order[n_train:total]]
-    return train, test
-
-
-def saebench_tasks(profile: Profile) -> dict[str, ProbingTask]:
-    """SAEBench's probing datasets from the Hugging Face hub (the `paper` profile)."""
-    tasks = {}
-    for name, classes in SAEBENCH_DATASETS.items():
-        try:
-            train, test = _saebench_dataset(name, classes, profile.probe_train_per_class,
-                                            profile.probe_test_per_class, profile.eval_seed)
-        except Exception as err:  # noqa: BLE001 - any hub failure gets the same advice
-            raise RuntimeError(HUB_HELP.format(name=name, err=err)) from err
-        tasks[name] = ProbingTask(
-            name, classes, [(t, c) for c in classes for t in train[c]],
-            [(t, c) for c in classes for t in test[c]])
-    return tasks
-
-
-def load_tasks(profile: Profile, download_dir: str | Path | None = None) -> dict[str, ProbingTask]:
-    if profile.is_embedded:
-        return local_tasks(profile, download_dir)
-    return saebench_tasks(profile)
-
-
-def task_spec(profile: Profile, download_dir: str | Path | None = None) -> dict[str, Any]:
-    """What determines the tasks `load_tasks` returns, without loading them."""
-    spec: dict[str, Any] = {"per_class": [profile.probe_train_per_class,
-                                          profile.probe_test_per_class],
-                            "seed": profile.eval_seed}
-    if not profile.is_embedded:
-        return {**spec, "datasets": SAEBENCH_DATASETS}
-    from importlib import metadata
-
-    from . import corpus
-
-    folder = Path(download_dir) if download_dir else corpus.DEFAULT_DOWNLOAD_DIR
-    archives = sorted((f.name, f.stat().st_size) for f in folder.glob("*") if f.is_file())
-    # the code task reads source files of the installed packages
-    dists = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions())
-    return {**spec, "source": "corpus.load_probing_tasks",
-            "corpus_version": corpus.CORPUS_VERSION, "archives": archives,
-            "environment_sha256": sha256_json(dists)}
-
-
-def tasks_sha(tasks: dict[str, ProbingTask]) -> str:
-    return sha256_json({n: [t.classes, t.train, t.test] for n, t in tasks.items()})
-
+from ..config import Profile
+from ..forward import layer_resid
+from ..io import open_memmap_allocated
+from ..timing import single_thread
+from ..tokens import bos_token_id, keep_mask, special_token_ids
+from .cache import cache_folder, load_cached, model_device, model_identity, save_cached
+from .probing_tasks import ProbingTask, load_tasks, task_spec, tasks_sha
 
 # ============================================================================================
 # Activations (model side)
@@ -236,10 +65,6 @@ def token_activations(model, token_lists: list[list[int]], layer: int, special_i
     `massive_factor` x the batch median), which are left out of the mean pooling like BOS.
     Texts are batched by length and right-padded (causal model: padding after a text does not
     change its tokens' residuals)."""
-    from .evaluate import model_device
-    from .forward import layer_resid
-    from .tokens import keep_mask
-
     device = model_device(model)
     special = torch.tensor(sorted(set(special_ids)), dtype=torch.long)
     offsets = kept_offsets(token_lists, special_ids)
@@ -330,9 +155,7 @@ def top_k_mean_diff(X: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
 
 def probe_accuracy(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
                    y_test: np.ndarray) -> float:
-    from sklearn.linear_model import LogisticRegression
-
-    from .evaluate import single_thread
+    from sklearn.linear_model import LogisticRegression  # sklearn: slow to import
 
     with warnings.catch_warnings(), single_thread():
         warnings.simplefilter("ignore")
@@ -397,9 +220,6 @@ def build_probing_data(model, profile: Profile, cache_root: str | Path | None = 
                        tasks: dict[str, ProbingTask] | None = None,
                        download_dir: str | Path | None = None) -> ProbingData:
     """Tokenize the probing texts, cache the residual of every token, train the LLM probes."""
-    from .evaluate import cache_folder, load_cached, model_identity, save_cached
-    from .tokens import bos_token_id, special_token_ids
-
     tok = model.tokenizer
     # Key: the tasks' specification (cheap), or the hash of explicitly given tasks; the manifest
     # records the hash of the texts and labels actually used.
@@ -440,8 +260,8 @@ def build_probing_data(model, profile: Profile, cache_root: str | Path | None = 
         folder = cache_folder(cache_root, "probing", identity)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / ".acts.npy.partial"
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype,
-                                        shape=(n_rows, profile.d_model))
+        # Disk space reserved up front: a full disk is a DiskFullError here, not a SIGBUS later.
+        out = open_memmap_allocated(tmp, dtype, (n_rows, profile.d_model))
     acts, offsets, row_keep = token_activations(
         model, token_lists, profile.layer, special, pad_id=bos, progress=progress, out=out,
         massive_factor=profile.massive_norm_factor)

@@ -44,7 +44,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .config import Profile
+from ..config import Profile
+from ..forward import layer_resid
+from ..io import sha256_json
+from ..timing import single_thread
+from ..tokens import bos_token_id, special_token_ids
+from .cache import load_cached, model_identity, save_cached, tensor_sha
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 PROMPT_TEMPLATE = "{word} has the first letter:"
@@ -186,7 +191,6 @@ def _word_resid_kv(model, prefix: list[int], word_ids: list[int], layer: int) ->
 def _word_resid_full(model, prefix: list[int], word_ids: list[int], layer: int,
                      batch: int = 32) -> Tensor:
     """The same from full prompts (prefix + word), read at the last position."""
-    from .forward import layer_resid
 
     device = next(model.parameters()).device
     rows = []
@@ -225,7 +229,7 @@ def word_activations(model, groups, pieces: PromptPieces, layer: int, progress: 
 # Ground-truth probe
 # ============================================================================================
 def _logistic(**kw):
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # heavy import, only for probe fits
 
     return LogisticRegression(**kw)
 
@@ -239,7 +243,6 @@ def fit_ground_truth_probe(x_train_ND: np.ndarray, y_train_N: np.ndarray,
     xs = x_train_ND * scale
     W = np.zeros((len(LETTERS), D))
     b = np.full(len(LETTERS), -1e3)  # letters without training words never fire
-    from .evaluate import single_thread
 
     with warnings.catch_warnings(), single_thread():
         warnings.simplefilter("ignore")
@@ -252,7 +255,7 @@ def fit_ground_truth_probe(x_train_ND: np.ndarray, y_train_N: np.ndarray,
 
 
 def f1_binary(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    from sklearn.metrics import f1_score
+    from sklearn.metrics import f1_score  # heavy import, only for probe fits
 
     return float(f1_score(y_true, y_pred, zero_division=0))
 
@@ -296,7 +299,7 @@ class AbsorptionData:
 
     def probe_report(self):
         """Per-letter probe F1 and word counts (a pandas DataFrame)."""
-        import pandas as pd
+        import pandas as pd  # heavy import, only for tables
 
         return pd.DataFrame({
             "letter": list(LETTERS),
@@ -312,7 +315,6 @@ class AbsorptionData:
 
 def tokenizer_sha(tokenizer) -> str:
     """Hash of the tokenizer's vocabulary and special tokens."""
-    from .io import sha256_json
 
     return sha256_json([sorted(tokenizer.get_vocab().items()), tokenizer.all_special_ids])
 
@@ -321,8 +323,6 @@ def build_absorption_data(model, profile: Profile, cache_root: str | Path | None
                           fingerprint: str | None = None, progress: bool = True,
                           method: str = "auto") -> AbsorptionData:
     """Vocabulary, prompts, word activations and the ground-truth probe; cached on disk."""
-    from .evaluate import load_cached, model_identity, save_cached, tensor_sha
-    from .tokens import bos_token_id, special_token_ids
 
     tok = model.tokenizer
     seed = profile.eval_seed
@@ -500,9 +500,8 @@ def _as_numpy(t: Tensor) -> np.ndarray:
 def evaluate_absorption(adapter, data: AbsorptionData, seed: int = 42, max_k: int = MAX_K,
                         f1_jump: float = F1_JUMP_THRESHOLD,
                         min_probe_f1: float = MIN_PROBE_F1) -> tuple[dict[str, Any], list[dict]]:
-    """Absorption metrics of one SAE (an `evaluate.SAEAdapter`). Returns (summary, per-letter
+    """Absorption metrics of one SAE (an `adapter.SAEAdapter`). Returns (summary, per-letter
     rows)."""
-    from .evaluate import single_thread
 
     with single_thread(), torch.no_grad():
         return _evaluate_absorption(adapter, data, seed, max_k, f1_jump, min_probe_f1)

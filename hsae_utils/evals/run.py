@@ -1,0 +1,208 @@
+"""The evaluation of notebook 08: every SAE of a profile on its validation split, absorption task
+and probing tasks; the model-side work once, per SAE only the SAE passes.
+
+Results are a tidy table: run, config, seed, metric, value. Headline metrics have plain names;
+details carry a suffix after a colon: `absorption_fraction:a`, `sae_top_1_accuracy:sentiment`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..activations import ActivationStore
+from ..config import Profile
+from ..io import atomic_path, write_json_atomic
+from ..model import load_model, model_fingerprint
+from ..timing import Timer
+from . import absorption as absorption_mod
+from . import probing as probing_mod
+from .core import build_splice_data, reconstruction_metrics, splice_metrics
+from .loading import SAERun, find_saes, load_adapter
+
+
+FAMILIES = ("core", "absorption", "probing")
+
+
+@dataclass
+class EvaluationResult:
+    results: Any  # tidy pandas DataFrame: run, config, seed, metric, value
+    runs: list[SAERun]
+    absorption_letters: Any  # per-letter DataFrame (run, config, seed, letter, ...)
+    probing_tasks: Any  # per-dataset DataFrame
+    notes: list[str]
+    timer: Timer
+
+    def summary(self, metrics: Iterable[str] | None = None):
+        """Mean (and std over seeds) per configuration of headline metrics, configs as rows."""
+        df = self.results
+        df = df[~df["metric"].str.contains(":")]
+        if metrics is not None:
+            df = df[df["metric"].isin(list(metrics))]
+        order = list(dict.fromkeys(r.config for r in self.runs))
+        table = df.pivot_table(index="config", columns="metric", values="value", aggfunc="mean")
+        return table.reindex([c for c in order if c in table.index])
+
+
+def eval_cache_root(profile: Profile) -> Path:
+    return profile.output_dir / "eval_cache"
+
+
+def _tidy_rows(run: SAERun, metrics: Mapping[str, Any]) -> list[dict]:
+    """Numeric, finite metrics as rows (an undefined metric, e.g. a letter without probe-positive
+    test words, is left out rather than written as NaN)."""
+    rows = []
+    for k, v in metrics.items():
+        if isinstance(v, (bool, np.bool_)):
+            v = float(v)
+        if isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(v):
+            rows.append({"run": run.run, "config": run.config, "seed": run.seed, "metric": k,
+                         "value": float(v)})
+    return rows
+
+
+def evaluate_profile(profile: Profile, runs: list[SAERun] | None = None, model=None,
+                     families: Iterable[str] = FAMILIES, progress: bool = True,
+                     device: str | None = None) -> EvaluationResult:
+    """Evaluate every SAE of `runs` (default: all under `profile.sae_dir`) on the profile's
+    validation split, absorption task and probing tasks.
+
+    The model-side work is done (or read from `eval_cache`) once; per SAE only the SAE passes and
+    the splice through the layers after the hook run. Prints the time split at the end.
+    """
+    import pandas as pd  # slow to import; only the orchestration needs it
+
+    families = tuple(families)
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"Unknown metric families {sorted(unknown)}; valid: {FAMILIES}.")
+    runs = find_saes(profile.sae_dir) if runs is None else runs
+    timer = Timer()
+    notes: list[str] = []
+    if not runs:
+        empty = pd.DataFrame(columns=["run", "config", "seed", "metric", "value"])
+        return EvaluationResult(empty, [], pd.DataFrame(), pd.DataFrame(), ["no SAEs found"], timer)
+
+    device = device or profile.resolve_device()
+    root = eval_cache_root(profile)
+    with timer.model("load model"):
+        if model is None:
+            model = load_model(profile, device=device)
+        fingerprint = model_fingerprint(profile)
+    layer = profile.layer
+
+    valid = ActivationStore(profile.cache_dir / "validation")
+    with timer.model("read validation activations"):
+        x_valid = torch.cat([torch.from_numpy(np.load(valid.folder / s["file"]))
+                             for s in valid.manifest["shards"]])  # raw rows, special tokens out
+        mean_valid = x_valid.double().mean(0)
+
+    splice = absorption_data = probing_data = None
+    if "core" in families:
+        with timer.model("splice set: layer output, clean / zero-ablated CE and KL"):
+            tokens = valid.tokens()[: profile.n_eval_contexts]
+            splice = build_splice_data(model, tokens, layer, valid.manifest["special_token_ids"],
+                                       massive_factor=valid.manifest.get("massive_norm_factor"),
+                                       cache_root=root, fingerprint=fingerprint,
+                                       batch_contexts=profile.eval_batch_contexts,
+                                       progress=progress)
+        notes.append(f"splice set: {'reused' if splice.reused else 'built'} {splice.folder}")
+    if "absorption" in families:
+        with timer.model("absorption: word activations and ground-truth probe"):
+            absorption_data = absorption_mod.build_absorption_data(
+                model, profile, cache_root=root, fingerprint=fingerprint, progress=progress)
+        notes.append(f"absorption data: {'reused' if absorption_data.reused else 'built'} "
+                     f"{absorption_data.folder}")
+        notes.extend(absorption_data.notes)
+    if "probing" in families:
+        with timer.model("probing: text activations and LLM probes"):
+            probing_data = probing_mod.build_probing_data(
+                model, profile, cache_root=root, fingerprint=fingerprint, progress=progress)
+        notes.append(f"probing data: {'reused' if probing_data.reused else 'built'} "
+                     f"{probing_data.folder}")
+
+    rows, letter_rows, task_rows, adapters = [], [], [], {}
+    for run in tqdm(runs, disable=not progress, desc="SAEs"):
+        with timer.sae(run.run, "load"):
+            adapter = load_adapter(run, device, profile, valid.manifest["normalization"])
+        adapters[run.run] = adapter
+        metrics: dict[str, Any] = {}
+        if "core" in families:
+            with timer.sae(run.run, "reconstruction"):
+                metrics.update(reconstruction_metrics(adapter, x_valid, mean_raw_D=mean_valid))
+        if absorption_data is not None:
+            with timer.sae(run.run, "absorption"):
+                summary, per_letter = absorption_mod.evaluate_absorption(
+                    adapter, absorption_data, seed=profile.eval_seed)
+            metrics.update(summary)
+            for r in per_letter:
+                letter_rows.append({"run": run.run, "config": run.config, "seed": run.seed, **r})
+                metrics[f"absorption_fraction:{r['letter']}"] = r["mean_absorption_fraction"]
+                metrics[f"full_absorption:{r['letter']}"] = r["full_absorption_rate"]
+        if probing_data is not None:
+            with timer.sae(run.run, "sparse probing"):
+                summary, per_task = probing_mod.evaluate_sparse_probing(
+                    adapter, probing_data, k_values=profile.probe_k_values)
+            metrics.update(summary)
+            for r in per_task:
+                task_rows.append({"run": run.run, "config": run.config, "seed": run.seed, **r})
+                for k, v in r.items():
+                    if k.endswith("accuracy"):
+                        metrics[f"{k}:{r['dataset']}"] = v
+        rows.append((run, metrics))
+    if splice is not None:
+        spliced = splice_metrics(model, splice, adapters, layer,
+                                 batch_contexts=profile.eval_batch_contexts, timer=timer,
+                                 progress=progress)
+        for run, metrics in rows:
+            metrics.update(spliced[run.run])
+    tidy = [row for run, metrics in rows for row in _tidy_rows(run, metrics)]
+    result = EvaluationResult(
+        results=pd.DataFrame(tidy, columns=["run", "config", "seed", "metric", "value"]),
+        runs=list(runs),
+        absorption_letters=pd.DataFrame(letter_rows),
+        probing_tasks=pd.DataFrame(task_rows),
+        notes=notes,
+        timer=timer,
+    )
+    if progress:
+        print(timer.summary())
+    return result
+
+
+def save_results(result: EvaluationResult, results_dir: str | Path,
+                 profile: Profile | None = None) -> dict[str, Path]:
+    """Write the tidy table (CSV + JSON) and the detail tables to `results_dir`."""
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": results_dir / "evaluation.csv", "json": results_dir / "evaluation.json",
+             "runs": results_dir / "evaluation_runs.csv",
+             "absorption_letters": results_dir / "absorption_per_letter.csv",
+             "probing_tasks": results_dir / "sparse_probing_per_dataset.csv",
+             "timing": results_dir / "evaluation_timing.json"}
+    import pandas as pd  # heavy import, only for tables
+
+    def write_csv(df, path):
+        with atomic_path(path) as tmp:
+            df.to_csv(tmp, index=False)
+
+    write_csv(result.results, paths["csv"])
+    write_json_atomic(paths["json"], {
+        "profile": profile.name if profile else None,
+        "columns": ["run", "config", "seed", "metric", "value"],
+        "rows": result.results.to_dict(orient="records"),
+        "notes": result.notes,
+    })
+    write_csv(pd.DataFrame([{"run": r.run, "config": r.config, "seed": r.seed, "label": r.label,
+                             "architecture": r.architecture, "folder": str(r.folder or ""),
+                             "external": r.external or ""}
+                            for r in result.runs]), paths["runs"])
+    write_csv(result.absorption_letters, paths["absorption_letters"])
+    write_csv(result.probing_tasks, paths["probing_tasks"])
+    write_json_atomic(paths["timing"], result.timer.to_dict())
+    return paths

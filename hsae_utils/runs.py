@@ -1,0 +1,121 @@
+"""The run registry: every SAE the paper's pipeline trains, where it lives, and which notebook
+trains it. Torch-free, so the pipeline's skip-check, the claims and the figures read it cheaply.
+
+- `BASELINES` (notebook 02) and `ABLATIONS`, the five cumulative stages of the HierarchicalSAE
+  (notebooks 03-07; stage n switches on the first n `MECHANISMS`); `RUNS` holds both.
+- `sweep_runs(profile)`: other sparsity levels of the baselines (notebook 02 trains them too).
+- `run_dir`: the folder of one run and seed under `profile.sae_dir`.
+- `NOTEBOOK_RUNS`: the runs each notebook trains, written out (a renamed notebook keeps its runs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Profile
+
+# The HierarchicalSAE's mechanisms; the cumulative ablation of section 5.4: stage n switches on
+# the first n.
+MECHANISMS = ("linear_sparsity", "resampling", "window_tracking", "adaptive_sparsity", "clustering")
+
+
+def stage_switches(stage: int) -> dict[str, bool]:
+    """Switches of ablation stage 0..5 (0 = none: a ReLU SAE with constant lambda_0)."""
+    if not 0 <= stage <= len(MECHANISMS):
+        raise ValueError(f"stage must be in 0..{len(MECHANISMS)}, got {stage}")
+    return {name: i < stage for i, name in enumerate(MECHANISMS)}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str  # folder name and results key
+    label: str  # for tables and plots
+    arch: str  # key of hsae_utils.saes.ARCHITECTURES
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+BASELINES = (
+    RunSpec("topk", "TopK", "topk"),
+    RunSpec("batchtopk", "BatchTopK", "batchtopk"),
+    RunSpec("relu_l1", "L1 (lambda=0.04)", "relu", {"l1_coefficient": 0.04}),
+)
+_STAGE_LABELS = ("Linear sparsity", "+Resampling", "+Window tracking", "+Adaptive sparsity",
+                 "+Clustering (HierarchicalSAE)")
+ABLATIONS = tuple(
+    RunSpec(f"stage{n}_{MECHANISMS[n - 1]}", _STAGE_LABELS[n - 1], "hierarchical",
+            stage_switches(n))
+    for n in range(1, len(MECHANISMS) + 1)
+)
+RUNS: dict[str, RunSpec] = {r.name: r for r in BASELINES + ABLATIONS}
+TOPK = BASELINES[0].name  # the paper's baseline (Table 1, the claims)
+HSAE = ABLATIONS[-1].name  # the full method: stage 5, +clustering
+PAPER_RUNS = tuple(RUNS)  # the paper's configurations, in its order
+DEFAULT_L1 = BASELINES[2].overrides["l1_coefficient"]
+
+
+def sweep_runs(profile: Profile) -> tuple[RunSpec, ...]:
+    """Other sparsity levels of the baselines (k for TopK / BatchTopK, lambda for L1), trained on
+    `profile.sweep_seeds`: the field compares SAEs at matched L0, the paper does not."""
+    ks = sorted({min(profile.dict_size, max(1, round(profile.topk_k * f)))
+                 for f in profile.sweep_k_factors} - {profile.topk_k})
+    specs = [RunSpec(f"{arch}_k{k}", f"{label} k={k}", arch, {"k": k})
+             for arch, label in (("topk", "TopK"), ("batchtopk", "BatchTopK")) for k in ks]
+    specs += [RunSpec(f"relu_l1_lambda{lam:g}", f"L1 (lambda={lam:g})", "relu",
+                      {"l1_coefficient": lam})
+              for lam in profile.sweep_l1_coefficients if lam != DEFAULT_L1]
+    return tuple(specs)
+
+
+def all_runs(profile: Profile | None = None) -> dict[str, RunSpec]:
+    """The paper's runs, plus the profile's sweep runs when a profile is given."""
+    return {**RUNS, **({r.name: r for r in sweep_runs(profile)} if profile else {})}
+
+
+def get_run(name: str, profile: Profile | None = None) -> RunSpec:
+    runs = all_runs(profile)
+    if name not in runs:
+        raise ValueError(f"Unknown run {name!r}. Valid runs: {', '.join(runs)}.")
+    return runs[name]
+
+
+def family(config: str) -> str:
+    """The SAE family of a configuration name: topk, batchtopk, relu_l1 or hierarchical."""
+    base = config.split("__")[0]
+    if base.startswith("stage"):  # the ablation stages, and interpretations of them
+        return "hierarchical"
+    for fam in ("batchtopk", "topk", "relu_l1"):
+        if base == fam or base.startswith(fam + "_"):
+            return fam
+    return base
+
+
+def run_dir(profile: Profile, name: str, seed: int, overrides: dict | None = None) -> Path:
+    """`<sae_dir>/<name>[__key-value...]/seed<seed>`: a non-default interpretation gets its own
+    folder, so it never overwrites or mixes with the default run."""
+    suffix = "".join(f"__{k}-{v}" for k, v in sorted((overrides or {}).items()))
+    return profile.sae_dir / f"{name}{suffix}" / f"seed{seed}"
+
+
+# The runs each training notebook produces ("sweep": the profile's `sweep_runs`, on its
+# `sweep_seeds`; every other run on `profile.seeds`).
+NOTEBOOK_RUNS: dict[str, tuple[str, ...]] = {
+    "02_baselines": ("topk", "batchtopk", "relu_l1", "sweep"),
+    "03_stage1_linear_sparsity": ("stage1_linear_sparsity",),
+    "04_stage2_resampling": ("stage2_resampling",),
+    "05_stage3_window_tracking": ("stage3_window_tracking",),
+    "06_stage4_adaptive_sparsity": ("stage4_adaptive_sparsity",),
+    "07_stage5_clustering": ("stage5_clustering",),
+}
+
+
+def notebook_runs(profile: Profile, notebook: str) -> list[tuple[str, tuple[int, ...]]]:
+    """(run name, seeds) of every run `notebook` (e.g. "04_stage2_resampling.ipynb") trains;
+    empty for a notebook that trains none."""
+    out: list[tuple[str, tuple[int, ...]]] = []
+    for name in NOTEBOOK_RUNS.get(notebook.removesuffix(".ipynb"), ()):
+        if name == "sweep":
+            out += [(spec.name, profile.sweep_seeds) for spec in sweep_runs(profile)]
+        else:
+            out.append((name, profile.seeds))
+    return out

@@ -1,0 +1,150 @@
+"""Build the notebooks from their sources in `notebooks/src/` (one edit changes a shared cell
+everywhere).
+
+    python scripts/build_notebooks.py          write notebooks/*.ipynb from the sources
+    python scripts/build_notebooks.py --check  exit 1 and name the notebooks whose cells differ
+
+Sources, in jupytext's percent format (`# %%` starts a code cell, `# %% [markdown]` a Markdown
+cell whose lines are commented, `# %% parameters` the papermill parameters cell):
+
+- `NN_name.py`: one notebook. Every notebook starts with the Colab badge and the Colab set-up cell
+  (`_colab.py`); its parameters cell begins with `PARAMETERS_HEADER`.
+- `NN_stageK_name.md`: an ablation-stage notebook (03-07), made from the one template `_stage.py`:
+  a few `key: value` lines (`run`, `override_example`, optional `extra_cells`), `---`, then the
+  notebook's title and introduction in Markdown.
+
+A cell whose source is unchanged keeps its outputs and execution count, so rebuilding never wipes
+committed outputs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import string
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hsae_utils.io import write_text_atomic  # noqa: E402
+from hsae_utils.runs import ABLATIONS, MECHANISMS  # noqa: E402  (torch-free)
+
+NOTEBOOKS = REPO / "notebooks"
+SRC = NOTEBOOKS / "src"
+BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+         "(https://colab.research.google.com/github/hsae-reproduction/hierarchical-sae/blob/main/"
+         "notebooks/{name}.ipynb)")
+PARAMETERS_HEADER = 'import os\n\nprofile = os.environ.get("HSAE_PROFILE", "local")\n'
+METADATA = {
+    "accelerator": "GPU",
+    "colab": {"gpuType": "T4", "provenance": []},
+    "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+    "language_info": {"name": "python"},
+}
+
+
+def parse_percent(text: str) -> list[dict]:
+    """Cells of a percent-format script: {"cell_type", "source", "tags"}."""
+    cells: list[dict] = []
+    for line in text.split("\n"):
+        if line.startswith("# %%"):
+            marker = line[4:].strip()
+            kind = "markdown" if marker == "[markdown]" else "code"
+            tags = ["parameters"] if marker == "parameters" else []
+            cells.append({"cell_type": kind, "lines": [], "tags": tags})
+        elif cells:
+            cells[-1]["lines"].append(line)
+        elif line.strip():
+            raise ValueError(f"text before the first '# %%' marker: {line!r}")
+    out = []
+    for cell in cells:
+        lines = cell.pop("lines")
+        if cell["cell_type"] == "markdown":
+            lines = [line[2:] if line.startswith("# ") else line.lstrip("#") for line in lines]
+        cell["source"] = "\n".join(lines).strip("\n")
+        if "parameters" in cell["tags"]:
+            cell["source"] = (PARAMETERS_HEADER + cell["source"]).strip("\n")
+        out.append(cell)
+    return out
+
+
+def stage_cells(path: Path) -> list[dict]:
+    """The cells of an ablation-stage notebook: the template filled with the stage's values."""
+    head, _, intro = path.read_text().partition("\n---\n")
+    values = dict(line.split(": ", 1) for line in head.strip().split("\n"))
+    stage = [spec.name for spec in ABLATIONS].index(values["run"]) + 1
+    extra = values.get("extra_cells", "")
+    template = string.Template((SRC / "_stage.py").read_text())
+    text = template.substitute(
+        intro="\n".join(f"# {line}".rstrip() for line in intro.strip("\n").split("\n")),
+        run=values["run"], stage=stage, mechanisms=", ".join(MECHANISMS[:stage]),
+        override_example=values["override_example"],
+        extra_cells="".join(f"# %%\n{code}\n\n" for code in extra.split(" ;; ") if code))
+    return parse_percent(text)
+
+
+def notebook_cells(name: str) -> list[dict]:
+    """Every cell of notebook `name` (e.g. "03_stage1_linear_sparsity"), from its sources."""
+    stage_source = SRC / f"{name}.md"
+    body = stage_cells(stage_source) if stage_source.exists() else parse_percent(
+        (SRC / f"{name}.py").read_text())
+    return [{"cell_type": "markdown", "source": BADGE.format(name=name), "tags": []},
+            {"cell_type": "code", "source": (SRC / "_colab.py").read_text().strip("\n"),
+             "tags": []}, *body]
+
+
+def notebook_names() -> list[str]:
+    return sorted(p.stem for p in SRC.glob("[0-9][0-9]_*.*"))
+
+
+def _lines(text: str) -> list[str]:
+    return text.splitlines(keepends=True)
+
+
+def build(name: str, existing: dict | None) -> dict:
+    """The notebook JSON; cells whose type and source are unchanged keep their outputs."""
+    old = {}
+    for cell in (existing or {}).get("cells", []):
+        old.setdefault((cell["cell_type"], "".join(cell["source"])), []).append(cell)
+    cells = []
+    for i, cell in enumerate(notebook_cells(name)):
+        out = {"cell_type": cell["cell_type"], "id": f"cell-{i:02d}",
+               "metadata": {"tags": cell["tags"]} if cell["tags"] else {},
+               "source": _lines(cell["source"])}
+        if cell["cell_type"] == "code":
+            kept = (old.get(("code", cell["source"])) or [{}]).pop(0)
+            out["execution_count"] = kept.get("execution_count")
+            out["outputs"] = kept.get("outputs", [])
+        cells.append(out)
+    return {"cells": cells, "metadata": METADATA, "nbformat": 4, "nbformat_minor": 5}
+
+
+def cell_sources(nb: dict) -> list[tuple[str, str, list[str]]]:
+    """What must agree between a notebook and its sources: type, source and tags of each cell."""
+    return [(c["cell_type"], "".join(c["source"]), c.get("metadata", {}).get("tags", []))
+            for c in nb["cells"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true",
+                        help="only compare the notebooks' cells with their sources")
+    args = parser.parse_args(argv)
+    stale = []
+    for name in notebook_names():
+        path = NOTEBOOKS / f"{name}.ipynb"
+        existing = json.loads(path.read_text()) if path.exists() else None
+        nb = build(name, existing)
+        if existing is not None and cell_sources(existing) == cell_sources(nb):
+            continue
+        stale.append(path.name)
+        if not args.check:
+            write_text_atomic(path, json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+    verb = "differ from their sources" if args.check else "written"
+    print(f"{len(stale)} notebook(s) {verb}" + (f": {', '.join(stale)}" if stale else ""))
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

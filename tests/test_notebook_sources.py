@@ -1,0 +1,64 @@
+"""Every notebook agrees with its source in notebooks/src/ (cell types, sources and tags; outputs
+and execution counts are ignored), and rebuilding keeps the outputs of unchanged cells."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from hsae_utils.config import REPO_ROOT
+
+spec = importlib.util.spec_from_file_location("build_notebooks",
+                                              REPO_ROOT / "scripts" / "build_notebooks.py")
+build_notebooks = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(build_notebooks)
+NAMES = build_notebooks.notebook_names()
+
+
+def test_every_notebook_has_a_source():
+    assert sorted(p.stem for p in (REPO_ROOT / "notebooks").glob("*.ipynb")) == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_matches_its_source(name):
+    on_disk = json.loads((REPO_ROOT / "notebooks" / f"{name}.ipynb").read_text())
+    assert build_notebooks.cell_sources(on_disk) == build_notebooks.cell_sources(
+        build_notebooks.build(name, None)), (
+        f"notebooks/{name}.ipynb differs from notebooks/src/: edit the source and run "
+        "`python scripts/build_notebooks.py`")
+
+
+def test_shared_cells_come_from_one_place():
+    cells = {name: build_notebooks.notebook_cells(name) for name in NAMES}
+    colab = {c[1]["source"] for c in cells.values()}
+    assert len(colab) == 1 and "set_up(REPO_DIR)" in colab.pop()
+    stages = [n for n in NAMES if (build_notebooks.SRC / f"{n}.md").exists()]
+    assert len(stages) == 5
+    for name in stages:  # one template: the same code cells apart from RUN and the example
+        code = [c["source"] for c in cells[name] if c["cell_type"] == "code"]
+        assert f'RUN = "{name[3:]}"' in "\n".join(code)
+
+
+def test_rebuild_keeps_outputs_of_unchanged_cells():
+    name = NAMES[0]
+    nb = build_notebooks.build(name, None)
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    code[-1]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["ok\n"]}]
+    code[-1]["execution_count"] = 7
+    code[-2]["source"] = ["# an edited cell\n"]
+    code[-2]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["stale\n"]}]
+    rebuilt = [c for c in build_notebooks.build(name, nb)["cells"] if c["cell_type"] == "code"]
+    assert rebuilt[-1]["outputs"] == code[-1]["outputs"] and rebuilt[-1]["execution_count"] == 7
+    assert rebuilt[-2]["outputs"] == [] and rebuilt[-2]["execution_count"] is None
+
+
+def test_notebook_runs_name_real_runs_and_notebooks():
+    from hsae_utils.runs import NOTEBOOK_RUNS, RUNS
+
+    for notebook, names in NOTEBOOK_RUNS.items():
+        assert notebook in NAMES, notebook
+        assert all(n in RUNS or n == "sweep" for n in names), notebook
+        source = build_notebooks.SRC / f"{notebook}.md"
+        if source.exists():  # a stage notebook trains exactly the run its source names
+            assert f"run: {names[0]}\n" in source.read_text() and len(names) == 1
