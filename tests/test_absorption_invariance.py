@@ -62,7 +62,6 @@ def assert_same(a: dict, b: dict):
         assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-9, nan_ok=True), k
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 1, fixed after the evals split")
 def test_rescaling_latents_leaves_absorption_unchanged():
     data, sae = letters_data(), relu_sae()
     c_F = 2.0 ** torch.randint(-3, 4, (F,), generator=torch.Generator().manual_seed(1)).float()
@@ -71,7 +70,6 @@ def test_rescaling_latents_leaves_absorption_unchanged():
     assert_same(summary(ev.SAEAdapter(rescaled(sae, c_F)), data), base)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 1, fixed after the evals split")
 def test_external_sae_lens_sae_scores_like_our_load(tmp_path):
     """Our export read by SAELens has unit rows in raw space, so rows of norm s in our normalized
     space (and latents z / s); the absorption must not see the difference."""
