@@ -86,8 +86,14 @@ def test_identity_sae_is_perfect(tiny_model, splice):
 
 
 def test_zero_ablation_recovers_nothing(tiny_model, splice):
-    out = ev.splice_metrics(tiny_model, splice, {"zero": ev.SAEAdapter(zero_sae())}, LAYER,
-                            progress=False)["zero"]
+    """With the `non_special` baseline, an all-zero SAE is the ablation; with the default (every
+    position zeroed, BOS included, as SAELens / SAEBench) it keeps BOS, so the two differ."""
+    zero = {"zero": ev.SAEAdapter(zero_sae())}
+    default = ev.splice_metrics(tiny_model, splice, zero, LAYER, progress=False)["zero"]
+    assert abs(default["kl_div_with_sae"] - default["kl_div_with_ablation"]) > 1e-4
+    ours = ev.build_splice_data(tiny_model, contexts(), LAYER, SPECIAL, progress=False,
+                                ablation="non_special")
+    out = ev.splice_metrics(tiny_model, ours, zero, LAYER, progress=False)["zero"]
     assert out["ce_loss_score"] == pytest.approx(0.0, abs=1e-5)
     assert out["kl_div_score"] == pytest.approx(0.0, abs=1e-5)
     assert out["kl_div_with_sae"] == pytest.approx(out["kl_div_with_ablation"], rel=1e-5)

@@ -92,7 +92,6 @@ def test_splice_with_sae_matches_sae_lens(tiny_model, setup):
         assert mine[name] == pytest.approx(their[name], rel=1e-4, abs=1e-6), name
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 3: our ablation keeps BOS (fixed after the evals split)")
 def test_zero_ablation_baselines_match_sae_lens(tiny_model, setup):
     """SAELens and SAEBench zero every position of the hook, BOS included; the denominators of
     the KL score and the CE loss score must be theirs."""

@@ -18,10 +18,13 @@ Reconstruction, on every non-special token of the validation split (x: the layer
   (dictionary_learning `frac_alive`), and the rest.
 
 Splice, on the first `profile.n_eval_contexts` validation contexts: the layer output of every
-non-special position is replaced by the SAE reconstruction (zeros for the ablation) and only the
-layers after the hook, the final norm and the unembedding run again (`forward.logits_from_layer`).
-Special positions (BOS, document boundaries) keep their activation and are left out of every
-average, as is every prediction made at a special position.
+non-special position is replaced by the SAE reconstruction and only the layers after the hook,
+the final norm and the unembedding run again (`forward.logits_from_layer`). Special positions
+(BOS, document boundaries) keep their activation and are left out of every average, as is every
+prediction made at a special position (SAELens / SAEBench with `ignore_tokens` and
+`exclude_special_tokens_from_reconstruction`). The ablation baseline zeroes every position, BOS
+included, as SAELens' and SAEBench's `get_recons_loss` do (`ablation="all"`, the default;
+`ablation="non_special"` zeroes only the replaced positions, our earlier baseline).
 - `kl_div_with_sae`, `kl_div_with_ablation`: per-token KL(clean || spliced), averaged.
 - `kl_div_score` = (KL_ablation - KL_sae) / KL_ablation.
 - `ce_loss_without_sae`, `ce_loss_with_sae`, `ce_loss_with_ablation`: next-token cross-entropy.
@@ -163,21 +166,28 @@ def _kl_per_position(logp_clean: Tensor, logp_new: Tensor) -> Tensor:
                                       reduction="none").sum(-1)
 
 
+ABLATIONS = {"all": "zero at every position (SAEBench)",
+             "non_special": "zero at non-special positions"}
+
+
 @torch.no_grad()
 def build_splice_data(model, tokens_NS: Tensor, layer: int, special_ids: Iterable[int],
                       cache_root: str | Path | None = None, fingerprint: str | None = None,
                       batch_contexts: int = 8, progress: bool = True,
-                      massive_factor: float | None = None) -> SpliceData:
+                      massive_factor: float | None = None, ablation: str = "all") -> SpliceData:
     """Run the model once on the splice contexts: the layer output, the clean and zero-ablated
     per-token CE, and the ablation KL; stored in (or reused from) `cache_root`.
 
     Positions kept for the splice and the averages: `tokens.keep_mask` (not special, and not a
-    massive activation above `massive_factor` x the batch median norm, as in the cache)."""
+    massive activation above `massive_factor` x the batch median norm, as in the cache).
+    `ablation`: "all" zeroes every position (SAELens / SAEBench), "non_special" only the kept."""
+    if ablation not in ABLATIONS:
+        raise ValueError(f"ablation must be one of {sorted(ABLATIONS)}, got {ablation!r}.")
     tokens_NS = tokens_NS.long().cpu()
     special = torch.tensor(sorted(set(int(i) for i in special_ids)), dtype=torch.long)
     identity = {**model_identity(model, fingerprint), "hook": f"blocks.{layer}.hook_resid_post",
                 "tokens_sha256": tensor_sha(tokens_NS), "special_ids": special.tolist(),
-                "ablation": "zero at non-special positions", "massive_factor": massive_factor}
+                "ablation": ABLATIONS[ablation], "massive_factor": massive_factor}
     if cache_root is not None:
         hit = load_cached(cache_root, "splice", identity)
         if hit is not None:
@@ -195,7 +205,8 @@ def build_splice_data(model, tokens_NS: Tensor, layer: int, special_ids: Iterabl
         keep = keep_mask(toks, r, special, massive_factor)
         keeps.append(keep.cpu())
         logp_c = _log_softmax(logits_from_layer(model, r, layer))
-        r_zero = torch.where(keep[..., None], torch.zeros_like(r), r)
+        r_zero = (torch.zeros_like(r) if ablation == "all"
+                  else torch.where(keep[..., None], torch.zeros_like(r), r))
         logp_z = _log_softmax(logits_from_layer(model, r_zero, layer))
         resid.append(r.cpu())
         ce_clean.append(_ce_per_position(logp_c, toks).cpu())
