@@ -139,7 +139,7 @@ def test_reconstruction_formulas_by_hand():
     legacy = (1 - err.pow(2).sum(1) / (xd - xd.mean(0)).pow(2).sum(1)).mean().item()
     assert rec["explained_variance_legacy"] == pytest.approx(legacy, rel=1e-9)
     assert rec["mse_raw"] == pytest.approx(err.pow(2).sum(1).mean().item(), rel=1e-9)
-    assert rec["mse"] == pytest.approx(0.25 * rec["mse_raw"], rel=1e-9)  # normalized: x 0.5^2
+    assert rec["mse_norm"] == pytest.approx(0.25 * rec["mse_raw"], rel=1e-9)  # normalized: x 0.5^2
     assert rec["cossim"] == pytest.approx(1.0, abs=1e-9)
     assert rec["l2_ratio"] == pytest.approx(0.5, abs=1e-9)
     assert rec["relative_reconstruction_bias"] == pytest.approx(0.5, abs=1e-9)

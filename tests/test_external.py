@@ -99,7 +99,7 @@ def test_hand_built_jumprelu_folder_gives_its_own_metrics(tmp_path):
     assert m["l0"] == pytest.approx((z != 0).sum(1).float().mean().item())
     mse_raw = (x - xhat).double().pow(2).sum(1).mean().item()
     assert m["mse_raw"] == pytest.approx(mse_raw, rel=1e-5)
-    assert m["mse"] == pytest.approx(mse_raw * scale**2, rel=1e-5)  # our normalized space
+    assert m["mse_norm"] == pytest.approx(mse_raw * scale**2, rel=1e-5)  # our normalized space
     assert m["d_sae"] == 24
 
 

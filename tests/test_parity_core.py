@@ -73,10 +73,30 @@ def test_reconstruction_metrics_match_sae_lens(tiny_model, setup):
             model_kwargs={}, ignore_tokens=SPECIAL)
     assert 0 < mine["l0"] <= 6
     for name, our_name in [("l0", "l0"), ("explained_variance_legacy", "explained_variance_legacy"),
+                           ("explained_variance", "explained_variance"),
                            ("mse", "mse_raw"), ("cossim", "cossim"), ("l2_ratio", "l2_ratio"),
                            ("relative_reconstruction_bias", "relative_reconstruction_bias")]:
         assert mine[our_name] == pytest.approx(their[name], rel=1e-5, abs=1e-6), name
     assert mine["l1"] == pytest.approx(their["l1"] * SCALE, rel=1e-5)  # our latents: normalized
+
+
+def test_mse_is_saebenchs(setup):
+    """SAEBench core/main.py: mse = resid_sum_of_squares / flattened_mask.sum() per token, then
+    the mean over tokens; one evaluation batch here (all rows), so sse_t / n averaged."""
+    ours, _, _, splice = setup
+    x_raw = splice.resid_NSD[splice.keep_NS]
+    xhat, *_ = ours.reconstruct(x_raw)
+    sse_t = (x_raw - xhat).double().pow(2).sum(-1)
+    expected = (sse_t / x_raw.shape[0]).mean().item()
+    got = ev.reconstruction_metrics(ours, x_raw, saebench_batch_tokens=x_raw.shape[0])
+    assert got["mse"] == pytest.approx(expected, rel=1e-6)
+    assert got["mse_raw"] == pytest.approx(sse_t.mean().item(), rel=1e-6)
+    # two batches of sizes n1, n2: each token divided by its own batch's count
+    n1 = x_raw.shape[0] // 2 + 3
+    got2 = ev.reconstruction_metrics(ours, x_raw, saebench_batch_tokens=n1)
+    n2 = x_raw.shape[0] - n1
+    expected2 = torch.cat([sse_t[:n1] / n1, sse_t[n1:] / n2]).mean().item()
+    assert got2["mse"] == pytest.approx(expected2, rel=1e-6)
 
 
 def test_splice_with_sae_matches_sae_lens(tiny_model, setup):
