@@ -165,10 +165,11 @@ CLAIMS: tuple[Claim, ...] = (
           artifacts="kl_div_with_sae: TopK 0.1035 (KL score 0.990), run 5 0.0583 (KL score 0.994)"),
     Claim("mse", "6.1", '"Reconstruction MSE: 4.69 -> 2.66 (43% reduction)"', "mse", "lower",
           4.69, 2.66, "relative",
-          mapping="SAEBench mse vs our mse (per-token sum of squared errors, normalized space)",
-          absolute_note="different units: SAEBench's mse is in raw Gemma activations and divides "
-                        "each token's squared error by the tokens of its evaluation batch; ours "
-                        "is per token in the normalized training space. Only the ratio compares",
+          mapping="SAEBench mse vs our mse (SAEBench's formula: raw units, each token's squared "
+                  "error divided by the tokens of its evaluation batch)",
+          absolute_note="different units: the paper's raw Gemma residuals, ours the profile's "
+                        "model's, and SAEBench's value depends on its batch size; only the "
+                        "ratio compares",
           artifacts="TopK 4.6875, run 5 2.656 (run 2 the same)"),
     Claim("l1", "6.1", '"L1 sparsity: 1,784 -> 28,544 (16x increase)"', "l1", "higher", 1784,
           28544, "ratio", mapping="per-token sum of |latent activations|, averaged",

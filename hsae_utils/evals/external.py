@@ -11,7 +11,7 @@ An external SAE is named by a spec string:
 JumpReLU as in Gemma Scope, ...) with its own input handling (`apply_b_dec_to_input`, activation
 normalization). A SAELens SAE acts on raw activations; `NormalizedSpaceSAE` shows it in the
 normalized space of our activation cache (x_norm = x * scale), where our SAEs live, so the evaluation
-treats both alike and every metric, `mse` (normalized space) included, is comparable.
+treats both alike and every metric, `mse_norm` (normalized space) included, is comparable.
 """
 from __future__ import annotations
 
