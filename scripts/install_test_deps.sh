@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 VPY=.venv/bin/python
 [ -x "$VPY" ] || { echo "error: no .venv; run scripts/setup.sh first." >&2; exit 1; }
 stamp=.venv/.hsae-test-deps
-want=$(sha256sum requirements-test.txt | cut -d' ' -f1)
+want=$("$VPY" -c 'import hashlib; print(hashlib.sha256(open("requirements-test.txt", "rb").read()).hexdigest())')  # portable
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[test deps] installing requirements-test.txt (--no-deps)"
     "$VPY" -m pip install --quiet --no-deps -r requirements-test.txt
