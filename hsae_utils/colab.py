@@ -231,6 +231,16 @@ def use_drive() -> Path | None:
     return folder
 
 
+def importable(repo: Path) -> None:
+    """Make `hsae_utils` importable here and in every process started from here (the kernels that
+    papermill starts, `python -m hsae_utils.prepare`), as `pip install -e .` does elsewhere."""
+    if str(repo) not in sys.path:
+        sys.path.insert(0, str(repo))
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if str(repo) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(repo), *filter(None, paths)])
+
+
 def _prepare(repo: Path, profile: str) -> None:
     """`python -m hsae_utils.prepare`, with --profile where that version of prepare takes it."""
     source = (repo / "hsae_utils" / "prepare.py").read_text()
@@ -243,6 +253,7 @@ def set_up(repo: str | Path, run_all: bool = False) -> str:
     Returns the profile name, also left in HSAE_PROFILE for the notebooks; `run_all=True` then
     runs every notebook in this runtime (`run_pipeline`)."""
     repo = Path(repo).resolve()
+    importable(repo)
     if os.environ.get(PIPELINE_ENV):  # a notebook run by run_pipeline: set up already
         os.chdir(repo / "notebooks")
         return os.environ["HSAE_PROFILE"]
@@ -282,6 +293,7 @@ def run_pipeline(repo: str | Path | None = None, only: tuple[str, ...] = (),
     caches and finished runs, so a re-run after an interruption redoes only what is missing.
     Returns the executed copies."""
     repo = Path(repo).resolve() if repo else Path(__file__).resolve().parent.parent
+    importable(repo)
     profile = profile or os.environ.get("HSAE_PROFILE") or "colab"
     if _version("papermill") is None:  # its dependencies as the runtime has them
         subprocess.run([sys.executable, "-m", "pip", "install", "-q",
