@@ -8,6 +8,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .activations import ActivationStore
 from .checkpoint import LOG_NAME, read_export_info
 from .config import Profile
@@ -69,7 +71,7 @@ def train_run(profile: Profile, name: str, seeds: tuple[int, ...] | None = None,
 
 def final_metrics(results: list[RunResult]):
     """Last logged training metrics per (run, seed), plus event counts, as a DataFrame."""
-    import pandas as pd
+    import pandas as pd  # slow to import; only this summary needs it
 
     rows = []
     for r in results:
@@ -86,8 +88,6 @@ def final_metrics(results: list[RunResult]):
 
 def alpha_report(results: list[RunResult], lo: float = 0.1, hi: float = 2.0) -> str:
     """How often the adaptive factor alpha_t sat at its clamps, over all logged steps."""
-    import numpy as np
-
     alpha = np.array([row["alpha_t"] for r in results for row in r.log if "alpha_t" in row])
     if alpha.size == 0:
         return "no alpha_t logged"
