@@ -18,13 +18,16 @@ from .saes import ARCHITECTURES, config_from_profile
 from .train import TrainConfig, read_log, train
 
 
-def is_finished(folder: Path, steps: int) -> bool:
-    """A complete export whose training reached `steps`."""
+def is_finished(folder: Path, steps: int, optimizer: str = TrainConfig.optimizer) -> bool:
+    """A complete export whose training reached `steps` under the same optimizer reading (a run of
+    another reading is not reused: training then refuses to resume it and says to delete it)."""
     try:
         info = read_export_info(folder)
     except (FileNotFoundError, ValueError):
         return False
-    return (info.get("train") or {}).get("steps") == steps and (folder / "sae_weights.safetensors").exists()
+    train = info.get("train") or {}
+    return (train.get("steps") == steps and train.get("optimizer", "adam") == optimizer
+            and (folder / "sae_weights.safetensors").exists())
 
 
 @dataclass
@@ -51,7 +54,7 @@ def train_run(profile: Profile, name: str, seeds: tuple[int, ...] | None = None,
         folder = run_dir(profile, name, seed, overrides)
         cfg = TrainConfig.from_profile(profile, seed)
         seconds = None
-        if force or not is_finished(folder, cfg.steps):
+        if force or not is_finished(folder, cfg.steps, cfg.optimizer):
             if force and folder.exists():
                 shutil.rmtree(folder)
             sae_cfg = config_from_profile(spec.arch, profile, **{**spec.overrides, **(overrides or {})})
