@@ -305,3 +305,24 @@ def test_ground_truth_column_and_absorption_caveat():
     assert "16,384+ latents" in row(cl.claims_table(res, LOCAL), "absorption")["reason"]
     assert cl.absorption_caveat(get_profile("local", d_sae=16_384 * 2, model_name="x",
                                             d_model=2304, n_layers=26, layer=19)) == ""
+
+
+def test_readme_block_renders_the_power_and_ground_truth_columns(tmp_path, monkeypatch):
+    import importlib.util
+
+    from hsae_utils.config import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("update_readme",
+                                                  REPO_ROOT / "scripts" / "update_readme.py")
+    ur = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ur)
+    monkeypatch.setattr(ur, "FIGURES_DIR", tmp_path)
+    (tmp_path / "table1_local.md").write_text("| a |\n|---|\n| 1 |\n")
+    cl.write_claims(cl.claims_table(RESULTS, LOCAL), tmp_path, "local")
+    block = ur.block("local")
+    assert "power (MDE vs claimed)" in block and "ground truth" not in block
+    gt = pd.DataFrame([{"config": c, "seed": s, "absorption": a, "l0": 20.0}
+                       for s in (1, 2, 3) for c, a in (("stage5_clustering", 0.1 + s / 100),
+                                                       ("topk_matched", 0.1 + s / 90))])
+    cl.write_claims(cl.claims_table(RESULTS, LOCAL, ground_truth=gt), tmp_path, "local")
+    assert "ground truth (synthetic)" in ur.block("local")
