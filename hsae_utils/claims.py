@@ -356,7 +356,7 @@ def power_note(mde: float, claimed: float) -> str:
     if math.isnan(mde):
         return f"no test (1 seed): power unknown; claimed {_fmt(claimed)}"
     ok = mde <= claimed
-    return (f"MDE {_fmt(mde)} {'<=' if ok else '>'} claimed {_fmt(claimed)}: "
+    return (f"MDE {'inf' if mde == math.inf else _fmt(mde)} {'<=' if ok else '>'} claimed {_fmt(claimed)}: "
             f"{'powered' if ok else 'underpowered'}")
 
 
@@ -533,7 +533,8 @@ def probing_test_mde(profile, baseline_acc: float, direction: str) -> tuple[floa
     n = 2 * profile.probe_test_per_class
     mde = proportion_mde(baseline_acc, n, _sign(direction)) if math.isfinite(baseline_acc) \
         else math.nan
-    return mde, f"test set {n} texts per one-vs-rest probe: MDE {_fmt(mde)}"
+    shown = "none (no accuracy that far off exists)" if mde == math.inf else _fmt(mde)
+    return mde, f"test set {n} texts per one-vs-rest probe: MDE {shown}"
 
 
 def absorption_caveat(profile) -> str:
