@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 
-ALPHA, POWER = 0.05, 0.8
+from .paper_claims import ALPHA  # the paper's level (section 6)
+
+POWER = 0.8
 
 
 def minimum_detectable_effect(std_diff: float, n: int, alpha: float = ALPHA,

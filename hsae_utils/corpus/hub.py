@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+from ..hub import hub_error
+
 HUB_HOLDOUT_EVERY = 100  # streamed hub datasets: every 100th document is the validation split
 
 
@@ -21,12 +23,8 @@ def stream_hub_dataset(profile, split: str):
     try:
         ds = datasets.load_dataset(profile.dataset, split="train", streaming=True)
     except Exception as err:  # offline, gated or renamed: all need the same advice
-        raise RuntimeError(
-            f"Could not open {profile.dataset!r} on the Hugging Face hub ({type(err).__name__}: "
-            f"{err}). Profile {profile.name!r} streams its text from the hub, which needs network "
-            f"access (and, for gated data, `huggingface-cli login` or HF_TOKEN). Without the hub, "
-            f"use the `local` profile: it runs on the embedded corpus built from package data."
-        ) from err
+        raise hub_error(repr(profile.dataset), err,
+                        f"Profile {profile.name!r} streams its text from the hub.") from err
     if profile.dataset_text_field != "text":
         ds = ds.rename_column(profile.dataset_text_field, "text")
     want_validation = split == "validation"

@@ -1,5 +1,9 @@
 """Feature absorption on the first-letter task (Chanin et al. 2024), as SAEBench measures it.
 
+(One file over ~450 lines on purpose: like SAEBench's `evals/absorption/`, the vocabulary, the
+prompts, the ground-truth probe, k-sparse probing and the absorption rules are one eval, read
+top to bottom.)
+
 Data (model side, computed once and cached; `build_absorption_data`):
 - Vocabulary: tokens made only of ASCII letters, optionally with one leading space, that decode
   and re-encode to themselves. `profile.absorption_vocab_size` of them are drawn letter-balanced

