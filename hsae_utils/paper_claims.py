@@ -19,6 +19,7 @@ ALPHA = 0.05  # the paper's own significance level (section 6)
 ABS_REL_TOL = 0.05  # absolute claims: relative tolerance around the paper's value
 
 HOLDS, FAILS, NOT_COMPARABLE = "holds", "does not hold", "not comparable"
+INCONCLUSIVE = "inconclusive (underpowered)"  # no effect found, but none detectable
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,12 @@ def block(profile_name: str) -> str:
         png = FIGURES_DIR / f"{name}_{profile_name}.png"
         if png.exists():
             lines += [f"**{title}**", "", f"![{title}]({rel(png)})", ""]
+    columns = {"id": "claim", "paper": "paper: TopK -> HSAE", "ours_baseline": "ours: TopK",
+               "ours": "ours: HSAE / stage", "verdict": "direction (paired over seeds)",
+               "power": "power (MDE vs claimed)", "matched_l0": "at matched L0",
+               "absolute": "absolute value", "ground_truth": "ground truth (synthetic)"}
+    columns = {k: v for k, v in columns.items()  # older tables lack the newer columns
+               if k in claims and (k != "ground_truth" or (claims[k] != "").any())}
     lines += [
         f"**The paper's claims against this run** (direction: "
         f"{', '.join(f'{k} {v}' for k, v in counts.items())}; at matched L0: "
@@ -67,10 +73,7 @@ def block(profile_name: str) -> str:
         f"full table with the reasons and what the paper's own run artifacts show: "
         f"[`figures/claims_{profile_name}.md`](figures/claims_{profile_name}.md)):",
         "",
-        markdown_table(claims, {"id": "claim", "paper": "paper: TopK -> HSAE",
-                                "ours_baseline": "ours: TopK", "ours": "ours: HSAE / stage",
-                                "verdict": "direction (paired, 3 seeds)",
-                                "matched_l0": "at matched L0", "absolute": "absolute value"}),
+        markdown_table(claims, columns),
     ]
     return "\n".join(lines)
 
