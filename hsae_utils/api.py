@@ -16,7 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
+from .activations import ActivationStore
+from .checkpoint import HSAE_CONFIG
 from .config import Profile, get_profile
+from .evals import evaluate_profile
+from .evals.loading import SAERun, export_run, external_runs
+from .saes import ARCHITECTURES, config_from_profile, stage_switches
+from .train import TrainConfig, train
 
 SAE_SPEC = Any  # a folder (str / Path), a TrainResult / RunResult, or an external "release:id"
 
@@ -43,10 +49,6 @@ def train_sae(profile: Profile | str, arch: str = "hierarchical", *, seed: int =
     (default `default_out_dir`); calling again resumes or reuses that run. Returns a
     `hsae_utils.train.TrainResult`.
     """
-    from .activations import ActivationStore
-    from .saes import ARCHITECTURES, config_from_profile, stage_switches
-    from .train import TrainConfig, train
-
     profile = _profile(profile)
     if stage is not None:
         config = {**stage_switches(stage), **config}
@@ -71,9 +73,6 @@ def _folder_of(item: SAE_SPEC) -> Path | None:
 def runs_for(saes: Iterable[SAE_SPEC], profile: Profile | None = None) -> list:
     """`evals.SAERun`s for a mix of our exports and external SAELens SAEs (see
     `hsae_utils.evals.external`); names are made unique."""
-    from .checkpoint import HSAE_CONFIG
-    from .evals.loading import SAERun, export_run, external_runs
-
     runs: list[SAERun] = []
     for item in saes:
         folder = _folder_of(item)
@@ -100,8 +99,6 @@ def evaluate_saes(profile: Profile | str, saes: Iterable[SAE_SPEC] | None = None
     "probing". Returns an `hsae_utils.evals.EvaluationResult` (`.results`: the tidy table
     run, config, seed, metric, value; `.summary()`: one row per configuration).
     """
-    from .evals import evaluate_profile
-
     profile = _profile(profile)
     runs = None if saes is None else runs_for(saes, profile)
     return evaluate_profile(profile, runs, model=model, families=families, progress=progress)

@@ -3,8 +3,9 @@
 An exported SAE folder holds
     cfg.json                   SAELens 6.x config (`sae_lens.SAE.load_from_disk(folder)` works)
     sae_weights.safetensors    SAELens weights with the input normalization folded in, so the
-                               SAELens SAE takes raw activations: W_enc' = s W_enc,
-                               W_dec' = W_dec / s, b_dec' = b_dec / s (+ the mean if centred)
+                               SAELens SAE takes raw activations; the scale goes into the latent
+                               magnitudes (latents z / s, in raw units) and the decoder rows stay
+                               unit-norm, as SAEBench and SAELens assume (see `folded_weights`)
     sparsity.safetensors       log10 firing frequency per latent (SAELens "sparsity")
     hsae_weights.safetensors   our module's full state (normalized space, buffers included)
     hsae_config.json           our class name and config, normalization, training config,
@@ -84,22 +85,26 @@ def _tensor_bytes(obj: Any) -> int:
 def folded_weights(sae: BaseSAE) -> dict[str, torch.Tensor]:
     """SAELens weights acting on raw activations x, with x_norm = (x - mean if center) * s.
 
-    pre = x_norm W_enc + b_enc = x (s W_enc) + (b_enc - s mean W_enc)
-    x   = xhat_norm / s + mean = z (W_dec / s) + (b_dec / s + mean)
-    Computed in float64, stored in float32.
+    The scale is folded into the latents, z_raw = z / s, so that the decoder keeps unit-norm rows
+    (SAEBench's `check_decoder_norms` and its absorption calculator assume them):
+        pre / s = (x - mean) W_enc + b_enc / s    -> W_enc' = W_enc, b_enc' = b_enc / s - mean W_enc
+        x = xhat_norm / s + mean = (z / s) W_dec + b_dec / s + mean
+                                                  -> W_dec' = W_dec, b_dec' = b_dec / s + mean
+    Every activation here (ReLU, TopK, BatchTopK's JumpReLU) commutes with a positive scale, so
+    z' = act(pre / s) = z / s, with the JumpReLU threshold theta' = theta / s. Reconstructions are
+    unchanged. Computed in float64, stored in float32.
     """
     norm = sae.cfg.normalization
     s = float(norm.get("scale", 1.0))
     W_enc, b_enc = sae.W_enc.double(), sae.b_enc.double()
     W_dec, b_dec = sae.W_dec.double(), sae.b_dec.double()
-    out = {"W_enc": W_enc * s, "b_enc": b_enc, "W_dec": W_dec / s, "b_dec": b_dec / s}
+    out = {"W_enc": W_enc, "b_enc": b_enc / s, "W_dec": W_dec, "b_dec": b_dec / s}
     if norm.get("center") and norm.get("mean") is not None:
         mean_D = torch.tensor(norm["mean"], dtype=torch.float64, device=W_enc.device)
-        out["b_enc"] = b_enc - (mean_D * s) @ W_enc
+        out["b_enc"] = out["b_enc"] - mean_D @ W_enc
         out["b_dec"] = out["b_dec"] + mean_D
     if sae.sae_lens_architecture == "jumprelu":
-        # pre-activations are the same in both spaces, so the threshold needs no folding
-        out["threshold"] = sae.threshold.double().expand(sae.cfg.d_sae)
+        out["threshold"] = (sae.threshold.double() / s).expand(sae.cfg.d_sae)
     return {k: v.float() for k, v in out.items()}
 
 

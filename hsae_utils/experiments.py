@@ -8,6 +8,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .activations import ActivationStore
 from .checkpoint import LOG_NAME, read_export_info
 from .config import Profile
@@ -16,13 +18,16 @@ from .saes import ARCHITECTURES, config_from_profile
 from .train import TrainConfig, read_log, train
 
 
-def is_finished(folder: Path, steps: int) -> bool:
-    """A complete export whose training reached `steps`."""
+def is_finished(folder: Path, steps: int, optimizer: str = TrainConfig.optimizer) -> bool:
+    """A complete export whose training reached `steps` under the same optimizer reading (a run of
+    another reading is not reused: training then refuses to resume it and says to delete it)."""
     try:
         info = read_export_info(folder)
     except (FileNotFoundError, ValueError):
         return False
-    return (info.get("train") or {}).get("steps") == steps and (folder / "sae_weights.safetensors").exists()
+    train = info.get("train") or {}
+    return (train.get("steps") == steps and train.get("optimizer", "adam") == optimizer
+            and (folder / "sae_weights.safetensors").exists())
 
 
 @dataclass
@@ -49,7 +54,7 @@ def train_run(profile: Profile, name: str, seeds: tuple[int, ...] | None = None,
         folder = run_dir(profile, name, seed, overrides)
         cfg = TrainConfig.from_profile(profile, seed)
         seconds = None
-        if force or not is_finished(folder, cfg.steps):
+        if force or not is_finished(folder, cfg.steps, cfg.optimizer):
             if force and folder.exists():
                 shutil.rmtree(folder)
             sae_cfg = config_from_profile(spec.arch, profile, **{**spec.overrides, **(overrides or {})})
@@ -69,7 +74,7 @@ def train_run(profile: Profile, name: str, seeds: tuple[int, ...] | None = None,
 
 def final_metrics(results: list[RunResult]):
     """Last logged training metrics per (run, seed), plus event counts, as a DataFrame."""
-    import pandas as pd
+    import pandas as pd  # slow to import; only this summary needs it
 
     rows = []
     for r in results:
@@ -86,8 +91,6 @@ def final_metrics(results: list[RunResult]):
 
 def alpha_report(results: list[RunResult], lo: float = 0.1, hi: float = 2.0) -> str:
     """How often the adaptive factor alpha_t sat at its clamps, over all logged steps."""
-    import numpy as np
-
     alpha = np.array([row["alpha_t"] for r in results for row in r.log if "alpha_t" in row])
     if alpha.size == 0:
         return "no alpha_t logged"

@@ -13,12 +13,16 @@ cell whose lines are commented, `# %% parameters` the papermill parameters cell)
   a few `key: value` lines (`run`, `override_example`, optional `extra_cells`), `---`, then the
   notebook's title and introduction in Markdown.
 
+After each parameters cell comes a generated cell that checks every parameter
+(`hsae_utils.params.check_parameters`), so a wrong papermill value fails before any work.
+
 A cell whose source is unchanged keeps its outputs and execution count, so rebuilding never wipes
 committed outputs.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import string
 import sys
@@ -69,6 +73,29 @@ def parse_percent(text: str) -> list[dict]:
     return out
 
 
+def check_cell(parameters: str, run: str | None = None) -> dict:
+    """The cell after a parameters cell (and after the parameters papermill injects): every
+    parameter checked and converted by `hsae_utils.params.check_parameters`, before any work."""
+    names = [t.id for node in ast.parse(parameters).body if isinstance(node, ast.Assign)
+             for t in node.targets if isinstance(t, ast.Name)]
+    args = ", ".join([f"{n}={n}" for n in names] + ([f'run="{run}"'] if run else []))
+    call = f"check_parameters({args})"
+    lhs = f"({names[0]},)" if len(names) == 1 else ", ".join(names)
+    if len(f"{lhs} = {call}") > 100:
+        call = f"check_parameters(\n    {args})"
+    return {"cell_type": "code", "tags": [],
+            "source": f"from hsae_utils.params import check_parameters\n\n{lhs} = {call}"}
+
+
+def with_check_cell(cells: list[dict], run: str | None = None) -> list[dict]:
+    out = []
+    for cell in cells:
+        out.append(cell)
+        if "parameters" in cell["tags"]:
+            out.append(check_cell(cell["source"], run))
+    return out
+
+
 def stage_cells(path: Path) -> list[dict]:
     """The cells of an ablation-stage notebook: the template filled with the stage's values."""
     head, _, intro = path.read_text().partition("\n---\n")
@@ -81,14 +108,14 @@ def stage_cells(path: Path) -> list[dict]:
         run=values["run"], stage=stage, mechanisms=", ".join(MECHANISMS[:stage]),
         override_example=values["override_example"],
         extra_cells="".join(f"# %%\n{code}\n\n" for code in extra.split(" ;; ") if code))
-    return parse_percent(text)
+    return with_check_cell(parse_percent(text), run=values["run"])
 
 
 def notebook_cells(name: str) -> list[dict]:
     """Every cell of notebook `name` (e.g. "03_stage1_linear_sparsity"), from its sources."""
     stage_source = SRC / f"{name}.md"
-    body = stage_cells(stage_source) if stage_source.exists() else parse_percent(
-        (SRC / f"{name}.py").read_text())
+    body = stage_cells(stage_source) if stage_source.exists() else with_check_cell(
+        parse_percent((SRC / f"{name}.py").read_text()))
     return [{"cell_type": "markdown", "source": BADGE.format(name=name), "tags": []},
             {"cell_type": "code", "source": (SRC / "_colab.py").read_text().strip("\n"),
              "tags": []}, *body]

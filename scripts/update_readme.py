@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from hsae_utils.claims import markdown_table
 from hsae_utils.config import REPO_ROOT, get_profile
-from hsae_utils.figures import FIGURES_DIR
 from hsae_utils.io import read_json, replace_marked_block
+from hsae_utils.report import FIGURES_DIR, markdown_table
 
 FIGURES = (("fig1_core_metrics", "Figure 1: core metrics per configuration"),
            ("fig5_sparsity_fidelity_frontier", "Sparsity-fidelity frontier"),
@@ -61,6 +60,12 @@ def block(profile_name: str) -> str:
         png = FIGURES_DIR / f"{name}_{profile_name}.png"
         if png.exists():
             lines += [f"**{title}**", "", f"![{title}]({rel(png)})", ""]
+    columns = {"id": "claim", "paper": "paper: TopK -> HSAE", "ours_baseline": "ours: TopK",
+               "ours": "ours: HSAE / stage", "verdict": "direction (paired over seeds)",
+               "power": "power (MDE vs claimed)", "matched_l0": "at matched L0",
+               "absolute": "absolute value", "ground_truth": "ground truth (synthetic)"}
+    columns = {k: v for k, v in columns.items()  # older tables lack the newer columns
+               if k in claims and (k != "ground_truth" or (claims[k] != "").any())}
     lines += [
         f"**The paper's claims against this run** (direction: "
         f"{', '.join(f'{k} {v}' for k, v in counts.items())}; at matched L0: "
@@ -68,10 +73,7 @@ def block(profile_name: str) -> str:
         f"full table with the reasons and what the paper's own run artifacts show: "
         f"[`figures/claims_{profile_name}.md`](figures/claims_{profile_name}.md)):",
         "",
-        markdown_table(claims, {"id": "claim", "paper": "paper: TopK -> HSAE",
-                                "ours_baseline": "ours: TopK", "ours": "ours: HSAE / stage",
-                                "verdict": "direction (paired, 3 seeds)",
-                                "matched_l0": "at matched L0", "absolute": "absolute value"}),
+        markdown_table(claims, columns),
     ]
     return "\n".join(lines)
 

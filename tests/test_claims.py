@@ -67,11 +67,19 @@ def test_claim_that_holds():
 def test_claim_that_does_not_hold():
     r = row(cl.claims_table(RESULTS, LOCAL), "kl_divergence")
     assert r["verdict"] == cl.FAILS and r["reason"].startswith("opposite sign")
-    # the claimed sign but within seed noise: does not hold either
+    # the claimed sign but within seed noise so large that the paper's effect (-44 % of 0.15)
+    # could not have been seen: inconclusive, not "does not hold"
     noisy = tidy({("topk", "kl_div_with_sae"): [0.10, 0.20, 0.15],
                   ("stage5_clustering", "kl_div_with_sae"): [0.09, 0.25, 0.10]})
     r = row(cl.claims_table(noisy, LOCAL), "kl_divergence")
+    assert r["verdict"] == cl.INCONCLUSIVE and "within seed noise" in r["reason"]
+    assert r["mde"] > r["claimed_effect"] and "underpowered" in r["power"]
+    # no difference, with seed noise small enough to have seen the paper's effect: does not hold
+    flat = tidy({("topk", "kl_div_with_sae"): [0.100, 0.110, 0.105],
+                 ("stage5_clustering", "kl_div_with_sae"): [0.101, 0.109, 0.106]})
+    r = row(cl.claims_table(flat, LOCAL), "kl_divergence")
     assert r["verdict"] == cl.FAILS and "within seed noise" in r["reason"]
+    assert r["mde"] <= r["claimed_effect"] and "powered" in r["power"]
 
 
 def test_not_comparable_claims():
@@ -153,10 +161,19 @@ def test_single_seed():
 
 def test_relative_verdict_rules():
     assert cl.relative_verdict([0.1, 0.1, 0.1], "higher")[0] == cl.HOLDS  # constant difference
-    assert cl.relative_verdict([0.0, 0.0], "higher")[0] == cl.FAILS
+    # no difference at all: MDE 0, so decided against any claimed effect; unknown claim: undecided
+    assert cl.relative_verdict([0.0, 0.0], "higher", claimed=0.05)[0] == cl.FAILS
+    assert cl.relative_verdict([0.0, 0.0], "higher")[0] == cl.INCONCLUSIVE
     assert cl.relative_verdict([1.0, 1.1], "higher")[0] == cl.HOLDS  # 2 seeds: 1.05 > 2 x 0.07
-    assert cl.relative_verdict([0.1, 1.0], "higher")[0] == cl.FAILS  # 0.55 < 2 x 0.64
+    # 0.55 < 2 x 0.64: within noise; the 2-seed t-test's MDE is 11.5 x 0.64 = 7.3
+    assert cl.relative_verdict([0.1, 1.0], "higher", claimed=1.0)[0] == cl.INCONCLUSIVE
+    assert cl.relative_verdict([0.1, 1.0], "higher", claimed=8.0)[0] == cl.FAILS
     assert cl.relative_verdict([-0.2], "lower")[0] == cl.HOLDS
+    # one seed of the opposite sign: no test, so no power: inconclusive
+    assert cl.relative_verdict([0.2], "lower", claimed=0.1)[0] == cl.INCONCLUSIVE
+    # the opposite sign beyond noise is decided whatever the power
+    v, why = cl.relative_verdict([-1.0, -1.1, -0.9], "higher", claimed=0.01)
+    assert v == cl.FAILS and why.startswith("opposite sign, beyond seed noise")
     assert cl.relative_verdict([], "lower")[0] == cl.NOT_COMPARABLE
     with pytest.raises(ValueError):
         cl.relative_verdict([1.0], "better")
@@ -193,3 +210,119 @@ def test_matched_sparsity_needs_beating_every_sparser_baseline():
     assert matched_sparsity_verdict(df, "stage5_clustering", "l0", "higher")[0] == NOT_COMPARABLE
     df_sparse = df[~df["config"].isin(["topk", "relu_l1"])]
     assert matched_sparsity_verdict(df_sparse, "stage1_linear_sparsity", "ev", "higher")[0] == NOT_COMPARABLE
+
+
+# ----------------------------------------------------------------------------- power
+def test_power_decides_with_tiny_noise_and_is_inconclusive_with_few_noisy_seeds():
+    """A large claimed effect and tiny noise: a null result is decided; 3 noisy seeds: not."""
+    rng = np.random.default_rng(0)
+    base = 0.80 + 0.01 * rng.standard_normal(5)
+    quiet = tidy({("topk", "explained_variance_legacy"): list(base),
+                  ("stage5_clustering", "explained_variance_legacy"): list(base + 1e-4 *
+                                                                          rng.standard_normal(5))},
+                 seeds=(42, 43, 44, 45, 46))
+    r = row(cl.claims_table(quiet, LOCAL), "explained_variance")
+    assert math.isclose(r["claimed_effect"], 0.078)  # 90.2 % - 82.4 %
+    assert r["mde"] < 1e-3 and r["verdict"] == cl.FAILS
+    noisy = tidy({("topk", "explained_variance_legacy"): [0.80, 0.70, 0.90],
+                  ("stage5_clustering", "explained_variance_legacy"): [0.90, 0.60, 0.85]})
+    r = row(cl.claims_table(noisy, LOCAL), "explained_variance")
+    assert r["verdict"] == cl.INCONCLUSIVE and r["mde"] > 0.078
+    # the MDE is statsmodels' d_z at n = 3 times the observed std of the paired differences
+    d = np.array([0.10, -0.10, -0.05])
+    assert math.isclose(r["mde"], 3.264 * d.std(ddof=1), rel_tol=1e-3)
+
+
+def test_claimed_effect_in_our_units():
+    by_id = {c.id: c for c in cl.CLAIMS}
+    assert math.isclose(cl.claimed_effect(by_id["explained_variance"], 0.5), 0.078)  # pp: as is
+    # relative: -34 % of our baseline's absorption; ratio: 5.4x -> 4.4 x our baseline's L0
+    assert math.isclose(cl.claimed_effect(by_id["absorption"], 0.01), 0.01 * (1 - 58 / 88))
+    assert math.isclose(cl.claimed_effect(by_id["active_features"], 80), 80 * (1735 / 320 - 1))
+    assert math.isnan(cl.claimed_effect(by_id["t1_loss"].__class__(
+        "x", "", "", None, "lower", None, None, "pp"), 1.0))
+
+
+def test_proportion_mde_against_the_normal_formula():
+    """Two proportions of n each: Cohen's h = (z_.975 + z_.8) sqrt(2 / n), independent of
+    statsmodels (the far tail it adds is negligible at these sizes)."""
+    from scipy.stats import norm
+
+    from hsae_utils.power import proportion_mde, proportion_sample_size
+
+    for p0, n in ((0.5, 200), (0.701, 116), (0.9, 60)):
+        h = (norm.ppf(0.975) + norm.ppf(0.8)) * math.sqrt(2 / n)
+        p1 = math.sin(math.asin(math.sqrt(p0)) + h / 2) ** 2
+        assert math.isclose(proportion_mde(p0, n), p1 - p0, rel_tol=2e-3)
+    assert proportion_mde(0.99, 16) == math.inf  # no accuracy above 99 % + MDE exists
+    # the profile's arithmetic (config.py): 70.1 % -> 85.3 % needs 115 texts per group
+    assert proportion_sample_size(0.701, 0.853) == 115
+    assert proportion_mde(0.701, 116) <= 0.152 < proportion_mde(0.701, 16)
+
+
+def test_probing_power_counts_the_test_set():
+    """Seeds that agree perfectly still leave the test set's noise: 8 test texts per class
+    cannot decide a 15 pp claim; the local profile's test set can."""
+    res = tidy({("topk", "sae_top_1_test_accuracy"): [0.70, 0.72, 0.71],
+                ("stage5_clustering", "sae_top_1_test_accuracy"): [0.70, 0.72, 0.71]})
+    small = get_profile("local", probe_test_per_class=8)
+    r = row(cl.claims_table(res, small), "probing_top1")
+    assert r["verdict"] == cl.INCONCLUSIVE and "16 texts per one-vs-rest probe" in r["power"]
+    r = row(cl.claims_table(res, LOCAL), "probing_top1")  # the abstract's 15.2 pp
+    assert r["verdict"] == cl.FAILS and r["mde"] <= r["claimed_effect"]
+    assert "116 texts per one-vs-rest probe" in r["power"]
+
+
+def test_matched_sparsity_uses_power():
+    from hsae_utils.claims import FAILS, INCONCLUSIVE, matched_sparsity_verdict
+
+    def df(ours, base):
+        rows = [(c, s, m, v) for c, vals in (("stage5_clustering", ours), ("topk", base))
+                for s, (l0, ev) in zip((42, 43, 44), vals) for m, v in (("l0", l0), ("ev", ev))]
+        return pd.DataFrame([(f"{c}/seed{s}", c, s, m, float(v)) for c, s, m, v in rows],
+                            columns=["run", "config", "seed", "metric", "value"])
+
+    same = df([(90, 0.80), (90, 0.81), (90, 0.79)], [(80, 0.80), (80, 0.8101), (80, 0.7902)])
+    v, why = matched_sparsity_verdict(same, "stage5_clustering", "ev", "higher", claimed=0.078)
+    assert v == FAILS and "powered" in why
+    noisy = df([(90, 0.80), (90, 0.60), (90, 0.90)], [(80, 0.75), (80, 0.75), (80, 0.75)])
+    v, why = matched_sparsity_verdict(noisy, "stage5_clustering", "ev", "higher", claimed=0.078)
+    assert v == INCONCLUSIVE and "underpowered" in why
+
+
+def test_ground_truth_column_and_absorption_caveat():
+    gt = pd.DataFrame([{"config": c, "seed": s, "absorption": a, "l0": l0}
+                       for s in (1, 2, 3, 4)
+                       for c, a, l0 in (("stage5_clustering", 0.10 + 0.001 * s, 20),
+                                        ("topk_matched", 0.20 + 0.001 * s * s, 20))])
+    t = cl.claims_table(RESULTS, LOCAL, ground_truth=gt)
+    r = row(t, "absorption")
+    assert r["ground_truth"] == cl.HOLDS and "synthetic hierarchy, 4 seeds" in r["ground_truth_reason"]
+    assert row(t, "explained_variance")["ground_truth"] == ""
+    assert (cl.claims_table(RESULTS, LOCAL)["ground_truth"] == "").all()  # no table: no column
+    res = tidy({("topk", "mean_full_absorption_score"): [0.01, 0.011, 0.012],
+                ("stage5_clustering", "mean_full_absorption_score"): [0.005, 0.006, 0.0065]})
+    assert "16,384+ latents" in row(cl.claims_table(res, LOCAL), "absorption")["reason"]
+    assert cl.absorption_caveat(get_profile("local", d_sae=16_384 * 2, model_name="x",
+                                            d_model=2304, n_layers=26, layer=19)) == ""
+
+
+def test_readme_block_renders_the_power_and_ground_truth_columns(tmp_path, monkeypatch):
+    import importlib.util
+
+    from hsae_utils.config import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("update_readme",
+                                                  REPO_ROOT / "scripts" / "update_readme.py")
+    ur = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ur)
+    monkeypatch.setattr(ur, "FIGURES_DIR", tmp_path)
+    (tmp_path / "table1_local.md").write_text("| a |\n|---|\n| 1 |\n")
+    cl.write_claims(cl.claims_table(RESULTS, LOCAL), tmp_path, "local")
+    block = ur.block("local")
+    assert "power (MDE vs claimed)" in block and "ground truth" not in block
+    gt = pd.DataFrame([{"config": c, "seed": s, "absorption": a, "l0": 20.0}
+                       for s in (1, 2, 3) for c, a in (("stage5_clustering", 0.1 + s / 100),
+                                                       ("topk_matched", 0.1 + s / 90))])
+    cl.write_claims(cl.claims_table(RESULTS, LOCAL, ground_truth=gt), tmp_path, "local")
+    assert "ground truth (synthetic)" in ur.block("local")

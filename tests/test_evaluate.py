@@ -86,8 +86,14 @@ def test_identity_sae_is_perfect(tiny_model, splice):
 
 
 def test_zero_ablation_recovers_nothing(tiny_model, splice):
-    out = ev.splice_metrics(tiny_model, splice, {"zero": ev.SAEAdapter(zero_sae())}, LAYER,
-                            progress=False)["zero"]
+    """With the `non_special` baseline, an all-zero SAE is the ablation; with the default (every
+    position zeroed, BOS included, as SAELens / SAEBench) it keeps BOS, so the two differ."""
+    zero = {"zero": ev.SAEAdapter(zero_sae())}
+    default = ev.splice_metrics(tiny_model, splice, zero, LAYER, progress=False)["zero"]
+    assert abs(default["kl_div_with_sae"] - default["kl_div_with_ablation"]) > 1e-4
+    ours = ev.build_splice_data(tiny_model, contexts(), LAYER, SPECIAL, progress=False,
+                                ablation="non_special")
+    out = ev.splice_metrics(tiny_model, ours, zero, LAYER, progress=False)["zero"]
     assert out["ce_loss_score"] == pytest.approx(0.0, abs=1e-5)
     assert out["kl_div_score"] == pytest.approx(0.0, abs=1e-5)
     assert out["kl_div_with_sae"] == pytest.approx(out["kl_div_with_ablation"], rel=1e-5)
@@ -102,10 +108,15 @@ def test_special_tokens_keep_their_activation_and_leave_the_averages(tiny_model,
     toks, keep, x = splice.tokens_NS, splice.keep_NS, splice.resid_NSD
     assert not keep[:, 0].any() and not keep[1, 7] and not keep[2, 3]
     assert keep.sum() == keep.numel() - toks.shape[0] - 2
-    xhat, *_ = adapter.reconstruct(x)
-    spliced = torch.where(keep[..., None], xhat, x)
-    lp_c = torch.log_softmax(logits_from_layer(tiny_model, x, LAYER), -1)
-    lp_s = torch.log_softmax(logits_from_layer(tiny_model, spliced, LAYER), -1)
+    # independent of `logits_from_layer`: the model's full forward with a hook at the layer
+    def splice_hook(acts, hook):
+        xhat, *_ = adapter.reconstruct(acts)
+        return torch.where(keep[..., None], xhat, acts)
+
+    with torch.no_grad():
+        lp_c = torch.log_softmax(tiny_model(toks).float(), -1)
+        lp_s = torch.log_softmax(tiny_model.run_with_hooks(
+            toks, fwd_hooks=[(f"blocks.{LAYER}.hook_resid_post", splice_hook)]).float(), -1)
     kl = (lp_c.exp() * (lp_c - lp_s)).sum(-1)
     ce = -lp_s[:, :-1].gather(-1, toks[:, 1:, None])[..., 0]
     ce_mask = keep[:, :-1]
@@ -128,7 +139,7 @@ def test_reconstruction_formulas_by_hand():
     legacy = (1 - err.pow(2).sum(1) / (xd - xd.mean(0)).pow(2).sum(1)).mean().item()
     assert rec["explained_variance_legacy"] == pytest.approx(legacy, rel=1e-9)
     assert rec["mse_raw"] == pytest.approx(err.pow(2).sum(1).mean().item(), rel=1e-9)
-    assert rec["mse"] == pytest.approx(0.25 * rec["mse_raw"], rel=1e-9)  # normalized: x 0.5^2
+    assert rec["mse_norm"] == pytest.approx(0.25 * rec["mse_raw"], rel=1e-9)  # normalized: x 0.5^2
     assert rec["cossim"] == pytest.approx(1.0, abs=1e-9)
     assert rec["l2_ratio"] == pytest.approx(0.5, abs=1e-9)
     assert rec["relative_reconstruction_bias"] == pytest.approx(0.5, abs=1e-9)

@@ -74,11 +74,13 @@ def test_our_export_through_sae_lens_reconstructs_like_our_load(arch, tmp_path):
     xh_o, z_o, xn_o, xhn_o = ours.reconstruct(x_raw)
     xh_t, z_t, xn_t, xhn_t = theirs.reconstruct(x_raw)
     assert torch.equal(z_o != 0, z_t != 0)
-    torch.testing.assert_close(z_t, z_o, rtol=1e-4, atol=1e-5)
+    s = NORM["scale"]  # exports carry the scale in the latents (raw units), decoder rows unit-norm
+    torch.testing.assert_close(z_t * s, z_o, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(xh_t, xh_o, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(xhn_t, xhn_o, rtol=1e-4, atol=1e-4)  # same normalized space
     m_o, m_t = ev.reconstruction_metrics(ours, x_raw), ev.reconstruction_metrics(theirs, x_raw)
     assert m_t.keys() == m_o.keys()
+    m_t["l1"] *= s  # the one metric in latent units
     for k in m_o:
         assert m_t[k] == pytest.approx(m_o[k], rel=1e-4, abs=1e-6), k
 
@@ -97,7 +99,7 @@ def test_hand_built_jumprelu_folder_gives_its_own_metrics(tmp_path):
     assert m["l0"] == pytest.approx((z != 0).sum(1).float().mean().item())
     mse_raw = (x - xhat).double().pow(2).sum(1).mean().item()
     assert m["mse_raw"] == pytest.approx(mse_raw, rel=1e-5)
-    assert m["mse"] == pytest.approx(mse_raw * scale**2, rel=1e-5)  # our normalized space
+    assert m["mse_norm"] == pytest.approx(mse_raw * scale**2, rel=1e-5)  # our normalized space
     assert m["d_sae"] == 24
 
 

@@ -78,3 +78,16 @@ def test_missing_results_name_the_notebook_to_run(tmp_path, monkeypatch):
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="--only 08"):
         report.load_results(config.get_profile("smoke"))
+
+
+def test_notebook_08_tables_and_figures_from_a_fresh_evaluation(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    tidy = _results(tmp_path, monkeypatch).tidy
+    evaluation = SimpleNamespace(results=tidy, runs=[SimpleNamespace(config="topk", label="TopK")])
+    r = report.Results.from_evaluation(evaluation)
+    table = report.summary_table(r)
+    assert list(table.index) == ["TopK", runs.HSAE, "topk_k20"]
+    assert table.loc["topk_k20", "Seeds"] == 1 and table.loc["topk_k20", "l0"] == "20.000"
+    assert report.plot_core_metrics(r, configs=None) is not None
+    assert report.plot_absorption_scores(r) is None  # no absorption scores in this table

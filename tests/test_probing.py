@@ -73,10 +73,22 @@ def test_binary_tasks_are_balanced_and_use_every_other_class():
 
 
 def test_the_same_negatives_for_the_llm_and_every_sae():
-    data = synthetic_probing_data()
-    a = [(c, s["train"][0].tolist()) for _, c, s in data.tasks()]
-    b = [(c, s["train"][0].tolist()) for _, c, s in data.tasks()]
-    assert a == b
+    """An SAE whose latents are the residual coordinates must score exactly the LLM's top-k
+    accuracies: only possible if both are probed on the same positives, negatives and splits."""
+    data = synthetic_probing_data(n_per_class=30, tokens_per_text=2)
+    for i in range(len(data.offsets) - 1):  # weaken the planted feature: accuracies below 1
+        data.acts_TD[data.offsets[i]:data.offsets[i + 1], 3:6] *= 0.15
+    llm = pr.mean_pool(data.acts_TD, data.offsets).numpy()
+    data.llm_results = pr.probe_features(llm, data, (1, 5), "llm")
+    identity = DimSAE(16)
+    identity.encode = lambda x: x
+    _, rows = pr.evaluate_sparse_probing(SAEAdapter(identity), data, k_values=(1, 5))
+    for k in (1, 5):
+        assert rows[0][f"sae_top_{k}_test_accuracy"] == rows[0][f"llm_top_{k}_test_accuracy"]
+    assert 0.5 < rows[0]["llm_top_1_test_accuracy"] < 1.0
+    # a different draw of negatives would change them (the test can fail)
+    other = pr.probe_features(llm, pr.ProbingData(**{**data.__dict__, "seed": 1}), (1, 5), "llm")
+    assert other["toy"] != data.llm_results["toy"]
 
 
 def test_mean_pool_in_chunks_and_from_fp16_arrays():
@@ -149,13 +161,18 @@ def test_split_per_class():
 
 
 def test_paper_datasets_fail_with_a_clear_hub_message(monkeypatch):
+    """The real `datasets.load_dataset` in offline mode (what an unreachable hub raises, without
+    waiting for network timeouts), not a stand-in: the message must name the hub and the fix."""
     import datasets
+    import huggingface_hub.constants
 
     from hsae_utils.config import get_profile
 
-    def offline(*args, **kwargs):
-        raise ConnectionError("huggingface.co unreachable")
-
-    monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(RuntimeError, match="Hugging Face hub"):
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(RuntimeError, match="Hugging Face hub is in offline mode") as err:
         probing_tasks.load_tasks(get_profile("paper"))
+    message = str(err.value)
+    assert "'LabHC/bias_in_bios_class_set1' is unavailable" in message
+    assert "hf download LabHC/bias_in_bios --repo-type dataset" in message
+    assert "skip_unavailable_probing" in message and err.value.kind == "offline"

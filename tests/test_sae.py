@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F_
 
 from hsae_utils.checkpoint import folded_weights, load_sae, save_sae
 from hsae_utils.config import get_profile
@@ -121,24 +122,34 @@ def test_topk_keeps_exactly_k_largest_per_row():
     assert not sae.encode(x).any()
 
 
-def test_topk_auxk_only_with_dead_latents():
+def gao_normalized_mse(recon, xs):
+    """openai/sparse_autoencoder train.py / kernels.py, written from their formula: the batch MSE
+    over the MSE of the batch mean (the centred variance), not a per-token ratio."""
+    return F_.mse_loss(recon, xs) / F_.mse_loss(xs.mean(0, keepdim=True).expand_as(xs), xs)
+
+
+def test_topk_auxk_follows_gao_et_al_loss():
     sae = make("topk", k=5, dead_after_tokens=64)
-    x = batch()
-    assert sae.loss(x, 0, 10).metrics["aux"] == 0
-    sae.firing.tokens_since_fired_F[:10] = 64  # ten latents dead
-    out = sae.loss(x, 0, 10)
-    assert out.metrics["aux"] > 0  # normalized by ||e||^2: about 1 when they explain nothing
-    x_sq = x.pow(2).sum(-1).mean()
-    assert torch.allclose(out.loss, out.metrics["mse"] + out.metrics["aux"] * x_sq / 32)
-    # by hand: the top min(aux_k, F/2) pre-activations among the dead latents, ReLU'd
     with torch.no_grad():
+        sae.b_dec.normal_()  # their pre_bias: must cancel in the aux target
+    x = batch() * 2 + 1  # a mean far from 0: the centred and uncentred norms differ
+    assert sae.loss(x, 0, 10).metrics["aux"] == 0
+    dead = torch.arange(F) < 10
+    sae.firing.tokens_since_fired_F[dead] = 64  # ten latents dead
+    out = sae.loss(x, 0, 10)
+    with torch.no_grad():  # their forward: mask the pre-acts to the dead latents, top-k, ReLU
         pre = sae.pre_acts(x)
-        masked = pre.masked_fill(torch.arange(F) >= 10, float("-inf"))
-        v, i = masked.topk(10, dim=-1)
+        v, i = (pre * dead).topk(min(512, F // 2), dim=-1)
         z_aux = torch.zeros_like(pre).scatter(-1, i, v.relu())
-        e = x - sae(x)[0]
-        nmse = ((z_aux @ sae.W_dec - e).pow(2).sum(-1) / e.pow(2).sum(-1)).mean()
-    assert torch.allclose(out.metrics["aux"], nmse, rtol=1e-5)
+        xhat = sae(x)[0]
+        aux_recons = z_aux @ sae.W_dec + sae.b_dec
+        aux = gao_normalized_mse(aux_recons, x - xhat + sae.b_dec)
+        var_x = F_.mse_loss(x.mean(0, keepdim=True).expand_as(x), x)  # 1 / their mse_scale
+        gao_loss = F_.mse_loss(xhat, x) / var_x + aux / 32
+    assert aux > 0.1  # random dead latents explain little of the residual
+    assert torch.allclose(out.metrics["aux"], aux, rtol=1e-5)
+    # ours = theirs x D var_x: the summed squared error instead of the per-element mean
+    assert torch.allclose(out.loss, gao_loss * D * var_x, rtol=1e-5)
 
 
 def test_batchtopk_keeps_k_times_batch_and_learns_threshold():
@@ -194,20 +205,23 @@ def test_save_load_round_trip_is_exact(arch, tmp_path):
 
 @pytest.mark.parametrize("center", [False, True])
 def test_folded_weights_act_on_raw_activations(center):
+    """Independent algebra: raw x -> z / s and xhat / s + mean, with unit-norm decoder rows."""
     mean = torch.linspace(-1, 1, D)
-    norm = {"scale": 0.37, "center": center, "mean": mean.tolist() if center else None}
+    s = 0.37
+    norm = {"scale": s, "center": center, "mean": mean.tolist() if center else None}
     sae = make("relu", normalization=norm)
     with torch.no_grad():
         sae.b_enc.normal_()
         sae.b_dec.normal_()
     w = folded_weights(sae)
     x_raw = batch() * 3 + 2
-    x_norm = ((x_raw - mean) if center else x_raw) * 0.37
+    x_norm = ((x_raw - mean) if center else x_raw) * s
     z_raw = torch.relu(x_raw @ w["W_enc"] + w["b_enc"])
     xhat_raw = z_raw @ w["W_dec"] + w["b_dec"]
     xhat_norm, z = sae(x_norm)
-    assert torch.allclose(z_raw, z, atol=1e-5)
-    assert torch.allclose(xhat_raw, xhat_norm / 0.37 + (mean if center else 0), atol=1e-4)
+    assert torch.allclose(z_raw, z / s, atol=1e-5)  # latents in raw units
+    assert torch.allclose(xhat_raw, xhat_norm / s + (mean if center else 0), atol=1e-4)
+    assert torch.allclose(w["W_dec"].norm(dim=-1), torch.ones(F), atol=1e-6)
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
@@ -227,8 +241,19 @@ def test_sae_lens_loads_our_folder_with_equal_reconstructions(arch, tmp_path):
         xhat_theirs = theirs.decode(z_theirs)
     assert (z_ours != 0).sum() > 0
     assert torch.equal(z_ours != 0, z_theirs != 0)
-    assert torch.allclose(z_theirs, z_ours, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(z_theirs, z_ours / s, rtol=1e-4, atol=1e-5)  # latents in raw units
     assert torch.allclose(xhat_theirs, xhat_ours / s, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_exports_pass_saebench_decoder_norm_check(arch, tmp_path):
+    """SAEBench refuses (warns and returns False for) custom SAEs whose decoder rows are not
+    unit-norm; its absorption calculator assumes unit rows too (issue 14, item 2)."""
+    sae_lens = pytest.importorskip("sae_lens")
+    general_utils = pytest.importorskip("sae_bench.sae_bench_utils.general_utils")
+    save_sae(_trained(arch), tmp_path)
+    theirs = sae_lens.SAE.load_from_disk(tmp_path)
+    assert general_utils.check_decoder_norms(theirs.W_dec.data)
 
 
 def test_config_from_profile_uses_profile_sizes():

@@ -86,7 +86,8 @@ def test_kl_ce_equal_an_independent_full_forward(tiny_gemma, tiny_gemma_dir, tok
     assert keep.sum() > 0.9 * keep.numel() - tokens.shape[0]  # BOS out, few massive tokens
     lp_clean = _reference(hf, tokens, keep, None)
     lp_sae = _reference(hf, tokens, keep, lambda h: adapter.reconstruct(h.float())[0])
-    lp_zero = _reference(hf, tokens, keep, torch.zeros_like)
+    # the ablation baseline zeroes every position, BOS included (SAEBench; ablation="all")
+    lp_zero = _reference(hf, tokens, torch.ones_like(keep), torch.zeros_like)
     nxt = tokens[:, 1:, None]
 
     def ce(lp):

@@ -140,3 +140,19 @@ def test_resume_refuses_a_different_config(tmp_path):
     train(make("relu"), InMemoryStore(), cfg(steps=8), tmp_path, progress=False)
     with pytest.raises(ValueError, match="lr"):
         train(make("relu"), InMemoryStore(), cfg(steps=8, lr=1e-3), tmp_path, progress=False)
+
+
+def test_batchtopk_threshold_gives_l0_near_k_on_held_out_tokens(tmp_path):
+    """Issue 14, item 6: the inference JumpReLU threshold (an EMA of the smallest kept activation)
+    must reproduce the training sparsity k on tokens the SAE never saw."""
+    store = InMemoryStore(n_tokens=3072, seed=3)
+    held_out_ND = store.data[2048:].clone()
+    store.data, store.n_tokens = store.data[:2048], 2048
+    sae = ARCHITECTURES["batchtopk"].config_class(d_in=D, d_sae=NF, k=4, dead_after_tokens=4 * B)
+    result = train(ARCHITECTURES["batchtopk"](sae), store, cfg(steps=400, log_every=100,
+                   checkpoint_every=400), tmp_path, progress=False)
+    trained = result.sae.eval()
+    with torch.no_grad():
+        l0 = (trained.encode(held_out_ND) != 0).sum(-1).float().mean().item()
+    assert trained.threshold > 0
+    assert abs(l0 - 4) <= 0.2 * 4, f"held-out L0 {l0:.2f}, k = 4"

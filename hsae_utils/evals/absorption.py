@@ -1,5 +1,9 @@
 """Feature absorption on the first-letter task (Chanin et al. 2024), as SAEBench measures it.
 
+(One file over ~450 lines on purpose: like SAEBench's `evals/absorption/`, the vocabulary, the
+prompts, the ground-truth probe, k-sparse probing and the absorption rules are one eval, read
+top to bottom.)
+
 Data (model side, computed once and cached; `build_absorption_data`):
 - Vocabulary: tokens made only of ASCII letters, optionally with one leading space, that decode
   and re-encode to themselves. `profile.absorption_vocab_size` of them are drawn letter-balanced
@@ -23,8 +27,10 @@ Per SAE (`evaluate_absorption`):
   grows while F1 improves by more than 0.03 (`f1_jump_threshold`); the last accepted set are the
   letter's main latents.
 - For every test word of letter L whose ground-truth probe score is positive: the projection of
-  latent i on the probe is activation_i x cos(probe_L, decoder_i); the word's residual projection
-  is x . probe_L / ||probe_L|| (both in the SAE's normalized space). Absorption fraction and full
+  latent i on the probe is activation_i x cos(probe_L, decoder_i), SAEBench's formula, with the
+  decoder norms first folded into the activations (as SAEBench folds them for pretrained SAEs),
+  so it is right for rows of any norm; the word's residual projection is x . probe_L / ||probe_L||
+  (both in the SAE's normalized space). Absorption fraction and full
   absorption follow SAEBench's rules (`absorption_for_letter`).
 - `mean_absorption_fraction_score` and `mean_full_absorption_score` are means over the letters
   whose probe F1 exceeds 0.6; SAEBench requires at least 20 such letters, and so do we for
@@ -509,8 +515,13 @@ def evaluate_absorption(adapter, data: AbsorptionData, seed: int = 42, max_k: in
 
 def _evaluate_absorption(adapter, data, seed, max_k, f1_jump, min_probe_f1):
     device = adapter.W_dec.device
-    z_tr = adapter.encode(data.x_train_ND.to(device)).float().cpu()
-    z_te = adapter.encode(data.x_test_ND.to(device)).float().cpu()
+    # Fold the decoder norms into the latents (SAEBench: `fold_W_dec_norm`), so that latent i's
+    # probe projection z_i ||d_i|| cos(probe, d_i) is right for rows of any norm (an external
+    # SAE's rows have norm `scale` in our space) and every number is invariant to rescaling a
+    # latent by c and its row by 1 / c. For our SAEs (unit rows) this changes nothing.
+    norms_F = adapter.decoder_rows().norm(dim=-1)
+    z_tr = adapter.encode(data.x_train_ND.to(device)).float().cpu() * norms_F
+    z_te = adapter.encode(data.x_test_ND.to(device)).float().cpu() * norms_F
     ranking = train_l1_probe(z_tr, data.y_train_N, seed=seed)
     probe_dir = torch.nn.functional.normalize(data.probe_W_LD.float(), dim=-1)  # [26, D]
     dec = torch.nn.functional.normalize(adapter.W_dec.detach().float().cpu(), dim=-1)

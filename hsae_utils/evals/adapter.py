@@ -28,6 +28,18 @@ class SAEAdapter:
     def W_dec(self) -> Tensor:
         return self.sae.W_dec
 
+    @torch.no_grad()
+    def decoder_rows(self, chunk: int = 512) -> Tensor:
+        """Each latent's decoder row in the normalized space, [F, D] on the CPU, measured
+        through `decode` (decode(e_i) - decode(0)), so it holds for any SAE: ours (unit rows) or
+        a SAELens SAE seen through `external.NormalizedSpaceSAE` (rows of norm `scale` x its
+        raw-space norm)."""
+        F, device = self.d_sae, self.W_dec.device
+        zero_D = self.sae.decode(torch.zeros(1, F, device=device)).float()
+        rows = [(self.sae.decode(torch.eye(F, device=device)[i : i + chunk]).float() - zero_D)
+                .cpu() for i in range(0, F, chunk)]
+        return torch.cat(rows)
+
     def normalize(self, x_raw: Tensor) -> Tensor:
         if self.center:
             x_raw = x_raw - self._mean.to(x_raw.device, x_raw.dtype)

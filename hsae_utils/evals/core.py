@@ -8,9 +8,17 @@ Reconstruction, on every non-special token of the validation split (x: the layer
 - `frac_variance_explained`: 1 - sum_d var(x_d - xhat_d) / sum_d var(x_d), dictionary_learning's
   variance-based formula, under its name there (variance around the mean; SAEBench's newer
   `explained_variance` measures it around zero and is known to be wrong: SAELens PRs #665 / #710,
-  SAEBench issue #76, so we do not report a metric of that name).
-- `mse`: per-token sum of squared errors, averaged over tokens (SAEBench's "mse"), in the
-  normalized space the SAE was trained in; `mse_raw` is the same in raw activation units.
+  SAEBench issue #76).
+- `explained_variance`: SAELens 6's corrected formula (`evals.ExplainedVarianceCalculator`),
+  1 - E||x - xhat||^2 / (E||x||^2 - ||E x||^2), raw space; it differs from
+  `frac_variance_explained` by the squared mean error in the numerator.
+- `mse`: SAEBench's "mse" (evals/core/main.py): raw units, each token's summed squared error
+  divided by the token count of its evaluation batch, averaged over tokens; its batches are 16
+  contexts x 128 tokens less the special ones, ours `saebench_batch_tokens` consecutive rows
+  (default 2,048). Depends on that batch size, like SAEBench's.
+- `mse_raw`: per-token sum of squared errors averaged over tokens, raw units (SAELens 6's "mse",
+  the training-loss convention); `mse_norm`: the same in the normalized space the SAE was
+  trained in (what this table called `mse` before).
 - `cossim`, `l2_ratio` (||xhat|| / ||x||, per token, averaged) and
   `relative_reconstruction_bias` (E||xhat||^2 / E<x, xhat>) in raw space.
 - `l0`: mean number of non-zero latents per token; `l1`: mean sum of |z| per token.
@@ -18,11 +26,14 @@ Reconstruction, on every non-special token of the validation split (x: the layer
   (dictionary_learning `frac_alive`), and the rest.
 
 Splice, on the first `profile.n_eval_contexts` validation contexts: the layer output of every
-non-special position is replaced by the SAE reconstruction (zeros for the ablation) and only the
-layers after the hook, the final norm and the unembedding run again (`forward.hidden_from_layer`, then
-`forward.logits_from_hidden` in chunks of positions: `splice_losses`).
-Special positions (BOS, document boundaries) keep their activation and are left out of every
-average, as is every prediction made at a special position.
+non-special position is replaced by the SAE reconstruction and only the layers after the hook,
+the final norm and the unembedding run again (`forward.hidden_from_layer`, then
+`forward.logits_from_hidden` in chunks of positions: `splice_losses`). Special positions
+(BOS, document boundaries) keep their activation and are left out of every average, as is every
+prediction made at a special position (SAELens / SAEBench with `ignore_tokens` and
+`exclude_special_tokens_from_reconstruction`). The ablation baseline zeroes every position, BOS
+included, as SAELens' and SAEBench's `get_recons_loss` do (`ablation="all"`, the default;
+`ablation="non_special"` zeroes only the replaced positions, our earlier baseline).
 - `kl_div_with_sae`, `kl_div_with_ablation`: per-token KL(clean || spliced), averaged.
 - `kl_div_score` = (KL_ablation - KL_sae) / KL_ablation.
 - `ce_loss_without_sae`, `ce_loss_with_sae`, `ce_loss_with_ablation`: next-token cross-entropy.
@@ -59,7 +70,8 @@ def _batches(x: Tensor | Iterable[Tensor], batch_size: int) -> Iterator[Tensor]:
 
 @torch.no_grad()
 def reconstruction_metrics(adapter: SAEAdapter, x_raw_ND: Tensor, batch_size: int = 4096,
-                           mean_raw_D: Tensor | None = None) -> dict[str, float]:
+                           mean_raw_D: Tensor | None = None,
+                           saebench_batch_tokens: int = 16 * 128) -> dict[str, float]:
     """Reconstruction and sparsity metrics on raw activation rows (special tokens already
     removed). See the module docstring for the definitions."""
     device = adapter.W_dec.device
@@ -73,6 +85,7 @@ def reconstruction_metrics(adapter: SAEAdapter, x_raw_ND: Tensor, batch_size: in
     s_x, s_x2 = torch.zeros(D, dtype=torch.float64), torch.zeros(D, dtype=torch.float64)
     s_e, s_e2 = torch.zeros(D, dtype=torch.float64), torch.zeros(D, dtype=torch.float64)
     fired_F = torch.zeros(F, dtype=torch.bool, device=device)
+    sse_raw_N, s_xr, sq_xr = [], torch.zeros(D, dtype=torch.float64), 0.0
     for x_raw in _batches(x_raw_ND, batch_size):
         x_raw = x_raw.to(device, torch.float32)
         xhat_raw, z, x_n, xhat_n = adapter.reconstruct(x_raw)
@@ -81,7 +94,11 @@ def reconstruction_metrics(adapter: SAEAdapter, x_raw_ND: Tensor, batch_size: in
         var_t = (x_n.double() - mean_norm_D).pow(2).sum(-1)
         acc["n"] += x_raw.shape[0]
         acc["sse"] += sse_t.sum().item()
-        acc["sse_raw"] += (x_raw - xhat_raw).double().pow(2).sum().item()
+        sse_raw_t = (x_raw - xhat_raw).double().pow(2).sum(-1)
+        sse_raw_N.append(sse_raw_t.cpu())
+        acc["sse_raw"] += sse_raw_t.sum().item()
+        s_xr += x_raw.double().sum(0).cpu()
+        sq_xr += x_raw.double().pow(2).sum().item()
         acc["ev_legacy"] += (1 - sse_t / var_t).sum().item()
         nz = z != 0
         acc["l0"] += nz.sum().item()
@@ -105,11 +122,19 @@ def reconstruction_metrics(adapter: SAEAdapter, x_raw_ND: Tensor, batch_size: in
     var_x = (s_x2 / n - (s_x / n).pow(2)).sum().item()
     var_e = (s_e2 / n - (s_e / n).pow(2)).sum().item()
     alive = int(fired_F.sum().item())
+    # SAEBench's mse: token t of evaluation batch b contributes sse_t / n_b
+    sse_raw_N = torch.cat(sse_raw_N)
+    n_b_N = torch.full_like(sse_raw_N, float(saebench_batch_tokens))
+    last = (int(n) // saebench_batch_tokens) * saebench_batch_tokens
+    n_b_N[last:] = int(n) - last
+    total_var_raw = sq_xr / n - (s_xr / n).pow(2).sum().item()
     return {
         "explained_variance_legacy": acc["ev_legacy"] / n,
         "frac_variance_explained": 1 - var_e / var_x,
-        "mse": acc["sse"] / n,
+        "explained_variance": 1 - (acc["sse_raw"] / n) / total_var_raw,
+        "mse": (sse_raw_N / n_b_N).mean().item(),
         "mse_raw": acc["sse_raw"] / n,
+        "mse_norm": acc["sse"] / n,
         "cossim": acc["cos"] / n,
         "l2_ratio": acc["l2_ratio"] / n,
         "relative_reconstruction_bias": acc["xhat_sq"] / acc["x_dot_xhat"],
@@ -211,21 +236,28 @@ def splice_losses(model, clean_BSD: Tensor, others: list[Tensor], tokens_BS: Ten
             [per_position(k, False) for k in kl_o])
 
 
+ABLATIONS = {"all": "zero at every position (SAEBench)",
+             "non_special": "zero at non-special positions"}
+
+
 @torch.no_grad()
 def build_splice_data(model, tokens_NS: Tensor, layer: int, special_ids: Iterable[int],
                       cache_root: str | Path | None = None, fingerprint: str | None = None,
                       batch_contexts: int = 8, progress: bool = True,
-                      massive_factor: float | None = None) -> SpliceData:
+                      massive_factor: float | None = None, ablation: str = "all") -> SpliceData:
     """Run the model once on the splice contexts: the layer output, the clean and zero-ablated
     per-token CE, and the ablation KL; stored in (or reused from) `cache_root`.
 
     Positions kept for the splice and the averages: `tokens.keep_mask` (not special, and not a
-    massive activation above `massive_factor` x the batch median norm, as in the cache)."""
+    massive activation above `massive_factor` x the batch median norm, as in the cache).
+    `ablation`: "all" zeroes every position (SAELens / SAEBench), "non_special" only the kept."""
+    if ablation not in ABLATIONS:
+        raise ValueError(f"ablation must be one of {sorted(ABLATIONS)}, got {ablation!r}.")
     tokens_NS = tokens_NS.long().cpu()
     special = torch.tensor(sorted(set(int(i) for i in special_ids)), dtype=torch.long)
     identity = {**model_identity(model, fingerprint), "hook": f"blocks.{layer}.hook_resid_post",
                 "tokens_sha256": tensor_sha(tokens_NS), "special_ids": special.tolist(),
-                "ablation": "zero at non-special positions", "massive_factor": massive_factor}
+                "ablation": ABLATIONS[ablation], "massive_factor": massive_factor}
     if cache_root is not None:
         hit = load_cached(cache_root, "splice", identity)
         if hit is not None:
@@ -242,7 +274,8 @@ def build_splice_data(model, tokens_NS: Tensor, layer: int, special_ids: Iterabl
         r = layer_resid(model, toks, layer).float()
         keep = keep_mask(toks, r, special, massive_factor)
         keeps.append(keep.cpu())
-        r_zero = torch.where(keep[..., None], torch.zeros_like(r), r)
+        r_zero = (torch.zeros_like(r) if ablation == "all"
+                  else torch.where(keep[..., None], torch.zeros_like(r), r))
         c_clean, (c_zero,), (k_zero,) = splice_losses(model, r, [r_zero], toks, layer)
         resid.append(r.cpu())
         ce_clean.append(c_clean.cpu())

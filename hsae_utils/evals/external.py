@@ -11,7 +11,7 @@ An external SAE is named by a spec string:
 JumpReLU as in Gemma Scope, ...) with its own input handling (`apply_b_dec_to_input`, activation
 normalization). A SAELens SAE acts on raw activations; `NormalizedSpaceSAE` shows it in the
 normalized space of our activation cache (x_norm = x * scale), where our SAEs live, so the evaluation
-treats both alike and every metric, `mse` (normalized space) included, is comparable.
+treats both alike and every metric, `mse_norm` (normalized space) included, is comparable.
 """
 from __future__ import annotations
 
@@ -23,15 +23,11 @@ import torch
 from torch import Tensor
 
 from ..activations import Normalizer
+from ..checkpoint import SAE_LENS_CFG
 from ..config import Profile
+from ..hub import hub_error
 from .adapter import SAEAdapter
 
-SAE_LENS_CFG = "cfg.json"
-HUB_HELP = (
-    "Could not load the SAELens SAE {spec!r} from the Hugging Face hub: {err}. A `release:sae_id` "
-    "spec needs network access (and, for gated models, a token); without it, download the SAE "
-    "folder elsewhere and pass the folder instead."
-)
 
 
 @dataclass(frozen=True)
@@ -117,7 +113,10 @@ def load_sae_lens(spec: str | ExternalSpec, device: str | torch.device = "cpu"):
         try:
             sae = SAE.from_pretrained(spec.release, spec.sae_id, device=str(device))
         except (OSError, ValueError, ConnectionError) as err:
-            raise RuntimeError(HUB_HELP.format(spec=spec.text, err=err)) from err
+            raise hub_error(f"the SAELens SAE {spec.text!r}", err,
+                            "A `release:sae_id` spec is downloaded from the hub.",
+                            offline="download the SAE folder elsewhere and pass the folder "
+                                    "instead") from err
     return sae.eval()
 
 

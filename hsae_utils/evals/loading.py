@@ -8,13 +8,13 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from ..checkpoint import HSAE_CONFIG, load_sae, read_export_info
+from ..checkpoint import HSAE_CONFIG, SAE_LENS_CFG, load_sae, read_export_info
 from ..config import Profile
 from ..runs import RUNS
 from ..io import read_json
 from .adapter import SAEAdapter
-from .external import (SAE_LENS_CFG, cfg_d_in, cfg_hook_name, check_compatible,
-                       load_external_adapter, parse_specs)
+from .external import (cfg_d_in, cfg_hook_name, check_compatible, load_external_adapter,
+                       parse_specs)
 
 
 @dataclass

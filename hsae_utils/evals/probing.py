@@ -16,6 +16,12 @@
 - Reported: `llm_test_accuracy` (all residual dimensions), `llm_top_{k}_test_accuracy` and
   `sae_top_{k}_test_accuracy` for k in `profile.probe_k_values` (the paper's 1 / 5 / 20), averaged
   over classes, then over datasets.
+
+Parity (tests/test_parity_probing.py): SAEBench's pooling, top-k selection and sklearn probe give
+ours on the same activations. Differences on purpose: the negatives are a seeded numpy draw (SAEBench:
+torch's global RNG); SAE latents are in the SAE's normalized space (SAEBench reading our export
+sees them in raw units, z / scale, and the L2-regularised probe is not scale-invariant, so its
+top-k accuracies can differ slightly; the top-k selection is the same).
 """
 from __future__ import annotations
 

@@ -219,6 +219,7 @@ SAEBENCH_REPOS = ("LabHC/bias_in_bios", "canrager/amazon_reviews_mcauley_1and5",
                   "Helsinki-NLP/europarl", "codeparrot/github-code")  # the hub repositories read
 EUROPARL_PAIRS = {"en": "en-fr", "fr": "fr-it", "de": "de-en", "es": "es-fr", "nl": "nl-pt"}
 
+
 def _balanced_frame(df, class_col: str, classes: list[str], n: int, seed: int,
                     balance_col: str | None = None) -> dict[str, list[str]]:
     """n texts per class; with balance_col, n/2 from each of its two values (SAEBench balances

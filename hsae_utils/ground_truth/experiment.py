@@ -21,6 +21,7 @@ import torch
 
 from ..checkpoint import load_sae
 from ..experiments import is_finished
+from ..power import ALPHA, minimum_detectable_effect
 from ..runs import RUNS
 from ..io import atomic_path
 from ..saes import ARCHITECTURES, BaseSAE, config_from_profile
@@ -34,7 +35,6 @@ LABELS = {**{name: spec.label for name, spec in RUNS.items()},
           TOPK_MATCHED: "TopK (k = HierarchicalSAE's L0)"}
 METRICS = ("mcc", "f1", "precision", "recall", "uniqueness", "dead", "l0", "ev", "shrinkage",
            "absorption", "recall_child", "recall_alone", "absorbed_by_child")
-ALPHA, POWER = 0.05, 0.8
 CLAIMED_RELATIVE_REDUCTION = 0.34  # the paper: absorption 0.0088 -> 0.0058
 
 
@@ -92,7 +92,7 @@ def _train_one(profile, world, config: str, seed: int, folder: Path, optimizer: 
         train_steps=setup.train_steps or profile.train_steps,
         train_batch_size=setup.train_batch_size or profile.train_batch_size)
     cfg = dataclasses.replace(TrainConfig.from_profile(gt_profile, seed), optimizer=optimizer)
-    if is_finished(folder, cfg.steps):
+    if is_finished(folder, cfg.steps, cfg.optimizer):
         return load_sae(folder), None
     overrides = {**spec.overrides, **({"k": k} if k is not None else {})}
     sae_cfg = config_from_profile(spec.arch, gt_profile, hook_name="synthetic",
@@ -173,19 +173,6 @@ def summarize(df: pd.DataFrame, metrics: tuple[str, ...] = ("mcc", "f1", "precis
         mean, std = g[m].mean(), g[m].std(ddof=1).fillna(0.0)
         out[m] = [f"{a:.3f} ± {b:.3f}" for a, b in zip(mean, std)]
     return out.reset_index()
-
-
-def minimum_detectable_effect(std_diff: float, n: int, alpha: float = ALPHA,
-                              power: float = POWER) -> float:
-    """Smallest true mean difference a two-sided paired t-test on n pairs detects with `power`
-    (statsmodels' TTestPower, the noncentral t): d_z x std_diff. NaN below 2 pairs."""
-    from statsmodels.stats.power import TTestPower
-
-    if n < 2 or not math.isfinite(std_diff):
-        return math.nan
-    d_z = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power,
-                                   alternative="two-sided")
-    return float(d_z) * std_diff
 
 
 def absorption_verdict(df: pd.DataFrame, a: str = HSAE, b: str = TOPK_MATCHED) -> dict:

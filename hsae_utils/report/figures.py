@@ -27,7 +27,7 @@ FAMILY_STYLE = {  # colour, marker, label of each SAE family
 }
 CORE_PANELS = (
     ("explained_variance_legacy", "explained variance ↑"),
-    ("mse", "MSE (normalized) ↓"),
+    ("mse_norm", "MSE (normalized) ↓"),
     ("l0", "L0: active features / token"),
     ("kl_div_with_sae", "KL divergence ↓"),
     ("ce_loss_score", "CE loss recovered ↑"),

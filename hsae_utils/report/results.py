@@ -15,7 +15,7 @@ from ..runs import PAPER_RUNS, family
 
 # The metrics a summary shows and the paired tests compare, in this order.
 HEADLINE_METRICS = (
-    "explained_variance_legacy", "frac_variance_explained", "mse", "l0", "l1", "frac_alive",
+    "explained_variance_legacy", "frac_variance_explained", "mse_norm", "mse", "l0", "l1", "frac_alive",
     "kl_div_with_sae", "kl_div_score", "ce_loss_score", "mean_absorption_fraction_score",
     "mean_full_absorption_score", "sae_top_1_test_accuracy", "sae_top_5_test_accuracy",
     "sae_top_20_test_accuracy",

@@ -19,7 +19,7 @@ TABLE1_COLUMNS = (  # (metric, column title, digits)
     ("train_loss", "Loss (train)", 1),
     ("explained_variance_legacy", "Explained variance", 3),
     ("frac_variance_explained", "Variance explained (var-based)", 3),
-    ("mse", "MSE", 2),
+    ("mse_norm", "MSE (normalized)", 2),
     ("l0", "L0 (active features)", 1),
     ("kl_div_with_sae", "KL div", 4),
     ("ce_loss_score", "CE recovered", 3),

@@ -6,7 +6,8 @@ Conventions (all architectures):
   `normalization` so that export can fold it into the weights (see `hsae_utils.checkpoint`).
 - Parameters: W_enc [D, F], b_enc [F], W_dec [F, D], b_dec [D]. Pre-activations are
   x W_enc + b_enc (paper Eq. 1: b_dec is not subtracted before encoding); xhat = z W_dec + b_dec.
-- Losses: squared error summed over the D dimensions, mean over the batch (the SAEBench "mse").
+- Losses: squared error summed over the D dimensions, mean over the batch (SAELens 6's "mse"
+  convention; SAEBench's "mse" also divides each token's error by its batch's token count).
 - Decoder rows are kept unit-norm: the trainer removes the gradient component parallel to each
   row before the optimizer step (`remove_parallel_decoder_grad`) and renormalizes the rows after
   it (`normalize_decoder_`), as SAELens and dictionary_learning do. The second is needed because

@@ -17,10 +17,13 @@ class TopKSAEConfig(SAEConfig):
     auxk: add the AuxK loss (on by default): the top `aux_k` pre-activations among dead latents
         (not fired for `dead_after_tokens` tokens) reconstruct the detached residual e = x - xhat
         (Gao et al.: aux_k = 512, capped here at d_sae / 2 as SAELens does; coefficient 1/32).
-        Gao et al. weigh normalized errors, nmse(xhat, x) + 1/32 nmse(ehat, e), with
-        nmse(a, b) = mean over tokens of ||a - b||^2 / ||b||^2. Our main loss is the summed squared
-        error, about nmse(xhat, x) x E||x||^2, so the aux term is nmse(ehat, e) x 1/32 x the
-        batch's mean ||x||^2 (detached), which keeps their balance between the two terms.
+        Gao et al.'s code (openai/sparse_autoencoder train.py) weighs
+            mse(xhat, x) / var_x + 1/32 normalized_mse(ehat, e),
+        normalized_mse(a, b) = mse(a, b) / mse(mean_batch(b), b): the batch MSE over the batch
+        variance of the centred residual (not a per-token ratio), var_x the centred variance of x.
+        Our main loss is the summed squared error, mse(xhat, x) x D, so the aux term is
+        normalized_mse(ehat, e) x 1/32 x D var_x, which keeps their balance. The one difference:
+        var_x is the batch's (detached), where their code fixes it once from a sample.
     """
 
     k: int = 320
@@ -69,15 +72,18 @@ class TopKSAE(BaseSAE):
             dead_L = self.firing.dead_mask(self.cfg.dead_after_tokens).nonzero().squeeze(1)
             if len(dead_L):
                 aux = self.aux_nmse(pre_BF, dead_L, (x_BD - xhat_BD).detach())
-                x_sq = x_BD.pow(2).sum(-1).mean()
-                loss = loss + (self.cfg.aux_coefficient * x_sq) * aux
+                x_var = (x_BD - x_BD.mean(0)).pow(2).sum(-1).mean()  # D var_x, detached input
+                loss = loss + (self.cfg.aux_coefficient * x_var) * aux
         return self._output(loss, xhat_BD, z_BF, sq_err_B, mse=l_recon.detach(),
                             l1=z_BF.detach().sum() / x_BD.shape[0], aux=aux.detach())
 
     def aux_nmse(self, pre_BF: Tensor, dead_L: Tensor, resid_BD: Tensor) -> Tensor:
-        """nmse(ehat, e), ehat = TopK_aux(dead pre-acts) W_dec (no b_dec: e already has it)."""
+        """Gao et al.'s normalized_mse(ehat, e) = sum ||ehat - e||^2 / sum ||e - mean(e)||^2 over
+        the batch (0 when e is constant); ehat = TopK_aux(dead pre-acts) W_dec (no b_dec: e has
+        it already, as their pre_bias cancels)."""
         k_aux = min(self.cfg.aux_k, self.cfg.d_sae // 2, len(dead_L))
         # Only the dead latents' columns: the cost is O(B x n_dead x D), not O(B x F x D).
         z_aux_BL = topk_codes(pre_BF[:, dead_L], k_aux)
-        err_B = (z_aux_BL @ self.W_dec[dead_L] - resid_BD).pow(2).sum(-1)
-        return (err_B / resid_BD.pow(2).sum(-1)).nan_to_num(0.0).mean()
+        err = (z_aux_BL @ self.W_dec[dead_L] - resid_BD).pow(2).sum()
+        var = (resid_BD - resid_BD.mean(0)).pow(2).sum()
+        return (err / var).nan_to_num(0.0)

@@ -2,7 +2,7 @@
 # # 02 · Baselines: TopK, BatchTopK and L1
 #
 # Section 5.4 compares HierarchicalSAE against three baselines, trained on the same cached
-# activations with the same optimiser (Adam, lr 3e-4, betas (0.9, 0.999), weight decay 0.01,
+# activations with the same optimiser (Adam(W), lr 3e-4, betas (0.9, 0.999), weight decay 0.01,
 # gradient clipping 1.0, batch 2,048; 4,882 steps in the `paper` profile):
 #
 # * **TopK** (Gao et al.): keep the k largest pre-activations per token. The paper uses k = 320 at
@@ -15,6 +15,14 @@
 # All SAEs have unit-norm decoder rows (the gradient's parallel component is removed before each
 # step and the rows renormalized after it) and a dictionary as large as `d_model`, as in the paper.
 # Loss convention: squared error summed over dimensions, mean over the batch.
+#
+# **Weight decay.** "Adam with weight decay 0.01" has two readings. The literal
+# `torch.optim.Adam(weight_decay=0.01)` adds an L2 term to the gradient *after* clipping it to norm
+# 1, where it is as large as the data gradient; for a rarely firing latent Adam's normalized step
+# then follows the decay and drives the latent dead (a side measurement at this budget, in
+# `docs/weight_decay.md`: several points of explained variance for every configuration, and dead
+# TopK latents). We use decoupled AdamW at 0.01 (`TrainConfig.optimizer = "adamw"`); `"adam_l2"`
+# (the literal reading, bit for bit) and `"none"` stay runnable.
 #
 # Seeds 42, 43, 44 where the profile allows (the paper averages over three).
 

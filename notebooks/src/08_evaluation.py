@@ -15,8 +15,8 @@
 #   `frac_variance_explained` is 1 − Σ_d var(x_d − x̂_d) / Σ_d var(x_d) (dictionary_learning's
 #   formula and name; SAEBench's newer `explained_variance` measures variance around zero and is
 #   known to be wrong, so no metric here carries that name).
-# * `mse`: the per-token sum of squared errors averaged over tokens (SAEBench's "mse"), in the
-#   normalized space the SAEs were trained in (`mse_raw`: raw activation units).
+# * `mse_norm`: the per-token sum of squared errors averaged over tokens, in the
+#   normalized space the SAEs were trained in (`mse_raw`: raw units; `mse`: SAEBench's formula).
 # * `l0`, `l1`, alive / dead latents (alive = fires at least once on the evaluation tokens),
 #   `cossim` and `l2_ratio` of reconstructions.
 # * With the SAE spliced into the model at the hooked layer: KL divergence to the clean next-token
@@ -43,7 +43,7 @@
 # such as a Gemma Scope SAE for the paper profile) to the same evaluation. They are loaded with
 # `sae_lens.SAE` (any architecture SAELens reads: standard, TopK, JumpReLU, ...), must read the
 # profile's hook with the model's width, and are evaluated in the same normalized space as ours
-# (the activation cache's scale), so every metric, `mse` included, is comparable.
+# (the activation cache's scale), so every metric, `mse_norm` included, is comparable.
 
 # %% parameters
 metrics = "core,absorption,probing"  # metric families to compute
@@ -88,7 +88,7 @@ for note in result.notes:
 
 # %% [markdown]
 # ## Summary
-# Mean ± standard deviation over seeds. Lower is better for `mse`, KL and the absorption scores;
+# Mean ± standard deviation over seeds. Lower is better for the MSEs, KL and the absorption scores;
 # higher for explained variance, the KL / CE scores and probing accuracy.
 
 # %%

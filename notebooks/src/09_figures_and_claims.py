@@ -119,14 +119,20 @@ tests
 # direction (HierarchicalSAE, or the Table 1 stage, against TopK; paired over seeds); *at
 # matched L0* asks whether the configuration also beats every baseline run that is at least as
 # sparse (the headline baselines and the sweep), beyond seed noise; the *absolute* verdict compares numbers only on the paper's own setting (Gemma-2-2B, layer 19,
-# 2,304 latents, 4,882 steps), and says why not otherwise. The rules are in `hsae_utils/claims.py`
-# and at the top of the Markdown file.
+# 2,304 latents, 4,882 steps), and says why not otherwise. *power* gives the minimum detectable
+# effect (MDE) of each test at the seeds and test-set sizes used against the paper's claimed
+# effect: a verdict says "does not hold" only where the test could have seen the claimed effect,
+# "inconclusive (underpowered)" otherwise. *ground truth* (when notebook 10 has written
+# `results/ground_truth.csv`): does the HierarchicalSAE absorb less than TopK at its L0 where
+# absorption is measured exactly? The rules are in `hsae_utils/claims.py` and at the top of the
+# Markdown file.
 
 # %%
-claims_table = claims.claims_table(R.tidy, P)
+claims_table = claims.claims_table(R.tidy, P, ground_truth=claims.load_ground_truth(P))
 paths = claims.write_claims(claims_table, report.FIGURES_DIR, P.name, tests)
 saved += paths.values()
-claims_table[["id", "paper", "ours_baseline", "ours", "verdict", "matched_l0", "absolute"]]
+claims_table[["id", "paper", "ours_baseline", "ours", "verdict", "power", "matched_l0", "absolute",
+              "ground_truth"]]
 
 # %%
 print("Written:")
