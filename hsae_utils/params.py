@@ -92,6 +92,7 @@ CHECKS: dict[str, Callable[..., Any]] = {
     "profile": _profile,
     "rebuild_cache": _bool,
     "force_retrain": _bool,
+    "skip_unavailable_probing": _bool,
     "overrides": _overrides,
     "metrics": _metrics,
     "external_saes": _text,
