@@ -102,7 +102,8 @@ class Profile:
     # Measured on 2 cores (SmolLM2, layer 22): the splice costs ~1.25 ms per token per SAE (the
     # 7 layers after the hook and the 49k-way unembedding), hence n_eval_contexts = 32 (4,096
     # tokens, ~5.5 s per SAE); the model reads ~550 tokens/s up to the hook, hence 40 probing texts
-    # per class (~47k tokens, ~90 s: the language and code texts are long) and 1,300 absorption
+    # per class (~47k tokens, ~90 s: the language and code texts are long; `local` now tests on
+    # more, shorter texts for power: see its profile) and 1,300 absorption
     # words (~25 s with the shared-prefix prompts). Measured total: about 6 minutes cold, under 4
     # minutes once the model-side cache exists.
     eval_batch_contexts: int = 8  # contexts per splice batch (bounds the [B, S, vocab] logits)
