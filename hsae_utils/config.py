@@ -260,8 +260,10 @@ PROFILES: dict[str, Profile] = {
         # (power.proportion_sample_size(0.701, 0.853) = 115). A one-vs-rest probe is tested on
         # its class's texts plus as many negatives: 2 x 58 = 116 >= 115 (8 per class gave 16:
         # MDE 29 pp). Texts cut to 64 tokens (language and code stay recognisable; SAEBench:
-        # 128): 16 classes x 90 texts = 66.7k tokens instead of 640 x 128-token texts = 47.7k,
-        # +19k tokens at ~550 tokens/s = ~35 s more in notebook 08.
+        # 128): 1,440 texts = 65.2k tokens instead of 640 texts of up to 128 = 47.0k. Measured
+        # (build_probing_data, model side and LLM probes, on a shared 2-core machine): 600 s vs
+        # 381 s, x1.57; on an idle machine (~90 s before) that is ~50 s more, plus ~15 s of SAE
+        # encoding (18k more tokens x 24 SAEs).
         probe_test_per_class=58,
         probe_max_tokens=64,
     ),
