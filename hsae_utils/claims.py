@@ -554,3 +554,17 @@ def write_claims(table: pd.DataFrame, out_dir: str | Path, profile_name: str,
             tests.to_csv(tmp, index=False)
     write_text_atomic(paths["md"], claims_markdown(table, profile_name, tests))
     return paths
+
+
+def refresh_claims(profile, out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict] | None:
+    """Build and write the claims table (and the paired tests) from the profile's evaluation
+    results and, when notebook 10 has run, its ground truth: notebook 09 writes it, notebook 10
+    rewrites it with the ground-truth column. None when notebook 08 has not run yet."""
+    from .report.results import load_results
+
+    if not (profile.results_dir / "evaluation.csv").is_file():
+        return None
+    tidy = load_results(profile).tidy
+    tests = paired_tests(tidy, a=HSAE, b=TOPK)
+    table = claims_table(tidy, profile, ground_truth=load_ground_truth(profile))
+    return table, tests, write_claims(table, out_dir, profile.name, tests)

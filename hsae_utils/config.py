@@ -102,7 +102,8 @@ class Profile:
     # Measured on 2 cores (SmolLM2, layer 22): the splice costs ~1.25 ms per token per SAE (the
     # 7 layers after the hook and the 49k-way unembedding), hence n_eval_contexts = 32 (4,096
     # tokens, ~5.5 s per SAE); the model reads ~550 tokens/s up to the hook, hence 40 probing texts
-    # per class (~47k tokens, ~90 s: the language and code texts are long) and 1,300 absorption
+    # per class (~47k tokens, ~90 s: the language and code texts are long; `local` now tests on
+    # more, shorter texts for power: see its profile) and 1,300 absorption
     # words (~25 s with the shared-prefix prompts). Measured total: about 6 minutes cold, under 4
     # minutes once the model-side cache exists.
     eval_batch_contexts: int = 8  # contexts per splice batch (bounds the [B, S, vocab] logits)
@@ -262,8 +263,10 @@ PROFILES: dict[str, Profile] = {
         # (power.proportion_sample_size(0.701, 0.853) = 115). A one-vs-rest probe is tested on
         # its class's texts plus as many negatives: 2 x 58 = 116 >= 115 (8 per class gave 16:
         # MDE 29 pp). Texts cut to 64 tokens (language and code stay recognisable; SAEBench:
-        # 128): 16 classes x 90 texts = 66.7k tokens instead of 640 x 128-token texts = 47.7k,
-        # +19k tokens at ~550 tokens/s = ~35 s more in notebook 08.
+        # 128): 1,440 texts = 65.2k tokens instead of 640 texts of up to 128 = 47.0k. Measured
+        # (build_probing_data, model side and LLM probes, on a shared 2-core machine): 600 s vs
+        # 381 s, x1.57; on an idle machine (~90 s before) that is ~50 s more, plus ~15 s of SAE
+        # encoding (18k more tokens x 24 SAEs).
         probe_test_per_class=58,
         probe_max_tokens=64,
     ),

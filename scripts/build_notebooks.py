@@ -3,6 +3,9 @@ everywhere).
 
     python scripts/build_notebooks.py          write notebooks/*.ipynb from the sources
     python scripts/build_notebooks.py --check  exit 1 and name the notebooks whose cells differ
+    python scripts/build_notebooks.py --outputs-from outputs/local/notebooks
+                                               the same, with the outputs of a run's executed
+                                               copies (how the committed notebooks get theirs)
 
 Sources, in jupytext's percent format (`# %%` starts a code cell, `# %% [markdown]` a Markdown
 cell whose lines are commented, `# %% parameters` the papermill parameters cell):
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import html
 import json
 import string
 import sys
@@ -147,6 +151,38 @@ def build(name: str, existing: dict | None) -> dict:
     return {"cells": cells, "metadata": METADATA, "nbformat": 4, "nbformat_minor": 5}
 
 
+def _widget_text(widgets: dict, model_id: str) -> str | None:
+    """The final text of a tqdm progress-bar widget (an HBox of label, bar and counts), from the
+    widget state papermill saves; None for any other widget."""
+    box = widgets.get(model_id, {}).get("state", {})
+    parts = []
+    for child in box.get("children", []):
+        st = widgets.get(child.removeprefix("IPY_MODEL_"), {}).get("state", {})
+        if "max" in st:  # the bar
+            n = int(10 * st.get("value", 0) / st["max"]) if st["max"] else 0
+            parts.append("|" + "\u2588" * n + " " * (10 - n) + "|")
+        else:
+            parts.append(html.unescape(st.get("value", "")))
+    return "".join(parts).strip() or None
+
+
+def with_final_progress(nb: dict) -> dict:
+    """Progress-bar widgets replaced by their final state as plain text: a saved notebook shows
+    where each bar ended (its stored text fallback is the bar at 0 %), and no widget state."""
+    widgets = (nb.get("metadata", {}).get("widgets", {})
+               .get("application/vnd.jupyter.widget-state+json", {}).get("state", {}))
+    for cell in nb.get("cells", []):
+        outputs = []
+        for out in cell.get("outputs", []):
+            ref = out.get("data", {}).get("application/vnd.jupyter.widget-view+json")
+            if ref is None:
+                outputs.append(out)
+            elif (text := _widget_text(widgets, ref.get("model_id", ""))) is not None:
+                outputs.append({"output_type": "stream", "name": "stderr", "text": text + "\n"})
+        cell["outputs"] = outputs
+    return nb
+
+
 def cell_sources(nb: dict) -> list[tuple[str, str, list[str]]]:
     """What must agree between a notebook and its sources: type, source and tags of each cell."""
     return [(c["cell_type"], "".join(c["source"]), c.get("metadata", {}).get("tags", []))
@@ -157,14 +193,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true",
                         help="only compare the notebooks' cells with their sources")
+    parser.add_argument("--outputs-from", type=Path, metavar="DIR",
+                        help="take each cell's outputs from the executed copy in DIR (a run's "
+                             "outputs/<profile>/notebooks), progress bars at their final state")
     args = parser.parse_args(argv)
     stale = []
     for name in notebook_names():
         path = NOTEBOOKS / f"{name}.ipynb"
         existing = json.loads(path.read_text()) if path.exists() else None
-        nb = build(name, existing)
-        if existing is not None and cell_sources(existing) == cell_sources(nb):
-            continue
+        executed = args.outputs_from / f"{name}.ipynb" if args.outputs_from else None
+        if executed is not None and executed.is_file():
+            nb = build(name, with_final_progress(json.loads(executed.read_text())))
+        else:
+            nb = build(name, existing)
+            if existing is not None and cell_sources(existing) == cell_sources(nb):
+                continue
         stale.append(path.name)
         if not args.check:
             write_text_atomic(path, json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n")

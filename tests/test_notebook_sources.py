@@ -62,3 +62,22 @@ def test_notebook_runs_name_real_runs_and_notebooks():
         source = build_notebooks.SRC / f"{notebook}.md"
         if source.exists():  # a stage notebook trains exactly the run its source names
             assert f"run: {names[0]}\n" in source.read_text() and len(names) == 1
+
+
+def test_saved_progress_bars_show_their_final_state():
+    """An executed notebook's tqdm widget (whose stored text is the bar at 0 %) becomes the text of
+    its final widget state; other outputs are kept, the widget state itself is dropped."""
+    ids = {"box": "b0", "left": "l0", "bar": "p0", "right": "r0"}
+    state = {ids["box"]: {"state": {"children": [f"IPY_MODEL_{ids[k]}" for k in ("left", "bar", "right")]}},
+             ids["left"]: {"state": {"value": "TopKSAE: 100%"}},
+             ids["bar"]: {"state": {"value": 40, "max": 40}},
+             ids["right"]: {"state": {"value": " 40/40 [00:07&lt;00:00]"}}}
+    widget = {"output_type": "display_data", "metadata": {},
+              "data": {"application/vnd.jupyter.widget-view+json": {"model_id": "b0"},
+                       "text/plain": "TopKSAE:   0%|          | 0/40"}}
+    text = {"output_type": "stream", "name": "stdout", "text": "done\n"}
+    nb = {"cells": [{"cell_type": "code", "source": "x", "outputs": [widget, text]}],
+          "metadata": {"widgets": {"application/vnd.jupyter.widget-state+json": {"state": state}}}}
+    outputs = build_notebooks.with_final_progress(nb)["cells"][0]["outputs"]
+    assert outputs[0]["text"] == "TopKSAE: 100%|" + "\u2588" * 10 + "| 40/40 [00:07<00:00]\n"
+    assert outputs[1] == text

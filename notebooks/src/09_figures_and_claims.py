@@ -122,14 +122,13 @@ tests
 # 2,304 latents, 4,882 steps), and says why not otherwise. *power* gives the minimum detectable
 # effect (MDE) of each test at the seeds and test-set sizes used against the paper's claimed
 # effect: a verdict says "does not hold" only where the test could have seen the claimed effect,
-# "inconclusive (underpowered)" otherwise. *ground truth* (when notebook 10 has written
-# `results/ground_truth.csv`): does the HierarchicalSAE absorb less than TopK at its L0 where
+# "inconclusive (underpowered)" otherwise. *ground truth* (filled in when notebook 10 has run; it
+# rewrites this table): does the HierarchicalSAE absorb less than TopK at its L0 where
 # absorption is measured exactly? The rules are in `hsae_utils/claims.py` and at the top of the
 # Markdown file.
 
 # %%
-claims_table = claims.claims_table(R.tidy, P, ground_truth=claims.load_ground_truth(P))
-paths = claims.write_claims(claims_table, report.FIGURES_DIR, P.name, tests)
+claims_table, _, paths = claims.refresh_claims(P, report.FIGURES_DIR)
 saved += paths.values()
 claims_table[["id", "paper", "ours_baseline", "ours", "verdict", "power", "matched_l0", "absolute",
               "ground_truth"]]

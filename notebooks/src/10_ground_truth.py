@@ -22,7 +22,7 @@ import time
 
 import pandas as pd
 
-from hsae_utils import config
+from hsae_utils import claims, config, report
 from hsae_utils.ground_truth import (absorption_verdict, build_world, ground_truth_figure,
                                      run_ground_truth, setup_for_profile, summarize)
 from hsae_utils.ground_truth.experiment import save_table
@@ -70,3 +70,17 @@ print(f"absorption: HierarchicalSAE {v['mean_a']:.4f} (L0 {v['l0_a']:.1f}) vs To
       f"{v['n_seeds']} seeds; MDE {v['mde']:.4f} vs claimed effect {v['claimed_effect']:.4f}")
 print("verdict:", v["verdict"])
 pd.Series(v).to_frame("value")
+
+# %% [markdown]
+# ## The claims table gets its ground-truth column
+# Notebook 09's claims table (`figures/claims_<profile>.{md,csv}`) is written again with this
+# verdict in its *ground truth* column (nothing to update before notebook 08 has run).
+
+# %%
+refreshed = claims.refresh_claims(P, report.FIGURES_DIR)
+if refreshed is None:
+    print("No evaluation results yet (notebook 08): the claims table is not written.")
+else:
+    table = refreshed[0]
+    display(table.loc[table["ground_truth"].fillna("") != "",
+                      ["id", "verdict", "ground_truth", "ground_truth_reason"]])
