@@ -31,6 +31,7 @@ from .checkpoint import (LOG_NAME, load_training_checkpoint, restore_training_st
 from .io import atomic_path, remove_stale_temporaries
 from .mechanisms import reset_adam_state
 from .saes import BaseSAE, StepOutput
+from .saes.sparse_decode import DECODE_MODES
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # Readings of the paper's "Adam with weight decay 0.01" (TrainConfig.optimizer).
@@ -70,6 +71,9 @@ class TrainConfig:
     grad_clip: max global gradient norm (None = no clipping).
     init_weights: at step 0, re-initialise the SAE from `seed` (so one seed fixes the init, the
         data order and the mechanisms' random draws); False trains the weights as given.
+    decode: how TopK / BatchTopK SAEs decode in training, "auto" | "dense" | "sparse"
+        (`TopKSAE.decode_mode`; equal up to float rounding, so not a result field: resuming a
+        run under another mode continues it, though not bit-identically).
     """
 
     steps: int = 4882
@@ -84,6 +88,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     device: str = "cpu"
     init_weights: bool = True
+    decode: str = "auto"
 
     def __post_init__(self):
         bad = [f"{k}={getattr(self, k)!r}" for k in ("steps", "batch_size", "lr", "log_every",
@@ -95,6 +100,9 @@ class TrainConfig:
             bad.append(f"grad_clip={self.grad_clip!r} (None disables clipping)")
         if bad:
             raise ValueError(f"TrainConfig: {', '.join(bad)} must be positive.")
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f"TrainConfig: decode must be one of {DECODE_MODES}, got "
+                             f"{self.decode!r}.")
 
     @classmethod
     def from_profile(cls, profile, seed: int, **overrides: Any) -> "TrainConfig":
@@ -233,6 +241,8 @@ def train(
 
     device = torch.device(cfg.device)
     sae.to(device).train()
+    if hasattr(sae, "decode_mode"):
+        sae.decode_mode = cfg.decode
     optimizer = make_optimizer(sae, cfg)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
