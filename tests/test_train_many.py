@@ -49,3 +49,25 @@ def test_shared_pass_refuses_jobs_with_different_batches(tmp_path):
                 TrainJob(make("topk"), cfg(), tmp_path / "a")]
     with pytest.raises(ValueError, match="out_dir"):
         train_many(same_dir, InMemoryStore(), progress=False)
+
+
+def test_train_runs_shares_the_pass_and_matches_train_run(tmp_path, monkeypatch):
+    from hsae_utils.config import get_profile
+    from hsae_utils.experiments import train_run, train_runs
+
+    profile = get_profile("smoke", d_model=16, d_sae=48, train_steps=12, train_batch_size=64,
+                          seeds=(0,), log_every=2, checkpoint_every=4, window_size=4,
+                          merge_every=6, resample_every=4)
+    names = ["topk", "relu_l1", "stage5_clustering"]
+    monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path / "alone"))
+    alone = {name: train_run(profile, name, store=InMemoryStore(), progress=False)[0]
+             for name in names}
+    monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path / "shared"))
+    shared = train_runs(profile, names, store=InMemoryStore(), progress=False)
+    again = train_runs(profile, names, store=InMemoryStore(crash_at=0), progress=False)
+    for name in names:
+        (res,), ref = shared[name], alone[name]
+        assert res.seconds is not None and again[name][0].seconds is None  # reused, no batch read
+        assert strip_time(res.log) == strip_time(ref.log) and res.events == ref.events
+        a, b = [(r.folder / "sae_weights.safetensors").read_bytes() for r in (res, ref)]
+        assert a == b, name
