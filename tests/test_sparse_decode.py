@@ -86,6 +86,7 @@ def test_decode_mode_choice_and_bad_values():
     assert use_sparse("sparse", 320, 2304) and not use_sparse("dense", 1, 2304)
     assert use_sparse("auto", 1, 2304) == (1 / 2304 <= SPARSE_MAX_DENSITY)
     assert not use_sparse("auto", 320, 2304)  # dense is faster at the paper's 14 % on CPU
+    assert use_sparse("auto", 80, 2304) and not use_sparse("auto", 80, 2304, "cuda")
     with pytest.raises(ValueError, match="decode mode"):
         use_sparse("csr", 1, 2)
     with pytest.raises(ValueError, match="decode must be one of"):

@@ -73,7 +73,8 @@ class TopKSAE(BaseSAE):
 
     def loss(self, x_BD: Tensor, step: int, total_steps: int) -> StepOutput:
         pre_BF = self.pre_acts(x_BD)
-        if x_BD.dim() == 2 and use_sparse(self.decode_mode, self.cfg.k, self.cfg.d_sae):
+        if x_BD.dim() == 2 and use_sparse(self.decode_mode, self.cfg.k, self.cfg.d_sae,
+                                             x_BD.device.type):
             parts = self.train_codes_sparse(pre_BF)
             xhat_BD = sparse_decode(*parts, self.W_dec, self.b_dec)
             z_BF = densify(*parts, self.cfg.d_sae)  # detached: statistics and the step's output
