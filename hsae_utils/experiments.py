@@ -1,6 +1,7 @@
 """Training the runs of the paper (`runs`: three baselines, the five cumulative ablation stages
 and the sparsity sweep): `train_run` trains a run for every seed of the profile (or reuses a
-finished one), saving each to `runs.run_dir` = `<sae_dir>/<run name>/seed<seed>/`.
+finished one; `train_runs` trains several from one pass over the cache per seed), saving each to
+`runs.run_dir` = `<sae_dir>/<run name>/seed<seed>/`.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from .checkpoint import LOG_NAME, read_export_info
 from .config import Profile
 from .runs import get_run, run_dir
 from .saes import ARCHITECTURES, config_from_profile
-from .train import TrainConfig, read_log, train
+from .train import TrainConfig, TrainJob, read_log, train_many
 
 
 def is_finished(folder: Path, steps: int, optimizer: str = TrainConfig.optimizer) -> bool:
@@ -47,28 +48,44 @@ def train_run(profile: Profile, name: str, seeds: tuple[int, ...] | None = None,
 
     `overrides` changes config fields of the run (e.g. an interpretation such as
     `{"recon_units": "mean"}`); such runs are saved under their own folder name."""
-    spec = get_run(name, profile)
+    return train_runs(profile, [name], seeds, store, force, progress, overrides)[name]
+
+
+def train_runs(profile: Profile, names: list[str], seeds: tuple[int, ...] | None = None,
+               store: ActivationStore | None = None, force: bool = False,
+               progress: bool = True, overrides: dict | None = None) -> dict[str, list[RunResult]]:
+    """`train_run` for several runs: per seed, the unfinished ones train together from one pass
+    over the cache (`train.train_many`; each ends as it would alone). `seconds` of a run trained
+    here is the shared pass's time."""
+    specs = {name: get_run(name, profile) for name in names}
     store = store or ActivationStore(profile.cache_dir / "train", cache_dtype=profile.cache_dtype)
-    results = []
+    results: dict[str, list[RunResult]] = {name: [] for name in names}
     for seed in seeds or profile.seeds:
-        folder = run_dir(profile, name, seed, overrides)
         cfg = TrainConfig.from_profile(profile, seed)
-        seconds = None
-        if force or not is_finished(folder, cfg.steps, cfg.optimizer):
+        folders = {name: run_dir(profile, name, seed, overrides) for name in names}
+        jobs = {}
+        for name, spec in specs.items():
+            folder = folders[name]
+            if not force and is_finished(folder, cfg.steps, cfg.optimizer):
+                continue
             if force and folder.exists():
                 shutil.rmtree(folder)
-            sae_cfg = config_from_profile(spec.arch, profile, **{**spec.overrides, **(overrides or {})})
-            sae = ARCHITECTURES[spec.arch](sae_cfg, seed=seed)
-            res = train(sae, store, cfg, folder, progress=progress,
-                        metadata={"profile": profile.name, "run": name, "label": spec.label,
-                                  "seed": seed, "overrides": overrides or {}})
-            seconds = res.seconds
-        rows = read_log(folder / LOG_NAME)
-        results.append(RunResult(
-            folder.parent.name, seed, folder,
-            log=[r for r in rows if r.get("kind") == "metrics"],
-            events=[r for r in rows if r.get("kind") == "event"],
-            seconds=seconds))
+            sae_cfg = config_from_profile(spec.arch, profile,
+                                          **{**spec.overrides, **(overrides or {})})
+            jobs[name] = TrainJob(ARCHITECTURES[spec.arch](sae_cfg, seed=seed), cfg, folder,
+                                  {"profile": profile.name, "run": name, "label": spec.label,
+                                   "seed": seed, "overrides": overrides or {}})
+        seconds = {}
+        if jobs:
+            trained = train_many(list(jobs.values()), store, progress=progress)
+            seconds = {name: res.seconds for name, res in zip(jobs, trained)}
+        for name, folder in folders.items():
+            rows = read_log(folder / LOG_NAME)
+            results[name].append(RunResult(
+                folder.parent.name, seed, folder,
+                log=[r for r in rows if r.get("kind") == "metrics"],
+                events=[r for r in rows if r.get("kind") == "event"],
+                seconds=seconds.get(name)))
     return results
 
 

@@ -9,6 +9,8 @@ Logs and events say `step` = completed steps (t + 1). The run folder `out_dir` g
                       "kind": "event" (resample / merge) when one happens
     checkpoint.pt     the latest checkpoint (atomic), every `checkpoint_every` steps and at the end
     + the exported SAE (cfg.json, sae_weights.safetensors, ... see hsae_utils.checkpoint)
+`train_many(jobs, store)` trains several SAEs that share the batch order (seed, batch size) from one
+pass over the store, each exactly as `train` would.
 Calling `train` again with the same configs resumes from checkpoint.pt and reaches bit-identical
 weights on CPU (same data batches via the store's `start_step`, same optimizer / RNG / mechanism
 state).
@@ -31,6 +33,7 @@ from .checkpoint import (LOG_NAME, load_training_checkpoint, restore_training_st
 from .io import atomic_path, remove_stale_temporaries
 from .mechanisms import reset_adam_state
 from .saes import BaseSAE, StepOutput
+from .saes.sparse_decode import DECODE_MODES
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # Readings of the paper's "Adam with weight decay 0.01" (TrainConfig.optimizer).
@@ -70,6 +73,9 @@ class TrainConfig:
     grad_clip: max global gradient norm (None = no clipping).
     init_weights: at step 0, re-initialise the SAE from `seed` (so one seed fixes the init, the
         data order and the mechanisms' random draws); False trains the weights as given.
+    decode: how TopK / BatchTopK SAEs decode in training, "auto" | "dense" | "sparse"
+        (`TopKSAE.decode_mode`; equal up to float rounding, so not a result field: resuming a
+        run under another mode continues it, though not bit-identically).
     """
 
     steps: int = 4882
@@ -84,6 +90,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     device: str = "cpu"
     init_weights: bool = True
+    decode: str = "auto"
 
     def __post_init__(self):
         bad = [f"{k}={getattr(self, k)!r}" for k in ("steps", "batch_size", "lr", "log_every",
@@ -95,6 +102,9 @@ class TrainConfig:
             bad.append(f"grad_clip={self.grad_clip!r} (None disables clipping)")
         if bad:
             raise ValueError(f"TrainConfig: {', '.join(bad)} must be positive.")
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f"TrainConfig: decode must be one of {DECODE_MODES}, got "
+                             f"{self.decode!r}.")
 
     @classmethod
     def from_profile(cls, profile, seed: int, **overrides: Any) -> "TrainConfig":
@@ -221,78 +231,147 @@ def train(
     goes into the exported hsae_config.json and SAELens metadata. Raises NonFiniteLossError naming
     the first step whose loss was NaN/Inf; the checkpoint on disk then is the last good one.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _check_store_matches(store, sae, cfg)
-    remove_stale_temporaries(out_dir)
-    normalizer = getattr(store, "normalizer", None)
-    if normalizer is not None:
-        norm = normalizer.to_dict()
-        sae.cfg.normalization = {"scale": norm["scale"], "center": norm["center"],
-                                 "mean": norm["mean"]}
+    return train_many([TrainJob(sae, cfg, out_dir, metadata)], store, progress=progress)[0]
 
-    device = torch.device(cfg.device)
-    sae.to(device).train()
-    optimizer = make_optimizer(sae, cfg)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
 
-    start, resumed_from = 0, None
-    if ckpt_path.exists():
-        state = load_training_checkpoint(ckpt_path)
-        _check_resumable(state, sae, cfg, ckpt_path)
-        restore_training_state(state, sae, optimizer, generator)
-        start = resumed_from = state["step"]
-        _truncate_log(log_path, start)
-    else:
-        if cfg.init_weights:
-            sae.reset_parameters(cfg.seed)
-        log_path.unlink(missing_ok=True)
+@dataclass
+class TrainJob:
+    """One SAE of a shared pass (`train_many`): what `train` takes besides the store."""
 
-    batches = store.iter_batches(cfg.batch_size, cfg.seed, start_step=start, device=device)
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # checked lazily (no sync)
-    last_ckpt = start if resumed_from is not None else None
-    t0 = time.perf_counter()
-    with tqdm(total=cfg.steps, initial=start, disable=not progress, unit="step",
-              desc=type(sae).__name__) as bar, open(log_path, "a") as log:
-        for step in range(start, cfg.steps):
-            x_BD = next(batches)
-            out, events = train_step(sae, optimizer, x_BD, step, cfg.steps, cfg.grad_clip,
-                                     generator)
-            first_bad = torch.where(torch.isfinite(out.loss) | (first_bad >= 0), first_bad, step)
-            done = step + 1
-            is_log = done % cfg.log_every == 0 or done == cfg.steps
-            is_ckpt = done % cfg.checkpoint_every == 0 or done == cfg.steps
-            if is_log or is_ckpt or events:
-                _raise_if_bad(first_bad, ckpt_path, last_ckpt)
-            for event in events:
-                log.write(json.dumps({"kind": "event", **event}) + "\n")
-            if is_log:
-                row = {"kind": "metrics", "step": done, "tokens": done * cfg.batch_size,
-                       **step_metrics(sae, x_BD, out),
-                       "elapsed_s": round(time.perf_counter() - t0, 3)}
-                log.write(json.dumps(row) + "\n")
-                bar.set_postfix(loss=f"{row['loss']:.4g}", l0=f"{row['l0']:.1f}")
-            if is_log or events:
-                log.flush()
-            if is_ckpt:
-                _raise_if_weights_bad(sae, done, ckpt_path, last_ckpt)
-                save_training_checkpoint(ckpt_path, step=done, sae=sae, optimizer=optimizer,
-                                         generator=generator, train_config=cfg.to_dict())
-                last_ckpt = done
-            bar.update(1)
-    seconds = time.perf_counter() - t0
-    n_new = cfg.steps - start
+    sae: BaseSAE
+    cfg: TrainConfig
+    out_dir: str | Path
+    metadata: dict[str, Any] | None = None
 
-    sae.eval()
-    save_sae(sae, out_dir, train_config=cfg, metadata=metadata)
-    rows = read_log(log_path)
-    return TrainResult(
-        sae=sae, out_dir=out_dir, steps=cfg.steps, resumed_from=resumed_from,
-        log=[r for r in rows if r["kind"] == "metrics"],
-        events=[r for r in rows if r["kind"] == "event"],
-        seconds=seconds, tokens_per_s=n_new * cfg.batch_size / seconds if n_new else 0.0,
-    )
+
+def train_many(jobs: list[TrainJob], store: ActivationStore,
+               progress: bool = True) -> list[TrainResult]:
+    """Train several SAEs from one pass over the store: each batch is read and normalized once and
+    fed to every SAE in turn. Each keeps its own optimizer, RNG, mechanisms, log, checkpoints and
+    resume, so each ends bit-identical (CPU) to `train` on its own: the jobs must share the batch
+    order (seed and batch_size) and the device; their step counts may differ. Jobs resume from
+    their own checkpoints; the pass starts at the earliest one. An error (NaN loss, interruption)
+    stops the pass; every job keeps its last checkpoint. TrainResult.seconds is the pass's time."""
+    if not jobs:
+        raise ValueError("train_many: no jobs given.")
+    first = jobs[0].cfg
+    for job in jobs[1:]:
+        for key in ("seed", "batch_size", "device"):
+            if getattr(job.cfg, key) != getattr(first, key):
+                raise ValueError(
+                    f"train_many: jobs read different batches ({key} {getattr(first, key)!r} vs "
+                    f"{getattr(job.cfg, key)!r}); group jobs by seed, batch_size and device.")
+    out_dirs = [Path(job.out_dir).resolve() for job in jobs]
+    if len(set(out_dirs)) < len(out_dirs):
+        raise ValueError("train_many: two jobs share an out_dir; give each its own folder.")
+
+    runs: list[_Run] = []
+    try:
+        for job in jobs:
+            runs.append(_Run(job, store))
+        start, end = min(r.start for r in runs), max(r.cfg.steps for r in runs)
+        desc = type(jobs[0].sae).__name__ if len(jobs) == 1 else f"{len(jobs)} SAEs"
+        t0 = time.perf_counter()
+        with tqdm(total=end, initial=start, disable=not progress, unit="step", desc=desc) as bar:
+            if start < end:
+                batches = store.iter_batches(first.batch_size, first.seed, start_step=start,
+                                             device=torch.device(first.device))
+            for step in range(start, end):
+                x_BD = next(batches)
+                for run in runs:
+                    if run.start <= step < run.cfg.steps:
+                        row = run.step(step, x_BD, t0)
+                        if row is not None and len(runs) == 1:
+                            bar.set_postfix(loss=f"{row['loss']:.4g}", l0=f"{row['l0']:.1f}")
+                bar.update(1)
+        seconds = time.perf_counter() - t0
+    finally:
+        for run in runs:
+            run.log.close()
+    return [run.finish(seconds) for run in runs]
+
+
+class _Run:
+    """One SAE's state during a pass: set up (resume or fresh start), steps, export."""
+
+    def __init__(self, job: TrainJob, store: ActivationStore):
+        sae, cfg = job.sae, job.cfg
+        self.sae, self.cfg, self.metadata = sae, cfg, job.metadata
+        self.out_dir = out_dir = Path(job.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _check_store_matches(store, sae, cfg)
+        remove_stale_temporaries(out_dir)
+        normalizer = getattr(store, "normalizer", None)
+        if normalizer is not None:
+            norm = normalizer.to_dict()
+            sae.cfg.normalization = {"scale": norm["scale"], "center": norm["center"],
+                                     "mean": norm["mean"]}
+
+        device = torch.device(cfg.device)
+        sae.to(device).train()
+        if hasattr(sae, "decode_mode"):
+            sae.decode_mode = cfg.decode
+        self.optimizer = make_optimizer(sae, cfg)
+        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
+        self.log_path = log_path
+
+        self.start, self.resumed_from = 0, None
+        if self.ckpt_path.exists():
+            state = load_training_checkpoint(self.ckpt_path)
+            _check_resumable(state, sae, cfg, self.ckpt_path)
+            restore_training_state(state, sae, self.optimizer, self.generator)
+            self.start = self.resumed_from = state["step"]
+            _truncate_log(log_path, self.start)
+        else:
+            if cfg.init_weights:
+                sae.reset_parameters(cfg.seed)
+            log_path.unlink(missing_ok=True)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)  # checked lazily
+        self.last_ckpt = self.start if self.resumed_from is not None else None
+        self.log = open(log_path, "a")
+
+    def step(self, step: int, x_BD: Tensor, t0: float) -> dict[str, Any] | None:
+        """Train on batch `step`; returns the metrics row on log steps."""
+        sae, cfg, ckpt_path = self.sae, self.cfg, self.ckpt_path
+        out, events = train_step(sae, self.optimizer, x_BD, step, cfg.steps, cfg.grad_clip,
+                                 self.generator)
+        self.first_bad = torch.where(torch.isfinite(out.loss) | (self.first_bad >= 0),
+                                     self.first_bad, step)
+        done, row = step + 1, None
+        is_log = done % cfg.log_every == 0 or done == cfg.steps
+        is_ckpt = done % cfg.checkpoint_every == 0 or done == cfg.steps
+        if is_log or is_ckpt or events:
+            _raise_if_bad(self.first_bad, ckpt_path, self.last_ckpt)
+        for event in events:
+            self.log.write(json.dumps({"kind": "event", **event}) + "\n")
+        if is_log:
+            row = {"kind": "metrics", "step": done, "tokens": done * cfg.batch_size,
+                   **step_metrics(sae, x_BD, out),
+                   "elapsed_s": round(time.perf_counter() - t0, 3)}
+            self.log.write(json.dumps(row) + "\n")
+        if is_log or events:
+            self.log.flush()
+        if is_ckpt:
+            _raise_if_weights_bad(sae, done, ckpt_path, self.last_ckpt)
+            save_training_checkpoint(ckpt_path, step=done, sae=sae, optimizer=self.optimizer,
+                                     generator=self.generator, train_config=cfg.to_dict())
+            self.last_ckpt = done
+        return row
+
+    def finish(self, seconds: float) -> TrainResult:
+        n_new = self.cfg.steps - self.start
+        self.sae.eval()
+        save_sae(self.sae, self.out_dir, train_config=self.cfg, metadata=self.metadata)
+        rows = read_log(self.log_path)
+        return TrainResult(
+            sae=self.sae, out_dir=self.out_dir, steps=self.cfg.steps,
+            resumed_from=self.resumed_from,
+            log=[r for r in rows if r["kind"] == "metrics"],
+            events=[r for r in rows if r["kind"] == "event"],
+            seconds=seconds,
+            tokens_per_s=n_new * self.cfg.batch_size / seconds if n_new and seconds else 0.0,
+        )
 
 
 _NONFINITE_FIX = ("Check the activation cache for NaN/Inf (rebuild it: notebook 01 with "

@@ -23,6 +23,13 @@ Every section prints what it measured, its target and PASS / MISS:
      split into the model-side work, paid once, and the per-SAE work.
   6. wall times of the `local` and `smoke` pipelines as ./run_all.sh last recorded them in
      outputs/<profile>/notebooks/timings.json. Targets: local <= 30 min, smoke <= 5 min.
+  7. the TopK and BatchTopK training step with the sparse decode (only the k active latents,
+     hsae_utils/saes/sparse_decode.py) against the dense one, and the FLOPs the sparse step
+     needs: the 2 dense encoder matmuls (x W_enc, x^T dpre) + 3 over the k B active entries
+     (decode, z^T dxhat, dxhat W_dec^T sampled). Target >= 1.5x at d = 2,304, k = 320.
+  8. one pass over the `local` activation cache for 3 SAEs (ReLU-L1, TopK, HierarchicalSAE;
+     `train.train_many`) against training them one after the other (`train`), --shared-steps
+     steps each: the time saved. Target > 0 (needs the `local` cache: notebook 01).
 
 How it times. Shared machines are noisy, so configurations that are compared are timed
 round-robin, one step (or forward) each per round, and interference hits them alike. A
@@ -62,6 +69,7 @@ BATCH = 2048
 TOTAL_STEPS = 10_000  # schedule length the timed steps see (it only sets lambda_t)
 DEAD_FRAC = 0.1  # latents made dead where AuxK or resampling is timed
 ROOFLINE_TARGET, REFERENCE_TARGET, HSAE_TARGET, CACHE_TARGET = 0.60, 1.2, 0.05, 1.5
+SPARSE_TARGET = 1.5  # sparse / dense TopK step speed at d = 2,304, k = 320
 PIPELINE_TARGETS_S = {"local": 30 * 60, "smoke": 5 * 60}
 
 
@@ -522,6 +530,79 @@ def section_pipelines(report: Report) -> None:
 
 
 # ============================================================================================
+# Section 7: sparse TopK decode
+# ============================================================================================
+def section_sparse(dev: Device, dims: list[int], rounds: int, report: Report) -> None:
+    print(f"\n== 7. TopK / BatchTopK step: sparse decode vs dense (batch {BATCH:,}, {dev.dtype_name})")
+    x_by_d = {d: torch.randn(BATCH, d, generator=torch.Generator().manual_seed(0)).to(dev.device)
+              for d in dims}
+    for d in dims:
+        r = Rounds(dev)
+        for arch in ("topk", "batchtopk"):
+            for mode in ("dense", "sparse"):
+                sae = build_sae(arch, d)
+                sae.decode_mode = mode
+                r.add(f"{arch} {mode}", our_step(dev, sae, x_by_d[d], 1))
+        for _ in range(rounds * max(1, (2304 // d) ** 2 // 4)):
+            r.run_round()
+        k = sae.cfg.k
+        dense_gf, sparse_gf = 5 * 2 * BATCH * d * d / 1e9, (2 * d + 3 * k) * 2 * BATCH * d / 1e9
+        print(f"  d = {d:,}, k = {k} ({k / d:.1%} active): matmul work {dense_gf:.2f} GFLOP dense, "
+              f"{sparse_gf:.2f} GFLOP sparse")
+        rows = report.figures.setdefault("7_sparse_decode", {}).setdefault(str(d), {})
+        for arch in ("topk", "batchtopk"):
+            ratio = r.ratio(f"{arch} dense", f"{arch} sparse")
+            median = r.median_ratio(f"{arch} dense", f"{arch} sparse")
+            rows[arch] = {"k": k, "dense_ms": r.best(f"{arch} dense") * 1e3,
+                          "sparse_ms": r.best(f"{arch} sparse") * 1e3, "speedup": ratio,
+                          "speedup_median": median, "gflop_dense": dense_gf,
+                          "gflop_sparse": sparse_gf}
+            targeted = d == 2304
+            report.check(7, f"d={d} {LABELS[arch]:<10} sparse step speed-up (median {median:.2f}x)",
+                         ratio, f"{ratio:.2f}x", ">= 1.5x" if targeted else "-",
+                         ratio >= SPARSE_TARGET if targeted else None)
+
+
+# ============================================================================================
+# Section 8: one pass over the cache for many SAEs
+# ============================================================================================
+def section_shared_pass(steps: int, report: Report) -> None:
+    import tempfile
+
+    from hsae_utils.activations import ActivationStore, CacheError
+    from hsae_utils.train import TrainJob, train, train_many
+
+    print(f"\n== 8. One pass over the cache for 3 SAEs vs 3 passes (`local`, {steps} steps each)")
+    profile = get_profile("local")
+    try:
+        store = ActivationStore(profile.cache_dir / "train", cache_dtype=profile.cache_dtype)
+    except CacheError as e:
+        print(f"  not run: {e}")
+        report.check(8, "shared pass saving", None, "not run", "> 0", None)
+        return
+    cfg = TrainConfig.from_profile(profile, profile.seeds[0], steps=steps, device="cpu",
+                                   checkpoint_every=10**9, log_every=10**9)
+    archs = ("relu", "topk", "hierarchical")
+
+    def saes():
+        return [ARCHITECTURES[a](config_from_profile(a, profile)) for a in archs]
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        for a, sae in zip(archs, saes()):
+            train(sae, store, cfg, Path(tmp) / "alone" / a, progress=False)
+        separate = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        train_many([TrainJob(sae, cfg, Path(tmp) / "shared" / a) for a, sae in zip(archs, saes())],
+                   store, progress=False)
+        shared = time.perf_counter() - t0
+    saving = 1 - shared / separate
+    report.figures["8_shared_pass"] = {"steps": steps, "separate_s": separate, "shared_s": shared,
+                                       "saving": saving}
+    print(f"  3 separate runs {separate:.1f} s, one shared pass {shared:.1f} s")
+    report.check(8, "shared pass saving, 3 SAEs", saving, f"{saving:.0%}", "> 0", saving > 0)
+
+
+# ============================================================================================
 # Main
 # ============================================================================================
 def main() -> None:
@@ -530,8 +611,8 @@ def main() -> None:
                                  epilog=__doc__.split("\n", 2)[2])
     ap.add_argument("--quick", action="store_true",
                     help="sanity run: d = 576 only, few rounds, small model batches")
-    ap.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6],
-                    choices=range(1, 7), metavar="N", help="sections to run (default: all)")
+    ap.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 7, 8],
+                    choices=range(1, 9), metavar="N", help="sections to run (default: all)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
                     help="bf16: autocast, CUDA only")
@@ -540,6 +621,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=None,
                     help="round-robin rounds of training steps at d = 2,304, x4 at d = 576 "
                     "(default 12; --quick: 3)")
+    ap.add_argument("--shared-steps", type=int, default=None,
+                    help="training steps per SAE in section 8 (default 60; --quick: 20)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
     ap.add_argument("--readme", action="store_true",
@@ -584,6 +667,10 @@ def main() -> None:
 
     if 6 in sections:
         section_pipelines(report)
+    if 7 in sections:
+        section_sparse(dev, dims, rounds, report)
+    if 8 in sections:
+        section_shared_pass(args.shared_steps or (20 if args.quick else 60), report)
 
     info["load_average_1min_end"] = os.getloadavg()[0]
     info["seconds"] = time.perf_counter() - t_start

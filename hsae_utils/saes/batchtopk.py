@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .base import StepOutput
+from .sparse_decode import mask_sparse
 from .topk import TopKSAE, TopKSAEConfig
 
 
@@ -47,17 +48,20 @@ def kth_largest(v_N: Tensor, m: int) -> Tensor:
     return v_N.topk(m, sorted=False).values.min()
 
 
+def batch_topk_threshold(acts_BF: Tensor, k: int) -> Tensor | float:
+    """The smallest kept value: the (k B)-th largest of the ReLU'd activations acts_BF (B = all
+    leading dims), or 0 when k B covers them all."""
+    m = k * (acts_BF.numel() // acts_BF.shape[-1])
+    return 0.0 if m >= acts_BF.numel() else kth_largest(acts_BF.detach().flatten(), m)
+
+
 def batch_topk_codes(pre_BF: Tensor, k: int) -> Tensor:
     """Keep the k * B largest ReLU'd activations over the whole batch (B = all leading dims).
 
     Kept = at least the (k B)-th largest value; a tie with it (probability zero for a positive
     value) keeps one more, and zeros kept change nothing."""
     acts_BF = pre_BF.relu()
-    m = k * (acts_BF.numel() // pre_BF.shape[-1])
-    if m >= acts_BF.numel():
-        return acts_BF
-    threshold = kth_largest(acts_BF.detach().flatten(), m)
-    return acts_BF * (acts_BF >= threshold)
+    return acts_BF * (acts_BF >= batch_topk_threshold(acts_BF, k))
 
 
 class BatchTopKSAE(TopKSAE):
@@ -75,6 +79,11 @@ class BatchTopKSAE(TopKSAE):
 
     def train_codes(self, pre_BF: Tensor) -> Tensor:
         return batch_topk_codes(pre_BF, self.cfg.k)
+
+    def train_codes_sparse(self, pre_BF: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        acts_BF = pre_BF.relu()  # the kept positive values (kept zeros add nothing)
+        return mask_sparse(acts_BF, (acts_BF >= batch_topk_threshold(acts_BF, self.cfg.k))
+                           & (acts_BF > 0))
 
     def activation(self, pre_BF: Tensor) -> Tensor:
         return self.threshold_codes(pre_BF) if not self.training else self.train_codes(pre_BF)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .base import BaseSAE, SAEConfig, StepOutput, squared_error
+from .sparse_decode import densify, sparse_decode, topk_sparse, use_sparse
 
 
 @dataclass
@@ -48,11 +49,17 @@ def topk_codes(pre_BF: Tensor, k: int) -> Tensor:
 
 
 class TopKSAE(BaseSAE):
-    """z = ReLU(TopK(x W_enc + b_enc)); loss = sum_d (x - xhat)^2 (+ AuxK). No L1 term."""
+    """z = ReLU(TopK(x W_enc + b_enc)); loss = sum_d (x - xhat)^2 (+ AuxK). No L1 term.
+
+    decode_mode: how the training loss decodes, "dense" (z_BF @ W_dec), "sparse" (only the active
+    latents, sparse_decode.py: equal up to float rounding) or "auto" (sparse below a density of
+    k / d_sae; `TrainConfig.decode` sets it). A compute choice, not part of the config.
+    """
 
     config_class = TopKSAEConfig
     sae_lens_architecture = "topk"
     cfg: TopKSAEConfig
+    decode_mode: str = "auto"
 
     def activation(self, pre_BF: Tensor) -> Tensor:
         return topk_codes(pre_BF, self.cfg.k)
@@ -60,10 +67,20 @@ class TopKSAE(BaseSAE):
     def train_codes(self, pre_BF: Tensor) -> Tensor:
         return self.activation(pre_BF)
 
+    def train_codes_sparse(self, pre_BF: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """`train_codes` as CSR parts (vals_N, crow_B1, cols_N) for `sparse_decode`."""
+        return topk_sparse(pre_BF, self.cfg.k)
+
     def loss(self, x_BD: Tensor, step: int, total_steps: int) -> StepOutput:
         pre_BF = self.pre_acts(x_BD)
-        z_BF = self.train_codes(pre_BF)
-        xhat_BD = self.decode(z_BF)
+        if x_BD.dim() == 2 and use_sparse(self.decode_mode, self.cfg.k, self.cfg.d_sae,
+                                             x_BD.device.type):
+            parts = self.train_codes_sparse(pre_BF)
+            xhat_BD = sparse_decode(*parts, self.W_dec, self.b_dec)
+            z_BF = densify(*parts, self.cfg.d_sae)  # detached: statistics and the step's output
+        else:
+            z_BF = self.train_codes(pre_BF)
+            xhat_BD = self.decode(z_BF)
         sq_err_B = squared_error(xhat_BD, x_BD)
         l_recon = sq_err_B.mean()
         loss, aux = l_recon, torch.zeros((), device=x_BD.device)
