@@ -7,7 +7,7 @@ For each storage dtype the training split is rounded to it (what a cache in that
 the same SAEs are trained on it (same seed, same batches); each is then evaluated against the fp32
 validation split (explained variance) and spliced into the model (CE loss recovered, KL), and also
 on the validation split rounded to the same dtype (what the evaluation of such a profile reads).
-Writes `outputs/<profile>/results/cache_dtype_effect.csv` (atomically) and prints the table.
+Writes `figures/cache_dtype_effect_<profile>.csv` (atomically) and prints the table.
 Needs the profile's activation cache (notebook 01).
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ from hsae_utils.evals.run import eval_cache_root  # noqa: E402
 from hsae_utils.ground_truth.data import TensorStore  # noqa: E402  (an in-memory store)
 from hsae_utils.io import atomic_path  # noqa: E402
 from hsae_utils.model import load_model, model_fingerprint  # noqa: E402
+from hsae_utils.report.tables import FIGURES_DIR  # noqa: E402
 from hsae_utils.runs import get_run  # noqa: E402
 from hsae_utils.saes import ARCHITECTURES, config_from_profile  # noqa: E402
 from hsae_utils.train import TrainConfig, train  # noqa: E402
@@ -82,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ref = table[table.cache_dtype == "float32"].set_index("run")
     for col in ("explained_variance", "ce_loss_score"):
         table[f"{col}_minus_fp32"] = table[col] - table["run"].map(ref[col])
-    out = P.results_dir / "cache_dtype_effect.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = FIGURES_DIR / f"cache_dtype_effect_{P.name}.csv"
     with atomic_path(out) as path:
         table.to_csv(path, index=False)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
