@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import cache_root
-from .io import read_json, sha256_file, write_json_atomic
+from .io import read_json, read_manifest, sha256_file, write_json_atomic
 
 REPLICA_ENV = "HSAE_HUB_REPLICA"
 MANIFEST = "replica-manifest.json"
@@ -60,13 +60,9 @@ def replica_enabled(profile=None) -> bool:
 def replica_status(folder: Path, recipe: dict | None = None) -> tuple[bool, str]:
     """(valid, why): the manifest is readable, every file it lists has its sha256, and (when
     given) the recipe matches the one the replica was built from."""
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        return False, "missing (no manifest)"
-    try:
-        manifest = read_json(path)
-    except ValueError:
-        return False, "damaged (unreadable manifest)"
+    manifest, why = read_manifest(Path(folder) / MANIFEST)
+    if manifest is None:
+        return False, ("missing" if why == "no manifest" else "damaged") + f" ({why})"
     if recipe is not None and manifest.get("recipe") != recipe:
         return False, "built from another recipe"
     for name, sha in manifest.get("files", {}).items():

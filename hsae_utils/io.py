@@ -131,6 +131,17 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_manifest(path: str | Path) -> tuple[dict | None, str]:
+    """(manifest, "ok"), or (None, why) when it is missing or unreadable: the first check of every
+    cached artifact that a manifest describes (converted model, hub replicas)."""
+    if not Path(path).is_file():
+        return None, "no manifest"
+    try:
+        return read_json(path), "ok"
+    except ValueError:
+        return None, "unreadable manifest"
+
+
 def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

