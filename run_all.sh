@@ -15,7 +15,7 @@
 # Options, the profile and the output root are checked before any work; one run per output
 # folder at a time (a lock in $HSAE_OUTPUT_ROOT/<profile>). Executed notebooks go to
 # outputs/<profile>/notebooks/. A notebook that finished before (same code, same profile) is
-# skipped if its outputs are still complete and valid (hsae_utils.stages); the notebooks reuse
+# skipped if its outputs are still complete and valid (hsae_utils.notebook_outputs); the notebooks reuse
 # valid caches and finished runs, so after a failure a re-run redoes only what is missing.
 # HSAE_OUTPUT_ROOT moves outputs/; HSAE_NOTEBOOK_DIR runs another notebook folder.
 set -euo pipefail

@@ -297,8 +297,8 @@ def test_colab_set_up_cell_in_a_fresh_runtime_runs_notebook_01(own_tmp):
     # the cache notebook 01 built is on Drive and complete, as the next notebook will check
     out = subprocess.run(
         [str(python), "-c", "import sys; from hsae_utils.config import get_profile; "
-         "from hsae_utils.stages import stage_problems; "
-         "sys.exit(len(stage_problems(get_profile('smoke'), sys.argv[1])))", NOTEBOOKS[0].name],
+         "from hsae_utils.notebook_outputs import output_problems; "
+         "sys.exit(len(output_problems(get_profile('smoke'), sys.argv[1])))", NOTEBOOKS[0].name],
         cwd=repo, env={**env, "HSAE_OUTPUT_ROOT": str(drive / "outputs")},
         capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
