@@ -41,9 +41,16 @@ print(f"{store.n_tokens:,} training tokens; {P.train_steps} steps x {P.train_bat
       f"= {P.train_steps * P.train_batch_size / store.n_tokens:.1f} epochs; seeds {P.seeds}; "
       f"d_sae {P.dict_size}, TopK k = {P.topk_k}")
 
+# %% [markdown]
+# The three baselines of a seed read the same batches in the same order, so they train together:
+# one pass over the cache per seed, each batch read and normalized once and fed to each SAE, each
+# with its own optimizer, log and checkpoints (`experiments.train_runs`; each ends bit-identical
+# on CPU to training it alone). A finished run is reused; an interrupted one resumes.
+
 # %%
-results = {spec.name: experiments.train_run(P, spec.name, store=store, force=force_retrain)
-           for spec in runs.BASELINES}
+results = experiments.train_runs(P, [spec.name for spec in runs.BASELINES], store=store,
+                                 force=force_retrain)
+print(experiments.sharing_report(results))
 
 # %% [markdown]
 # ## Training curves
@@ -78,8 +85,10 @@ assert summary["loss"].notna().all()
 # %%
 sweep = runs.sweep_runs(P)
 print("sweep:", ", ".join(spec.label for spec in sweep), "· seeds", P.sweep_seeds)
-sweep_results = [r for spec in sweep for r in experiments.train_run(
-    P, spec.name, seeds=P.sweep_seeds, store=store, force=force_retrain)]
+sweep_runs = experiments.train_runs(P, [spec.name for spec in sweep], seeds=P.sweep_seeds,
+                                    store=store, force=force_retrain)
+print(experiments.sharing_report(sweep_runs))
+sweep_results = [r for seed_runs in sweep_runs.values() for r in seed_runs]
 sweep_summary = experiments.final_metrics(sweep_results)
 sweep_summary
 
