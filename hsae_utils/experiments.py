@@ -92,6 +92,23 @@ def train_runs(profile: Profile, names: list[str], seeds: tuple[int, ...] | None
     return results
 
 
+def train_paper_runs(profile: Profile, store: ActivationStore | None = None, force: bool = False,
+                     progress: bool = True) -> dict[str, list[RunResult]]:
+    """Every run of the paper's pipeline (the baselines, the five stages on `profile.seeds`, the
+    sweep on `profile.sweep_seeds`) with one pass over the cache per seed (`train_runs`)."""
+    from .runs import PAPER_RUNS, sweep_runs
+
+    sweep = [spec.name for spec in sweep_runs(profile)]
+    results: dict[str, list[RunResult]] = {name: [] for name in [*PAPER_RUNS, *sweep]}
+    for seed in sorted({*profile.seeds, *profile.sweep_seeds}):
+        names = [*(PAPER_RUNS if seed in profile.seeds else ()),
+                 *(sweep if seed in profile.sweep_seeds else ())]
+        for name, runs in train_runs(profile, names, (seed,), store, force=force,
+                                     progress=progress).items():
+            results[name] += runs
+    return results
+
+
 def sharing_report(results: dict[str, list[RunResult]]) -> str:
     """What the shared passes of `train_runs` computed: per seed, the gradient steps taken
     against those of training each run alone (twins share a step until one of them acts)."""
@@ -100,7 +117,7 @@ def sharing_report(results: dict[str, list[RunResult]]) -> str:
     for seed in seeds:
         trained = [r for rs in results.values() for r in rs if r.seed == seed and r.steps]
         if not trained:
-            lines.append(f"seed {seed}: every run reused (trained before)")
+            lines.append(f"seed {seed}: every run trained before (reused)")
             continue
         total = sum(r.steps for r in trained)
         shared = sum(r.shared_steps for r in trained)

@@ -100,28 +100,24 @@ def with_check_cell(cells: list[dict], run: str | None = None) -> list[dict]:
     return out
 
 
-# The first stage notebook trains all five stages in one shared pass; the others reuse their run.
-FORCE_PARAMETER = ("force_retrain = False  # True retrains all five stages "
-                   "(run_all.sh --force sets it)\n")
+# Notebook 02 trains every run (one pass per seed); the first stage notebook trains the five stages
+# together if 02 has not, the others reuse their run (run_all.sh --force retrains them in 02).
 TRAIN_ALL_STAGES = """# %% [markdown]
-# The five stages take identical gradient steps until a mechanism acts (a resample, a merge):
-# stages 1-3 share the loss of Eq. 3, stages 4-5 that of Eq. 6, and resampling, window tracking
-# and merging change the weights only through their events. So this notebook trains all five
-# stages together, one pass over the cache per seed, and computes a step once for the stages
-# that still share it (`train.train_many`); each run still ends bit-identical (CPU) to training
-# it alone (`tests/test_train_many.py`). Notebooks 04-07 find their stage trained here.
+# Notebook 02 trained the five stages with the baselines, one pass over the cache per seed; the
+# stages shared each gradient step until a mechanism acted (stages 1-3 share the loss of Eq. 3,
+# stages 4-5 that of Eq. 6; resampling, window tracking and merging change the weights only through
+# their events). Run alone, this notebook trains the five stages together in the same way
+# (`experiments.train_runs`); each run ends bit-identical (CPU) to training it alone.
 
 # %%
 stage_runs = experiments.train_runs(P, [s.name for s in ABLATIONS] if not overrides else [RUN],
-                                    force=force_retrain, overrides=overrides)
+                                    overrides=overrides)
 print(experiments.sharing_report(stage_runs))
-
-# %%
 runs = stage_runs[RUN]
 
 """
 TRAIN_THIS_STAGE = """# %%
-# Trained by notebook 03 with the other stages (in one shared pass); trained here if missing.
+# Trained by notebook 02 with every run of its seed (one shared pass); trained here if missing.
 runs = experiments.train_run(P, RUN, overrides=overrides)
 
 """
@@ -138,7 +134,6 @@ def stage_cells(path: Path) -> list[dict]:
         intro="\n".join(f"# {line}".rstrip() for line in intro.strip("\n").split("\n")),
         run=values["run"], stage=stage, mechanisms=", ".join(MECHANISMS[:stage]),
         override_example=values["override_example"],
-        force_parameter=FORCE_PARAMETER if stage == 1 else "",
         train_cells=TRAIN_ALL_STAGES if stage == 1 else TRAIN_THIS_STAGE,
         extra_cells="".join(f"# %%\n{code}\n\n" for code in extra.split(" ;; ") if code))
     return with_check_cell(parse_percent(text), run=values["run"])

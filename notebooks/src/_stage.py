@@ -6,7 +6,7 @@ ${intro}
 # the baselines of notebook 02.
 
 # %% parameters
-${force_parameter}overrides = {}  # e.g. ${override_example}: this stage alone, into a separate folder
+overrides = {}  # e.g. ${override_example}: this stage alone, into a separate folder
 
 # %%
 import matplotlib.pyplot as plt
