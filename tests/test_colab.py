@@ -323,6 +323,10 @@ def test_colab_set_up_cell_in_a_fresh_runtime_runs_the_pipeline(own_tmp):
     (drive / "outputs").mkdir()
     (drive / "cache" / "models").symlink_to(cache_root() / "models")
     (drive / "outputs" / "corpus").symlink_to(get_profile("local").output_dir.parent / "corpus")
+    # ... and Drive's pip-cache/, which set_up() gives pip: the wheels pip built from source
+    # distributions for an earlier runtime (kept between runs of this test in the cache folder).
+    (cache_root() / "colab-test-pip-cache").mkdir(parents=True, exist_ok=True)
+    (drive / "pip-cache").symlink_to(cache_root() / "colab-test-pip-cache")
 
     cell = "".join(json.loads(NOTEBOOKS[0].read_text())["cells"][1]["source"])
     assert '"/content/' in cell
