@@ -20,8 +20,9 @@ That cell clones the repository, puts it on `sys.path` and calls `set_up(repo)`,
 5. prepares the embedded model and corpus when that profile uses them (`hsae_utils.prepare`);
 6. changes into `notebooks/`, where the notebooks expect to run.
 
-`set_up(repo, run_all=True)` (or `run_pipeline()` after it) then runs every notebook in order in
-this runtime with papermill; executed copies go to `<outputs>/<profile>/notebooks/`.
+`set_up(repo, run_all=True)`, or `HSAE_RUN_ALL=1` set before the set-up cell (or `run_pipeline()`
+after it), then runs every notebook in order in this runtime with papermill, as `run_all.sh` does
+(finished notebooks skipped); executed copies go to `<outputs>/<profile>/notebooks/` (on Drive).
 
 Only the standard library is imported at module level: this runs before the packages are installed.
 """
@@ -49,6 +50,7 @@ FRONT_END = re.compile(r"(jupyter.*|ipykernel|ipython.*|ipywidgets|widgetsnbexte
                        r"nbformat|nbclient|nbconvert|tornado|traitlets|pyzmq|comm|debugpy|"
                        r"prompt-toolkit|matplotlib-inline)")
 PIPELINE_ENV = "HSAE_COLAB_PIPELINE"  # set for the notebooks that run_pipeline executes
+RUN_ALL_ENV = "HSAE_RUN_ALL"  # 1: the set-up cell then runs every notebook (run_pipeline)
 
 
 def on_colab() -> bool:
@@ -209,10 +211,15 @@ def choose_profile() -> str:
     return name
 
 
+def _flag(name: str) -> bool:
+    """An environment switch: set to anything but empty or 0."""
+    return os.environ.get(name, "").strip() not in ("", "0")
+
+
 def use_drive() -> Path | None:
     """Mount Drive and return this project's folder on it, or None (opted out / not mounted).
     Sets HSAE_OUTPUT_ROOT and HSAE_CACHE_DIR there unless the user set them."""
-    if os.environ.get("HSAE_NO_DRIVE", "").strip() not in ("", "0"):
+    if _flag("HSAE_NO_DRIVE"):
         print("[colab] HSAE_NO_DRIVE is set: outputs stay in this runtime and are lost with it.")
         return None
     mount = Path(os.environ.get("HSAE_COLAB_DRIVE", content_root() / "drive"))
@@ -248,10 +255,10 @@ def _prepare(repo: Path, profile: str) -> None:
     subprocess.run([sys.executable, "-m", "hsae_utils.prepare", *args], cwd=repo, check=True)
 
 
-def set_up(repo: str | Path, run_all: bool = False) -> str:
+def set_up(repo: str | Path, run_all: bool | None = None) -> str:
     """Drive, install (once per runtime), GPU check, profile, its data, cd into notebooks/.
-    Returns the profile name, also left in HSAE_PROFILE for the notebooks; `run_all=True` then
-    runs every notebook in this runtime (`run_pipeline`)."""
+    Returns the profile name, also left in HSAE_PROFILE for the notebooks; `run_all=True` (by
+    default: HSAE_RUN_ALL=1) then runs every notebook in this runtime (`run_pipeline`)."""
     repo = Path(repo).resolve()
     importable(repo)
     if os.environ.get(PIPELINE_ENV):  # a notebook run by run_pipeline: set up already
@@ -281,42 +288,37 @@ def set_up(repo: str | Path, run_all: bool = False) -> str:
     os.chdir(repo / "notebooks")
     print(f"[colab] set-up done: profile {name!r} ({profile.model_name}, {profile.hook_name}), "
           f"outputs in {profile.output_dir}" + ("" if drive else " (not on Drive)") + ".")
-    if run_all:
+    if run_all if run_all is not None else _flag(RUN_ALL_ENV):
         run_pipeline(repo)
     return name
 
 
 def run_pipeline(repo: str | Path | None = None, only: tuple[str, ...] = (),
-                 profile: str | None = None) -> list[Path]:
-    """Run the notebooks in order (all, or those whose names start with one of `only`) in this
-    runtime with papermill, as `run_all.sh` does; call after `set_up`. The notebooks reuse valid
-    caches and finished runs, so a re-run after an interruption redoes only what is missing.
-    Returns the executed copies."""
+                 profile: str | None = None, force: bool = False) -> list[Path]:
+    """Run the notebooks in order in this runtime with papermill: the loop of `run_all.sh`
+    (`hsae_utils.pipeline`), on the output root `set_up` chose (Drive). Call after `set_up`.
+    Every notebook of `notebooks/` runs, or those whose names start with one of `only`; a
+    notebook that finished before for the same code and profile, its outputs still valid, is
+    skipped (not with `only` or `force`), and the notebooks reuse valid caches and finished runs,
+    so after a disconnect the same call redoes only what is missing. Returns the executed copies;
+    raises RuntimeError naming the failed notebook's copy when a notebook fails."""
     repo = Path(repo).resolve() if repo else Path(__file__).resolve().parent.parent
     importable(repo)
     profile = profile or os.environ.get("HSAE_PROFILE") or "colab"
     if _version("papermill") is None:  # its dependencies as the runtime has them
         subprocess.run([sys.executable, "-m", "pip", "install", "-q",
                         f"papermill=={locked(repo)['papermill']}"], check=True)
-    import papermill
+    from . import pipeline
 
-    from .config import get_profile
-
-    out_dir = get_profile(profile).output_dir / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    done = []
+    argv = ["--profile", profile, *(a for p in only for a in ("--only", p))]
+    argv += ["--force"] if force else []
+    opts = pipeline.check_options(pipeline.parse_args(argv))
     os.environ[PIPELINE_ENV] = "1"  # the kernels inherit it: their set-up cell only changes dir
     try:
-        for nb in sorted((repo / "notebooks").glob("[0-9][0-9]_*.ipynb")):
-            if only and not nb.name.startswith(tuple(only)):
-                continue
-            print(f"[colab] === {nb.name} (profile {profile})")
-            papermill.execute_notebook(str(nb), str(out_dir / nb.name),
-                                       parameters={"profile": profile},
-                                       cwd=str(repo / "notebooks"), kernel_name="python3",
-                                       progress_bar=False)
-            done.append(out_dir / nb.name)
+        status = pipeline.main(argv)
     finally:
         os.environ.pop(PIPELINE_ENV, None)
-    print(f"[colab] ran {len(done)} notebooks; executed copies in {out_dir}")
-    return done
+    if status != 0:
+        raise RuntimeError(f"the pipeline stopped (exit status {status}); the message above "
+                           f"names the notebook, executed copies are in {opts.out_dir}")
+    return [opts.out_dir / nb.name for nb in opts.notebooks]

@@ -12,8 +12,8 @@ A profile fixes the model, hook, corpus and every budget of the pipeline. Notebo
   reading local replicas of the hub repositories (a tiny random Gemma-2 with gemma-2-2b's
   architecture, built at set-up): the paper's code path end to end on CPU in minutes.
 - `colab`: the embedded model on a free Colab T4 GPU (16 GB) at a larger budget;
-  `colab-gemma`: Gemma-2-2B on the same GPU, chosen by the notebooks' Colab set-up cell when a
-  Hugging Face token is set (`colab_profile_name()`).
+  `colab-gemma`: Gemma-2-2B on the same GPU, chosen by the notebooks' Colab set-up cell when the
+  Hugging Face token can read it (`hsae_utils.colab.choose_profile`).
 """
 from __future__ import annotations
 
@@ -349,22 +349,3 @@ def get_profile(name: str = "local", **overrides) -> Profile:
             )
         profile = dataclasses.replace(profile, **overrides)
     return profile
-
-
-def hf_token_available() -> bool:
-    """Whether a Hugging Face token is set: the HF_TOKEN environment variable, a token stored by
-    `hf auth login`, or (on Colab) the HF_TOKEN notebook secret, as `huggingface_hub` finds it."""
-    if os.environ.get("HF_TOKEN"):
-        return True
-    try:
-        from huggingface_hub import get_token
-
-        return bool(get_token())
-    except Exception:  # no huggingface_hub, or a failing token exchange: no usable token
-        return False
-
-
-def colab_profile_name() -> str:
-    """The profile the notebooks' Colab set-up cell picks: `colab-gemma` (Gemma-2-2B, gated on the
-    hub) when a Hugging Face token is set, otherwise `colab` (the embedded model)."""
-    return "colab-gemma" if hf_token_available() else "colab"

@@ -5,7 +5,8 @@ everywhere).
     python scripts/build_notebooks.py --check  exit 1 and name the notebooks whose cells differ
     python scripts/build_notebooks.py --outputs-from outputs/local/notebooks
                                                the same, with the outputs of a run's executed
-                                               copies (how the committed notebooks get theirs)
+                                               copies (how the committed notebooks get theirs;
+                                               paths under the repository made relative)
 
 Sources, in jupytext's percent format (`# %%` starts a code cell, `# %% [markdown]` a Markdown
 cell whose lines are commented, `# %% parameters` the papermill parameters cell):
@@ -207,6 +208,26 @@ def with_final_progress(nb: dict) -> dict:
     return nb
 
 
+def with_repo_relative_paths(nb: dict, root: Path = REPO) -> dict:
+    """Paths under the repository `root` in text outputs written relative to it: a committed
+    notebook shows `outputs/local/...`, not the folder of the machine that ran it."""
+    prefix = str(root).rstrip("/") + "/"
+
+    def fix(text):
+        return [t.replace(prefix, "") for t in text] if isinstance(text, list) else text.replace(prefix, "")
+
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                out["text"] = fix(out["text"])
+            for kind in ("text/plain", "text/html", "text/markdown"):
+                if kind in out.get("data", {}):
+                    out["data"][kind] = fix(out["data"][kind])
+            if "traceback" in out:
+                out["traceback"] = fix(out["traceback"])
+    return nb
+
+
 def cell_sources(nb: dict) -> list[tuple[str, str, list[str]]]:
     """What must agree between a notebook and its sources: type, source and tags of each cell."""
     return [(c["cell_type"], "".join(c["source"]), c.get("metadata", {}).get("tags", []))
@@ -219,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only compare the notebooks' cells with their sources")
     parser.add_argument("--outputs-from", type=Path, metavar="DIR",
                         help="take each cell's outputs from the executed copy in DIR (a run's "
-                             "outputs/<profile>/notebooks), progress bars at their final state")
+                             "outputs/<profile>/notebooks), progress bars at their final state, "
+                             "paths relative to the repository")
     args = parser.parse_args(argv)
     stale = []
     for name in notebook_names():
@@ -227,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         existing = json.loads(path.read_text()) if path.exists() else None
         executed = args.outputs_from / f"{name}.ipynb" if args.outputs_from else None
         if executed is not None and executed.is_file():
-            nb = build(name, with_final_progress(json.loads(executed.read_text())))
+            nb = build(name, with_repo_relative_paths(
+                with_final_progress(json.loads(executed.read_text()))))
         else:
             nb = build(name, existing)
             if existing is not None and cell_sources(existing) == cell_sources(nb):

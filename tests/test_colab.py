@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hsae_utils import colab
-from hsae_utils.config import REPO_ROOT, colab_profile_name, get_profile
+from hsae_utils.config import REPO_ROOT, get_profile
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 
@@ -41,15 +41,6 @@ def test_colab_profiles_fit_a_t4():
     logits_gb = gemma.eval_batch_contexts * gemma.context_size * 256_000 * 4 / 1e9
     assert weights_gb + 4 * logits_gb < 15  # a few logit-sized copies next to the weights
     assert gemma.n_train_tokens * gemma.d_model * 4 / 1e9 < 12  # the cache on Colab's disk
-
-
-def test_profile_choice_follows_the_hugging_face_token(no_token, monkeypatch):
-    assert colab_profile_name() == "colab"
-    monkeypatch.setenv("HF_TOKEN", "hf_example")
-    assert colab_profile_name() == "colab-gemma"
-    monkeypatch.delenv("HF_TOKEN")
-    no_token.write_text("hf_stored_by_login\n")  # `hf auth login`
-    assert colab_profile_name() == "colab-gemma"
 
 
 def test_colab_requirements_are_the_locked_versions():
@@ -186,8 +177,10 @@ COLAB_IMAGE = ["torch", "ipykernel", "numpy", "pandas", "scipy", "scikit-learn",
 
 
 def _seed_runtime(venv: Path, roots: list[str]) -> None:
-    """Copy the distributions `roots` and everything they require from this environment into the
-    fresh `venv`, as the packages a Colab image comes with (cheaper than installing them)."""
+    """Put the distributions `roots` and everything they require from this environment into the
+    fresh `venv`, as the packages a Colab image comes with (cheaper than installing them). Hard
+    links where the file system allows (pip and Python replace files, never write into them, so
+    this environment is never changed through them), copies elsewhere."""
     import re
     import shutil
     from importlib import metadata
@@ -203,11 +196,14 @@ def _seed_runtime(venv: Path, roots: list[str]) -> None:
         seen.add(name)
         dist = metadata.distribution(name)
         for f in dist.files or []:
-            if ".." in f.parts or f.parts[0] == "__pycache__":
-                continue  # scripts in bin/: not needed
+            if ".." in f.parts or "__pycache__" in f.parts:
+                continue  # scripts in bin/, byte code: not needed
             dst = site / f
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(dist.locate_file(f), dst)
+            try:
+                os.link(dist.locate_file(f), dst)
+            except OSError:
+                shutil.copy2(dist.locate_file(f), dst)
         for req in map(Requirement, dist.requires or []):
             if req.marker is None or req.marker.evaluate({"extra": ""}):
                 todo.append(req.name)
@@ -235,19 +231,80 @@ def own_tmp():
         yield Path(tmp)
 
 
-@pytest.mark.skipif(os.environ.get("HSAE_TEST_COLAB_RUNTIME") != "1",
-                    reason="installs a fresh 2 GB environment (10+ minutes on 2 cores): "
-                           "set HSAE_TEST_COLAB_RUNTIME=1 to run it")
-def test_colab_set_up_cell_in_a_fresh_runtime_runs_notebook_01(own_tmp):
+def _tiny_notebook(path: Path) -> None:
+    """A notebook that records, in <output root>/ran.txt, that it ran, with its profile and
+    whether it was started by run_pipeline (whose kernels skip the set-up)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                  "language": "python"}, "language_info": {"name": "python"}}
+    params = nbformat.v4.new_code_cell('profile = "local"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "import os, pathlib\n"
+        "with open(pathlib.Path(os.environ['HSAE_OUTPUT_ROOT']) / 'ran.txt', 'a') as f:\n"
+        f"    f.write(' '.join([{path.stem!r}, profile, os.environ['{colab.PIPELINE_ENV}']]) + '\\n')")]
+    nbformat.write(nb, path)
+
+
+def test_run_pipeline_runs_every_notebook_in_order_on_the_output_root_and_skips_finished_ones(
+        monkeypatch, tmp_path):
+    """run_pipeline's wiring, with real papermill kernels: which notebooks (all of the folder, in
+    order), which output root (the one set_up chose: Drive on Colab), a second call skipping the
+    finished ones, `only` re-running one, and a failing notebook named."""
+    nbs, drive = tmp_path / "notebooks", tmp_path / "MyDrive" / "outputs"
+    nbs.mkdir()
+    for name in ("02_b", "01_a", "10_c"):
+        _tiny_notebook(nbs / f"{name}.ipynb")
+    monkeypatch.setenv("HSAE_NOTEBOOK_DIR", str(nbs))
+    monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(drive))
+    monkeypatch.setenv("HSAE_PROFILE", "smoke")
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))  # run_pipeline extends both
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    ran = drive / "ran.txt"
+
+    done = colab.run_pipeline(REPO_ROOT)
+    out = drive / "smoke" / "notebooks"
+    assert done == [out / f"{n}.ipynb" for n in ("01_a", "02_b", "10_c")]
+    assert all(p.is_file() for p in done) and colab.PIPELINE_ENV not in os.environ
+    assert ran.read_text().splitlines() == ["01_a smoke 1", "02_b smoke 1", "10_c smoke 1"]
+
+    colab.run_pipeline(REPO_ROOT)  # all finished: nothing runs again
+    assert len(ran.read_text().splitlines()) == 3
+    colab.run_pipeline(REPO_ROOT, only=("02",))
+    assert ran.read_text().splitlines()[3:] == ["02_b smoke 1"]
+
+    (nbs / "02_b.ipynb").write_text((nbs / "02_b.ipynb").read_text().replace(
+        "import os, pathlib", "raise ValueError('boom')"))  # new code: not skipped, and fails
+    with pytest.raises(RuntimeError, match="exit status 1"):
+        colab.run_pipeline(REPO_ROOT)
+    assert "boom" in (out / "02_b.ipynb").read_text()
+    assert colab.PIPELINE_ENV not in os.environ
+
+
+# --- the set-up cell as Colab runs it: a fresh runtime, a simulated google.colab and Drive ---------
+
+# HSAE_TEST_COLAB_RUNTIME=1: notebook 01 under the set-up cell's run-all option; =all: every notebook
+COLAB_RUNTIME = os.environ.get("HSAE_TEST_COLAB_RUNTIME", "")
+
+
+@pytest.mark.skipif(COLAB_RUNTIME not in ("1", "all"),
+                    reason="installs a fresh 2 GB environment (minutes on 2 cores): set "
+                           "HSAE_TEST_COLAB_RUNTIME=1 (notebook 01) or =all (01 to the last)")
+def test_colab_set_up_cell_in_a_fresh_runtime_runs_the_pipeline(own_tmp):
     """The first cell of notebook 01, run as Colab runs it: `google.colab` imported, a fresh Python
     whose only packages are Colab-like preinstalls (COLAB_IMAGE), Drive mounted by the fake
-    `drive.mount`. `set_up()` installs our pins into it; then `run_pipeline` runs notebook 01 on
-    `smoke` there with papermill, outputs on Drive; a second set-up in the runtime installs nothing."""
+    `drive.mount`. `set_up()` installs our pins into it; then the same cell with HSAE_RUN_ALL=1
+    runs the pipeline (notebook 01, or with =all every notebook) on `smoke` with papermill in that
+    runtime, outputs on Drive; a third run skips what finished and nothing is installed again."""
+    import shutil
     import time
 
     from hsae_utils.model import cache_root
 
     tmp_path = own_tmp
+    t0 = time.time()
     content, fake = tmp_path / "content", tmp_path / "fake"
     repo = content / "hierarchical-sae"
     _repo_copy(repo)
@@ -257,6 +314,7 @@ def test_colab_set_up_cell_in_a_fresh_runtime_runs_notebook_01(own_tmp):
     python = tmp_path / "runtime" / "bin" / "python"
     subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "runtime")], check=True)
     _seed_runtime(tmp_path / "runtime", COLAB_IMAGE)
+    t_seed = time.time() - t0
 
     # What an earlier runtime left on Drive: the converted model and the built corpus (building
     # them is tested by scripts/setup.sh; here it would only repeat minutes of downloads).
@@ -265,45 +323,66 @@ def test_colab_set_up_cell_in_a_fresh_runtime_runs_notebook_01(own_tmp):
     (drive / "outputs").mkdir()
     (drive / "cache" / "models").symlink_to(cache_root() / "models")
     (drive / "outputs" / "corpus").symlink_to(get_profile("local").output_dir.parent / "corpus")
+    # ... and Drive's pip-cache/, which set_up() gives pip: the wheels pip built from source
+    # distributions for an earlier runtime (kept between runs of this test in the cache folder).
+    (cache_root() / "colab-test-pip-cache").mkdir(parents=True, exist_ok=True)
+    (drive / "pip-cache").symlink_to(cache_root() / "colab-test-pip-cache")
 
     cell = "".join(json.loads(NOTEBOOKS[0].read_text())["cells"][1]["source"])
     assert '"/content/' in cell
-    cell = cell.replace('"/content/', f'"{content}/')
-    driver = ("import google.colab\n" + cell  # Colab has imported google.colab
-              + "\nfrom hsae_utils.colab import run_pipeline\nimport sys\n"
-              + "if sys.argv[1:] == ['run']:\n    run_pipeline(only=('01',))\n")
+    driver = "import google.colab\n" + cell.replace('"/content/', f'"{content}/')  # as Colab has
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("HSAE_", "HF_", "PYTHON", "VIRTUAL_ENV"))}
     env.update(PYTHONPATH=str(fake), HSAE_COLAB_CONTENT=str(content), HSAE_PROFILE="smoke")
+    if COLAB_RUNTIME == "all":
+        notebooks = sorted((repo / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    else:  # the repository's notebook 01 alone in a folder (HSAE_NOTEBOOK_DIR)
+        (tmp_path / "nbs").mkdir()
+        notebooks = [Path(shutil.copy2(repo / "notebooks" / NOTEBOOKS[0].name, tmp_path / "nbs"))]
+        env["HSAE_NOTEBOOK_DIR"] = str(tmp_path / "nbs")
 
-    def run(*args):
-        t0 = time.time()
-        out = subprocess.run([str(python), "-c", driver, *args], cwd=content, env=env,
+    def run(**extra):
+        t = time.time()
+        out = subprocess.run([str(python), "-c", driver], cwd=content, env={**env, **extra},
                              capture_output=True, text=True)
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
-        return out, time.time() - t0
+        assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-5000:]
+        return out, time.time() - t
 
     first, t_setup = run()
-    second, t_run = run("run")  # a second notebook's runtime would find the same
-    print(f"fresh runtime: set-up {t_setup:.0f} s, then set-up again and notebook 01 (smoke) "
-          f"{t_run:.0f} s", file=sys.stderr)
+    second, t_run = run(HSAE_RUN_ALL="1")
+    third, t_again = run(HSAE_RUN_ALL="1")
+    print(f"fresh runtime: venv and Colab-like preinstalls {t_seed:.0f} s, set-up {t_setup:.0f} s, "
+          f"set-up + {len(notebooks)} notebook(s) on smoke {t_run:.0f} s, again (all skipped) "
+          f"{t_again:.0f} s", file=sys.stderr)
     assert "keeping the runtime's torch" in first.stdout
     assert "installing the pinned packages" in first.stdout
-    executed = drive / "outputs" / "smoke" / "notebooks" / NOTEBOOKS[0].name
-    assert executed.is_file()
-    assert all(c.get("outputs") is not None for c in json.loads(executed.read_text())["cells"]
-               if c["cell_type"] == "code")
+    for out in (second, third):  # later set-ups in this runtime install nothing
+        assert "installing" not in out.stdout and "set-up done: profile 'smoke'" in out.stdout
 
-    # the cache notebook 01 built is on Drive and complete, as the next notebook will check
+    # every notebook ran once, in order, into the Drive folder, and was skipped the second time
+    runs = [line.split()[1] for line in second.stdout.splitlines() if line.startswith("=== ")]
+    assert runs == [nb.name for nb in notebooks], second.stdout[-3000:]
+    skipped = [line.split()[1].rstrip(":") for line in third.stdout.splitlines()
+               if "done before, skipped" in line]
+    assert skipped == runs, third.stdout[-3000:]
+    executed = drive / "outputs" / "smoke" / "notebooks"
+    for nb in notebooks:
+        cells = json.loads((executed / nb.name).read_text())["cells"]
+        assert all(c.get("outputs") is not None for c in cells if c["cell_type"] == "code")
+        assert (executed / ".done" / nb.name).is_file()
+
+    # what the notebooks built is on Drive and complete, as the next runtime will check
     out = subprocess.run(
         [str(python), "-c", "import sys; from hsae_utils.config import get_profile; "
          "from hsae_utils.notebook_outputs import output_problems; "
-         "sys.exit(len(output_problems(get_profile('smoke'), sys.argv[1])))", NOTEBOOKS[0].name],
+         "p = [m for nb in sys.argv[1:] for m in output_problems(get_profile('smoke'), nb)]; "
+         "print(p); sys.exit(len(p))", *(nb.name for nb in notebooks)],
         cwd=repo, env={**env, "HSAE_OUTPUT_ROOT": str(drive / "outputs")},
         capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
-    # the installed versions are the locked ones, and pip finds nothing broken
+    # the installed versions are the locked ones, and pip finds nothing broken except the
+    # dependencies that scripts/setup.sh and set_up() leave out on purpose (--no-deps)
     frozen = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True, text=True,
                             check=True).stdout
     lock = colab.locked(REPO_ROOT)
@@ -313,7 +392,9 @@ def test_colab_set_up_cell_in_a_fresh_runtime_runs_notebook_01(own_tmp):
             version = version.split("+")[0]  # torch 2.13.0+cpu is the locked 2.13.0
             assert lock.get(colab._norm(name), version) == version, line
     check = subprocess.run([str(python), "-m", "pip", "check"], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout
-
-    # the second set-up in this runtime installed nothing
-    assert "installing" not in second.stdout and "set-up done: profile 'smoke'" in second.stdout
+    no_deps = f"{colab.GGUF_REQUIREMENT.replace('==', ' ')} requires "
+    broken = [line for line in check.stdout.splitlines() if not line.startswith(no_deps)]
+    assert broken == [], check.stdout
+    t = time.time()
+    shutil.rmtree(tmp_path / "runtime")
+    print(f"removing the runtime: {time.time() - t:.0f} s", file=sys.stderr)

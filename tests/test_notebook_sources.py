@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,17 @@ def test_saved_progress_bars_show_their_final_state():
     outputs = build_notebooks.with_final_progress(nb)["cells"][0]["outputs"]
     assert outputs[0]["text"] == "TopKSAE: 100%|" + "\u2588" * 10 + "| 40/40 [00:07<00:00]\n"
     assert outputs[1] == text
+
+
+def test_saved_outputs_show_paths_relative_to_the_repository():
+    root = Path("/somewhere/repo")
+    outputs = [{"output_type": "stream", "name": "stdout",
+                "text": ["Outputs: /somewhere/repo/outputs/local/activations\n", "/elsewhere/x\n"]},
+               {"output_type": "execute_result", "metadata": {},
+                "data": {"text/plain": "[PosixPath('/somewhere/repo/figures/a.png')]"}},
+               {"output_type": "error", "traceback": ["File /somewhere/repo/hsae_utils/io.py:3"]}]
+    nb = build_notebooks.with_repo_relative_paths({"cells": [{"outputs": outputs}]}, root)
+    out = nb["cells"][0]["outputs"]
+    assert out[0]["text"] == ["Outputs: outputs/local/activations\n", "/elsewhere/x\n"]
+    assert out[1]["data"]["text/plain"] == "[PosixPath('figures/a.png')]"
+    assert out[2]["traceback"] == ["File hsae_utils/io.py:3"]

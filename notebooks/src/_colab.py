@@ -1,6 +1,8 @@
-# Google Colab set-up; does nothing anywhere else. On Colab it clones the repository, installs
-# its pinned packages and picks the GPU profile: `colab` (the embedded SmolLM2), or `colab-gemma`
-# (Gemma-2-2B) when a Hugging Face token is set. Set HSAE_PROFILE first to choose another.
+# Google Colab set-up; does nothing anywhere else. On Colab it clones the repository, keeps the
+# outputs on Google Drive (asks for consent; HSAE_NO_DRIVE=1: not), installs the pinned packages
+# once per runtime and picks the GPU profile: `colab` (the embedded SmolLM2), or `colab-gemma`
+# (Gemma-2-2B) when your Hugging Face token can read it. Set HSAE_PROFILE first to choose another;
+# set HSAE_RUN_ALL=1 first to run every notebook, in order, in this runtime.
 import os
 import sys
 
