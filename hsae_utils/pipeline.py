@@ -211,13 +211,14 @@ def is_done(nb: Path, opts: Options, stamp: str) -> bool:
     return not problems
 
 
-def resources(command: str, profile: str) -> int:
-    """`python -m hsae_utils.resources COMMAND PROFILE`'s exit code; 0 with a note when that
-    module is not there."""
+def resources(command: str, profile: str, *options: str) -> int:
+    """`python -m hsae_utils.resources COMMAND PROFILE [OPTIONS]`'s exit code; 0 with a note when
+    that module is not there."""
     if importlib.util.find_spec("hsae_utils.resources") is None:
         print(f"note: no resource {command} (hsae_utils.resources is not installed)")
         return 0
-    return subprocess.run([sys.executable, "-m", "hsae_utils.resources", command, profile]).returncode
+    return subprocess.run([sys.executable, "-m", "hsae_utils.resources", command, profile,
+                           *options]).returncode
 
 
 def stage_stamp(nb: Path, profile: str) -> str:
@@ -255,7 +256,8 @@ def run_stage(nb: Path, opts: Options, lock_fd: int | None = None) -> bool:
 def run(opts: Options) -> int:
     from .lock import run_lock
 
-    if resources("check", opts.profile) != 0:
+    # cluster jobs request their own RAM and GPU: this machine (a login node) needs neither
+    if resources("check", opts.profile, *(["--jobs"] if opts.launcher != "local" else [])) != 0:
         return 1
     start = time.time()
     with run_lock(opts.output_root / opts.profile, wait=opts.wait) as lock_fd:

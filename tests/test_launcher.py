@@ -103,12 +103,14 @@ def test_smoke_end_to_end_through_jobs_with_a_training_job_killed_and_resumed(tm
         marker_file = out / "smoke" / "notebooks" / ".done" / nb.name
         assert marker_file.read_text().strip() == stage_stamp(nb, "smoke"), nb.name
 
-    # The resumed runs end with the weights of an uninterrupted pass (bit-identical on CPU).
-    ref_root = tmp_path / "ref"
+    # The resumed runs end with the weights of an uninterrupted pass (bit-identical on CPU), for
+    # three of them: TopK, BatchTopK (its threshold) and the full HierarchicalSAE (windows,
+    # resampling and merging RNG). A pass ends each run as it would alone (test_train_many.py).
+    ref_root, compared = tmp_path / "ref", ("topk", "batchtopk", "stage5_clustering")
     shutil.copytree(P.cache_dir, ref_root / "smoke" / "activations")
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(ref_root))
-    train_runs(get_profile("smoke"), list(names), seeds=(42,), progress=False)
-    for name in names:
+    train_runs(get_profile("smoke"), list(compared), seeds=(42,), progress=False)
+    for name in compared:
         ref = load_file(run_dir(get_profile("smoke"), name, 42) / "sae_weights.safetensors")
         got = load_file(out / "smoke" / "saes" / name / "seed42" / "sae_weights.safetensors")
         assert ref.keys() == got.keys()
