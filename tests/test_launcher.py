@@ -4,6 +4,7 @@ same jobs as the Slurm executor as real local subprocesses: the smoke profile en
 failing job reported by name with its log."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -77,7 +78,8 @@ def test_smoke_end_to_end_through_jobs_with_a_training_job_killed_and_resumed(tm
     assert len(names) == 11 and spec.args[3] == 42  # 3 baselines, 3 sweep runs, 5 stages
     executor = launcher.make_executor("local-executor", tmp_path / "jobs" / "%j")
     marker = tmp_path / "stalled"
-    job = executor.submit(stall_after_checkpoints, len(names), marker, spec.fn, *spec.args)
+    job = launcher.submit(executor, dataclasses.replace(
+        spec, fn=stall_after_checkpoints, args=(len(names), marker, spec.fn, *spec.args)))
     deadline = time.time() + 600
     while not marker.exists():
         assert not job.done(), job.stderr()
