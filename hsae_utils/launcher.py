@@ -16,6 +16,7 @@ the test suite's way to run this code without a cluster.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -34,6 +35,9 @@ CACHING, EVALUATION = "01_activation_caching.ipynb", "08_evaluation.ipynb"
 TIME_FACTOR, MIN_TIMEOUT_MIN = 3.0, 20
 MEM_FACTOR, MEM_BASE_GB = 1.5, 4  # the base: Python, torch and the notebook kernel
 CPUS_PER_JOB = 8  # data loading and the CPU side of the model
+# The cluster's own settings (partition, account, constraint, ...), as submitit's parameters in
+# JSON, e.g. HSAE_SUBMITIT_PARAMETERS='{"slurm_partition": "gpu", "slurm_account": "lab"}'.
+PARAMETERS_ENV = "HSAE_SUBMITIT_PARAMETERS"
 
 
 @dataclass(frozen=True)
@@ -170,14 +174,25 @@ def plan_jobs(opts: Options) -> list[list[JobSpec]]:
 
 
 def make_executor(launcher: str, folder: Path):
-    """submitit's executor for `launcher`; UsageError (naming the fix) when submitit is missing."""
+    """submitit's executor for `launcher`, with $HSAE_SUBMITIT_PARAMETERS applied; UsageError
+    (naming the fix) when submitit is missing or those parameters are not valid."""
     try:
         import submitit
     except ImportError:
         raise UsageError(f"--launcher {launcher} needs submitit, which is not installed in "
                          f"{sys.prefix}: run ./scripts/setup.sh (it installs the pinned "
                          "submitit of requirements.lock), or use --launcher local.") from None
-    return submitit.AutoExecutor(folder=folder, cluster=CLUSTERS[launcher])
+    executor = submitit.AutoExecutor(folder=folder, cluster=CLUSTERS[launcher])
+    raw = os.environ.get(PARAMETERS_ENV, "").strip()
+    try:
+        extra = json.loads(raw) if raw else {}
+        if not isinstance(extra, dict):
+            raise ValueError("not a JSON object")
+        executor.update_parameters(**extra)
+    except (ValueError, NameError, TypeError, AssertionError) as err:
+        raise UsageError(f"{PARAMETERS_ENV}={raw!r} is not valid ({err}): give a JSON object of "
+                         """submitit parameters, e.g. '{"slurm_partition": "gpu"}'.""") from None
+    return executor
 
 
 def submit(executor, spec: JobSpec):

@@ -135,3 +135,43 @@ def test_a_failed_job_stops_the_run_and_is_named_with_its_log(tmp_path):
     assert "CacheError" in Path(logs[1]).read_text()  # the job's traceback is in its log
     assert "resume from their last checkpoint" in proc.stderr
     assert not (out / "smoke" / "notebooks" / "02_baselines.ipynb").exists()  # stopped
+
+
+def test_jobs_per_seed_and_their_sbatch_requests_from_the_plan(tmp_path, monkeypatch):
+    """`paper`: one training job per seed with every run of that seed; the requests of the plan
+    reach the sbatch script submitit writes (a stand-in `srun` on PATH lets submitit's Slurm
+    executor start; nothing is submitted)."""
+    from hsae_utils.resources import training_run_need
+    from hsae_utils.runs import RUNS, sweep_runs
+
+    monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path / "out"))
+    P = get_profile("paper")
+    opts = check_options(parse_args(["--profile", "paper", "--launcher", "local-executor"]))
+    phases = launcher.plan_jobs(opts)
+    assert [[s.name for s in phase] for phase in phases] == [
+        ["hsae-paper-01"], [f"hsae-paper-train-seed{s}" for s in P.seeds], ["hsae-paper-08"]]
+    for spec in phases[1]:
+        seed = spec.args[3]
+        want = set(RUNS) | ({r.name for r in sweep_runs(P)} if seed in P.sweep_seeds else set())
+        assert set(spec.args[2]) == want
+        hours = training_run_need(P).seconds * len(want) / 3600
+        assert spec.request.gpus == 1 and spec.request.timeout_min >= 60 * hours
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv(launcher.PARAMETERS_ENV, '{"slurm_partition": "gpu"}')
+    executor = launcher.make_executor("slurm", tmp_path / "jobs" / "%j")
+    spec = phases[1][0]
+    executor.update_parameters(name=spec.name, **spec.request.parameters())
+    sbatch = executor._executor._make_submission_file_text("python -m x", "uid")
+    for line in (f"--gpus-per-node={spec.request.gpus}", f"--mem={spec.request.mem_gb}GB",
+                 f"--time={spec.request.timeout_min}", f"--cpus-per-task={spec.request.cpus}",
+                 "--partition=gpu", f"--job-name={spec.name}"):
+        assert f"#SBATCH {line}\n" in sbatch, line
+
+    monkeypatch.setenv(launcher.PARAMETERS_ENV, '{"slurm_partion": "gpu"}')  # a typo
+    with pytest.raises(launcher.UsageError, match="HSAE_SUBMITIT_PARAMETERS=.*not valid"):
+        launcher.make_executor("slurm", tmp_path / "jobs" / "%j")
