@@ -127,16 +127,17 @@ def training_notebooks(opts: Options, profile: Profile) -> list[Path]:
 
 
 def runs_by_seed(opts: Options, profile: Profile) -> dict[int, list[str]]:
-    """The runs the selected training notebooks still need, grouped by seed (one job each)."""
+    """The runs the selected training notebooks still need, grouped by seed (one job each; a run
+    that two notebooks list is trained once)."""
     from .experiments import is_finished
 
-    seeds: dict[int, list[str]] = {}
+    seeds: dict[int, dict[str, None]] = {}  # ordered sets
     for nb in training_notebooks(opts, profile):
         for name, run_seeds in notebook_runs(profile, nb.name):
             for seed in run_seeds:
                 if opts.force or not is_finished(run_dir(profile, name, seed), profile.train_steps):
-                    seeds.setdefault(seed, []).append(name)
-    return seeds
+                    seeds.setdefault(seed, {})[name] = None
+    return {seed: list(names) for seed, names in seeds.items()}
 
 
 def plan_jobs(opts: Options) -> list[list[JobSpec]]:
