@@ -39,6 +39,8 @@ class RunResult:
     log: list[dict]  # metric rows
     events: list[dict]  # resample / merge events
     seconds: float | None  # training wall time of this call (None when reused)
+    shared_steps: int | None = None  # steps copied from a twin's gradient step (None: reused)
+    steps: int | None = None  # steps this call trained (None: reused)
 
 
 def train_run(profile: Profile, name: str, seeds: tuple[int, ...] | None = None,
@@ -75,18 +77,54 @@ def train_runs(profile: Profile, names: list[str], seeds: tuple[int, ...] | None
             jobs[name] = TrainJob(ARCHITECTURES[spec.arch](sae_cfg, seed=seed), cfg, folder,
                                   {"profile": profile.name, "run": name, "label": spec.label,
                                    "seed": seed, "overrides": overrides or {}})
-        seconds = {}
-        if jobs:
-            trained = train_many(list(jobs.values()), store, progress=progress)
-            seconds = {name: res.seconds for name, res in zip(jobs, trained)}
+        trained = dict(zip(jobs, train_many(list(jobs.values()), store, progress=progress))) \
+            if jobs else {}
         for name, folder in folders.items():
             rows = read_log(folder / LOG_NAME)
             results[name].append(RunResult(
                 folder.parent.name, seed, folder,
                 log=[r for r in rows if r.get("kind") == "metrics"],
                 events=[r for r in rows if r.get("kind") == "event"],
-                seconds=seconds.get(name)))
+                **({"seconds": trained[name].seconds,
+                    "shared_steps": trained[name].shared_steps,
+                    "steps": trained[name].steps - (trained[name].resumed_from or 0)}
+                   if name in trained else {"seconds": None})))
     return results
+
+
+def train_paper_runs(profile: Profile, store: ActivationStore | None = None, force: bool = False,
+                     progress: bool = True) -> dict[str, list[RunResult]]:
+    """Every run of the paper's pipeline (the baselines, the five stages on `profile.seeds`, the
+    sweep on `profile.sweep_seeds`) with one pass over the cache per seed (`train_runs`)."""
+    from .runs import PAPER_RUNS, sweep_runs
+
+    sweep = [spec.name for spec in sweep_runs(profile)]
+    results: dict[str, list[RunResult]] = {name: [] for name in [*PAPER_RUNS, *sweep]}
+    for seed in sorted({*profile.seeds, *profile.sweep_seeds}):
+        names = [*(PAPER_RUNS if seed in profile.seeds else ()),
+                 *(sweep if seed in profile.sweep_seeds else ())]
+        for name, runs in train_runs(profile, names, (seed,), store, force=force,
+                                     progress=progress).items():
+            results[name] += runs
+    return results
+
+
+def sharing_report(results: dict[str, list[RunResult]]) -> str:
+    """What the shared passes of `train_runs` computed: per seed, the gradient steps taken
+    against those of training each run alone (twins share a step until one of them acts)."""
+    lines = []
+    seeds = sorted({r.seed for rs in results.values() for r in rs})
+    for seed in seeds:
+        trained = [r for rs in results.values() for r in rs if r.seed == seed and r.steps]
+        if not trained:
+            lines.append(f"seed {seed}: every run trained before (reused)")
+            continue
+        total = sum(r.steps for r in trained)
+        shared = sum(r.shared_steps for r in trained)
+        lines.append(f"seed {seed}: {len(trained)} runs in one pass, {total - shared:,} gradient "
+                     f"steps computed for {total:,} ({shared / total:.0%} shared by twins), "
+                     f"{trained[0].seconds:.0f} s")
+    return "\n".join(lines)
 
 
 def final_metrics(results: list[RunResult]):

@@ -190,7 +190,9 @@ def record_time(path: Path, name: str, seconds: float) -> None:
         cpu = platform.processor()
     nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     now = datetime.now().astimezone().isoformat(timespec="seconds")
-    t["notebooks"][name] = {"seconds": seconds, "date": now}
+    # the 1-minute load average as the notebook ended: a time measured on a busy machine says so
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    t["notebooks"][name] = {"seconds": seconds, "date": now, "load_1min": load}
     t.update(date=now, total_s=sum(n["seconds"] for n in t["notebooks"].values()),
              machine={"nproc": nproc, "cpu_model": cpu})
     write_json_atomic(path, t)

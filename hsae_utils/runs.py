@@ -100,8 +100,10 @@ def run_dir(profile: Profile, name: str, seed: int, overrides: dict | None = Non
 # The runs each training notebook produces ("sweep": the profile's `sweep_runs`, on its
 # `sweep_seeds`; every other run on `profile.seeds`).
 NOTEBOOK_RUNS: dict[str, tuple[str, ...]] = {
-    "02_baselines": ("topk", "batchtopk", "relu_l1", "sweep"),
-    "03_stage1_linear_sparsity": ("stage1_linear_sparsity",),
+    # notebook 02 trains every run of a seed in one pass over the cache (the stages too);
+    # 03 trains the five stages together if 02 has not (twins share their steps)
+    "02_baselines": ("topk", "batchtopk", "relu_l1", "sweep", *(spec.name for spec in ABLATIONS)),
+    "03_stage1_linear_sparsity": tuple(spec.name for spec in ABLATIONS),
     "04_stage2_resampling": ("stage2_resampling",),
     "05_stage3_window_tracking": ("stage3_window_tracking",),
     "06_stage4_adaptive_sparsity": ("stage4_adaptive_sparsity",),

@@ -127,6 +127,7 @@ class TrainResult:
     events: list[dict[str, Any]]
     seconds: float  # wall time of this call's training steps
     tokens_per_s: float
+    shared_steps: int = 0  # steps copied from a twin's gradient step (train_many)
 
 
 def make_optimizer(sae: BaseSAE, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -146,6 +147,14 @@ def train_step(sae: BaseSAE, optimizer: torch.optim.Optimizer, x_BD: Tensor, ste
                total_steps: int, grad_clip: float | None = 1.0,
                generator: torch.Generator | None = None) -> tuple[StepOutput, list[dict]]:
     """One optimisation step (0-based `step`); no host syncs except inside rare mechanism events."""
+    out = optimizer_step(sae, optimizer, x_BD, step, total_steps, grad_clip)
+    return out, after_step(sae, optimizer, x_BD, step, out, generator)
+
+
+def optimizer_step(sae: BaseSAE, optimizer: torch.optim.Optimizer, x_BD: Tensor, step: int,
+                   total_steps: int, grad_clip: float | None = 1.0) -> StepOutput:
+    """The gradient part of a step: loss, backward, decoder-gradient projection, clipping, the
+    optimizer's update and the decoder renormalization."""
     out = sae.loss(x_BD, step, total_steps)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
@@ -154,10 +163,17 @@ def train_step(sae: BaseSAE, optimizer: torch.optim.Optimizer, x_BD: Tensor, ste
         torch.nn.utils.clip_grad_norm_(sae.parameters(), grad_clip)
     optimizer.step()
     sae.normalize_decoder_()
+    return out
+
+
+def after_step(sae: BaseSAE, optimizer: torch.optim.Optimizer, x_BD: Tensor, step: int,
+               out: StepOutput, generator: torch.Generator | None = None) -> list[dict]:
+    """The bookkeeping part of a step: statistics and the SAE's mechanisms (`sae.after_step`);
+    latents a mechanism re-initialised get their Adam moments reset."""
     events = sae.after_step(step, x_BD, out, generator)
     for event in events:
         reset_adam_state(optimizer, sae, torch.tensor(event["reset"], dtype=torch.long))
-    return out, events
+    return events
 
 
 @torch.no_grad()
@@ -244,14 +260,19 @@ class TrainJob:
     metadata: dict[str, Any] | None = None
 
 
-def train_many(jobs: list[TrainJob], store: ActivationStore,
-               progress: bool = True) -> list[TrainResult]:
+def train_many(jobs: list[TrainJob], store: ActivationStore, progress: bool = True,
+               share_trajectories: bool = True) -> list[TrainResult]:
     """Train several SAEs from one pass over the store: each batch is read and normalized once and
     fed to every SAE in turn. Each keeps its own optimizer, RNG, mechanisms, log, checkpoints and
     resume, so each ends bit-identical (CPU) to `train` on its own: the jobs must share the batch
     order (seed and batch_size) and the device; their step counts may differ. Jobs resume from
     their own checkpoints; the pass starts at the earliest one. An error (NaN loss, interruption)
-    stops the pass; every job keeps its last checkpoint. TrainResult.seconds is the pass's time."""
+    stops the pass; every job keeps its last checkpoint. TrainResult.seconds is the pass's time.
+
+    `share_trajectories`: SAEs that differ only in mechanisms that act through rare events (the
+    HierarchicalSAE's resampling, window tracking, clustering: `trajectory_neutral_fields`) take
+    identical steps until one of them acts; such twins share one gradient step (see `pair_twins`)
+    until then, and each still ends bit-identical to training it alone."""
     if not jobs:
         raise ValueError("train_many: no jobs given.")
     first = jobs[0].cfg
@@ -269,6 +290,8 @@ def train_many(jobs: list[TrainJob], store: ActivationStore,
     try:
         for job in jobs:
             runs.append(_Run(job, store))
+        if share_trajectories:
+            pair_twins(runs)
         start, end = min(r.start for r in runs), max(r.cfg.steps for r in runs)
         desc = type(jobs[0].sae).__name__ if len(jobs) == 1 else f"{len(jobs)} SAEs"
         t0 = time.perf_counter()
@@ -278,7 +301,8 @@ def train_many(jobs: list[TrainJob], store: ActivationStore,
                                              device=torch.device(first.device))
             for step in range(start, end):
                 x_BD = next(batches)
-                for run in runs:
+                # leaders as the step begins: a follower the step hands on to is done with it
+                for run in [r for r in runs if r.leader is None]:
                     if run.start <= step < run.cfg.steps:
                         row = run.step(step, x_BD, t0)
                         if row is not None and len(runs) == 1:
@@ -289,6 +313,45 @@ def train_many(jobs: list[TrainJob], store: ActivationStore,
         for run in runs:
             run.log.close()
     return [run.finish(seconds) for run in runs]
+
+
+def pair_twins(runs: list["_Run"]) -> None:
+    """Make each run that would take the same gradient steps as an earlier one its follower.
+
+    Twins: the same architecture and training config, SAE configs equal except for the
+    architecture's `trajectory_neutral_fields` (switches of mechanisms that only act through
+    events), the same start step and the same weights and optimizer state there. A follower
+    copies its leader's weights and optimizer state after each gradient step instead of
+    computing it, then runs its own bookkeeping and mechanisms: its statistics, logs,
+    checkpoints and events are its own. The first event (resample, merge) of either side ends the
+    sharing for that run, whose state is by then exactly what it would be alone."""
+    leaders: list[_Run] = []
+    for run in runs:
+        for lead in leaders:
+            if _twins(lead, run):
+                run.leader = lead
+                lead.followers.append(run)
+                break
+        else:
+            leaders.append(run)
+
+
+def _twins(a: "_Run", b: "_Run") -> bool:
+    neutral = set(getattr(type(a.sae), "trajectory_neutral_fields", ()))
+    if type(a.sae) is not type(b.sae) or not neutral or a.start != b.start:
+        return False
+    ca, cb = a.sae.cfg.to_dict(), b.sae.cfg.to_dict()
+    if any(_comparable(ca[k]) != _comparable(cb[k]) for k in ca if k not in neutral):
+        return False
+    if _comparable(a.cfg.to_dict()) != _comparable(b.cfg.to_dict()):
+        return False
+    pa, pb = list(a.sae.parameters()), list(b.sae.parameters())
+    if not all(torch.equal(p, q) for p, q in zip(pa, pb)):
+        return False
+    sa, sb = (o.state_dict()["state"] for o in (a.optimizer, b.optimizer))
+    return sa.keys() == sb.keys() and all(
+        sa[i].keys() == sb[i].keys() and all(torch.equal(sa[i][k], sb[i][k]) for k in sa[i])
+        for i in sa)
 
 
 class _Run:
@@ -330,12 +393,49 @@ class _Run:
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)  # checked lazily
         self.last_ckpt = self.start if self.resumed_from is not None else None
         self.log = open(log_path, "a")
+        # Sharing a gradient step with twins (train_many's `share_trajectories`).
+        self.leader: _Run | None = None
+        self.followers: list[_Run] = []
+        self.shared_steps = 0  # steps whose gradient step was copied from a leader
 
     def step(self, step: int, x_BD: Tensor, t0: float) -> dict[str, Any] | None:
-        """Train on batch `step`; returns the metrics row on log steps."""
+        """Train on batch `step` (and the followers' copies of it); returns the metrics row on
+        log steps."""
+        out = optimizer_step(self.sae, self.optimizer, x_BD, step, self.cfg.steps,
+                             self.cfg.grad_clip)
+        for follower in list(self.followers):
+            follower.copy_state(self)
+            follower.shared_steps += 1
+            if follower.bookkeep(step, x_BD, out, t0)[1]:  # it acted: on its own from now on
+                self.followers.remove(follower)
+                follower.leader = None
+        row, events = self.bookkeep(step, x_BD, out, t0)
+        if events and self.followers:  # this run acted; its followers, still equal, go on alone
+            new, *rest = self.followers
+            new.leader, new.followers = None, rest
+            for follower in rest:
+                follower.leader = new
+            self.followers = []
+        return row
+
+    @torch.no_grad()
+    def copy_state(self, leader: "_Run") -> None:
+        """Take the leader's weights and optimizer state (what this run's own gradient step would
+        have computed: same weights, same batch, same config)."""
+        for p, q in zip(self.sae.parameters(), leader.sae.parameters()):
+            p.copy_(q)
+            mine, theirs = self.optimizer.state[p], leader.optimizer.state[q]
+            for key, value in theirs.items():
+                if key in mine and mine[key].shape == value.shape:
+                    mine[key].copy_(value)
+                else:
+                    mine[key] = value.clone()
+
+    def bookkeep(self, step: int, x_BD: Tensor, out: StepOutput,
+                 t0: float) -> tuple[dict[str, Any] | None, list[dict]]:
+        """After the gradient step: mechanisms, NaN checks, log, checkpoint."""
         sae, cfg, ckpt_path = self.sae, self.cfg, self.ckpt_path
-        out, events = train_step(sae, self.optimizer, x_BD, step, cfg.steps, cfg.grad_clip,
-                                 self.generator)
+        events = after_step(sae, self.optimizer, x_BD, step, out, self.generator)
         self.first_bad = torch.where(torch.isfinite(out.loss) | (self.first_bad >= 0),
                                      self.first_bad, step)
         done, row = step + 1, None
@@ -357,7 +457,7 @@ class _Run:
             save_training_checkpoint(ckpt_path, step=done, sae=sae, optimizer=self.optimizer,
                                      generator=self.generator, train_config=cfg.to_dict())
             self.last_ckpt = done
-        return row
+        return row, events
 
     def finish(self, seconds: float) -> TrainResult:
         n_new = self.cfg.steps - self.start
@@ -371,6 +471,7 @@ class _Run:
             events=[r for r in rows if r["kind"] == "event"],
             seconds=seconds,
             tokens_per_s=n_new * self.cfg.batch_size / seconds if n_new and seconds else 0.0,
+            shared_steps=self.shared_steps,
         )
 
 

@@ -100,6 +100,29 @@ def with_check_cell(cells: list[dict], run: str | None = None) -> list[dict]:
     return out
 
 
+# Notebook 02 trains every run (one pass per seed); the first stage notebook trains the five stages
+# together if 02 has not, the others reuse their run (run_all.sh --force retrains them in 02).
+TRAIN_ALL_STAGES = """# %% [markdown]
+# Notebook 02 trained the five stages with the baselines, one pass over the cache per seed; the
+# stages shared each gradient step until a mechanism acted (stages 1-3 share the loss of Eq. 3,
+# stages 4-5 that of Eq. 6; resampling, window tracking and merging change the weights only through
+# their events). Run alone, this notebook trains the five stages together in the same way
+# (`experiments.train_runs`); each run ends bit-identical (CPU) to training it alone.
+
+# %%
+stage_runs = experiments.train_runs(P, [s.name for s in ABLATIONS] if not overrides else [RUN],
+                                    overrides=overrides)
+print(experiments.sharing_report(stage_runs))
+runs = stage_runs[RUN]
+
+"""
+TRAIN_THIS_STAGE = """# %%
+# Trained by notebook 02 with every run of its seed (one shared pass); trained here if missing.
+runs = experiments.train_run(P, RUN, overrides=overrides)
+
+"""
+
+
 def stage_cells(path: Path) -> list[dict]:
     """The cells of an ablation-stage notebook: the template filled with the stage's values."""
     head, _, intro = path.read_text().partition("\n---\n")
@@ -111,6 +134,7 @@ def stage_cells(path: Path) -> list[dict]:
         intro="\n".join(f"# {line}".rstrip() for line in intro.strip("\n").split("\n")),
         run=values["run"], stage=stage, mechanisms=", ".join(MECHANISMS[:stage]),
         override_example=values["override_example"],
+        train_cells=TRAIN_ALL_STAGES if stage == 1 else TRAIN_THIS_STAGE,
         extra_cells="".join(f"# %%\n{code}\n\n" for code in extra.split(" ;; ") if code))
     return with_check_cell(parse_percent(text), run=values["run"])
 

@@ -32,9 +32,28 @@ def timing_line(profile_name: str) -> str:
     t = read_json(path)
     per = ", ".join(f"{name[:2]} {v['seconds'] / 60:.1f}" for name, v in sorted(t["notebooks"].items()))
     m = t.get("machine", {})
-    return (f"Wall time of the notebooks: **{t['total_s'] / 60:.1f} minutes** in total "
+    line = (f"Wall time of the notebooks: **{t['total_s'] / 60:.1f} minutes** in total "
             f"(per notebook, minutes: {per}) on {m.get('nproc', '?')} cores of "
             f"{m.get('cpu_model', 'an unknown CPU')}, finished {t.get('date', '?')}.")
+    loads = [v["load_1min"] for v in t["notebooks"].values() if v.get("load_1min") is not None]
+    if loads:
+        line += f" Load average (1 min) as each notebook ended: {min(loads):.1f}-{max(loads):.1f}."
+    if profile_name in TIME_BUDGETS_MIN:
+        line += " " + budget_line(t, TIME_BUDGETS_MIN[profile_name])
+    return line
+
+
+# Wall-time budgets of the default pipeline on 2 cores (issue 16): the notebooks of the first
+# pipeline (01-09), and all of them.
+TIME_BUDGETS_MIN = {"local": {"01-09": 22.0, "all": 35.0}}
+
+
+def budget_line(t: dict, budgets: dict[str, float]) -> str:
+    minutes = {"01-09": sum(v["seconds"] for k, v in t["notebooks"].items() if k[:2] <= "09") / 60,
+               "all": t["total_s"] / 60}
+    return "Budgets: " + "; ".join(
+        f"{part} {minutes[part]:.1f} min <= {limit:g} min: "
+        f"{'PASS' if minutes[part] <= limit else 'MISS'}" for part, limit in budgets.items()) + "."
 
 
 def block(profile_name: str) -> str:

@@ -326,3 +326,31 @@ def test_readme_block_renders_the_power_and_ground_truth_columns(tmp_path, monke
                                                        ("topk_matched", 0.1 + s / 90))])
     cl.write_claims(cl.claims_table(RESULTS, LOCAL, ground_truth=gt), tmp_path, "local")
     assert "ground truth (synthetic)" in ur.block("local")
+
+
+def test_readme_timing_line_checks_the_pipeline_budgets(tmp_path, monkeypatch):
+    """The generated timing line sums notebooks 01-09 and all of them against the budgets."""
+    import importlib.util
+
+    from hsae_utils.config import REPO_ROOT
+    from hsae_utils.io import write_json_atomic
+
+    spec = importlib.util.spec_from_file_location("update_readme",
+                                                  REPO_ROOT / "scripts" / "update_readme.py")
+    ur = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ur)
+    monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
+    nbs = {"01_a.ipynb": (600, 0.5), "09_b.ipynb": (720, 1.5), "10_c.ipynb": (700, None)}
+    path = tmp_path / "local" / "notebooks" / "timings.json"
+    path.parent.mkdir(parents=True)
+    write_json_atomic(path, {"notebooks": {k: {"seconds": s, "load_1min": ld}
+                                           for k, (s, ld) in nbs.items()},
+                             "total_s": 2020, "machine": {"nproc": 2}})
+    line = ur.timing_line("local")
+    assert "01-09 22.0 min <= 22 min: PASS" in line and "all 33.7 min <= 35 min: PASS" in line
+    assert "0.5-1.5" in line
+    nbs["09_b.ipynb"] = (721, 1.0)
+    write_json_atomic(path, {"notebooks": {k: {"seconds": s} for k, (s, _) in nbs.items()},
+                             "total_s": 2400, "machine": {}})
+    line = ur.timing_line("local")
+    assert "01-09 22.0 min <= 22 min: MISS" in line and "all 40.0 min <= 35 min: MISS" in line

@@ -71,3 +71,52 @@ def test_train_runs_shares_the_pass_and_matches_train_run(tmp_path, monkeypatch)
         assert strip_time(res.log) == strip_time(ref.log) and res.events == ref.events
         a, b = [(r.folder / "sae_weights.safetensors").read_bytes() for r in (res, ref)]
         assert a == b, name
+
+
+def stage(n: int, **kw):
+    """The HierarchicalSAE of ablation stage n (test-sized, mechanisms that do fire)."""
+    from hsae_utils.runs import stage_switches
+
+    sae = make("hierarchical")
+    cls = type(sae)
+    return cls(cls.config_class(**{**sae.cfg.to_dict(), **stage_switches(n), **kw}), seed=123)
+
+
+def test_twins_share_gradient_steps_until_one_acts_and_end_as_if_alone(tmp_path):
+    """Stages that differ only in event-driven mechanisms (resampling, window tracking, merging)
+    share one gradient step until one of them acts: a leader's event hands its followers on to
+    the next of them, a follower's event detaches it. Each ends bit-identical to training alone,
+    also across an interruption (resumed twins pair again when their checkpoints are equal)."""
+    saes = {"s3": lambda: stage(3), "s1": lambda: stage(1), "s2": lambda: stage(2),
+            "s5": lambda: stage(5), "s4": lambda: stage(4),
+            "s5_never_merges": lambda: stage(5, merge_every=10**6, resampling=False)}
+    alone = {k: train(f(), InMemoryStore(), cfg(), tmp_path / "alone" / k, progress=False)
+             for k, f in saes.items()}
+    assert {e["event"] for e in alone["s3"].events} == {"resample"}
+    assert {e["event"] for e in alone["s5"].events} == {"resample", "merge"}
+    assert not alone["s1"].events and not alone["s5_never_merges"].events
+
+    def jobs(folder):
+        return [TrainJob(f(), cfg(), tmp_path / folder / k) for k, f in saes.items()]
+
+    def check(results):
+        for k, res in results.items():
+            ref = alone[k]
+            assert_same_state(state(res.sae), state(ref.sae))
+            assert strip_time(res.log) == strip_time(ref.log), k
+            assert res.events == ref.events, k
+        return {k: r.shared_steps for k, r in results.items()}
+
+    # One pass: s3 leads s1, s2 and acts at step 4, handing s2 on to s1; s5 leads s4 and
+    # s5_never_merges; at step 4 s4 acts (detached) and so does s5 (s5_never_merges goes alone).
+    shared = check(dict(zip(saes, train_many(jobs("one"), InMemoryStore(), progress=False))))
+    assert shared == {"s3": 0, "s1": 4, "s2": 24, "s5": 0, "s4": 4, "s5_never_merges": 4}
+    # Interrupted at batch 19 and resumed from the checkpoints at 16: only s1 and s2 are still
+    # equal there, so s2 follows s1 again for the last 8 steps.
+    with pytest.raises(KeyboardInterrupt):
+        train_many(jobs("resumed"), InMemoryStore(crash_at=19), progress=False)
+    resumed = check(dict(zip(saes, train_many(jobs("resumed"), InMemoryStore(), progress=False))))
+    assert resumed == {"s3": 0, "s1": 0, "s2": 8, "s5": 0, "s4": 0, "s5_never_merges": 0}
+    # Without sharing: the same results, no shared steps.
+    plain = train_many(jobs("plain"), InMemoryStore(), progress=False, share_trajectories=False)
+    assert set(check(dict(zip(saes, plain))).values()) == {0}

@@ -104,6 +104,13 @@ class HierarchicalSAE(ReLUSAE):
     config_class = HierarchicalSAEConfig
     sae_lens_architecture = "standard"
     cfg: HierarchicalSAEConfig
+    # Config fields of mechanisms that change the weights only through events (a resample, a
+    # merge): two SAEs that differ only here take identical gradient steps until one of them
+    # acts, so `train.train_many` computes those steps once (`train.pair_twins`).
+    trajectory_neutral_fields = ("resampling", "resample_every", "resample_enc_scale",
+                                 "window_tracking", "window_size", "dead_rate", "firing_reading",
+                                 "clustering", "merge_every", "merge_threshold",
+                                 "merge_similarity", "merge_reinit")
 
     def __init__(self, cfg: HierarchicalSAEConfig, seed: int = 0):
         super().__init__(cfg, seed)

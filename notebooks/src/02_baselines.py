@@ -27,7 +27,7 @@
 # Seeds 42, 43, 44 where the profile allows (the paper averages over three).
 
 # %% parameters
-force_retrain = False  # True retrains runs that already finished
+force_retrain = False  # True retrains every run (baselines, stages, sweep) that already finished
 
 # %%
 import matplotlib.pyplot as plt
@@ -41,9 +41,22 @@ print(f"{store.n_tokens:,} training tokens; {P.train_steps} steps x {P.train_bat
       f"= {P.train_steps * P.train_batch_size / store.n_tokens:.1f} epochs; seeds {P.seeds}; "
       f"d_sae {P.dict_size}, TopK k = {P.topk_k}")
 
+# %% [markdown]
+# ## Training every run, one pass over the cache per seed
+# All runs of a seed read the same batches in the same order: the three baselines here, the five
+# ablation stages of notebooks 03-07 and the sparsity sweep below. So they train together, one
+# pass over the cache per seed: each batch is read and normalized once and fed to every SAE, each
+# with its own optimizer, mechanisms, log and checkpoints (`experiments.train_paper_runs`). The
+# stages take identical gradient steps until a mechanism acts (stages 1-3 share Eq. 3's loss,
+# stages 4-5 Eq. 6's; resampling, window tracking and merging change the weights only through
+# their events), so such "twins" compute a step once until one of them acts. Each run ends
+# bit-identical on CPU to training it alone (`tests/test_train_many.py`). A finished run is
+# reused; an interrupted one resumes from its checkpoint. Notebooks 03-07 examine the stages.
+
 # %%
-results = {spec.name: experiments.train_run(P, spec.name, store=store, force=force_retrain)
-           for spec in runs.BASELINES}
+trained = experiments.train_paper_runs(P, store, force=force_retrain)
+print(experiments.sharing_report(trained))
+results = {spec.name: trained[spec.name] for spec in runs.BASELINES}
 
 # %% [markdown]
 # ## Training curves
@@ -73,13 +86,13 @@ assert summary["loss"].notna().all()
 # compares SAEs at *matched* sparsity (a sparsity-fidelity frontier). We train each baseline at two
 # more sparsity levels (k x 1/4 and x 4 for TopK and BatchTopK; lambda = 0.2 and 1.0 for L1; the
 # profile's `sweep_k_factors`, `sweep_l1_coefficients`) on `sweep_seeds` (one seed), with the same
-# optimiser and budget. Notebook 09 plots them with the ablation stages.
+# optimiser and budget (trained above, in the seed's pass). Notebook 09 plots them with the
+# ablation stages.
 
 # %%
 sweep = runs.sweep_runs(P)
 print("sweep:", ", ".join(spec.label for spec in sweep), "· seeds", P.sweep_seeds)
-sweep_results = [r for spec in sweep for r in experiments.train_run(
-    P, spec.name, seeds=P.sweep_seeds, store=store, force=force_retrain)]
+sweep_results = [r for spec in sweep for r in trained[spec.name]]
 sweep_summary = experiments.final_metrics(sweep_results)
 sweep_summary
 

@@ -6,23 +6,20 @@ ${intro}
 # the baselines of notebook 02.
 
 # %% parameters
-force_retrain = False  # True retrains runs that already finished
-overrides = {}  # e.g. ${override_example}: trained into a separate folder
+overrides = {}  # e.g. ${override_example}: this stage alone, into a separate folder
 
 # %%
 import matplotlib.pyplot as plt
 
 from hsae_utils import config, experiments, report
-from hsae_utils.runs import get_run
+from hsae_utils.runs import ABLATIONS, get_run
 
 P = config.get_profile(profile)
 RUN = "${run}"
 spec = get_run(RUN)
 print(spec.label, "| switches:", {k: v for k, v in spec.overrides.items()}, "| overrides:", overrides)
 
-# %%
-runs = experiments.train_run(P, RUN, force=force_retrain, overrides=overrides)
-
+${train_cells}
 # %% [markdown]
 # ## Training curves
 # Ticks at the bottom of a panel mark resampling events, triangles at the top merge events.
