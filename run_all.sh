@@ -9,6 +9,9 @@
 #   ./run_all.sh --plan              # print the profile's resource plan and exit
 #   ./run_all.sh --wait              # queue behind another run of the same profile and root
 #   ./run_all.sh --no-setup          # skip ./scripts/setup.sh (already set up)
+#   ./run_all.sh --launcher slurm    # caching, training (a job per seed) and evaluation as
+#                                    # Slurm jobs (submitit), sized by the resource plan; then
+#                                    # the other notebooks here (local-executor: local jobs)
 #
 # A full run of `local` also rewrites the results section of README.md (scripts/update_readme.py).
 #
@@ -31,7 +34,7 @@ for arg in "$@"; do
         --profile=*) profile=${arg#*=} ;;
         --no-setup) setup=0 ;;
         --plan) plan=1 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     esac
     prev=$arg
 done

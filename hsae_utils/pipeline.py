@@ -1,7 +1,7 @@
 """The notebook loop behind `run_all.sh`: run every notebook in order with papermill for a profile.
 
     python -m hsae_utils.pipeline [--profile NAME] [--only NN[,NN]] [--force] [--wait] [--plan]
-                                  [--check-only]
+                                  [--launcher local|slurm|local-executor] [--check-only]
 
 Every option is checked before any work (an unknown profile, a prefix matching no notebook, an
 output root that cannot be created or written), then the profile's resources are checked
@@ -11,17 +11,21 @@ output root that cannot be created or written), then the profile's resources are
 A notebook is skipped when it finished before for the same notebook code (cells without outputs)
 and the same profile definition, and its outputs are still complete and valid (`hsae_utils.notebook_outputs`).
 Only the standard library is imported at the top, so `--check-only` runs before the set-up.
-The loop is `run_notebook` per stage: a launcher (e.g. a cluster's) can replace that one call.
+The loop is `run_stage` per notebook. `--launcher slurm` (or `local-executor`, submitit's local
+stand-in) first runs the heavy stages as jobs (`hsae_utils.launcher`: caching, training one job per
+seed, evaluation), then this loop runs the rest, finding those stages' outputs done.
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import hashlib
 import importlib.util
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,6 +53,7 @@ class Options:
     wait: bool
     nb_dir: Path
     output_root: Path
+    launcher: str = "local"
 
     @property
     def out_dir(self) -> Path:
@@ -64,6 +69,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--wait", action="store_true",
                     help="wait for another run of this profile and output root instead of refusing")
     ap.add_argument("--plan", action="store_true", help="print the resource plan and exit")
+    ap.add_argument("--launcher", default="local", choices=("local", "slurm", "local-executor"),
+                    help="local (default): every notebook here; slurm: caching, training and "
+                         "evaluation as Slurm jobs through submitit; local-executor: the same "
+                         "jobs as local subprocesses (submitit's LocalExecutor, for tests)")
     ap.add_argument("--check-only", action="store_true", help="check the options and exit")
     ap.add_argument("--no-setup", action="store_true", help="(read by run_all.sh)")
     return ap.parse_args(argv)
@@ -109,10 +118,15 @@ def check_options(args: argparse.Namespace, env: dict | None = None) -> Options:
     if not notebooks:
         raise UsageError(f"No notebooks NN_*.ipynb in {nb_dir}: check HSAE_NOTEBOOK_DIR.")
     selected = select_notebooks(notebooks, args.only)
+    if args.launcher == "slurm" and not args.plan and shutil.which("sbatch") is None:
+        raise UsageError("--launcher slurm submits jobs with Slurm's sbatch, which is not on this "
+                         "machine's PATH: run on the cluster's login node (or load its Slurm "
+                         "module), or use --launcher local to run here.")
     root = Path(env.get("HSAE_OUTPUT_ROOT") or REPO_ROOT / "outputs")
     if not args.plan:  # the plan creates nothing
         root = check_output_root(root)
-    return Options(args.profile, selected, bool(args.only), args.force, args.wait, nb_dir, root)
+    return Options(args.profile, selected, bool(args.only), args.force, args.wait, nb_dir, root,
+                   args.launcher)
 
 
 # ----------------------------------------------------------------------------- notebooks
@@ -199,46 +213,75 @@ def is_done(nb: Path, opts: Options, stamp: str) -> bool:
     return not problems
 
 
-def resources(command: str, profile: str) -> int:
-    """`python -m hsae_utils.resources COMMAND PROFILE`'s exit code; 0 with a note when that
-    module is not there."""
+def resources(command: str, profile: str, *options: str) -> int:
+    """`python -m hsae_utils.resources COMMAND PROFILE [OPTIONS]`'s exit code; 0 with a note when
+    that module is not there."""
     if importlib.util.find_spec("hsae_utils.resources") is None:
         print(f"note: no resource {command} (hsae_utils.resources is not installed)")
         return 0
-    return subprocess.run([sys.executable, "-m", "hsae_utils.resources", command, profile]).returncode
+    return subprocess.run([sys.executable, "-m", "hsae_utils.resources", command, profile,
+                           *options]).returncode
+
+
+def stage_stamp(nb: Path, profile: str) -> str:
+    """What a notebook's finish marker holds: its code's hash and the profile definition's."""
+    from .config import get_profile
+    from .io import sha256_json
+
+    profile_sha = sha256_json(get_profile(profile).to_dict())
+    return hashlib.sha256(f"{notebook_sha256(nb)}\n{profile_sha}".encode()).hexdigest()
+
+
+def run_stage(nb: Path, opts: Options, lock_fd: int | None = None) -> bool:
+    """Execute one notebook, then write its finish marker and time; False (reported) on failure.
+    The cluster launcher calls this inside a job for the notebooks it runs as jobs."""
+    stamp = stage_stamp(nb, opts.profile)
+    print(f"=== {nb.name} (profile: {opts.profile})", flush=True)
+    marker = opts.out_dir / ".done" / nb.name
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)
+    t0 = time.time()
+    if not run_notebook(nb, opts, lock_fd):
+        print(f"error: notebook {nb.name} failed; the executed copy with the error is "
+              f"{opts.out_dir / nb.name}", file=sys.stderr)
+        return False
+    marker.write_text(stamp + "\n")
+    secs = round(time.time() - t0)
+    try:
+        record_time(opts.out_dir / "timings.json", nb.name, secs)
+    except (OSError, ValueError) as err:
+        print(f"warning: timings.json not updated ({err})", file=sys.stderr)
+    print(f"    done in {secs} s -> {opts.out_dir / nb.name}")
+    return True
 
 
 def run(opts: Options) -> int:
-    from .config import get_profile
-    from .io import sha256_json
     from .lock import run_lock
 
-    if resources("check", opts.profile) != 0:
+    # cluster jobs request their own RAM and GPU: this machine (a login node) needs neither
+    if resources("check", opts.profile, *(["--jobs"] if opts.launcher != "local" else [])) != 0:
         return 1
-    profile_sha = sha256_json(get_profile(opts.profile).to_dict())
     start = time.time()
     with run_lock(opts.output_root / opts.profile, wait=opts.wait) as lock_fd:
         (opts.out_dir / ".done").mkdir(parents=True, exist_ok=True)
+        executed, trained = set(), set()  # notebooks run as jobs; whose runs jobs trained
+        if opts.launcher != "local":
+            from .launcher import launch
+
+            launched = launch(opts)
+            if launched is None:  # a job failed; launch() named it and its log
+                return 1
+            executed, trained = launched.executed, launched.trained
         for nb in opts.notebooks:
-            stamp = hashlib.sha256(f"{notebook_sha256(nb)}\n{profile_sha}".encode()).hexdigest()
-            if is_done(nb, opts, stamp):
+            if nb.name in executed:
+                continue
+            if is_done(nb, opts, stage_stamp(nb, opts.profile)):
                 print(f"=== {nb.name}: done before, skipped (--force re-runs it)")
                 continue
-            print(f"=== {nb.name} (profile: {opts.profile})", flush=True)
-            marker = opts.out_dir / ".done" / nb.name
-            marker.unlink(missing_ok=True)
-            t0 = time.time()
-            if not run_notebook(nb, opts, lock_fd):
-                print(f"error: notebook {nb.name} failed; the executed copy with the error is "
-                      f"{opts.out_dir / nb.name}", file=sys.stderr)
+            # a notebook whose runs a job just trained (--force included) reuses them
+            nb_opts = dataclasses.replace(opts, force=False) if nb.name in trained else opts
+            if not run_stage(nb, nb_opts, lock_fd):
                 return 1
-            marker.write_text(stamp + "\n")
-            secs = round(time.time() - t0)
-            try:
-                record_time(opts.out_dir / "timings.json", nb.name, secs)
-            except (OSError, ValueError) as err:
-                print(f"warning: timings.json not updated ({err})", file=sys.stderr)
-            print(f"    done in {secs} s -> {opts.out_dir / nb.name}")
     print(f"All selected notebooks ran for profile '{opts.profile}' in {time.time() - start:.0f} s.")
     print(f"Outputs: {opts.output_root / opts.profile}/ (activations, saes, results), "
           f"figures: figures/, notebooks: {opts.out_dir}/")

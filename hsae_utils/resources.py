@@ -3,7 +3,9 @@ and time, from the profile's sizes and measured (CPU) or estimated (GPU) through
 
     python -m hsae_utils.resources plan PROFILE [--markdown]   print the plan
     python -m hsae_utils.resources check PROFILE [--no-hub]    the plan, then check free disk, host
-                                                               RAM, the GPU and hub access
+                                  [--jobs]                     RAM, the GPU and hub access (--jobs:
+                                                               not RAM and GPU, which cluster jobs
+                                                               request for themselves)
 Exit status: 0 fine, 1 refused (the message names the fix), 2 bad usage.
 
 Every quantity is one function of the profile. The activation-cache size is exact up to the
@@ -389,8 +391,9 @@ def hub_problem(repo_type: str, repo: str) -> str | None:
         return no_network.format(why=f" ({type(err).__name__})")
 
 
-def check(profile: Profile, hub: bool = True) -> list[str]:
-    """Problems that would stop the run, each naming its fix; empty when it can go ahead."""
+def check(profile: Profile, hub: bool = True, here: bool = True) -> list[str]:
+    """Problems that would stop the run, each naming its fix; empty when it can go ahead.
+    `here=False`: the heavy stages run as cluster jobs, which request their own RAM and GPU."""
     needs = plan(profile)
     total = totals(needs)
     problems = []
@@ -403,12 +406,12 @@ def check(profile: Profile, hub: bool = True) -> list[str]:
             f"disk: the run writes about {_gb(total.disk)} under {profile.output_dir} "
             f"({have / GB:,.2f} GB already there) but {root} has {_gb(free)} free: free space, or point "
             "HSAE_OUTPUT_ROOT at a larger disk.")
-    ram = available_ram()
+    ram = available_ram() if here else None
     if ram is not None and total.host_ram > ram:
         stage = max(needs, key=lambda n: n.host_ram).stage
         problems.append(f"host RAM: {stage} needs about {_gb(total.host_ram)}, {_gb(ram)} is "
                         "available: use a larger machine or smaller shard_tokens.")
-    if on_gpu(profile):
+    if on_gpu(profile) and here:
         import torch
 
         if not torch.cuda.is_available():
@@ -436,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("profile")
     parser.add_argument("--markdown", action="store_true", help="plan: a markdown table")
     parser.add_argument("--no-hub", action="store_true", help="check: skip the hub access checks")
+    parser.add_argument("--jobs", action="store_true",
+                        help="check: the stages run as cluster jobs; skip the host RAM and GPU checks")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits 2 on bad usage, 0 on --help
@@ -448,14 +453,18 @@ def main(argv: list[str] | None = None) -> int:
     print(format_plan(profile, markdown=args.markdown))
     if args.command == "plan":
         return 0
-    problems = check(profile, hub=not args.no_hub)
+    problems = check(profile, hub=not args.no_hub, here=not args.jobs)
     if problems:
         print(f"\nRefusing to start profile {profile.name}:", file=sys.stderr)
         for p in problems:
             print(f"  - {p}", file=sys.stderr)
         return 1
-    print(f"\nPreflight of profile {profile.name}: disk, memory"
-          f"{', GPU' if on_gpu(profile) else ''}{' and hub access' if hub_repos(profile) and not args.no_hub else ''} are fine.")
+    checked = ["disk"] + ([] if args.jobs else ["memory"] + (["GPU"] if on_gpu(profile) else []))
+    checked += ["hub access"] if hub_repos(profile) and not args.no_hub else []
+    print(f"\nPreflight of profile {profile.name}: "
+          f"{', '.join(checked[:-1]) + ' and ' if len(checked) > 1 else ''}{checked[-1]} "
+          f"{'are' if len(checked) > 1 else 'is'} fine"
+          f"{' (cluster jobs request their own RAM and GPU)' if args.jobs else ''}.")
     return 0
 
 

@@ -63,12 +63,17 @@ def test_check_refuses_too_little_disk_and_ram(tmp_path, monkeypatch, capsys):
     assert any(p.startswith("host RAM:") for p in problems)
     assert res.main(["check", "smoke", "--no-hub"]) == 1
     assert "Refusing to start profile smoke" in capsys.readouterr().err
+    # cluster jobs (--launcher slurm) request their own RAM: the submitting machine's is not checked
+    jobs = res.check(get_profile("smoke"), hub=False, here=False)
+    assert any(p.startswith("disk:") for p in jobs) and not any(p.startswith("host RAM:") for p in jobs)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without GPU")
 def test_check_refuses_a_gpu_profile_without_gpu():
     problems = res.check(get_profile("paper"), hub=False)
     assert any(p.startswith("GPU:") and "--profile local" in p for p in problems)
+    jobs = res.check(get_profile("paper"), hub=False, here=False)  # the jobs get the GPU
+    assert not any(p.startswith("GPU") for p in jobs)
 
 
 def test_cli_usage_errors_exit_2(capsys):
