@@ -11,6 +11,8 @@ PY=.venv/bin/python
 ./scripts/setup.sh --profile smoke
 if [ -x scripts/install_test_deps.sh ]; then ./scripts/install_test_deps.sh; fi
 export HSAE_PROFILE=smoke
+# The Colab set-up cell in a fresh environment (tests/test_colab.py, ~5 min); 0 leaves it out.
+export HSAE_TEST_COLAB_RUNTIME=${HSAE_TEST_COLAB_RUNTIME:-1}
 .venv/bin/python -m pytest tests notebooks --nbval-lax \
     --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900 -q "$@"
 # The paper's code path (Gemma-2 architecture, OpenWebText, SAEBench's probing datasets) on local

@@ -285,13 +285,15 @@ def test_run_pipeline_runs_every_notebook_in_order_on_the_output_root_and_skips_
 
 # --- the set-up cell as Colab runs it: a fresh runtime, a simulated google.colab and Drive ---------
 
-# HSAE_TEST_COLAB_RUNTIME=1: notebook 01 under the set-up cell's run-all option; =all: every notebook
+# HSAE_TEST_COLAB_RUNTIME=1 (set by ./run_tests.sh): notebook 01 under the set-up cell's run-all
+# option; =all: every notebook; unset or 0 (a plain pytest): skipped
 COLAB_RUNTIME = os.environ.get("HSAE_TEST_COLAB_RUNTIME", "")
 
 
 @pytest.mark.skipif(COLAB_RUNTIME not in ("1", "all"),
-                    reason="installs a fresh 2 GB environment (minutes on 2 cores): set "
-                           "HSAE_TEST_COLAB_RUNTIME=1 (notebook 01) or =all (01 to the last)")
+                    reason="builds a fresh environment (about 5 minutes on 2 cores): "
+                           "./run_tests.sh sets HSAE_TEST_COLAB_RUNTIME=1 (notebook 01); "
+                           "=all runs 01 to the last")
 def test_colab_set_up_cell_in_a_fresh_runtime_runs_the_pipeline(own_tmp):
     """The first cell of notebook 01, run as Colab runs it: `google.colab` imported, a fresh Python
     whose only packages are Colab-like preinstalls (COLAB_IMAGE), Drive mounted by the fake
