@@ -41,6 +41,7 @@ class PeerStep:
     ours: float  # first-batch value of what is compared, ours
     theirs: float  # the same, the peer's
     compared: str  # "loss", or what is compared where the losses differ
+    model: torch.nn.Module  # the peer's SAE (its step trains it)
     note: str = ""  # how the peer's loss differs from ours ("" if it is the same formula)
 
 
@@ -116,12 +117,12 @@ def _dictionary_learning(arch: str, ours, x_BD: Tensor, dead: bool) -> PeerStep:
         trainer.num_tokens_since_fired[:n_dead] = NEVER
         with torch.no_grad():
             theirs = trainer.loss(x_BD, step=1, logging=True).losses["l2_loss"]
-        return PeerStep(step, float(mine.metrics["mse"]), theirs, "reconstruction MSE",
+        return PeerStep(step, float(mine.metrics["mse"]), theirs, "reconstruction MSE", trainer.ae,
                         "AuxK: theirs adds 1/32 x normalised MSE to the plain squared error, "
                         "ours 1/32 x normalised MSE x D var(x) (Gao et al.'s balance on our scale)")
     with torch.no_grad():
         theirs = float(trainer.loss(x_BD, step=1))
-    return PeerStep(step, float(mine.loss), theirs, "loss")
+    return PeerStep(step, float(mine.loss), theirs, "loss", trainer.ae)
 
 
 # ------------------------------------------------------------------------- SAELens
@@ -179,7 +180,7 @@ def _sae_lens(arch: str, ours, x_BD: Tensor, dead: bool) -> PeerStep:
     def step():
         dead_mask()
         trainer.step(x_BD)
-    return PeerStep(step, float(values[0]), float(values[1]), cmp, note)
+    return PeerStep(step, float(values[0]), float(values[1]), cmp, sae, note)
 
 
 # ------------------------------------------------------------------------- sparsify
@@ -236,4 +237,16 @@ def _sparsify(arch: str, ours, x_BD: Tensor, dead: bool) -> PeerStep:
         note += ("; AuxK: theirs k_aux = d/2, weighed by min(n_dead / k_aux, 1) / total variance, "
                  "ours Gao et al.'s normalised MSE")
     return PeerStep(step, float(_our_loss(ours, x_BD).metrics["mse"]), theirs,
-                    "reconstruction MSE", note)
+                    "reconstruction MSE", sae, note)
+
+
+if __name__ == "__main__":  # scripts/install_test_deps.sh: check that every peer imports and runs
+    from hsae_utils.saes import TopKSAE, TopKSAEConfig
+
+    for name in PEERS:
+        if available(name) is None:
+            raise SystemExit(f"{name} is not installed: .venv/bin/pip install --no-deps -r "
+                             "requirements-bench.txt")
+        peer_step(name, "topk", TopKSAE(TopKSAEConfig(d_in=16, d_sae=32, k=4)),
+                  torch.randn(8, 16)).step()
+    print("peers run:", ", ".join(f"{PEER_LABELS[p]} {available(p)}" for p in PEERS))
