@@ -73,8 +73,9 @@ class TrainConfig:
     grad_clip: max global gradient norm (None = no clipping).
     init_weights: at step 0, re-initialise the SAE from `seed` (so one seed fixes the init, the
         data order and the mechanisms' random draws); False trains the weights as given.
-    decode: how TopK / BatchTopK SAEs decode in training, "auto" | "dense" | "sparse"
-        (`TopKSAE.decode_mode`; equal up to float rounding, so not a result field: resuming a
+    decode: how TopK / BatchTopK SAEs compute the training step, "auto" | "dense" | "sparse"
+        (only the active latents in the decode and the backward; `TopKSAE.decode_mode`; equal up
+        to float rounding, so not a result field: resuming a
         run under another mode continues it, though not bit-identically).
     """
 

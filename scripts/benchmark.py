@@ -11,8 +11,11 @@ Every section prints what it measured, its target and PASS / MISS:
      roofline reached. FLOPs counted: the 5 matmuls of forward + backward (x W_enc, z W_dec,
      dxhat W_dec^T, z^T dxhat, x^T dpre: 5 x 2 B d F; x needs no gradient).
      Target >= 60 % (CPU, fp32).
-  2. the same step in dictionary_learning (the field's reference trainers) on identical inputs
-     and initial weights, and the speed ratio ours / theirs. Target >= 1.2x (ReLU-L1 and TopK).
+  2. the same step in the field's trainers (scripts/bench_peers.py: dictionary_learning,
+     SAELens, sparsify) on identical inputs, initial weights and batch: first-batch losses to 4
+     decimals (where a peer's formula differs, the difference named and the reconstruction term
+     compared), and the speed ratio ours / theirs for every architecture each peer has.
+     Target >= 1.2x.
   3. the HierarchicalSAE's overhead over the ReLU SAE at equal settings: the every-step cost plus
      the mechanism steps (merge + resample every 100 steps) amortised. Target <= 5 % (paper: 20 %).
   4. activation caching (the model run only up to the hooked layer, one hook) against a naive
@@ -23,10 +26,11 @@ Every section prints what it measured, its target and PASS / MISS:
      split into the model-side work, paid once, and the per-SAE work.
   6. wall times of the `local` and `smoke` pipelines as ./run_all.sh last recorded them in
      outputs/<profile>/notebooks/timings.json. Targets: local <= 30 min, smoke <= 5 min.
-  7. the TopK and BatchTopK training step with the sparse decode (only the k active latents,
-     hsae_utils/saes/sparse_decode.py) against the dense one, and the FLOPs the sparse step
-     needs: the 2 dense encoder matmuls (x W_enc, x^T dpre) + 3 over the k B active entries
-     (decode, z^T dxhat, dxhat W_dec^T sampled). Target >= 1.5x at d = 2,304, k = 320.
+  7. the TopK and BatchTopK training step over the active latents only (hsae_utils/saes/
+     sparse_decode.py) against the dense one, and the FLOPs the sparse step needs: the dense
+     encoder forward x W_enc (2 B d F), the code's gradient dxhat W_dec^T (dense above 10 %
+     active, else sampled at the k B entries), and 2 k B d each for the decode, z^T dxhat and
+     x^T dpre over the active entries. Target >= 1.5x at d = 2,304, k = 320.
   8. one pass over the `local` activation cache for 3 SAEs (ReLU-L1, TopK, HierarchicalSAE;
      `train.train_many`) against training them one after the other (`train`), --shared-steps
      steps each: the time saved. Target > 0 (needs the `local` cache: notebook 01).
@@ -40,15 +44,13 @@ machine). The HierarchicalSAE overhead, a difference of a few %, is that median.
 taken in one run, not absolute times. On CUDA every timing is bracketed by
 torch.cuda.synchronize(); `--dtype bf16` runs the timed work under bf16 autocast (CUDA only).
 
-Section 2 needs the benchmark-only dependency of requirements-bench.txt:
+Section 2 needs the benchmark-only dependencies of requirements-bench.txt (SAELens is in the lock):
     .venv/bin/pip install --no-deps -r requirements-bench.txt
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata
-import importlib.util
 import os
 import platform
 import statistics
@@ -56,18 +58,19 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 from hsae_utils.config import REPO_ROOT, get_profile
 from hsae_utils.io import read_json, replace_marked_block, write_json_atomic
 from hsae_utils.saes import ARCHITECTURES, config_from_profile
+from hsae_utils.saes.sparse_decode import SAMPLED_MAX_DENSITY
 from hsae_utils.train import TrainConfig, make_optimizer, train_step
 
+from bench_peers import (DEAD_FRAC, PEER_ARCHS, PEER_LABELS, PEERS, TOTAL_STEPS, available,
+                         peer_step)  # scripts/, beside this file
+
 BATCH = 2048
-TOTAL_STEPS = 10_000  # schedule length the timed steps see (it only sets lambda_t)
-DEAD_FRAC = 0.1  # latents made dead where AuxK or resampling is timed
 ROOFLINE_TARGET, REFERENCE_TARGET, HSAE_TARGET, CACHE_TARGET = 0.60, 1.2, 0.05, 1.5
 SPARSE_TARGET = 1.5  # sparse / dense TopK step speed at d = 2,304, k = 320
 PIPELINE_TARGETS_S = {"local": 30 * 60, "smoke": 5 * 60}
@@ -210,69 +213,25 @@ def our_step(dev: Device, sae, x, step: int, dead: bool = False):
     return fn
 
 
-def import_dictionary_learning():
-    """dictionary_learning's trainers, or None when the package is not installed.
-
-    Its package __init__ imports nnsight (for its activation buffer), which it declares with
-    wandb, umap-learn and another torch build; the trainers need only torch and einops. So it is
-    installed with --no-deps and registered here without running that __init__."""
-    spec = importlib.util.find_spec("dictionary_learning")
-    if spec is None:
-        return None
-    sys.modules.setdefault("dictionary_learning", importlib.util.module_from_spec(spec))
-    from dictionary_learning.trainers.batch_top_k import BatchTopKTrainer
-    from dictionary_learning.trainers.standard import StandardTrainer
-    from dictionary_learning.trainers.top_k import TopKTrainer
-
-    return SimpleNamespace(version=importlib.metadata.version("dictionary-learning"),
-                           relu=StandardTrainer, topk=TopKTrainer, batchtopk=BatchTopKTrainer)
-
-
-def their_step(dev: Device, dl, arch: str, ours, x, dead: bool = False):
-    """dictionary_learning's `trainer.update` for the same architecture with our SAE's initial
-    weights, learning rate, k and L1 coefficient, as a timed callable. Their lr and sparsity
-    warm-ups are off (they only scale numbers); step 1 skips their step-0 geometric-median init
-    of b_dec. Also returns both first-batch losses, which must agree (same inputs, same model)."""
-    cfg = ours.cfg
-    kw = dict(steps=10**6, activation_dim=cfg.d_in, dict_size=cfg.d_sae, layer=0,
-              lm_name="benchmark", device=str(dev.device), lr=TrainConfig().lr, warmup_steps=0)
-    if arch == "relu":
-        trainer = dl.relu(**kw, l1_penalty=cfg.l1_coefficient, sparsity_warmup_steps=None)
-        pre_bias = trainer.ae.bias  # subtracted before the encoder, added after the decoder
-    else:
-        trainer = getattr(dl, arch)(**kw, k=cfg.k)
-        pre_bias = trainer.ae.b_dec
-    with torch.no_grad(), dev.autocast():  # nn.Linear stores weights as [out, in]
-        trainer.ae.encoder.weight.copy_(ours.W_enc.T)
-        trainer.ae.encoder.bias.copy_(ours.b_enc)
-        trainer.ae.decoder.weight.copy_(ours.W_dec.T)
-        pre_bias.copy_(ours.b_dec)
-        losses = float(ours.loss(x, 1, TOTAL_STEPS).loss), float(trainer.loss(x, step=1))
-    n_dead = int(DEAD_FRAC * cfg.d_sae)
-
-    def fn():
-        if dead:  # their criterion: not fired for 10M tokens (they never fire: kill_latents)
-            trainer.num_tokens_since_fired[:n_dead] = 10**12
-        trainer.update(1, x)
-    dev.time(fn)  # warm-up
-    return fn, losses
-
-
-def measure_steps(dev: Device, d: int, rounds: int, dl) -> dict:
-    """Time every configuration at input size d, round-robin, with a roofline sample per round.
-    Small sizes get more rounds (x4 at d = 576: a step costs 1/16 of one at 2,304), so that
-    their fastest rounds are as reliable for the same time."""
+def measure_steps(dev: Device, d: int, rounds: int, peers: dict[str, str]) -> dict:
+    """Time every configuration at input size d, round-robin, with a roofline sample per round,
+    and the peers' steps (bench_peers.py) for the architectures each has. Small sizes get more
+    rounds (x4 at d = 576: a step costs 1/16 of one at 2,304), so that their fastest rounds are
+    as reliable for the same time."""
     rounds *= max(1, (2304 // d) ** 2 // 4)
     x = torch.randn(BATCH, d, generator=torch.Generator().manual_seed(0)).to(dev.device)
     saes = {name: build_sae(name.split()[0], d).to(dev.device)
             for name in ("relu", "topk", "topk dead", "batchtopk")}
     kill_latents(saes["topk dead"])
-    r, losses = Rounds(dev), {}
-    # The reference steps first: they copy the initial weights before ours train them.
-    if dl is not None:
-        for name, sae in saes.items():
-            fn, losses[name] = their_step(dev, dl, name.split()[0], sae, x, name.endswith("dead"))
-            r.add(f"dl {name}", fn)
+    r, compared = Rounds(dev), {}
+    # The peers' steps first: they copy the initial weights before ours train them.
+    for peer in peers:
+        for name in PEER_ARCHS[peer]:
+            with dev.autocast():
+                ps = peer_step(peer, name.split()[0], saes[name], x, name.endswith("dead"))
+            compared[(peer, name)] = ps
+            dev.time(ps.step)  # warm-up: allocations, Adam state
+            r.add(f"{peer} {name}", ps.step)
     # Step 1: (step + 1) % 100 != 0, so no mechanism runs; step 99 merges and resamples.
     r.add("relu", our_step(dev, saes["relu"], x, 1))
     r.add("hierarchical", our_step(dev, build_sae("hierarchical", d), x, 1))
@@ -284,7 +243,8 @@ def measure_steps(dev: Device, d: int, rounds: int, dl) -> dict:
     for _ in range(rounds):
         peak = max(peak, matmul_rate(dev, BATCH, d, d))
         r.run_round()
-    return {"d": d, "rounds": r, "peak": peak, "flops": 5 * 2 * BATCH * d * d, "losses": losses}
+    return {"d": d, "rounds": r, "peak": peak, "flops": 5 * 2 * BATCH * d * d,
+            "compared": compared}
 
 
 LABELS = {"relu": "ReLU-L1", "hierarchical": "HierarchicalSAE (all mechanisms)", "topk": "TopK",
@@ -312,31 +272,59 @@ def section_roofline(dev: Device, steps: list[dict], report: Report) -> None:
                          frac >= ROOFLINE_TARGET if cpu_fp32 else None)
 
 
-def section_reference(steps: list[dict], dl, report: Report) -> None:
-    print("\n== 2. The same step in dictionary_learning (identical inputs and initial weights)")
-    if dl is None:
-        print("  not installed: .venv/bin/pip install --no-deps -r requirements-bench.txt")
-        report.check(2, "dictionary_learning", None, "not run", ">= 1.2x", None)
+def agree(ours: float, theirs: float) -> bool:
+    """Equal to 4 decimals, or to float32's resolution where that is coarser (its spacing is
+    1.2e-4 at 1,000: 2 ulps, 2.4e-7 relative)."""
+    return abs(ours - theirs) <= max(5e-5, 2.4e-7 * abs(ours))
+
+
+def section_peers(steps: list[dict], peers: dict[str, str], report: Report) -> None:
+    print("\n== 2. The same step in the field's trainers (identical inputs, initial weights, batch)")
+    for peer in (p for p in PEERS if p not in peers):
+        print(f"  {PEER_LABELS[peer]}: not installed: .venv/bin/pip install --no-deps "
+              "-r requirements-bench.txt")
+        report.check(2, PEER_LABELS[peer], None, "not run", f">= {REFERENCE_TARGET}x", None)
+    if not peers:
         return
-    print(f"  dictionary_learning {dl.version}: StandardTrainer (ReLU-L1), TopKTrainer, "
-          "BatchTopKTrainer .update(); ours: train_step.\n"
-          "  Their encoders subtract b_dec from x, which costs a 6th matmul in the backward; ours\n"
-          "  clip the gradient norm and apply weight decay (their StandardTrainer: neither).")
+    print("  " + ", ".join(f"{PEER_LABELS[p]} {v}" for p, v in peers.items()) + ".\n"
+          "  dictionary_learning: StandardTrainer / TopKTrainer / BatchTopKTrainer .update(); "
+          "SAELens: SAETrainer.step\n  on its training SAEs (b_dec not subtracted before the "
+          "encoder, as ours); sparsify: the inner step of\n  Trainer.fit (FVU loss, its \"adam\" "
+          "optimizer), whose TopK decodes and back-propagates sparsely\n  (embedding_bag, "
+          "index_add). dictionary_learning's and sparsify's encoders subtract b_dec from x,\n"
+          "  which costs a 6th matmul in the backward; ours clip the gradient norm (as SAELens) "
+          "and apply\n  weight decay. All use Adam at our learning rate.")
+    notes, n_same, n_all = {}, 0, 0
+    for m in steps:
+        d = m["d"]
+        for (peer, name), ps in m["compared"].items():
+            same = agree(ps.ours, ps.theirs)
+            n_same, n_all = n_same + same, n_all + 1
+            tag = notes.setdefault(ps.note, len(notes) + 1) if ps.note else 0
+            print(f"  d={d} {PEER_LABELS[peer]:<19} {name:<10} first-batch {ps.compared}: ours "
+                  f"{ps.ours:.4f}, theirs {ps.theirs:.4f}"
+                  + ("" if same else "  DIFFERENT: not a like-for-like comparison")
+                  + (f"  [{tag}]" if tag else ""))
+            report.figures.setdefault("2_peer_losses", {}).setdefault(str(d), {})[
+                f"{peer} {name}"] = {"compared": ps.compared, "ours": ps.ours,
+                                     "theirs": ps.theirs, "agree": same,
+                                     "note": ps.note}
+    for note, i in notes.items():
+        print(f"  [{i}] {note}")
+    report.check(2, "first-batch losses agree with the peers' (4 decimals)", n_same,
+                 f"{n_same} / {n_all}", "all", n_same == n_all)
     for m in steps:
         d, r = m["d"], m["rounds"]
-        for name, (ours, theirs) in m["losses"].items():
-            same = abs(ours - theirs) <= 1e-3 * max(1.0, abs(ours))
-            print(f"  d={d} {name}: first-batch loss ours {ours:.4f}, theirs {theirs:.4f}"
-                  + ("" if same else "  DIFFERENT: not a like-for-like comparison"))
         rows = report.figures.setdefault("2_reference", {}).setdefault(str(d), {})
-        for name, targeted in (("relu", True), ("topk", True), ("topk dead", True),
-                               ("batchtopk", False)):
-            ratio, median = r.ratio(f"dl {name}", name), r.median_ratio(f"dl {name}", name)
-            rows[name] = {"ours_ms": r.best(name) * 1e3, "theirs_ms": r.best(f"dl {name}") * 1e3,
-                          "speedup": ratio, "speedup_median": median}
-            report.check(2, f"d={d} {LABELS[name]:<29} ours / theirs (median {median:.2f}x)",
-                         ratio, f"{ratio:.2f}x", ">= 1.2x" if targeted else "-",
-                         ratio >= REFERENCE_TARGET if targeted else None)
+        for peer in peers:
+            for name in PEER_ARCHS[peer]:
+                theirs = f"{peer} {name}"
+                ratio, median = r.ratio(theirs, name), r.median_ratio(theirs, name)
+                rows[theirs] = {"ours_ms": r.best(name) * 1e3, "theirs_ms": r.best(theirs) * 1e3,
+                                "speedup": ratio, "speedup_median": median}
+                report.check(2, f"d={d} {LABELS[name]:<29} / {PEER_LABELS[peer]} (median "
+                             f"{median:.2f}x)", ratio, f"{ratio:.2f}x",
+                             f">= {REFERENCE_TARGET}x", ratio >= REFERENCE_TARGET)
 
 
 def section_hsae_overhead(steps: list[dict], report: Report) -> None:
@@ -533,7 +521,8 @@ def section_pipelines(report: Report) -> None:
 # Section 7: sparse TopK decode
 # ============================================================================================
 def section_sparse(dev: Device, dims: list[int], rounds: int, report: Report) -> None:
-    print(f"\n== 7. TopK / BatchTopK step: sparse decode vs dense (batch {BATCH:,}, {dev.dtype_name})")
+    print(f"\n== 7. TopK / BatchTopK step over the active latents only vs dense (batch {BATCH:,}, "
+          f"{dev.dtype_name})")
     x_by_d = {d: torch.randn(BATCH, d, generator=torch.Generator().manual_seed(0)).to(dev.device)
               for d in dims}
     for d in dims:
@@ -546,9 +535,15 @@ def section_sparse(dev: Device, dims: list[int], rounds: int, report: Report) ->
         for _ in range(rounds * max(1, (2304 // d) ** 2 // 4)):
             r.run_round()
         k = sae.cfg.k
-        dense_gf, sparse_gf = 5 * 2 * BATCH * d * d / 1e9, (2 * d + 3 * k) * 2 * BATCH * d / 1e9
+        # Sparse: the encoder forward x W_enc stays dense (it selects the latents), and so does
+        # the code's gradient above SAMPLED_MAX_DENSITY (a GEMM read at the active entries); the
+        # decode, W_dec's and W_enc's gradients run over the k B active entries only.
+        n_dense = 1 + (k / d > SAMPLED_MAX_DENSITY)
+        dense_gf = 5 * 2 * BATCH * d * d / 1e9
+        sparse_gf = (n_dense * d + (5 - n_dense) * k) * 2 * BATCH * d / 1e9
         print(f"  d = {d:,}, k = {k} ({k / d:.1%} active): matmul work {dense_gf:.2f} GFLOP dense, "
-              f"{sparse_gf:.2f} GFLOP sparse")
+              f"{sparse_gf:.2f} GFLOP sparse ({n_dense} dense GEMM{'s' if n_dense > 1 else ''} "
+              f"+ {5 - n_dense} products over the active entries)")
         rows = report.figures.setdefault("7_sparse_decode", {}).setdefault(str(d), {})
         for arch in ("topk", "batchtopk"):
             ratio = r.ratio(f"{arch} dense", f"{arch} sparse")
@@ -557,6 +552,10 @@ def section_sparse(dev: Device, dims: list[int], rounds: int, report: Report) ->
                           "sparse_ms": r.best(f"{arch} sparse") * 1e3, "speedup": ratio,
                           "speedup_median": median, "gflop_dense": dense_gf,
                           "gflop_sparse": sparse_gf}
+            dense_s, sparse_s = r.best(f"{arch} dense"), r.best(f"{arch} sparse")
+            print(f"  d={d} {LABELS[arch]}: dense step {dense_s * 1e3:.0f} ms "
+                  f"({dense_gf / dense_s:.1f} GFLOP/s), sparse step {sparse_s * 1e3:.0f} ms "
+                  f"({sparse_gf / sparse_s:.1f} GFLOP/s of the work it needs)")
             targeted = d == 2304
             report.check(7, f"d={d} {LABELS[arch]:<10} sparse step speed-up (median {median:.2f}x)",
                          ratio, f"{ratio:.2f}x", ">= 1.5x" if targeted else "-",
@@ -642,12 +641,12 @@ def main() -> None:
     t_start = time.perf_counter()
 
     if sections & {1, 2, 3}:
-        dl = import_dictionary_learning() if 2 in sections else None
-        steps = [measure_steps(dev, d, rounds, dl) for d in dims]
+        peers = {p: v for p in PEERS if (v := available(p))} if 2 in sections else {}
+        steps = [measure_steps(dev, d, rounds, peers) for d in dims]
         if 1 in sections:
             section_roofline(dev, steps, report)
         if 2 in sections:
-            section_reference(steps, dl, report)
+            section_peers(steps, peers, report)
         if 3 in sections:
             section_hsae_overhead(steps, report)
 

@@ -1,10 +1,11 @@
-"""The sparse TopK / BatchTopK decode equals the dense math: outputs and all gradients."""
+"""The sparse TopK / BatchTopK step equals the dense math: outputs and all gradients."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from hsae_utils.saes import BatchTopKSAE, BatchTopKSAEConfig, TopKSAE, TopKSAEConfig
+from hsae_utils.saes import sparse_decode as sd
 from hsae_utils.saes.sparse_decode import SPARSE_MAX_DENSITY, use_sparse
 from hsae_utils.train import TrainConfig, make_optimizer, train_step
 
@@ -41,10 +42,14 @@ def dense_reference(sae, x_BD):
     return z_BF @ sae.W_dec + sae.b_dec, z_BF
 
 
+@pytest.mark.parametrize("sampled", ["sampled_addmm", "gemm"])
 @pytest.mark.parametrize("dead", [False, True])
 @pytest.mark.parametrize("cls,cfg_cls", [(TopKSAE, TopKSAEConfig),
                                          (BatchTopKSAE, BatchTopKSAEConfig)])
-def test_sparse_decode_equals_dense_outputs_and_gradients(cls, cfg_cls, dead):
+def test_sparse_decode_equals_dense_outputs_and_gradients(cls, cfg_cls, dead, sampled,
+                                                          monkeypatch):
+    # Both ways of the code's gradient: sampled at the entries, or the GEMM read there.
+    monkeypatch.setattr(sd, "SAMPLED_MAX_DENSITY", 1.0 if sampled == "sampled_addmm" else 0.0)
     dense, sparse = pair(cls, cfg_cls, dead)
     x_BD = inputs()
     outs = []
@@ -67,6 +72,28 @@ def test_sparse_decode_equals_dense_outputs_and_gradients(cls, cfg_cls, dead):
     if cls is BatchTopKSAE:  # a variable count per row, empty rows included
         per_row = (os_.z_BF > 0).sum(1)
         assert per_row.min() == 0 and per_row.max() > per_row.float().mean() > 0
+
+
+def test_sparse_encode_gradient_in_x_equals_dense():
+    """The encoder's backward over the entries also gives x's gradient (not needed in training,
+    where x has none, but part of the math): against autograd of the dense expression."""
+    g = torch.Generator().manual_seed(4)
+    x_BD = torch.randn(16, D, generator=g, requires_grad=True)
+    W_DF = torch.randn(D, F, generator=g, requires_grad=True)
+    b_F = torch.randn(F, generator=g, requires_grad=True)
+    w_BF = torch.randn(16, F, generator=g)
+    with torch.no_grad():
+        pre_BF = x_BD @ W_DF + b_F
+    pre_N, codes = sd.topk_sparse(pre_BF, K)
+    (sd.sparse_encode(pre_N, x_BD, W_DF, b_F, codes) * w_BF[codes.rows_N, codes.cols_N]).sum() \
+        .backward()
+    sparse_grads = [t.grad.clone() for t in (x_BD, W_DF, b_F)]
+    for t in (x_BD, W_DF, b_F):
+        t.grad = None
+    keep_BF = codes.dense(torch.ones_like(pre_N)) > 0
+    ((x_BD @ W_DF + b_F) * w_BF * keep_BF).sum().backward()
+    for got, t in zip(sparse_grads, (x_BD, W_DF, b_F)):
+        torch.testing.assert_close(got, t.grad, atol=1e-5, rtol=1e-5)
 
 
 def test_sparse_training_steps_track_dense():

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .base import StepOutput
-from .sparse_decode import mask_sparse
+from .sparse_decode import SparseCodes, mask_sparse
 from .topk import TopKSAE, TopKSAEConfig
 
 
@@ -80,9 +80,9 @@ class BatchTopKSAE(TopKSAE):
     def train_codes(self, pre_BF: Tensor) -> Tensor:
         return batch_topk_codes(pre_BF, self.cfg.k)
 
-    def train_codes_sparse(self, pre_BF: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def train_codes_sparse(self, pre_BF: Tensor) -> tuple[Tensor, SparseCodes]:
         acts_BF = pre_BF.relu()  # the kept positive values (kept zeros add nothing)
-        return mask_sparse(acts_BF, (acts_BF >= batch_topk_threshold(acts_BF, self.cfg.k))
+        return mask_sparse(pre_BF, (acts_BF >= batch_topk_threshold(acts_BF, self.cfg.k))
                            & (acts_BF > 0))
 
     def activation(self, pre_BF: Tensor) -> Tensor:

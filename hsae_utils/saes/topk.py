@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .base import BaseSAE, SAEConfig, StepOutput, squared_error
-from .sparse_decode import densify, sparse_decode, topk_sparse, use_sparse
+from .sparse_decode import SparseCodes, sparse_decode, sparse_encode, topk_sparse, use_sparse
 
 
 @dataclass
@@ -51,9 +51,10 @@ def topk_codes(pre_BF: Tensor, k: int) -> Tensor:
 class TopKSAE(BaseSAE):
     """z = ReLU(TopK(x W_enc + b_enc)); loss = sum_d (x - xhat)^2 (+ AuxK). No L1 term.
 
-    decode_mode: how the training loss decodes, "dense" (z_BF @ W_dec), "sparse" (only the active
-    latents, sparse_decode.py: equal up to float rounding) or "auto" (sparse below a density of
-    k / d_sae; `TrainConfig.decode` sets it). A compute choice, not part of the config.
+    decode_mode: how the training step computes, "dense" (z_BF @ W_dec and the dense backward),
+    "sparse" (only the active latents in the decode and in every backward, sparse_decode.py:
+    equal up to float rounding) or "auto" (sparse below a density of k / d_sae;
+    `TrainConfig.decode` sets it). A compute choice, not part of the config.
     """
 
     config_class = TopKSAEConfig
@@ -67,18 +68,22 @@ class TopKSAE(BaseSAE):
     def train_codes(self, pre_BF: Tensor) -> Tensor:
         return self.activation(pre_BF)
 
-    def train_codes_sparse(self, pre_BF: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """`train_codes` as CSR parts (vals_N, crow_B1, cols_N) for `sparse_decode`."""
+    def train_codes_sparse(self, pre_BF: Tensor) -> tuple[Tensor, SparseCodes]:
+        """The entries `train_codes` keeps: their pre-activations (before the ReLU), positions."""
         return topk_sparse(pre_BF, self.cfg.k)
 
     def loss(self, x_BD: Tensor, step: int, total_steps: int) -> StepOutput:
-        pre_BF = self.pre_acts(x_BD)
-        if x_BD.dim() == 2 and use_sparse(self.decode_mode, self.cfg.k, self.cfg.d_sae,
-                                             x_BD.device.type):
-            parts = self.train_codes_sparse(pre_BF)
-            xhat_BD = sparse_decode(*parts, self.W_dec, self.b_dec)
-            z_BF = densify(*parts, self.cfg.d_sae)  # detached: statistics and the step's output
+        sparse = x_BD.dim() == 2 and use_sparse(self.decode_mode, self.cfg.k, self.cfg.d_sae,
+                                                x_BD.device.type)
+        if sparse:  # the dense pre-activations select; gradients flow through the entries only
+            with torch.no_grad():
+                pre_BF = self.pre_acts(x_BD)
+            pre_N, codes = self.train_codes_sparse(pre_BF)
+            vals_N = sparse_encode(pre_N, x_BD, self.W_enc, self.b_enc, codes).relu()
+            xhat_BD = sparse_decode(vals_N, self.W_dec, self.b_dec, codes)
+            z_BF = codes.dense(vals_N)  # detached: statistics and the step's output
         else:
+            pre_BF = self.pre_acts(x_BD)
             z_BF = self.train_codes(pre_BF)
             xhat_BD = self.decode(z_BF)
         sq_err_B = squared_error(xhat_BD, x_BD)
@@ -88,19 +93,23 @@ class TopKSAE(BaseSAE):
             # One host sync per step (as SAELens); the AuxK cost then scales with the dead count.
             dead_L = self.firing.dead_mask(self.cfg.dead_after_tokens).nonzero().squeeze(1)
             if len(dead_L):
-                aux = self.aux_nmse(pre_BF, dead_L, (x_BD - xhat_BD).detach())
+                # The dead latents' pre-activations with their gradient: the sparse step
+                # recomputes these columns (pre_BF has none there).
+                pre_BL = (torch.addmm(self.b_enc[dead_L], x_BD, self.W_enc[:, dead_L]) if sparse
+                          else pre_BF[:, dead_L])
+                aux = self.aux_nmse(pre_BL, dead_L, (x_BD - xhat_BD).detach())
                 x_var = (x_BD - x_BD.mean(0)).pow(2).sum(-1).mean()  # D var_x, detached input
                 loss = loss + (self.cfg.aux_coefficient * x_var) * aux
         return self._output(loss, xhat_BD, z_BF, sq_err_B, mse=l_recon.detach(),
                             l1=z_BF.detach().sum() / x_BD.shape[0], aux=aux.detach())
 
-    def aux_nmse(self, pre_BF: Tensor, dead_L: Tensor, resid_BD: Tensor) -> Tensor:
+    def aux_nmse(self, pre_BL: Tensor, dead_L: Tensor, resid_BD: Tensor) -> Tensor:
         """Gao et al.'s normalized_mse(ehat, e) = sum ||ehat - e||^2 / sum ||e - mean(e)||^2 over
-        the batch (0 when e is constant); ehat = TopK_aux(dead pre-acts) W_dec (no b_dec: e has
-        it already, as their pre_bias cancels)."""
+        the batch (0 when e is constant); ehat = TopK_aux(dead pre-acts pre_BL) W_dec (no b_dec:
+        e has it already, as their pre_bias cancels)."""
         k_aux = min(self.cfg.aux_k, self.cfg.d_sae // 2, len(dead_L))
         # Only the dead latents' columns: the cost is O(B x n_dead x D), not O(B x F x D).
-        z_aux_BL = topk_codes(pre_BF[:, dead_L], k_aux)
+        z_aux_BL = topk_codes(pre_BL, k_aux)
         err = (z_aux_BL @ self.W_dec[dead_L] - resid_BD).pow(2).sum()
         var = (resid_BD - resid_BD.mean(0)).pow(2).sum()
         return (err / var).nan_to_num(0.0)
