@@ -177,15 +177,16 @@ def evaluate_alternatives(profile: Profile, alts: list[Alternative] | None = Non
     """Evaluate every alternative's runs as notebook 08 evaluates the default ones (the same
     model-side cache, `evals.evaluate_profile`); writes `results/readings_evaluation.csv`.
     Returns the `EvaluationResult`."""
-    from . import evals
+    from .evals.loading import export_run
+    from .evals.run import evaluate_profile
     from .io import atomic_path
 
     alts = alternatives() if alts is None else alts
     seed = seed_of(profile)
     root = readings_dir(profile)
-    runs = [evals.export_run(alt.folder(profile, run, seed), root)
+    runs = [export_run(alt.folder(profile, run, seed), root)
             for alt in alts for run in alt.runs]
-    result = evals.evaluate_profile(profile, runs, progress=progress)
+    result = evaluate_profile(profile, runs, progress=progress)
     profile.results_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(profile.results_dir / EVALUATION_NAME) as tmp:
         result.results.to_csv(tmp, index=False)
@@ -310,13 +311,19 @@ def _change_text(r) -> str:
     return "; ".join(parts)
 
 
+def _not_retrained(g: pd.DataFrame) -> pd.Series:
+    """Verdicts the alternative would change but could not recompute (a run it changes was not
+    retrained); a verdict that is "not comparable" by default (nothing measured) is left out."""
+    return (g["status"] == NOT_RETRAINED) & (g["default"] != cl.NOT_COMPARABLE)
+
+
 def summary(detail: pd.DataFrame) -> pd.DataFrame:
     """reading -> alternative -> which verdicts change (and which claims were not recomputed)."""
     rows = []
     for (reading, label), g in detail.groupby(["reading", "alternative"], sort=False):
         changed = g[g["changed"] | g["changed_seed"]]
         lines = [f"{r['claim']} ({_change_text(r)})" for _, r in changed.iterrows()]
-        skipped = sorted(set(g.loc[g["status"] == NOT_RETRAINED, "claim"]))
+        skipped = sorted(set(g.loc[_not_retrained(g), "claim"]))
         if g["status"].str.startswith(NOT_RECOMPUTED).any():
             skipped.append("the matched-L0 verdicts (the sweep baselines were not retrained)")
         rows.append({"reading": reading, "alternative": label.split("=", 1)[1],
@@ -340,7 +347,7 @@ def sensitivity_column(detail: pd.DataFrame | None) -> dict[str, str]:
             by_alt.setdefault(r["alternative"], []).append(_change_text(r))
         # a claim on a run the alternative changes but did not retrain (the matched-L0 caveat
         # of the train / store readings concerns every claim: said in the summary)
-        skipped = sorted(set(g.loc[g["status"] == NOT_RETRAINED, "alternative"]))
+        skipped = sorted(set(g.loc[_not_retrained(g), "alternative"]))
         if by_alt:
             text = "changes under: " + "; ".join(f"{a} ({'; '.join(t)})"
                                                  for a, t in by_alt.items())
