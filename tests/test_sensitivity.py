@@ -13,7 +13,7 @@ from hsae_utils import sensitivity as se
 from hsae_utils.config import get_profile
 from hsae_utils.readings import READINGS, variants
 from hsae_utils.runs import ABLATIONS, HSAE, TOPK, run_dir
-from tests.test_claims import tidy
+from tests.test_claims import tidy, update_readme
 
 LOCAL = get_profile("local")
 EV, L0 = "explained_variance_legacy", "l0"
@@ -109,10 +109,6 @@ def test_verdict_changes_only_where_the_alternative_flips_the_effect():
 
 
 def test_claims_table_and_readme_show_the_sensitivity_column(tmp_path, monkeypatch):
-    import importlib.util
-
-    from hsae_utils.config import REPO_ROOT
-
     alts = se.alternatives()
     detail = se.compare_verdicts(DEFAULT, variant_table(alts, {"optimizer=adam_l2": 0.70}),
                                  LOCAL, alts)
@@ -123,12 +119,7 @@ def test_claims_table_and_readme_show_the_sensitivity_column(tmp_path, monkeypat
     assert table.loc["explained_variance", "sensitivity"].startswith("changes under: optimizer")
     assert (cl.claims_table(DEFAULT, LOCAL)["sensitivity"] == "").all()  # 11 not run: empty
 
-    spec = importlib.util.spec_from_file_location("update_readme",
-                                                  REPO_ROOT / "scripts" / "update_readme.py")
-    ur = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ur)
-    monkeypatch.setattr(ur, "FIGURES_DIR", tmp_path)
-    (tmp_path / "table1_local.md").write_text("| a |\n|---|\n| 1 |\n")
+    ur = update_readme(tmp_path, monkeypatch)
     cl.write_claims(cl.claims_table(DEFAULT, LOCAL), tmp_path, "local")
     assert "sensitivity to the readings" not in ur.block("local")
     cl.write_claims(table.reset_index(), tmp_path, "local")
