@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name in args.runs:
                     sae, ref = trained[cond][name], trained["reference"][name]
                     m = reconstruction_metrics(SAEAdapter(sae), x_valid_raw)
-                    rows.append({"seed": seed, "run": name, "condition": cond,
+                    rows.append({"seed": seed, "steps": cfg.steps, "run": name, "condition": cond,
                                  "explained_variance": m["explained_variance_legacy"],
                                  "l0": m["l0"], "dead": m["dead"],
                                  **divergence(ref, sae, x_valid)})

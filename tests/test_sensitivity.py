@@ -4,6 +4,7 @@ synthetic result tables against hand-computed expectations."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pandas as pd
 import pytest
@@ -165,3 +166,10 @@ def test_train_on_a_real_cache_centering_at_read_time_and_the_skip_check(tiny_ca
     assert problems == [f"{P.results_dir / se.RESULTS_NAME} is missing"]
     again = se.train_alternatives(P, progress=False)
     assert not again["trained"].any()  # finished runs are reused
+    table, evaluation = P.results_dir / se.RESULTS_NAME, P.results_dir / "evaluation.csv"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text("x\n")
+    assert se.output_problems(P) == []
+    evaluation.write_text("x\n")  # notebook 08 ran again: the verdicts compared stale results
+    os.utime(evaluation, (table.stat().st_mtime + 10,) * 2)
+    assert se.output_problems(P) == [f"{table} is older than {evaluation} (notebook 08 ran again)"]
