@@ -15,12 +15,13 @@
 #   earlier stage that reads the field is marked "not retrained"; one whose stage never reads it
 #   (e.g. the merge readings before clustering) cannot change.
 #
-# **Seeds.** The default runs have three seeds, an alternative one. Each verdict is compared like
-# with like, twice: on seed 42 alone (default seed 42 against alternative seed 42; with one seed a
-# verdict is the sign of the difference), and on every seed with each retrained configuration
-# shifted by the change the alternative made at seed 42, which keeps the table's test and power but
-# assumes the reading moves every seed alike. A verdict "changes" when either comparison changes
-# it. Logic: `hsae_utils/sensitivity.py`; runs under `outputs/<profile>/readings/`.
+# **Seeds.** The default runs have the profile's seeds (three at `local`), an alternative one.
+# Each verdict is compared like with like, twice: on seed 42 alone (default seed 42 against
+# alternative seed 42; with one seed a verdict is the sign of the difference), and on every seed with
+# each retrained configuration shifted by the change the alternative made at seed 42, which keeps the
+# table's test and power but assumes the reading moves every seed alike. A verdict "changes" when
+# either comparison changes it. Logic: `hsae_utils/sensitivity.py`; runs under
+# `outputs/<profile>/readings/`.
 
 # %% parameters
 force_retrain = False  # True retrains the alternatives' runs that already finished
