@@ -24,6 +24,8 @@ its MDE is the larger of the seeds' and a two-proportion test's at 2 x probe_tes
 The matched-L0 verdict follows the same rule. Absorption on real activations carries SAEBench's
 caveat (meaningful for 16k+ latents on 1B+ models); the ground-truth column answers it where
 absorption is exact (notebook 10's synthetic hierarchy, `ground_truth.absorption_verdict`).
+The sensitivity column says which verdicts change under the alternative readings of the paper's
+ambiguous passages (notebook 11, `hsae_utils.sensitivity`).
 "not comparable": the metric, the configuration or the dataset
 is missing from our results, or the claim cannot be measured (e.g. training losses of different
 objectives). The reason also compares the magnitude with the paper's (pp, relative change or
@@ -403,16 +405,24 @@ def ground_truth_verdict(gt: pd.DataFrame) -> tuple[str, str]:
 
 
 def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIMS,
-                 ground_truth: pd.DataFrame | None = None) -> pd.DataFrame:
+                 ground_truth: pd.DataFrame | None = None,
+                 sensitivity: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per claim: the paper's numbers, ours (mean ± std over seeds), the paired
     difference, the test's power, a relative, a matched-L0 and an absolute verdict with their
     reasons, the ground-truth verdict (absorption, when `ground_truth` — notebook 10's table,
-    `load_ground_truth` — is given) and the artifacts.
+    `load_ground_truth` — is given), the verdicts' sensitivity to the ambiguous readings (when
+    `sensitivity` — notebook 11's table, `sensitivity.load_detail` — is given) and the artifacts.
 
     `results` is the evaluation's tidy table (run, config, seed, metric, value); configurations
     other than those the claims name are ignored."""
     mismatches = paper_setting_mismatches(profile)
     gt = ground_truth_verdict(ground_truth) if ground_truth is not None else ("", "")
+    if sensitivity is not None:
+        from .sensitivity import sensitivity_column  # imports this module: here, not at the top
+
+        readings = sensitivity_column(sensitivity)
+    else:
+        readings = {}
     rows = []
     for c in claims:
         metric, missing, analogue = c.resolve(profile)
@@ -471,6 +481,7 @@ def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIM
             "absolute": absolute, "absolute_reason": abs_reason,
             "ground_truth": gt[0] if c.id == "absorption" else "",
             "ground_truth_reason": gt[1] if c.id == "absorption" else "",
+            "sensitivity": readings.get(c.id, ""),
             "mapping": c.mapping, "artifacts": c.artifacts,
         })
     table = pd.DataFrame(rows)
@@ -489,6 +500,7 @@ MARKDOWN_COLUMNS = {
     "reason": "why", "power": "power (MDE vs claimed effect)", "matched_l0": "at matched L0", "matched_l0_reason": "at matched L0: why",
     "absolute": "absolute", "absolute_reason": "absolute: why",
     "ground_truth": "ground truth", "ground_truth_reason": "ground truth: why",
+    "sensitivity": "sensitivity to the readings",
     "artifacts": "the paper's run artifacts",
 }
 
@@ -518,7 +530,10 @@ def claims_markdown(table: pd.DataFrame, profile_name: str, tests: pd.DataFrame 
         "*absolute*: our value against the paper's number, only on the paper's "
         "setting and within max(2 std, 5 %) or better. *ground truth*: on synthetic activations "
         "with a known feature hierarchy (notebook 10), does the HierarchicalSAE absorb less than "
-        "TopK at its L0?",
+        "TopK at its L0? *sensitivity to the readings* (notebook 11): the verdicts recomputed "
+        "with each alternative reading of an ambiguous passage (`hsae_utils/readings.py`) "
+        "trained on seed 42 in place of the default runs it replaces; a change on every seed "
+        "assumes the reading moves each seed as it moved seed 42 (`hsae_utils/sensitivity.py`).",
         "",
         ("Absolute values are not comparable on this profile: " + "; ".join(mismatches) + "."
          if mismatches else "This profile is the paper's setting: absolute values compare "
@@ -558,13 +573,16 @@ def write_claims(table: pd.DataFrame, out_dir: str | Path, profile_name: str,
 
 def refresh_claims(profile, out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict] | None:
     """Build and write the claims table (and the paired tests) from the profile's evaluation
-    results and, when notebook 10 has run, its ground truth: notebook 09 writes it, notebook 10
-    rewrites it with the ground-truth column. None when notebook 08 has not run yet."""
+    results and, when notebooks 10 and 11 have run, their ground truth and sensitivity: notebook
+    09 writes it, notebooks 10 and 11 rewrite it with their columns. None when notebook 08 has not
+    run yet."""
     from .report.results import load_results
+    from .sensitivity import load_detail
 
     if not (profile.results_dir / "evaluation.csv").is_file():
         return None
     tidy = load_results(profile).tidy
     tests = paired_tests(tidy, a=HSAE, b=TOPK)
-    table = claims_table(tidy, profile, ground_truth=load_ground_truth(profile))
+    table = claims_table(tidy, profile, ground_truth=load_ground_truth(profile),
+                         sensitivity=load_detail(profile))
     return table, tests, write_claims(table, out_dir, profile.name, tests)

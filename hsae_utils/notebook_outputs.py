@@ -25,6 +25,10 @@ def output_problems(profile: Profile, notebook: str) -> list[str]:
     stem = notebook.removesuffix(".ipynb")
     if stem == "01_activation_caching":
         return _cache_problems(profile)
+    if stem == "11_readings":
+        from .sensitivity import output_problems as readings_problems  # pandas: only for 11
+
+        return readings_problems(profile)
     if stem == "08_evaluation":
         table = profile.results_dir / "evaluation.csv"
         return [] if table.is_file() else [f"{table} is missing"]

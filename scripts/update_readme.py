@@ -3,7 +3,8 @@
     .venv/bin/python scripts/update_readme.py --profile local
 
 Reads only what the run wrote: notebook 09's tables in figures/ (table1_<p>.md, claims_<p>.csv,
-paired_tests_<p>.csv), its figures, and run_all.sh's timings (outputs/<p>/notebooks/timings.json).
+paired_tests_<p>.csv), its figures, notebook 11's summary and figure (readings_<p>.md,
+readings_effects_<p>.png), and run_all.sh's timings (outputs/<p>/notebooks/timings.json).
 The block between `<!-- results:<p>:start -->` and `<!-- results:<p>:end -->` is replaced, so
 README numbers are never typed in by hand. `run_all.sh` calls this at the end of a full run.
 """
@@ -82,9 +83,11 @@ def block(profile_name: str) -> str:
     columns = {"id": "claim", "paper": "paper: TopK -> HSAE", "ours_baseline": "ours: TopK",
                "ours": "ours: HSAE / stage", "verdict": "direction (paired over seeds)",
                "power": "power (MDE vs claimed)", "matched_l0": "at matched L0",
-               "absolute": "absolute value", "ground_truth": "ground truth (synthetic)"}
+               "absolute": "absolute value", "ground_truth": "ground truth (synthetic)",
+               "sensitivity": "sensitivity to the readings (notebook 11)"}
     columns = {k: v for k, v in columns.items()  # older tables lack the newer columns
-               if k in claims and (k != "ground_truth" or (claims[k] != "").any())}
+               if k in claims and (k not in ("ground_truth", "sensitivity")
+                                   or (claims[k] != "").any())}
     lines += [
         f"**The paper's claims against this run** (direction: "
         f"{', '.join(f'{k} {v}' for k, v in counts.items())}; at matched L0: "
@@ -94,7 +97,22 @@ def block(profile_name: str) -> str:
         "",
         markdown_table(claims, columns),
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + readings_lines(profile_name, rel))
+
+
+def readings_lines(profile_name: str, rel) -> list[str]:
+    """Notebook 11's summary (reading -> alternative -> which verdicts change) and figure."""
+    summary = FIGURES_DIR / f"readings_{profile_name}.md"
+    if not summary.exists():
+        return []
+    lines = ["", "**Which verdicts change under the other readings of the paper** (notebook 11: "
+             "each alternative trained on seed 42 in place of the default runs it replaces; "
+             f"`figures/readings_{profile_name}.md`):", "", summary.read_text().strip(), ""]
+    png = FIGURES_DIR / f"readings_effects_{profile_name}.png"
+    if png.exists():
+        title = "HierarchicalSAE minus TopK under each alternative reading"
+        lines += [f"![{title}]({rel(png)})", ""]
+    return lines
 
 
 def update(readme: Path, profile_name: str) -> None:

@@ -307,7 +307,9 @@ def test_ground_truth_column_and_absorption_caveat():
                                             d_model=2304, n_layers=26, layer=19)) == ""
 
 
-def test_readme_block_renders_the_power_and_ground_truth_columns(tmp_path, monkeypatch):
+def update_readme(figures_dir, monkeypatch):
+    """scripts/update_readme.py as a module, reading its tables from `figures_dir` (which gets a
+    Table 1)."""
     import importlib.util
 
     from hsae_utils.config import REPO_ROOT
@@ -316,8 +318,13 @@ def test_readme_block_renders_the_power_and_ground_truth_columns(tmp_path, monke
                                                   REPO_ROOT / "scripts" / "update_readme.py")
     ur = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ur)
-    monkeypatch.setattr(ur, "FIGURES_DIR", tmp_path)
-    (tmp_path / "table1_local.md").write_text("| a |\n|---|\n| 1 |\n")
+    monkeypatch.setattr(ur, "FIGURES_DIR", figures_dir)
+    (figures_dir / "table1_local.md").write_text("| a |\n|---|\n| 1 |\n")
+    return ur
+
+
+def test_readme_block_renders_the_power_and_ground_truth_columns(tmp_path, monkeypatch):
+    ur = update_readme(tmp_path, monkeypatch)
     cl.write_claims(cl.claims_table(RESULTS, LOCAL), tmp_path, "local")
     block = ur.block("local")
     assert "power (MDE vs claimed)" in block and "ground truth" not in block

@@ -110,6 +110,8 @@ class TopKSAE(BaseSAE):
         k_aux = min(self.cfg.aux_k, self.cfg.d_sae // 2, len(dead_L))
         # Only the dead latents' columns: the cost is O(B x n_dead x D), not O(B x F x D).
         z_aux_BL = topk_codes(pre_BL, k_aux)
-        err = (z_aux_BL @ self.W_dec[dead_L] - resid_BD).pow(2).sum()
-        var = (resid_BD - resid_BD.mean(0)).pow(2).sum()
+        # Per token, then over the batch: a sum over the whole [B, D] tensor is split among
+        # threads, and its last bits (and so the step, and the run) would depend on their number.
+        err = (z_aux_BL @ self.W_dec[dead_L] - resid_BD).pow(2).sum(-1).sum()
+        var = (resid_BD - resid_BD.mean(0)).pow(2).sum(-1).sum()
         return (err / var).nan_to_num(0.0)

@@ -124,8 +124,9 @@ tests
 # effect: a verdict says "does not hold" only where the test could have seen the claimed effect,
 # "inconclusive (underpowered)" otherwise. *ground truth* (filled in when notebook 10 has run; it
 # rewrites this table): does the HierarchicalSAE absorb less than TopK at its L0 where
-# absorption is measured exactly? The rules are in `hsae_utils/claims.py` and at the top of the
-# Markdown file.
+# absorption is measured exactly? *sensitivity* (filled in when notebook 11 has run; it rewrites
+# this table too): which alternative readings of the paper's ambiguous passages change a verdict.
+# The rules are in `hsae_utils/claims.py` and at the top of the Markdown file.
 
 # %%
 claims_table, _, paths = claims.refresh_claims(P, report.FIGURES_DIR)
