@@ -232,9 +232,38 @@ def training_run_need(profile: Profile) -> Need:
 
 
 def training_need(profile: Profile) -> Need:
+    from .runs import RUNS, sweep_runs
+
     one, n = training_run_need(profile), n_runs(profile)
-    return Need(f"training, all {n} runs (notebooks 02-07)", one.disk * n, one.host_ram, one.gpu,
-                one.seconds * n, "runs one after another")
+    per_pass = len(RUNS) + len(sweep_runs(profile))  # the largest seed's runs, on the device at once
+    return Need(f"training, all {n} runs (notebook 02)", one.disk * n, one.host_ram,
+                one.gpu * per_pass, one.seconds * n,
+                "one pass over the cache per seed, every run of the seed on the device at once; "
+                "time as if one after another (twins share steps: less)")
+
+
+def per_sae_eval_flops(profile: Profile) -> float:
+    """The splice of one SAE: the layers after the hook and the unembedding over the splice
+    tokens (the clean pass is shared by the SAEs of a batch)."""
+    after = 2 * (layer_params(profile) * (profile.n_layers - profile.layer - 1)
+                 + model_size(profile).vocab_size * profile.d_model)
+    return profile.n_eval_contexts * profile.context_size * after
+
+
+def ground_truth_need(profile: Profile) -> Need:
+    """Synthetic activations (sae_lens.synthetic), small SAEs on the CPU (measured on `local`:
+    about 30 s, a few MB)."""
+    return Need("ground truth (notebook 10)", 50e6, 2e9, 0, 120, "synthetic hierarchy, CPU")
+
+
+def readings_need(profile: Profile) -> Need:
+    """Each alternative reading's runs on one seed, trained in shared passes and evaluated."""
+    from .sensitivity import alternatives  # pandas; only the plan needs it
+
+    one, n = training_run_need(profile), sum(len(a.runs) for a in alternatives())
+    seconds = one.seconds * n + per_sae_eval_flops(profile) * n / rates(profile).model_flops
+    return Need("sensitivity to the readings (notebook 11)", one.disk * n, one.host_ram,
+                one.gpu * n, seconds, f"{n} runs on one seed, trained and evaluated")
 
 
 def evaluation_need(profile: Profile) -> Need:
@@ -248,8 +277,7 @@ def evaluation_need(profile: Profile) -> Need:
     absorb_tokens = words * 6 * (profile.absorption_icl_examples + 1)  # ~6 tokens per example
     to_layer = 2 * lp * (profile.layer + 1)
     model_side = (splice_tokens * (to_layer + 2 * after) + (probe_tokens + absorb_tokens) * to_layer)
-    per_sae = splice_tokens * after  # the clean pass is shared by the SAEs of a batch
-    seconds = (model_side + per_sae * n_saes) / r.model_flops
+    seconds = (model_side + per_sae_eval_flops(profile) * n_saes) / r.model_flops
     disk = splice_cache_bytes(profile) + absorption_cache_bytes(profile) + probing_cache_bytes(profile)
     valid_rows = n_contexts(profile, "validation") * (profile.context_size - 1) * profile.d_model
     host = valid_rows * (4 + 8) + splice_cache_bytes(profile) + weight_bytes(profile)  # fp32 + fp64 mean
@@ -267,7 +295,8 @@ def figures_need(profile: Profile) -> Need:
 
 def plan(profile: Profile) -> list[Need]:
     return [caching_need(profile), training_run_need(profile), training_need(profile),
-            evaluation_need(profile), figures_need(profile)]
+            evaluation_need(profile), figures_need(profile), ground_truth_need(profile),
+            readings_need(profile)]
 
 
 def totals(needs: list[Need]) -> Need:
