@@ -308,6 +308,9 @@ def train_many(jobs: list[TrainJob], store: ActivationStore, progress: bool = Tr
                         row = run.step(step, x_BD, t0)
                         if row is not None and len(runs) == 1:
                             bar.set_postfix(loss=f"{row['loss']:.4g}", l0=f"{row['l0']:.1f}")
+                if share_trajectories and any(r.acted for r in runs
+                                              if r.start <= step < r.cfg.steps):
+                    pair_twins(runs)  # runs that acted alike (the same resample) are twins again
                 bar.update(1)
         seconds = time.perf_counter() - t0
     finally:
@@ -317,7 +320,10 @@ def train_many(jobs: list[TrainJob], store: ActivationStore, progress: bool = Tr
 
 
 def pair_twins(runs: list["_Run"]) -> None:
-    """Make each run that would take the same gradient steps as an earlier one its follower.
+    """Make each leading run that would take the same gradient steps as an earlier one its
+    follower (with its own followers). Called at the start of a pass and after each step in which
+    a run acted: runs whose events were identical (the same latents resampled from the same draw)
+    are twins again.
 
     Twins: the same architecture and training config, SAE configs equal except for the
     architecture's `trajectory_neutral_fields` (switches of mechanisms that only act through
@@ -328,10 +334,14 @@ def pair_twins(runs: list["_Run"]) -> None:
     sharing for that run, whose state is by then exactly what it would be alone."""
     leaders: list[_Run] = []
     for run in runs:
+        if run.leader is not None:
+            continue
         for lead in leaders:
             if _twins(lead, run):
-                run.leader = lead
-                lead.followers.append(run)
+                for follower in (run, *run.followers):
+                    follower.leader = lead
+                lead.followers += [run, *run.followers]
+                run.followers = []
                 break
         else:
             leaders.append(run)
@@ -398,6 +408,7 @@ class _Run:
         self.leader: _Run | None = None
         self.followers: list[_Run] = []
         self.shared_steps = 0  # steps whose gradient step was copied from a leader
+        self.acted = False  # a mechanism event in the last step
 
     def step(self, step: int, x_BD: Tensor, t0: float) -> dict[str, Any] | None:
         """Train on batch `step` (and the followers' copies of it); returns the metrics row on
@@ -437,6 +448,7 @@ class _Run:
         """After the gradient step: mechanisms, NaN checks, log, checkpoint."""
         sae, cfg, ckpt_path = self.sae, self.cfg, self.ckpt_path
         events = after_step(sae, self.optimizer, x_BD, step, out, self.generator)
+        self.acted = bool(events)
         self.first_bad = torch.where(torch.isfinite(out.loss) | (self.first_bad >= 0),
                                      self.first_bad, step)
         done, row = step + 1, None
