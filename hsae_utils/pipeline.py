@@ -198,6 +198,21 @@ def record_time(path: Path, name: str, seconds: float) -> None:
     write_json_atomic(path, t)
 
 
+# Wall-time budgets of the default pipelines on 2 cores, in minutes, per part: "01-09" the
+# notebooks of the first pipeline, "all" every notebook (issue 16; README's timing line and
+# scripts/benchmark.py section 6 both check them).
+PIPELINE_BUDGETS_MIN = {"local": {"01-09": 22.0, "all": 35.0}, "smoke": {"all": 5.0}}
+
+
+def budget_checks(timings: dict, profile_name: str) -> list[tuple[str, float, float, bool]]:
+    """(part, minutes, limit, within) for each budget of `profile_name`, from a timings.json."""
+    notebooks = timings.get("notebooks", {})
+    minutes = {"01-09": sum(v["seconds"] for k, v in notebooks.items() if k[:2] <= "09") / 60,
+               "all": timings.get("total_s", sum(v["seconds"] for v in notebooks.values())) / 60}
+    return [(part, minutes[part], limit, minutes[part] <= limit)
+            for part, limit in PIPELINE_BUDGETS_MIN.get(profile_name, {}).items()]
+
+
 def is_done(nb: Path, opts: Options, stamp: str) -> bool:
     from .config import get_profile
     from .notebook_outputs import output_problems as stage_problems

@@ -242,12 +242,16 @@ def training_need(profile: Profile) -> Need:
                 "time as if one after another (twins share steps: less)")
 
 
+def after_hook_flops(profile: Profile) -> float:
+    """FLOPs per token of the layers after the hook and the unembedding."""
+    return 2 * (layer_params(profile) * (profile.n_layers - profile.layer - 1)
+                + model_size(profile).vocab_size * profile.d_model)
+
+
 def per_sae_eval_flops(profile: Profile) -> float:
-    """The splice of one SAE: the layers after the hook and the unembedding over the splice
-    tokens (the clean pass is shared by the SAEs of a batch)."""
-    after = 2 * (layer_params(profile) * (profile.n_layers - profile.layer - 1)
-                 + model_size(profile).vocab_size * profile.d_model)
-    return profile.n_eval_contexts * profile.context_size * after
+    """The splice of one SAE: the model after the hook over the splice tokens (the clean pass is
+    shared by the SAEs of a batch)."""
+    return profile.n_eval_contexts * profile.context_size * after_hook_flops(profile)
 
 
 def ground_truth_need(profile: Profile) -> Need:
@@ -268,9 +272,7 @@ def readings_need(profile: Profile) -> Need:
 
 def evaluation_need(profile: Profile) -> Need:
     r, n_saes = rates(profile), n_runs(profile)
-    lp = layer_params(profile)
-    after = 2 * (lp * (profile.n_layers - profile.layer - 1)
-                 + model_size(profile).vocab_size * profile.d_model)
+    lp, after = layer_params(profile), after_hook_flops(profile)
     splice_tokens = profile.n_eval_contexts * profile.context_size
     probe_tokens = probing_n_texts(profile) * profile.probe_max_tokens
     words = profile.absorption_vocab_size or int(0.4 * model_size(profile).vocab_size)

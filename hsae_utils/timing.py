@@ -65,3 +65,4 @@ def single_thread() -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(old)
+

@@ -17,6 +17,7 @@ import pandas as pd
 
 from hsae_utils.config import REPO_ROOT, get_profile
 from hsae_utils.io import read_json, replace_marked_block
+from hsae_utils.pipeline import budget_checks
 from hsae_utils.report import FIGURES_DIR, markdown_table
 
 FIGURES = (("fig1_core_metrics", "Figure 1: core metrics per configuration"),
@@ -39,22 +40,12 @@ def timing_line(profile_name: str) -> str:
     loads = [v["load_1min"] for v in t["notebooks"].values() if v.get("load_1min") is not None]
     if loads:
         line += f" Load average (1 min) as each notebook ended: {min(loads):.1f}-{max(loads):.1f}."
-    if profile_name in TIME_BUDGETS_MIN:
-        line += " " + budget_line(t, TIME_BUDGETS_MIN[profile_name])
+    checks = budget_checks(t, profile_name)
+    if checks:
+        line += " Budgets: " + "; ".join(
+            f"{part} {minutes:.1f} min <= {limit:g} min: {'PASS' if ok else 'MISS'}"
+            for part, minutes, limit, ok in checks) + "."
     return line
-
-
-# Wall-time budgets of the default pipeline on 2 cores (issue 16): the notebooks of the first
-# pipeline (01-09), and all of them.
-TIME_BUDGETS_MIN = {"local": {"01-09": 22.0, "all": 35.0}}
-
-
-def budget_line(t: dict, budgets: dict[str, float]) -> str:
-    minutes = {"01-09": sum(v["seconds"] for k, v in t["notebooks"].items() if k[:2] <= "09") / 60,
-               "all": t["total_s"] / 60}
-    return "Budgets: " + "; ".join(
-        f"{part} {minutes[part]:.1f} min <= {limit:g} min: "
-        f"{'PASS' if minutes[part] <= limit else 'MISS'}" for part, limit in budgets.items()) + "."
 
 
 def block(profile_name: str) -> str:
