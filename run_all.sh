@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every notebook in order with papermill for one profile (the loop: hsae_utils/pipeline.py).
+# Run every notebook in order with papermill for one profile (the loop: hsae_utils/pipeline/cli.py).
 #
 #   ./run_all.sh                     # the default `local` profile (CPU, embedded model + corpus)
 #   ./run_all.sh --profile paper     # the paper's setting (GPU + Hugging Face hub access)
@@ -18,7 +18,7 @@
 # Options, the profile and the output root are checked before any work; one run per output
 # folder at a time (a lock in $HSAE_OUTPUT_ROOT/<profile>). Executed notebooks go to
 # outputs/<profile>/notebooks/. A notebook that finished before (same code, same profile) is
-# skipped if its outputs are still complete and valid (hsae_utils.notebook_outputs); the notebooks reuse
+# skipped if its outputs are still complete and valid (hsae_utils.pipeline.outputs); the notebooks reuse
 # valid caches and finished runs, so after a failure a re-run redoes only what is missing.
 # HSAE_OUTPUT_ROOT moves outputs/; HSAE_NOTEBOOK_DIR runs another notebook folder.
 set -euo pipefail
@@ -42,7 +42,7 @@ done
 # The checks need only the standard library: before the set-up, with any Python 3.
 PY=.venv/bin/python
 [ -x "$PY" ] || PY=python3
-"$PY" -m hsae_utils.pipeline --check-only "$@"
-if [ "$plan" = 1 ]; then exec "$PY" -m hsae_utils.pipeline "$@"; fi
+"$PY" -m hsae_utils.pipeline.cli --check-only "$@"
+if [ "$plan" = 1 ]; then exec "$PY" -m hsae_utils.pipeline.cli "$@"; fi
 if [ "$setup" = 1 ]; then ./scripts/setup.sh --profile "$profile"; fi
-exec .venv/bin/python -m hsae_utils.pipeline "$@"
+exec .venv/bin/python -m hsae_utils.pipeline.cli "$@"

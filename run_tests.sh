@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PY=.venv/bin/python
 [ -x "$PY" ] || PY=python3
-"$PY" -m hsae_utils.pipeline --check-only --profile smoke
+"$PY" -m hsae_utils.pipeline.cli --check-only --profile smoke
 ./scripts/setup.sh --profile smoke
 if [ -x scripts/install_test_deps.sh ]; then ./scripts/install_test_deps.sh; fi
 export HSAE_PROFILE=smoke
@@ -17,6 +17,6 @@ export HSAE_TEST_COLAB_RUNTIME=${HSAE_TEST_COLAB_RUNTIME:-1}
     --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900 -q "$@"
 # The paper's code path (Gemma-2 architecture, OpenWebText, SAEBench's probing datasets) on local
 # replicas of the hub repositories, built at set-up: every notebook again on `paper-tiny`.
-.venv/bin/python -m hsae_utils.prepare --profile paper-tiny
+.venv/bin/python -m hsae_utils.pipeline.prepare --profile paper-tiny
 HSAE_PROFILE=paper-tiny exec .venv/bin/python -m pytest notebooks --nbval-lax \
     --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900 -q

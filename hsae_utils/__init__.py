@@ -18,30 +18,30 @@ Public names:
 - evaluation: `evaluate_saes`, `EvaluationResult`
 
 Only the profiles are imported eagerly; everything else (torch, transformers) on first use.
-The modules behind these names (`hsae_utils.train`, `hsae_utils.evals`, ...) hold the rest.
+The modules behind these names (`hsae_utils.method.train`, `hsae_utils.evals`, ...) hold the rest.
 """
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-from .config import PROFILES, Profile, get_profile
+from hsae_utils.config import PROFILES, Profile, get_profile
 
 # public name -> module that defines it (imported on first access)
 _LAZY = {
-    **{name: ".saes" for name in (
+    **{name: ".method.saes" for name in (
         "ReLUSAE", "ReLUSAEConfig", "TopKSAE", "TopKSAEConfig", "BatchTopKSAE",
         "BatchTopKSAEConfig", "HierarchicalSAE", "HierarchicalSAEConfig", "config_from_profile",
         "stage_switches")},
-    "load_model": ".model",
-    "cache_activations": ".activations",
-    "ActivationStore": ".activations",
-    "TrainConfig": ".train",
+    "load_model": ".data.model",
+    "cache_activations": ".data.activations",
+    "ActivationStore": ".data.activations",
+    "TrainConfig": ".method.train",
     "train_sae": ".api",
     "evaluate_saes": ".api",
-    "train_run": ".experiments",
-    "save_sae": ".checkpoint",
-    "load_sae": ".checkpoint",
+    "train_run": ".experiment.paper_runs",
+    "save_sae": ".method.checkpoint",
+    "load_sae": ".method.checkpoint",
     "load_sae_lens": ".evals.external",
     "EvaluationResult": ".evals",
 }

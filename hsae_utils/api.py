@@ -9,20 +9,20 @@
 
 The paper's named runs (baselines and ablation stages, every seed) are `hs.train_run`, as in the
 notebooks. (`train_sae` / `evaluate_saes` are not called `train` / `evaluate`, to keep them apart
-from the modules `hsae_utils.train` and `hsae_utils.evals` that implement them.)
+from the modules `hsae_utils.method.train` and `hsae_utils.evals` that implement them.)
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Iterable
 
-from .activations import ActivationStore
-from .checkpoint import HSAE_CONFIG
-from .config import Profile, get_profile
-from .evals import evaluate_profile
-from .evals.loading import SAERun, export_run, external_runs
-from .saes import ARCHITECTURES, config_from_profile, stage_switches
-from .train import TrainConfig, train
+from hsae_utils.data.activations import ActivationStore
+from hsae_utils.method.checkpoint import HSAE_CONFIG
+from hsae_utils.config import Profile, get_profile
+from hsae_utils.evals import evaluate_profile
+from hsae_utils.evals.loading import SAERun, export_run, external_runs
+from hsae_utils.method.saes import ARCHITECTURES, config_from_profile, stage_switches
+from hsae_utils.method.train import TrainConfig, train
 
 SAE_SPEC = Any  # a folder (str / Path), a TrainResult / RunResult, or an external "release:id"
 
@@ -42,12 +42,12 @@ def train_sae(profile: Profile | str, arch: str = "hierarchical", *, seed: int =
               progress: bool = True, **config: Any):
     """Train one SAE on the profile's activation cache (`cache_activations` builds it).
 
-    arch: "relu", "topk", "batchtopk" or "hierarchical" (`hsae_utils.saes.ARCHITECTURES`).
+    arch: "relu", "topk", "batchtopk" or "hierarchical" (`hsae_utils.method.saes.ARCHITECTURES`).
     stage: for "hierarchical", the ablation stage 1-5 (the mechanisms switched on); None = all.
     config: fields of the architecture's config, e.g. `l1_coefficient=0.04` or `k=40`.
     The budget (steps, batch size, device) is the profile's. The SAE is saved to `out_dir`
     (default `default_out_dir`); calling again resumes or reuses that run. Returns a
-    `hsae_utils.train.TrainResult`.
+    `hsae_utils.method.train.TrainResult`.
     """
     profile = _profile(profile)
     if stage is not None:

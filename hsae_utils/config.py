@@ -13,7 +13,7 @@ A profile fixes the model, hook, corpus and every budget of the pipeline. Notebo
   architecture, built at set-up): the paper's code path end to end on CPU in minutes.
 - `colab`: the embedded model on a free Colab T4 GPU (16 GB) at a larger budget;
   `colab-gemma`: Gemma-2-2B on the same GPU, chosen by the notebooks' Colab set-up cell when the
-  Hugging Face token can read it (`hsae_utils.colab.choose_profile`).
+  Hugging Face token can read it (`hsae_utils.pipeline.colab.choose_profile`).
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class Profile:
     device: str = "auto"  # "auto" picks cuda when available
     model_dtype: str = "float32"  # fp32 on CPU; the paper profile may use bfloat16 on GPU
     # Read hub ids (model, datasets) from local replicas built at set-up instead of the hub
-    # (hsae_utils.hub; the environment variable HSAE_HUB_REPLICA=1/0 overrides it).
+    # (hsae_utils.data.hub; the environment variable HSAE_HUB_REPLICA=1/0 overrides it).
     hub_replica: bool = False
     # --- text ------------------------------------------------------------------------------
     dataset: str = "embedded"  # "embedded" or a `datasets` id streamed from the hub
@@ -203,7 +203,7 @@ _SMOLLM2 = dict(model_name=EMBEDDED_MODEL, n_layers=30, d_model=576, layer=layer
 _TINY_RUN = dict(seeds=(42,), window_size=10, merge_every=10, resample_every=10,
                  sweep_k_factors=(0.25,), sweep_l1_coefficients=(1.0,), absorption_vocab_size=156,
                  absorption_icl_examples=4, probe_train_per_class=8, probe_test_per_class=4)
-_TINY_GEMMA_LAYERS = 10  # hsae_utils.tiny_gemma.CONFIG["num_hidden_layers"]
+_TINY_GEMMA_LAYERS = 10  # hsae_utils.data.tiny_gemma.CONFIG["num_hidden_layers"]
 _GEMMA = dict(model_name="google/gemma-2-2b", n_layers=26, d_model=2304, layer=PAPER_LAYER,
               model_dtype="float32", dataset="Skylion007/openwebtext",
               cache_dtype="bfloat16")  # bf16, not fp16: Gemma-2 residuals can overflow fp16
@@ -232,7 +232,7 @@ PROFILES: dict[str, Profile] = {
         probe_test_per_class=500,
     ),
     # The paper's path on CPU: google/gemma-2-2b and the hub datasets resolve to local replicas
-    # (hsae_utils.hub, hsae_utils.tiny_gemma: 10 layers, d_model 64, hooked at the paper's depth);
+    # (hsae_utils.data.hub, hsae_utils.data.tiny_gemma: 10 layers, d_model 64, hooked at the paper's depth);
     # the sizes are smoke-like so that every notebook runs in a few minutes of CPU in total.
     "paper-tiny": Profile(
         name="paper-tiny",

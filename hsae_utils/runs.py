@@ -13,25 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Profile
-
-# The HierarchicalSAE's mechanisms; the cumulative ablation of section 5.4: stage n switches on
-# the first n.
-MECHANISMS = ("linear_sparsity", "resampling", "window_tracking", "adaptive_sparsity", "clustering")
-
-
-def stage_switches(stage: int) -> dict[str, bool]:
-    """Switches of ablation stage 0..5 (0 = none: a ReLU SAE with constant lambda_0)."""
-    if not 0 <= stage <= len(MECHANISMS):
-        raise ValueError(f"stage must be in 0..{len(MECHANISMS)}, got {stage}")
-    return {name: i < stage for i, name in enumerate(MECHANISMS)}
-
+from hsae_utils.config import Profile
+from hsae_utils.method.stages import MECHANISMS, stage_switches  # torch-free
 
 @dataclass(frozen=True)
 class RunSpec:
     name: str  # folder name and results key
     label: str  # for tables and plots
-    arch: str  # key of hsae_utils.saes.ARCHITECTURES
+    arch: str  # key of hsae_utils.method.saes.ARCHITECTURES
     overrides: dict[str, Any] = field(default_factory=dict)
 
 

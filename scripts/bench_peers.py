@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from hsae_utils.train import TrainConfig
+from hsae_utils.method.train import TrainConfig
 
 PEERS = ("dictionary_learning", "sae_lens", "sparsify")
 # The architectures each peer has, of ours ("topk dead": TopK with 10 % of latents dead, AuxK on).
@@ -241,7 +241,7 @@ def _sparsify(arch: str, ours, x_BD: Tensor, dead: bool) -> PeerStep:
 
 
 if __name__ == "__main__":  # scripts/install_test_deps.sh: check that every peer imports and runs
-    from hsae_utils.saes import TopKSAE, TopKSAEConfig
+    from hsae_utils.method.saes import TopKSAE, TopKSAEConfig
 
     for name in PEERS:
         if available(name) is None:

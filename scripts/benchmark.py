@@ -27,7 +27,7 @@ Every section prints what it measured, its target and PASS / MISS:
   6. wall times of the `local` and `smoke` pipelines as ./run_all.sh last recorded them in
      outputs/<profile>/notebooks/timings.json, against pipeline.PIPELINE_BUDGETS_MIN (local:
      notebooks 01-09 <= 22 min, all <= 35 min; smoke <= 5 min).
-  7. the TopK and BatchTopK training step over the active latents only (hsae_utils/saes/
+  7. the TopK and BatchTopK training step over the active latents only (hsae_utils/method/saes/
      sparse_decode.py) against the dense one, and the FLOPs the sparse step needs: the dense
      encoder forward x W_enc (2 B d F), the code's gradient dxhat W_dec^T (dense above 10 %
      active, else sampled at the k B entries), and 2 k B d each for the decode, z^T dxhat and
@@ -64,10 +64,10 @@ import torch
 
 from hsae_utils.config import REPO_ROOT, get_profile
 from hsae_utils.io import read_json, replace_marked_block, write_json_atomic
-from hsae_utils.pipeline import PIPELINE_BUDGETS_MIN, budget_checks
-from hsae_utils.saes import ARCHITECTURES, config_from_profile
-from hsae_utils.saes.sparse_decode import SAMPLED_MAX_DENSITY
-from hsae_utils.train import TrainConfig, make_optimizer, train_step
+from hsae_utils.pipeline.cli import PIPELINE_BUDGETS_MIN, budget_checks
+from hsae_utils.method.saes import ARCHITECTURES, config_from_profile
+from hsae_utils.method.saes.sparse_decode import SAMPLED_MAX_DENSITY
+from hsae_utils.method.train import TrainConfig, make_optimizer, train_step
 
 from bench_peers import (DEAD_FRAC, PEER_ARCHS, PEER_LABELS, PEERS, TOTAL_STEPS, available,
                          peer_step)  # scripts/, beside this file
@@ -200,7 +200,7 @@ def force_dead(sae) -> None:
 
 
 def our_step(dev: Device, sae, x, step: int, dead: bool = False):
-    """hsae_utils.train.train_step, the exact step train() runs, as a timed callable."""
+    """hsae_utils.method.train.train_step, the exact step train() runs, as a timed callable."""
     sae.to(dev.device).train()
     opt = make_optimizer(sae, TrainConfig())
     gen = torch.Generator(device=dev.device).manual_seed(0)
@@ -355,7 +355,7 @@ def section_hsae_overhead(steps: list[dict], report: Report) -> None:
 # ============================================================================================
 def random_tokens(model, n_contexts: int, seq: int) -> torch.Tensor:
     """Token ids with BOS first, like the cache's contexts (the cost does not depend on the ids)."""
-    from hsae_utils.tokens import bos_token_id
+    from hsae_utils.data.tokens import bos_token_id
 
     tokens = torch.randint(100, model.cfg.d_vocab, (n_contexts, seq),
                            generator=torch.Generator().manual_seed(0))
@@ -378,7 +378,7 @@ def forward_flops_per_token(hf_config, n_blocks: int, seq: int, unembed: bool) -
 
 def section_caching(dev: Device, model, profile, n_contexts: int, rounds: int,
                     report: Report) -> None:
-    from hsae_utils.forward import layer_resid, resid_at_layer
+    from hsae_utils.data.forward import layer_resid, resid_at_layer
 
     layer, seq = profile.layer, profile.context_size
     tokens = random_tokens(model, n_contexts, seq).to(dev.device)
@@ -438,7 +438,7 @@ def section_evaluation(dev: Device, model, profile, n_contexts: int, seq: int, r
     from hsae_utils.evals import (SAEAdapter, build_splice_data, reconstruction_metrics,
                                   splice_metrics)
     from hsae_utils.timing import Timer
-    from hsae_utils.tokens import bos_token_id
+    from hsae_utils.data.tokens import bos_token_id
 
     tokens = random_tokens(model, n_contexts, seq)
     special = [bos_token_id(model.tokenizer)]
@@ -571,8 +571,8 @@ def section_sparse(dev: Device, dims: list[int], rounds: int, report: Report) ->
 def section_shared_pass(steps: int, report: Report) -> None:
     import tempfile
 
-    from hsae_utils.activations import ActivationStore, CacheError
-    from hsae_utils.train import TrainJob, train, train_many
+    from hsae_utils.data.activations import ActivationStore, CacheError
+    from hsae_utils.method.train import TrainJob, train, train_many
 
     print(f"\n== 8. One pass over the cache for 3 SAEs vs 3 passes (`local`, {steps} steps each)")
     profile = get_profile("local")
@@ -654,7 +654,7 @@ def main() -> None:
             section_hsae_overhead(steps, report)
 
     if sections & {4, 5}:
-        from hsae_utils.model import load_model
+        from hsae_utils.data.model import load_model
 
         profile, smoke = get_profile("local"), get_profile("smoke")
         model = load_model(profile, device=str(dev.device))

@@ -18,7 +18,7 @@ cell whose lines are commented, `# %% parameters` the papermill parameters cell)
   notebook's title and introduction in Markdown.
 
 After each parameters cell comes a generated cell that checks every parameter
-(`hsae_utils.params.check_parameters`), so a wrong papermill value fails before any work.
+(`hsae_utils.pipeline.params.check_parameters`), so a wrong papermill value fails before any work.
 
 A cell whose source is unchanged keeps its outputs and execution count, so rebuilding never wipes
 committed outputs.
@@ -80,7 +80,7 @@ def parse_percent(text: str) -> list[dict]:
 
 def check_cell(parameters: str, run: str | None = None) -> dict:
     """The cell after a parameters cell (and after the parameters papermill injects): every
-    parameter checked and converted by `hsae_utils.params.check_parameters`, before any work."""
+    parameter checked and converted by `hsae_utils.pipeline.params.check_parameters`, before any work."""
     names = [t.id for node in ast.parse(parameters).body if isinstance(node, ast.Assign)
              for t in node.targets if isinstance(t, ast.Name)]
     args = ", ".join([f"{n}={n}" for n in names] + ([f'run="{run}"'] if run else []))
@@ -89,7 +89,7 @@ def check_cell(parameters: str, run: str | None = None) -> dict:
     if len(f"{lhs} = {call}") > 100:
         call = f"check_parameters(\n    {args})"
     return {"cell_type": "code", "tags": [],
-            "source": f"from hsae_utils.params import check_parameters\n\n{lhs} = {call}"}
+            "source": f"from hsae_utils.pipeline.params import check_parameters\n\n{lhs} = {call}"}
 
 
 def with_check_cell(cells: list[dict], run: str | None = None) -> list[dict]:

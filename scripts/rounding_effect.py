@@ -26,17 +26,17 @@ sys.path.insert(0, str(REPO))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from hsae_utils.activations import ActivationStore  # noqa: E402
+from hsae_utils.data.activations import ActivationStore  # noqa: E402
 from hsae_utils.config import get_profile  # noqa: E402
 from hsae_utils.evals.adapter import SAEAdapter  # noqa: E402
 from hsae_utils.evals.core import reconstruction_metrics  # noqa: E402
-from hsae_utils.ground_truth.data import TensorStore  # noqa: E402  (an in-memory store)
+from hsae_utils.experiment.ground_truth.data import TensorStore  # noqa: E402  (an in-memory store)
 from hsae_utils.io import atomic_path  # noqa: E402
-from hsae_utils.report.tables import FIGURES_DIR  # noqa: E402
-from hsae_utils.rounding import divergence, nudge_ulp  # noqa: E402
+from hsae_utils.analysis.report.tables import FIGURES_DIR  # noqa: E402
+from hsae_utils.experiment.rounding import divergence, nudge_ulp  # noqa: E402
 from hsae_utils.runs import get_run  # noqa: E402
-from hsae_utils.saes import ARCHITECTURES, config_from_profile  # noqa: E402
-from hsae_utils.train import TrainConfig, TrainJob, train_many  # noqa: E402
+from hsae_utils.method.saes import ARCHITECTURES, config_from_profile  # noqa: E402
+from hsae_utils.method.train import TrainConfig, TrainJob, train_many  # noqa: E402
 
 CONDITIONS = ("reference", "input nudged 1 ulp", "1 thread")
 

@@ -134,8 +134,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 
 # 4. Embedded default: the fp32 model checkpoint and the text corpus (both cached and verified).
-if [ -n "$profile" ] && grep -q -- '--profile' hsae_utils/prepare.py; then
-    "$VPY" -m hsae_utils.prepare --profile "$profile"
+if [ -n "$profile" ] && grep -q -- '--profile' hsae_utils/pipeline/prepare.py; then
+    "$VPY" -m hsae_utils.pipeline.prepare --profile "$profile"
 else
-    "$VPY" -m hsae_utils.prepare
+    "$VPY" -m hsae_utils.pipeline.prepare
 fi

@@ -17,8 +17,8 @@ import pandas as pd
 
 from hsae_utils.config import REPO_ROOT, get_profile
 from hsae_utils.io import read_json, replace_marked_block
-from hsae_utils.pipeline import budget_checks
-from hsae_utils.report import FIGURES_DIR, markdown_table
+from hsae_utils.pipeline.cli import budget_checks
+from hsae_utils.analysis.report import FIGURES_DIR, markdown_table
 
 FIGURES = (("fig1_core_metrics", "Figure 1: core metrics per configuration"),
            ("fig5_sparsity_fidelity_frontier", "Sparsity-fidelity frontier"),

@@ -66,11 +66,11 @@ def tiny_model(tiny_model_dir):
 def tiny_caches(tiny_model, tmp_path, monkeypatch):
     """A `smoke`-derived profile for the tiny model (layer 1, 16-token contexts) with its train and
     validation activation caches built under tmp_path. Returns (profile, normalizer)."""
-    from hsae_utils import activations
+    from hsae_utils.data import activations
     from hsae_utils.config import get_profile
 
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
-    monkeypatch.setattr("hsae_utils.model.model_fingerprint", lambda profile: "tiny")
+    monkeypatch.setattr("hsae_utils.data.model.model_fingerprint", lambda profile: "tiny")
     P = get_profile("smoke", model_name="tiny", n_layers=TINY_LAYERS, d_model=TINY_D, layer=1,
                     context_size=16, n_train_tokens=16 * 12, n_valid_tokens=16 * 6,
                     n_norm_tokens=64, shard_tokens=64, model_batch_size=4, n_eval_contexts=4)
@@ -98,14 +98,14 @@ def synthetic_texts(n_docs: int = 400, seed: int = 0) -> list[str]:
     return docs
 
 
-# A test-sized tiny Gemma-2 (hsae_utils.tiny_gemma with a 512-token vocabulary): sliding window 8,
+# A test-sized tiny Gemma-2 (hsae_utils.data.tiny_gemma with a 512-token vocabulary): sliding window 8,
 # so 24-token inputs exercise the local layers' mask.
 GEMMA_WINDOW, GEMMA_VOCAB = 8, 512
 
 
 @pytest.fixture(scope="session")
 def tiny_gemma_dir(tmp_path_factory):
-    from hsae_utils.tiny_gemma import build_tiny_gemma
+    from hsae_utils.data.tiny_gemma import build_tiny_gemma
 
     folder = tmp_path_factory.mktemp("tiny_gemma")
     build_tiny_gemma(folder, synthetic_texts(), vocab_size=GEMMA_VOCAB, sliding_window=GEMMA_WINDOW)

@@ -11,8 +11,8 @@ import torch
 
 from hsae_utils.evals import absorption as ab
 from hsae_utils import evals as ev
-from hsae_utils.checkpoint import save_sae
-from hsae_utils.saes import ReLUSAE, ReLUSAEConfig
+from hsae_utils.method.checkpoint import save_sae
+from hsae_utils.method.saes import ReLUSAE, ReLUSAEConfig
 
 from .test_absorption import synthetic_letters
 

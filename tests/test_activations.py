@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from hsae_utils import activations as acts
+from hsae_utils.data import activations as acts
 from hsae_utils.config import get_profile
 from hsae_utils.io import read_json, write_json_atomic
-from hsae_utils.tokens import bos_token_id, iter_contexts
+from hsae_utils.data.tokens import bos_token_id, iter_contexts
 
 from .conftest import TINY_D
 
@@ -134,7 +134,7 @@ def test_bos_is_the_document_separator_when_the_vocab_has_one(tiny_model):
 
 
 def test_keep_mask_drops_special_tokens_and_massive_activations():
-    from hsae_utils.tokens import keep_mask
+    from hsae_utils.data.tokens import keep_mask
 
     tokens = torch.tensor([[0, 5, 6, 7, 0, 8]])
     resid = torch.ones(1, 6, 4)

@@ -1,4 +1,4 @@
-"""The claims table and paired statistics (hsae_utils.claims), on small synthetic result tables."""
+"""The claims table and paired statistics (hsae_utils.analysis.claims), on small synthetic result tables."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hsae_utils import claims as cl
+from hsae_utils.analysis import claims as cl
+from hsae_utils.experiment import verdicts
 from hsae_utils.config import get_profile
 
 LOCAL, PAPER = get_profile("local"), get_profile("paper")
@@ -193,7 +194,7 @@ def test_write_claims(tmp_path):
 
 
 def test_matched_sparsity_needs_beating_every_sparser_baseline():
-    from hsae_utils.claims import FAILS, HOLDS, NOT_COMPARABLE, matched_sparsity_verdict
+    from hsae_utils.analysis.claims import FAILS, HOLDS, NOT_COMPARABLE, matched_sparsity_verdict
 
     rows = [("topk", "l0", 80), ("topk", "ev", 0.70), ("relu_l1", "l0", 540), ("relu_l1", "ev", 0.94),
             ("relu_l1_lambda1", "l0", 900), ("relu_l1_lambda1", "ev", 0.99),  # denser: ignored
@@ -248,7 +249,7 @@ def test_proportion_mde_against_the_normal_formula():
     statsmodels (the far tail it adds is negligible at these sizes)."""
     from scipy.stats import norm
 
-    from hsae_utils.power import proportion_mde, proportion_sample_size
+    from hsae_utils.analysis.stats import proportion_mde, proportion_sample_size
 
     for p0, n in ((0.5, 200), (0.701, 116), (0.9, 60)):
         h = (norm.ppf(0.975) + norm.ppf(0.8)) * math.sqrt(2 / n)
@@ -274,7 +275,7 @@ def test_probing_power_counts_the_test_set():
 
 
 def test_matched_sparsity_uses_power():
-    from hsae_utils.claims import FAILS, INCONCLUSIVE, matched_sparsity_verdict
+    from hsae_utils.analysis.claims import FAILS, INCONCLUSIVE, matched_sparsity_verdict
 
     def df(ours, base):
         rows = [(c, s, m, v) for c, vals in (("stage5_clustering", ours), ("topk", base))
@@ -295,7 +296,7 @@ def test_ground_truth_column_and_absorption_caveat():
                        for s in (1, 2, 3, 4)
                        for c, a, l0 in (("stage5_clustering", 0.10 + 0.001 * s, 20),
                                         ("topk_matched", 0.20 + 0.001 * s * s, 20))])
-    t = cl.claims_table(RESULTS, LOCAL, ground_truth=gt)
+    t = cl.claims_table(RESULTS, LOCAL, ground_truth=verdicts.ground_truth_verdict(gt))
     r = row(t, "absorption")
     assert r["ground_truth"] == cl.HOLDS and "synthetic hierarchy, 4 seeds" in r["ground_truth_reason"]
     assert row(t, "explained_variance")["ground_truth"] == ""
@@ -331,7 +332,7 @@ def test_readme_block_renders_the_power_and_ground_truth_columns(tmp_path, monke
     gt = pd.DataFrame([{"config": c, "seed": s, "absorption": a, "l0": 20.0}
                        for s in (1, 2, 3) for c, a in (("stage5_clustering", 0.1 + s / 100),
                                                        ("topk_matched", 0.1 + s / 90))])
-    cl.write_claims(cl.claims_table(RESULTS, LOCAL, ground_truth=gt), tmp_path, "local")
+    cl.write_claims(cl.claims_table(RESULTS, LOCAL, ground_truth=verdicts.ground_truth_verdict(gt)), tmp_path, "local")
     assert "ground truth (synthetic)" in ur.block("local")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hsae_utils import colab
+from hsae_utils.pipeline import colab
 from hsae_utils.config import REPO_ROOT, get_profile
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
@@ -303,7 +303,7 @@ def test_colab_set_up_cell_in_a_fresh_runtime_runs_the_pipeline(own_tmp):
     import shutil
     import time
 
-    from hsae_utils.model import cache_root
+    from hsae_utils.data.model import cache_root
 
     tmp_path = own_tmp
     t0 = time.time()
@@ -376,7 +376,7 @@ def test_colab_set_up_cell_in_a_fresh_runtime_runs_the_pipeline(own_tmp):
     # what the notebooks built is on Drive and complete, as the next runtime will check
     out = subprocess.run(
         [str(python), "-c", "import sys; from hsae_utils.config import get_profile; "
-         "from hsae_utils.notebook_outputs import output_problems; "
+         "from hsae_utils.pipeline.outputs import output_problems; "
          "p = [m for nb in sys.argv[1:] for m in output_problems(get_profile('smoke'), nb)]; "
          "print(p); sys.exit(len(p))", *(nb.name for nb in notebooks)],
         cwd=repo, env={**env, "HSAE_OUTPUT_ROOT": str(drive / "outputs")},

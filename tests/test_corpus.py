@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from hsae_utils.corpus import archives, build, clean, dataset
-from hsae_utils.corpus import sources as S
+from hsae_utils.data.corpus import archives, build, clean, dataset
+from hsae_utils.data.corpus import sources as S
 from hsae_utils.evals import probing_tasks
 from hsae_utils.config import REPO_ROOT, get_profile
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hsae_utils import evals as ev
-from hsae_utils.forward import layer_resid, logits_from_layer, resid_at_layer
+from hsae_utils.data.forward import layer_resid, logits_from_layer, resid_at_layer
 
 from .conftest import TINY_D
 
@@ -175,8 +175,8 @@ def test_splice_cache_is_written_once_and_reused(tiny_model, tmp_path):
 
 
 def test_find_saes_reads_exports(tmp_path):
-    from hsae_utils.checkpoint import save_sae
-    from hsae_utils.saes import TopKSAE, TopKSAEConfig
+    from hsae_utils.method.checkpoint import save_sae
+    from hsae_utils.method.saes import TopKSAE, TopKSAEConfig
 
     for name, seed in (("topk", 42), ("topk", 43), ("stage1_linear_sparsity", 42)):
         sae = TopKSAE(TopKSAEConfig(d_in=8, d_sae=16, k=2), seed=seed)
@@ -193,8 +193,8 @@ def test_find_saes_reads_exports(tmp_path):
 
 def test_evaluate_profile_end_to_end(tiny_model, tiny_caches):
     """Activation cache -> trained-like exports -> tidy results, on the tiny model (core only)."""
-    from hsae_utils.checkpoint import save_sae
-    from hsae_utils.saes import ReLUSAE, ReLUSAEConfig
+    from hsae_utils.method.checkpoint import save_sae
+    from hsae_utils.method.saes import ReLUSAE, ReLUSAEConfig
 
     P, norm = tiny_caches
     assert P.layer == LAYER

@@ -12,9 +12,9 @@ from safetensors.torch import save_file
 
 from hsae_utils import evals as ev
 from hsae_utils.evals import external
-from hsae_utils.checkpoint import save_sae
+from hsae_utils.method.checkpoint import save_sae
 from hsae_utils.config import get_profile
-from hsae_utils.saes import ARCHITECTURES
+from hsae_utils.method.saes import ARCHITECTURES
 
 from .conftest import TINY_D
 from .test_sae import D, _trained, batch
@@ -118,7 +118,7 @@ def test_a_sae_for_another_hook_or_width_is_refused(tmp_path):
 def test_evaluate_profile_scores_an_external_sae_like_our_own(tiny_model, tiny_caches, tmp_path):
     """Our export evaluated twice, natively and through SAELens, plus a JumpReLU folder: the
     same core metrics (reconstruction and the splice through the model) for the first two."""
-    from hsae_utils.saes import ReLUSAE, ReLUSAEConfig
+    from hsae_utils.method.saes import ReLUSAE, ReLUSAEConfig
 
     P, norm = tiny_caches
     cfg = ReLUSAEConfig(d_in=TINY_D, d_sae=48, hook_name=P.hook_name,

@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 import torch
 
-from hsae_utils import activations as acts
-from hsae_utils import checkpoint
+from hsae_utils.data import activations as acts
+from hsae_utils.method import checkpoint
 from hsae_utils.evals import cache as evaluate
 from hsae_utils.config import REPO_ROOT
 from hsae_utils.runs import run_dir
 from hsae_utils.io import DiskFullError, open_memmap_allocated, read_json
-from hsae_utils.notebook_outputs import output_problems as stage_problems
-from hsae_utils.train import train
+from hsae_utils.pipeline.outputs import output_problems as stage_problems
+from hsae_utils.method.train import train
 
 from .test_activations import _build
 from .test_reliability import cache_dir, make_sae, tiny_profile, train_cfg  # noqa: F401
@@ -199,7 +199,7 @@ from pathlib import Path
 import torch
 torch.set_num_threads(1)
 from hsae_utils import activations as acts
-from hsae_utils.train import train
+from hsae_utils.method.train import train
 from tests.test_reliability import make_sae, train_cfg
 train(make_sae(), acts.ActivationStore(sys.argv[1]), train_cfg(steps=int(sys.argv[3])),
       Path(sys.argv[2]), progress=False)

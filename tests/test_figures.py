@@ -1,4 +1,4 @@
-"""The tables and figure data of notebooks 08 and 09 (hsae_utils.report), on a small hand-made
+"""The tables and figure data of notebooks 08 and 09 (hsae_utils.analysis.report), on a small hand-made
 results table."""
 import math
 
@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hsae_utils import config, report, runs
+from hsae_utils import config, runs
+from hsae_utils.analysis import report
 
 
 def _results(tmp_path, monkeypatch) -> report.Results:

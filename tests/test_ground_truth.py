@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from hsae_utils.config import get_profile
-from hsae_utils.ground_truth import (absorption_scores, absorption_verdict, build_world,
+from hsae_utils.experiment.ground_truth import (absorption_scores, absorption_verdict, build_world,
                                      ground_truth_figure, hierarchy_pairs, run_ground_truth,
                                      setup_for_profile, summarize)
-from hsae_utils.ground_truth.experiment import save_table
-from hsae_utils.saes import ReLUSAE, ReLUSAEConfig
+from hsae_utils.experiment.ground_truth.experiment import save_table
+from hsae_utils.method.saes import ReLUSAE, ReLUSAEConfig
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_minimum_detectable_effect_matches_a_simulated_paired_t_test():
     """At the MDE, a simulated paired t-test (3 seeds) rejects about 80 % of the time."""
     from scipy import stats
 
-    from hsae_utils.ground_truth.experiment import minimum_detectable_effect
+    from hsae_utils.experiment.ground_truth.experiment import minimum_detectable_effect
 
     sd, n = 0.01, 3
     mde = minimum_detectable_effect(sd, n)

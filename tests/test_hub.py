@@ -1,4 +1,4 @@
-"""hsae_utils.hub (the switch from hub ids to local replicas) and the model-loading errors, told
+"""hsae_utils.data.hub (the switch from hub ids to local replicas) and the model-loading errors, told
 apart with the exceptions huggingface_hub really raises (offline mode; a fake hub answering
 through httpx's MockTransport with the hub's own gated-repository response; a refused
 connection)."""
@@ -7,10 +7,10 @@ import shutil
 import huggingface_hub
 import pytest
 
-from hsae_utils import hub
+from hsae_utils.data import hub
 from hsae_utils.config import get_profile
-from hsae_utils.model import load_model, model_fingerprint
-from hsae_utils.tiny_gemma import REPO_ID
+from hsae_utils.data.model import load_model, model_fingerprint
+from hsae_utils.data.tiny_gemma import REPO_ID
 
 from .conftest import GEMMA_VOCAB
 

@@ -1,5 +1,5 @@
-"""Hub datasets with the pinned `datasets` (hsae_utils.hub_data) and their local replicas
-(hsae_utils.dataset_replicas): SAEBench's own readers read the replicas; the loaders read hub ids
+"""Hub datasets with the pinned `datasets` (hsae_utils.data.hub_data) and their local replicas
+(hsae_utils.data.dataset_replicas): SAEBench's own readers read the replicas; the loaders read hub ids
 through the replica switch; failures are told apart with the errors `datasets` and
 `huggingface_hub` really raise (offline mode, a refused connection, a gated repository, a script
 dataset, a replica with a column or a split removed)."""
@@ -11,9 +11,9 @@ import huggingface_hub
 import pyarrow.parquet as pq
 import pytest
 
-from hsae_utils import dataset_replicas, hub, hub_data
+from hsae_utils.data import dataset_replicas, hub, hub_data
 from hsae_utils.config import REPO_ROOT, get_profile
-from hsae_utils.corpus import load_text_dataset
+from hsae_utils.data.corpus import load_text_dataset
 from hsae_utils.evals.probing_tasks import SAEBENCH_DATASETS, saebench_tasks, task_spec
 
 from .test_hub import fake_hub  # noqa: F401 - the fixture
@@ -25,7 +25,7 @@ TINY = get_profile("paper-tiny")
 @pytest.fixture(scope="module")
 def replica_cache(tmp_path_factory):
     if not (CORPUS / "train.jsonl").is_file():
-        pytest.skip("needs the embedded corpus (python -m hsae_utils.prepare)")
+        pytest.skip("needs the embedded corpus (python -m hsae_utils.pipeline.prepare)")
     cache = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HSAE_CACHE_DIR", str(cache))

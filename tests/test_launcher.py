@@ -1,4 +1,4 @@
-"""The cluster launcher (hsae_utils/launcher.py) under submitit's LocalExecutor, which runs the
+"""The cluster launcher (hsae_utils/pipeline/launcher.py) under submitit's LocalExecutor, which runs the
 same jobs as the Slurm executor as real local subprocesses: the smoke profile end to end through
 `run_all.sh --launcher local-executor`, with the training job killed mid-run and resumed; and a
 failing job reported by name with its log."""
@@ -17,13 +17,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hsae_utils import launcher
+from hsae_utils.pipeline import launcher
 from hsae_utils.config import REPO_ROOT, get_profile
-from hsae_utils.experiments import is_finished, train_runs
-from hsae_utils.notebook_outputs import output_problems
-from hsae_utils.pipeline import check_options, list_notebooks, parse_args, stage_stamp
+from hsae_utils.experiment.paper_runs import is_finished, train_runs
+from hsae_utils.pipeline.outputs import output_problems
+from hsae_utils.pipeline.cli import check_options, list_notebooks, parse_args, stage_stamp
 from hsae_utils.runs import run_dir
-from hsae_utils.train import CHECKPOINT_NAME
+from hsae_utils.method.train import CHECKPOINT_NAME
 
 pytest.importorskip("submitit", reason="submitit is pinned in requirements.lock: run ./scripts/setup.sh")
 
@@ -43,7 +43,7 @@ def run_all(out: Path, *args: str) -> subprocess.CompletedProcess:
 def stall_after_checkpoints(n_saves: int, marker: Path, fn, *args):
     """Run job function `fn`, but hang after the n-th training checkpoint is written (in the
     job's process), so the test can kill the job in the middle of training."""
-    from hsae_utils import train
+    from hsae_utils.method import train
 
     real, saves = train.save_training_checkpoint, []
 
@@ -141,7 +141,7 @@ def test_jobs_per_seed_and_their_sbatch_requests_from_the_plan(tmp_path, monkeyp
     """`paper`: one training job per seed with every run of that seed; the requests of the plan
     reach the sbatch script submitit writes (a stand-in `srun` on PATH lets submitit's Slurm
     executor start; nothing is submitted)."""
-    from hsae_utils.resources import training_run_need
+    from hsae_utils.pipeline.resources import training_run_need
     from hsae_utils.runs import RUNS, sweep_runs
 
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path / "out"))

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hsae_utils import mechanisms as mech
-from hsae_utils.saes import HierarchicalSAE, HierarchicalSAEConfig, StepOutput
-from hsae_utils.schedules import adaptive_alpha, default_lambda0, linear_decay
-from hsae_utils.train import TrainConfig, make_optimizer, train_step
+from hsae_utils.method import mechanisms as mech
+from hsae_utils.method.saes import HierarchicalSAE, HierarchicalSAEConfig, StepOutput
+from hsae_utils.method.schedules import adaptive_alpha, default_lambda0, linear_decay
+from hsae_utils.method.train import TrainConfig, make_optimizer, train_step
 
 D, NF = 8, 12
 

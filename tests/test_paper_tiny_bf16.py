@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import hsae_utils as hs
-from hsae_utils import dataset_replicas, hub
+from hsae_utils.data import dataset_replicas, hub
 from hsae_utils.config import REPO_ROOT, get_profile
-from hsae_utils.forward import model_dtype
-from hsae_utils.model import load_model
-from hsae_utils.tiny_gemma import ensure_replica
+from hsae_utils.data.forward import model_dtype
+from hsae_utils.data.model import load_model
+from hsae_utils.data.tiny_gemma import ensure_replica
 
 CORPUS = REPO_ROOT / "outputs" / "corpus"
 
@@ -21,7 +21,7 @@ CORPUS = REPO_ROOT / "outputs" / "corpus"
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
     if not (CORPUS / "train.jsonl").is_file():
-        pytest.skip("needs the embedded corpus (python -m hsae_utils.prepare)")
+        pytest.skip("needs the embedded corpus (python -m hsae_utils.pipeline.prepare)")
     root = tmp_path_factory.mktemp("paper_tiny")
     (root / "outputs").mkdir()
     os.symlink(CORPUS, root / "outputs" / "corpus")

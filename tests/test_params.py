@@ -15,7 +15,7 @@ import nbformat
 import pytest
 
 from hsae_utils.config import REPO_ROOT
-from hsae_utils.params import ParameterError, check_parameters
+from hsae_utils.pipeline.params import ParameterError, check_parameters
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -70,7 +70,7 @@ def notebook(tmp_path_factory):
         'profile = "smoke"\nforce_retrain = False\noverrides = {}\nout = "got.json"')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(
-        "from hsae_utils.params import check_parameters\n"
+        "from hsae_utils.pipeline.params import check_parameters\n"
         "profile, force_retrain, overrides = check_parameters(profile=profile, "
         "force_retrain=force_retrain, overrides=overrides, run=\"stage2_resampling\")"),
         nbformat.v4.new_code_cell(

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from hsae_utils.evals import absorption as ab
-from hsae_utils.checkpoint import save_sae
-from hsae_utils.saes import ReLUSAE, ReLUSAEConfig
+from hsae_utils.method.checkpoint import save_sae
+from hsae_utils.method.saes import ReLUSAE, ReLUSAEConfig
 
 sae_lens = pytest.importorskip("sae_lens")
 calc_mod = pytest.importorskip("sae_bench.evals.absorption.feature_absorption_calculator")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from hsae_utils import evals as ev
-from hsae_utils.checkpoint import save_sae
-from hsae_utils.saes import TopKSAE, TopKSAEConfig
+from hsae_utils.method.checkpoint import save_sae
+from hsae_utils.method.saes import TopKSAE, TopKSAEConfig
 
 from .conftest import TINY_D
 

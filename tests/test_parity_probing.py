@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from hsae_utils.evals import probing as pr
-from hsae_utils.checkpoint import save_sae
-from hsae_utils.saes import ReLUSAE, ReLUSAEConfig
+from hsae_utils.method.checkpoint import save_sae
+from hsae_utils.method.saes import ReLUSAE, ReLUSAEConfig
 
 sae_lens = pytest.importorskip("sae_lens")
 ac = pytest.importorskip("sae_bench.sae_bench_utils.activation_collection")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hsae_utils.config import REPO_ROOT
-from hsae_utils.saes import (BatchTopKSAE, BatchTopKSAEConfig, ReLUSAE, ReLUSAEConfig, TopKSAE,
+from hsae_utils.method.saes import (BatchTopKSAE, BatchTopKSAEConfig, ReLUSAE, ReLUSAEConfig, TopKSAE,
                              TopKSAEConfig)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,4 +1,4 @@
-"""run_all.sh and its loop, hsae_utils.pipeline (issue 17, cases 1-3 and 5): options checked
+"""run_all.sh and its loop, hsae_utils.pipeline.cli (issue 17, cases 1-3 and 5): options checked
 before any work, --force passing only declared parameters, one run per output folder.
 
 Everything runs the real script in real subprocesses; the lock's holder is a real process that
@@ -18,7 +18,7 @@ import nbformat
 import pytest
 
 from hsae_utils.config import REPO_ROOT
-from hsae_utils.pipeline import notebook_sha256
+from hsae_utils.pipeline.cli import notebook_sha256
 
 RUN_ALL = str(REPO_ROOT / "run_all.sh")
 
@@ -131,7 +131,7 @@ def test_notebook_hash_ignores_outputs(tmp_path):
 
 def _hold_lock(folder: Path) -> subprocess.Popen:
     """A real process holding `folder`'s run lock until killed."""
-    code = ("import sys, time\nfrom hsae_utils.lock import run_lock\n"
+    code = ("import sys, time\nfrom hsae_utils.pipeline.lock import run_lock\n"
             "with run_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
                             text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})

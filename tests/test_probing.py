@@ -10,7 +10,7 @@ import torch
 from hsae_utils.evals import probing as pr
 from hsae_utils.evals import probing_tasks
 from hsae_utils.evals.adapter import SAEAdapter
-from hsae_utils.forward import layer_resid
+from hsae_utils.data.forward import layer_resid
 
 from .conftest import TINY_D
 

@@ -1,14 +1,14 @@
-"""hsae_utils.readings against the parameters that take each reading: defaults and alternatives."""
+"""hsae_utils.experiment.readings against the parameters that take each reading: defaults and alternatives."""
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
 
-from hsae_utils.activations import Normalizer
-from hsae_utils.readings import READINGS, reading, variants
-from hsae_utils.saes.hierarchical import HierarchicalSAEConfig
-from hsae_utils.train import TrainConfig
+from hsae_utils.data.activations import Normalizer
+from hsae_utils.experiment.readings import READINGS, reading, variants
+from hsae_utils.method.saes.hierarchical import HierarchicalSAEConfig
+from hsae_utils.method.train import TrainConfig
 
 TARGET = {"train": TrainConfig, "sae": HierarchicalSAEConfig, "store": Normalizer}
 

@@ -24,13 +24,13 @@ import numpy as np
 import pytest
 import torch
 
-from hsae_utils import activations as acts
-from hsae_utils import checkpoint
+from hsae_utils.data import activations as acts
+from hsae_utils.method import checkpoint
 from hsae_utils.config import REPO_ROOT, get_profile
 from hsae_utils.io import read_json
-from hsae_utils.saes import config_from_profile, HierarchicalSAE
-from hsae_utils.notebook_outputs import output_problems as stage_problems
-from hsae_utils.train import NonFiniteLossError, TrainConfig, read_log, train
+from hsae_utils.method.saes import config_from_profile, HierarchicalSAE
+from hsae_utils.pipeline.outputs import output_problems as stage_problems
+from hsae_utils.method.train import NonFiniteLossError, TrainConfig, read_log, train
 
 from .conftest import TINY_D, TINY_LAYERS
 from .test_activations import _build, _texts
@@ -300,7 +300,7 @@ def test_unknown_profile_or_parameter():
 def test_layer_out_of_range(tiny_model_dir):
     with pytest.raises(ValueError, match=r"layer 30 is out of range .*pass layer=0\.\.29"):
         get_profile("local", layer=30)
-    from hsae_utils.model import load_model
+    from hsae_utils.data.model import load_model
 
     # a profile that believes the model is deeper than it is
     P = get_profile("smoke", model_name=str(tiny_model_dir), n_layers=30, layer=22, d_model=TINY_D)
@@ -378,7 +378,7 @@ def test_corrupted_checkpoint_or_export_is_refused(cache_dir, tmp_path):
 
 
 def test_missing_or_damaged_model_files(tiny_model_dir, tmp_path):
-    from hsae_utils.model import GGUF_PACKAGE, load_model, verified_sha256
+    from hsae_utils.data.model import GGUF_PACKAGE, load_model, verified_sha256
 
     missing = get_profile("smoke", model_name=str(tmp_path / "nowhere"), n_layers=TINY_LAYERS,
                           layer=2, d_model=TINY_D)

@@ -1,23 +1,23 @@
-"""The resource plan against real files, and the preflight's refusals (hsae_utils.resources)."""
+"""The resource plan against real files, and the preflight's refusals (hsae_utils.pipeline.resources)."""
 import shutil
 
 import pytest
 import torch
 
-from hsae_utils import resources as res
+from hsae_utils.pipeline import resources as res
 from hsae_utils.config import REPO_ROOT, get_profile
 
 
 @pytest.fixture(scope="module")
 def smoke_model():
-    from hsae_utils.model import load_model
+    from hsae_utils.data.model import load_model
 
     return load_model(get_profile("smoke"))
 
 
 @pytest.mark.parametrize("cache_dtype", ["float32", "bfloat16"])
 def test_cache_bytes_match_a_real_smoke_cache(tmp_path, monkeypatch, smoke_model, cache_dtype):
-    from hsae_utils.activations import cache_activations
+    from hsae_utils.data.activations import cache_activations
 
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
     (tmp_path / "corpus").symlink_to(REPO_ROOT / "outputs" / "corpus")  # the built corpus

@@ -1,4 +1,4 @@
-"""Reproducibility across machines (hsae_utils.rounding): training does not depend on the number of
+"""Reproducibility across machines (hsae_utils.experiment.rounding): training does not depend on the number of
 torch threads, and a one-ulp difference in the inputs (what another BLAS kernel can make of a
 matmul) moves TopK / BatchTopK metrics by less than the spread over seeds, ReLU's by far less.
 Sizes: a [512, 128] batch, above the size where torch splits a reduction among threads."""
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from hsae_utils.ground_truth.data import TensorStore
-from hsae_utils.rounding import divergence, nudge_ulp
-from hsae_utils.saes import ARCHITECTURES
-from hsae_utils.train import TrainConfig, train
+from hsae_utils.experiment.ground_truth.data import TensorStore
+from hsae_utils.experiment.rounding import divergence, nudge_ulp
+from hsae_utils.method.saes import ARCHITECTURES
+from hsae_utils.method.train import TrainConfig, train
 
 D, F, B, STEPS = 128, 512, 512, 60
 # Short dead windows, so AuxK (the dead latents' loss) runs within the few steps.

@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F_
 
-from hsae_utils.checkpoint import folded_weights, load_sae, save_sae
+from hsae_utils.method.checkpoint import folded_weights, load_sae, save_sae
 from hsae_utils.config import get_profile
-from hsae_utils.saes import (ARCHITECTURES, BatchTopKSAE, BatchTopKSAEConfig, HierarchicalSAE,
+from hsae_utils.method.saes import (ARCHITECTURES, BatchTopKSAE, BatchTopKSAEConfig, HierarchicalSAE,
                              HierarchicalSAEConfig, ReLUSAE, ReLUSAEConfig, TopKSAE, TopKSAEConfig,
                              config_from_profile, stage_switches)
-from hsae_utils.train import TrainConfig, make_optimizer, train_step
+from hsae_utils.method.train import TrainConfig, make_optimizer, train_step
 
 D, F = 16, 48
 
@@ -74,7 +74,7 @@ def test_relu_encode_decode_and_loss_convention():
 
 
 def test_squared_error_gradient_is_bit_identical_to_autograd():
-    from hsae_utils.saes.base import squared_error
+    from hsae_utils.method.saes.base import squared_error
 
     xhat, x = batch(seed=1).requires_grad_(), batch(seed=2).requires_grad_()
     weights = torch.rand(xhat.shape[0])
@@ -280,7 +280,7 @@ def test_encode_decode_accept_extra_leading_dims(arch):
 
 
 def test_batch_topk_selection_equals_a_full_topk():
-    from hsae_utils.saes.batchtopk import batch_topk_codes, kth_largest
+    from hsae_utils.method.saes.batchtopk import batch_topk_codes, kth_largest
 
     g = torch.Generator().manual_seed(0)
     for shift in (-0.5, -3.0):  # typical, and fewer positive activations than k x B

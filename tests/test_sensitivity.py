@@ -1,4 +1,4 @@
-"""hsae_utils.sensitivity (notebook 11): which runs each alternative reading retrains, the centered
+"""hsae_utils.experiment.sensitivity (notebook 11): which runs each alternative reading retrains, the centered
 store, training and the skip-check on a real tiny cache, and the verdict comparison on small
 synthetic result tables against hand-computed expectations."""
 from __future__ import annotations
@@ -9,10 +9,10 @@ import os
 import pandas as pd
 import pytest
 
-from hsae_utils import claims as cl
-from hsae_utils import sensitivity as se
+from hsae_utils.analysis import claims as cl
+from hsae_utils.experiment import sensitivity as se
 from hsae_utils.config import get_profile
-from hsae_utils.readings import READINGS, variants
+from hsae_utils.experiment.readings import READINGS, variants
 from hsae_utils.runs import ABLATIONS, HSAE, TOPK, run_dir
 from tests.test_claims import tidy, update_readme
 
@@ -116,7 +116,7 @@ def test_claims_table_and_readme_show_the_sensitivity_column(tmp_path, monkeypat
     path = tmp_path / "readings.csv"
     detail.to_csv(path, index=False)
     back = pd.read_csv(path, keep_default_na=False)  # as refresh_claims reads it
-    table = cl.claims_table(DEFAULT, LOCAL, sensitivity=back).set_index("id")
+    table = cl.claims_table(DEFAULT, LOCAL, readings=se.sensitivity_column(back)).set_index("id")
     assert table.loc["explained_variance", "sensitivity"].startswith("changes under: optimizer")
     assert (cl.claims_table(DEFAULT, LOCAL)["sensitivity"] == "").all()  # 11 not run: empty
 
@@ -138,8 +138,8 @@ def tiny_profile(P):
 
 @pytest.mark.usefixtures("one_thread")
 def test_train_on_a_real_cache_centering_at_read_time_and_the_skip_check(tiny_caches):
-    from hsae_utils.activations import ActivationStore
-    from hsae_utils.checkpoint import read_export_info
+    from hsae_utils.data.activations import ActivationStore
+    from hsae_utils.method.checkpoint import read_export_info
 
     P = tiny_profile(tiny_caches[0])
     store = ActivationStore(P.cache_dir / "train")

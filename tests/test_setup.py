@@ -1,6 +1,6 @@
 """scripts/setup.sh: which Python and environment it uses, the torch-build variables, the install
 stamp, and the profile it prepares. Run on a copy of the repository's set-up files with a stand-in
-`hsae_utils.prepare` that reports how it was called (the real one is run by every ./run_tests.sh),
+`hsae_utils.pipeline.prepare` that reports how it was called (the real one is run by every ./run_tests.sh),
 and with the install stamp already in place, so nothing is installed."""
 from __future__ import annotations
 

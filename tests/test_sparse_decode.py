@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hsae_utils.saes import BatchTopKSAE, BatchTopKSAEConfig, TopKSAE, TopKSAEConfig
-from hsae_utils.saes import sparse_decode as sd
-from hsae_utils.saes.sparse_decode import SPARSE_MAX_DENSITY, use_sparse
-from hsae_utils.train import TrainConfig, make_optimizer, train_step
+from hsae_utils.method.saes import BatchTopKSAE, BatchTopKSAEConfig, TopKSAE, TopKSAEConfig
+from hsae_utils.method.saes import sparse_decode as sd
+from hsae_utils.method.saes.sparse_decode import SPARSE_MAX_DENSITY, use_sparse
+from hsae_utils.method.train import TrainConfig, make_optimizer, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 D, F, K = 24, 96, 7

@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hsae_utils import evals as ev
 from hsae_utils.evals.core import splice_losses
-from hsae_utils.tiny_gemma import LAYER
+from hsae_utils.data.tiny_gemma import LAYER
 
 from .conftest import synthetic_texts
 from .test_evaluate import FnSAE
@@ -34,7 +34,7 @@ def tokens(tiny_gemma_dir):
 
 
 def test_layer_resid_takes_the_direct_path_on_gemma_2(tiny_gemma_dir, tokens):
-    from hsae_utils.forward import layer_resid, resid_at_layer
+    from hsae_utils.data.forward import layer_resid, resid_at_layer
 
     from .conftest import boot
 

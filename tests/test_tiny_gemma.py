@@ -7,7 +7,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from hsae_utils.config import get_profile
-from hsae_utils.tiny_gemma import build_tiny_gemma
+from hsae_utils.data.tiny_gemma import build_tiny_gemma
 
 from .conftest import GEMMA_WINDOW, synthetic_texts
 

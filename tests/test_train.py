@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from hsae_utils.checkpoint import load_sae
-from hsae_utils.saes import ARCHITECTURES
-from hsae_utils.train import NonFiniteLossError, TrainConfig, read_log, train
+from hsae_utils.method.checkpoint import load_sae
+from hsae_utils.method.saes import ARCHITECTURES
+from hsae_utils.method.train import NonFiniteLossError, TrainConfig, read_log, train
 
 D, NF, B = 16, 48, 64
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from hsae_utils.train import TrainJob, read_log, train, train_many
+from hsae_utils.method.train import TrainJob, read_log, train, train_many
 from tests.test_train import InMemoryStore, assert_same_state, cfg, make, state, strip_time
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,7 +53,7 @@ def test_shared_pass_refuses_jobs_with_different_batches(tmp_path):
 
 def test_train_runs_shares_the_pass_and_matches_train_run(tmp_path, monkeypatch):
     from hsae_utils.config import get_profile
-    from hsae_utils.experiments import train_run, train_runs
+    from hsae_utils.experiment.paper_runs import train_run, train_runs
 
     profile = get_profile("smoke", d_model=16, d_sae=48, train_steps=12, train_batch_size=64,
                           seeds=(0,), log_every=2, checkpoint_every=4, window_size=4,

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hsae_utils.ground_truth.data import TensorStore
-from hsae_utils.saes import TopKSAE, TopKSAEConfig
-from hsae_utils.train import OPTIMIZER_READINGS, TrainConfig, make_optimizer, train, train_step
+from hsae_utils.experiment.ground_truth.data import TensorStore
+from hsae_utils.method.saes import TopKSAE, TopKSAEConfig
+from hsae_utils.method.train import OPTIMIZER_READINGS, TrainConfig, make_optimizer, train, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matmuls on one thread
 

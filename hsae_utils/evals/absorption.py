@@ -50,12 +50,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..config import Profile
-from ..forward import layer_resid
-from ..io import sha256_json
-from ..timing import single_thread
-from ..tokens import bos_token_id, special_token_ids
-from .cache import load_cached, model_identity, save_cached, tensor_sha
+from hsae_utils.config import Profile
+from hsae_utils.data.forward import layer_resid
+from hsae_utils.io import sha256_json
+from hsae_utils.timing import single_thread
+from hsae_utils.data.tokens import bos_token_id, special_token_ids
+from hsae_utils.evals.cache import load_cached, model_identity, save_cached, tensor_sha
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 PROMPT_TEMPLATE = "{word} has the first letter:"

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..io import atomic_path, read_json, sha256_json, write_json_atomic
+from hsae_utils.io import atomic_path, read_json, sha256_json, write_json_atomic
 
 CACHE_FORMAT = 1
 MMAP_BYTES = 512 * 2**20  # cached arrays larger than this stay memory-mapped

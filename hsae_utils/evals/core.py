@@ -51,11 +51,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..forward import hidden_from_layer, layer_resid, logits_from_hidden
-from ..timing import Timer
-from ..tokens import keep_mask
-from .adapter import SAEAdapter
-from .cache import load_cached, model_device, model_identity, save_cached, tensor_sha
+from hsae_utils.data.forward import hidden_from_layer, layer_resid, logits_from_hidden
+from hsae_utils.timing import Timer
+from hsae_utils.data.tokens import keep_mask
+from hsae_utils.evals.adapter import SAEAdapter
+from hsae_utils.evals.cache import load_cached, model_device, model_identity, save_cached, tensor_sha
 
 
 def _batches(x: Tensor | Iterable[Tensor], batch_size: int) -> Iterator[Tensor]:

@@ -22,11 +22,11 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import Tensor
 
-from ..activations import Normalizer
-from ..checkpoint import SAE_LENS_CFG
-from ..config import Profile
-from ..hub import hub_error
-from .adapter import SAEAdapter
+from hsae_utils.data.activations import Normalizer
+from hsae_utils.method.checkpoint import SAE_LENS_CFG
+from hsae_utils.config import Profile
+from hsae_utils.data.hub import hub_error
+from hsae_utils.evals.adapter import SAEAdapter
 
 
 

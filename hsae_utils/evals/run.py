@@ -15,15 +15,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..activations import ActivationStore
-from ..config import Profile
-from ..io import atomic_path, write_json_atomic
-from ..model import load_model, model_fingerprint
-from ..timing import Timer
-from . import absorption as absorption_mod
-from . import probing as probing_mod
-from .core import build_splice_data, reconstruction_metrics, splice_metrics
-from .loading import SAERun, find_saes, load_adapter
+from hsae_utils.data.activations import ActivationStore
+from hsae_utils.config import Profile
+from hsae_utils.io import atomic_path, write_json_atomic
+from hsae_utils.data.model import load_model, model_fingerprint
+from hsae_utils.timing import Timer
+from hsae_utils.evals import absorption as absorption_mod
+from hsae_utils.evals import probing as probing_mod
+from hsae_utils.evals.core import build_splice_data, reconstruction_metrics, splice_metrics
+from hsae_utils.evals.loading import SAERun, find_saes, load_adapter
 
 
 FAMILIES = ("core", "absorption", "probing")

@@ -35,7 +35,8 @@ import json
 import matplotlib.pyplot as plt
 import torch
 
-from hsae_utils import activations, config, corpus, model as lm
+from hsae_utils.data import activations, corpus, model as lm
+from hsae_utils import config
 
 P = config.get_profile(profile)
 torch.manual_seed(0)

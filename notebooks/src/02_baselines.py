@@ -32,8 +32,10 @@ force_retrain = False  # True retrains every run (baselines, stages, sweep) that
 # %%
 import matplotlib.pyplot as plt
 
-from hsae_utils import config, experiments, report, runs
-from hsae_utils.activations import ActivationStore
+from hsae_utils import config, runs
+from hsae_utils.experiment import paper_runs as experiments
+from hsae_utils.analysis import report
+from hsae_utils.data.activations import ActivationStore
 
 P = config.get_profile(profile)
 store = ActivationStore(P.cache_dir / "train")

@@ -59,7 +59,8 @@ skip_unavailable_probing = False
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from hsae_utils import config, evals, report
+from hsae_utils import config, evals
+from hsae_utils.analysis import report
 
 P = config.get_profile(profile, skip_unavailable_probing=skip_unavailable_probing)
 runs = evals.find_saes(P.sae_dir) + evals.external_runs(external_saes, P)

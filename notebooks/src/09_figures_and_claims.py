@@ -17,7 +17,9 @@
 # %%
 import matplotlib.pyplot as plt
 
-from hsae_utils import claims, config, report, runs
+from hsae_utils.analysis import claims, report
+from hsae_utils import config, runs
+from hsae_utils.experiment import verdicts
 
 P = config.get_profile(profile)
 R = report.load_results(P)
@@ -126,10 +128,10 @@ tests
 # rewrites this table): does the HierarchicalSAE absorb less than TopK at its L0 where
 # absorption is measured exactly? *sensitivity* (filled in when notebook 11 has run; it rewrites
 # this table too): which alternative readings of the paper's ambiguous passages change a verdict.
-# The rules are in `hsae_utils/claims.py` and at the top of the Markdown file.
+# The rules are in `hsae_utils/analysis/claims.py` and at the top of the Markdown file.
 
 # %%
-claims_table, _, paths = claims.refresh_claims(P, report.FIGURES_DIR)
+claims_table, _, paths = verdicts.refresh_claims(P, report.FIGURES_DIR)
 saved += paths.values()
 claims_table[["id", "paper", "ours_baseline", "ours", "verdict", "power", "matched_l0", "absolute",
               "ground_truth"]]

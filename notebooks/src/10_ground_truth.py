@@ -11,9 +11,9 @@
 #
 # Metrics: SAELens' ground-truth evaluations (MCC of decoder rows vs true features, per-latent
 # precision / recall / F1 against the best-matched true feature, dead latents, L0, explained
-# variance) and a direct absorption measure on the hierarchy (`hsae_utils.ground_truth.absorption`):
+# variance) and a direct absorption measure on the hierarchy (`hsae_utils.experiment.ground_truth.absorption`):
 # the recall the parent's latent loses exactly when a child is active, and which latent carried the
-# parent direction instead. Logic: `hsae_utils/ground_truth/`.
+# parent direction instead. Logic: `hsae_utils/experiment/ground_truth/`.
 
 # %% parameters
 
@@ -22,10 +22,12 @@ import time
 
 import pandas as pd
 
-from hsae_utils import claims, config, report
-from hsae_utils.ground_truth import (absorption_verdict, build_world, ground_truth_figure,
+from hsae_utils.analysis import claims, report
+from hsae_utils import config
+from hsae_utils.experiment import verdicts
+from hsae_utils.experiment.ground_truth import (absorption_verdict, build_world, ground_truth_figure,
                                      run_ground_truth, setup_for_profile, summarize)
-from hsae_utils.ground_truth.experiment import save_table
+from hsae_utils.experiment.ground_truth.experiment import save_table
 
 P = config.get_profile(profile)
 t0 = time.perf_counter()
@@ -77,7 +79,7 @@ pd.Series(v).to_frame("value")
 # verdict in its *ground truth* column (nothing to update before notebook 08 has run).
 
 # %%
-refreshed = claims.refresh_claims(P, report.FIGURES_DIR)
+refreshed = verdicts.refresh_claims(P, report.FIGURES_DIR)
 if refreshed is None:
     print("No evaluation results yet (notebook 08): the claims table is not written.")
 else:

@@ -2,7 +2,7 @@
 # # 11 · Sensitivity: which verdicts depend on how the paper is read
 #
 # The paper leaves several choices open; we took one reading of each and made it a parameter
-# (`hsae_utils/readings.py` lists them with the paper's words and why we chose the default; README,
+# (`hsae_utils/experiment/readings.py` lists them with the paper's words and why we chose the default; README,
 # "Method notes"). Here every alternative is trained at this profile's budget on seed 42 and
 # evaluated exactly as notebook 08 evaluates the default runs (the same model-side cache), and the
 # claims table's verdicts are recomputed with those runs in place of the default runs they replace.
@@ -20,7 +20,7 @@
 # alternative seed 42; with one seed a verdict is the sign of the difference), and on every seed with
 # each retrained configuration shifted by the change the alternative made at seed 42, which keeps the
 # table's test and power but assumes the reading moves every seed alike. A verdict "changes" when
-# either comparison changes it. Logic: `hsae_utils/sensitivity.py`; runs under
+# either comparison changes it. Logic: `hsae_utils/experiment/sensitivity.py`; runs under
 # `outputs/<profile>/readings/`.
 
 # %% parameters
@@ -32,8 +32,11 @@ import time
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from hsae_utils import claims, config, report, sensitivity
-from hsae_utils.readings import READINGS
+from hsae_utils.analysis import claims, report
+from hsae_utils import config
+from hsae_utils.experiment import verdicts
+from hsae_utils.experiment import sensitivity
+from hsae_utils.experiment.readings import READINGS
 
 P = config.get_profile(profile)
 t0 = time.perf_counter()
@@ -98,7 +101,7 @@ summary
 # "stable".
 
 # %%
-table = claims.refresh_claims(P, report.FIGURES_DIR)[0]
+table = verdicts.refresh_claims(P, report.FIGURES_DIR)[0]
 print(f"notebook 11: {time.perf_counter() - t0:.0f} s")
 table[["id", "verdict", "matched_l0", "sensitivity"]]
 

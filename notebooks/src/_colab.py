@@ -15,6 +15,6 @@ if "google.colab" in sys.modules:
         subprocess.run(["git", "clone", "--depth", "1", "--branch", BRANCH, REPO_URL, REPO_DIR],
                        check=True)
     sys.path.insert(0, REPO_DIR)
-    from hsae_utils.colab import set_up
+    from hsae_utils.pipeline.colab import set_up
 
     set_up(REPO_DIR)

@@ -11,7 +11,9 @@ overrides = {}  # e.g. ${override_example}: this stage alone, into a separate fo
 # %%
 import matplotlib.pyplot as plt
 
-from hsae_utils import config, experiments, report
+from hsae_utils import config
+from hsae_utils.analysis import report
+from hsae_utils.experiment import paper_runs as experiments
 from hsae_utils.runs import ABLATIONS, get_run
 
 P = config.get_profile(profile)

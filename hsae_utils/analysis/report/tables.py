@@ -1,0 +1,127 @@
+"""Tables of evaluation results: configurations x metrics as "mean ± std over seeds", the
+paper's Table 1, per-letter absorption and the frontier points; written as Markdown and CSV."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from hsae_utils.config import REPO_ROOT
+from hsae_utils.io import write_text_atomic
+from hsae_utils.runs import HSAE, PAPER_RUNS, TOPK, family
+from hsae_utils.analysis.report.results import HEADLINE_METRICS, PROBING_REFERENCES, Results
+
+FIGURES_DIR = REPO_ROOT / "figures"
+TABLE1_COLUMNS = (  # (metric, column title, digits)
+    ("train_loss", "Loss (train)", 1),
+    ("explained_variance_legacy", "Explained variance", 3),
+    ("frac_variance_explained", "Variance explained (var-based)", 3),
+    ("mse_norm", "MSE (normalized)", 2),
+    ("l0", "L0 (active features)", 1),
+    ("kl_div_with_sae", "KL div", 4),
+    ("ce_loss_score", "CE recovered", 3),
+    ("dead", "Dead features", 1),
+)
+
+
+def mean_std(values: np.ndarray, digits: int) -> str:
+    if values.size == 0:
+        return "–"
+    if values.size == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def metric_table(results: Results, columns: Sequence[tuple[str, str, int]],
+                 configs: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per configuration, one column per (metric, title, digits) present:
+    "mean ± std" over seeds (std left out for one seed); "Seeds" counts the first column's."""
+    configs = [c for c in (configs or results.configs) if c in results.configs]
+    cols = [(m, t, d) for m, t, d in columns if results.has(m)]
+    if not configs or not cols:
+        return pd.DataFrame()
+    table = pd.DataFrame(
+        {t: [mean_std(results.values(m, c), d) for c in configs] for m, t, d in cols},
+        index=pd.Index([results.label(c) for c in configs], name="Configuration"))
+    table.insert(0, "Seeds", [int(results.values(cols[0][0], c).size) for c in configs])
+    return table
+
+
+def summary_table(results: Results, metrics: Sequence[str] = HEADLINE_METRICS + PROBING_REFERENCES,
+                  digits: int = 3) -> pd.DataFrame:
+    """Every configuration x the headline metrics (notebook 08)."""
+    return metric_table(results, [(m, m, digits) for m in metrics])
+
+
+def table1(results: Results, configs: Sequence[str] = PAPER_RUNS) -> pd.DataFrame:
+    """The paper's Table 1 for this run: one row per configuration, mean ± std over seeds.
+
+    "Loss" is the last training-batch loss, which includes each architecture's own sparsity
+    penalty and so only compares runs of one family; MSE is measured on held-out tokens."""
+    return metric_table(results, TABLE1_COLUMNS, configs)
+
+
+def absorption_by_letter(results: Results, configs: Sequence[str] = (TOPK, HSAE)) -> pd.DataFrame:
+    """Per-letter absorption fraction (mean over seeds), letters as rows, configurations as
+    columns; only letters the ground-truth probe detects (SAEBench's F1 > 0.6 rule)."""
+    df = results.tidy[results.tidy["metric"].str.startswith("absorption_fraction:")
+                      & results.tidy["config"].isin(configs)]
+    if df.empty:
+        return pd.DataFrame()
+    df = df.assign(letter=df["metric"].str.split(":").str[1])
+    table = df.pivot_table(index="letter", columns="config", values="value", aggfunc="mean")
+    return table[[c for c in configs if c in table.columns]].sort_index()
+
+
+def frontier_points(results: Results, metrics: Sequence[str]) -> pd.DataFrame:
+    """One row per configuration: family, L0 and each metric (means over seeds)."""
+    rows = []
+    for c in results.configs:
+        l0 = results.values("l0", c)
+        if l0.size == 0:
+            continue
+        row = {"config": c, "label": results.label(c), "family": family(c), "l0": l0.mean()}
+        for m in metrics:
+            v = results.values(m, c)
+            row[m] = v.mean() if v.size else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fmt_number(x: float) -> str:
+    """Compact and never scientific: thousands separated, three significant digits below 10."""
+    if x is None or not math.isfinite(x):
+        return "nan"
+    a = abs(x)
+    if a >= 1000 or (a >= 1 and x == round(x)):
+        return f"{x:,.0f}"
+    if a >= 10:
+        return f"{x:.1f}"
+    if a >= 1:
+        return f"{x:.3g}"
+    # three significant digits, never in scientific notation (0.0000358, not 3.58e-05)
+    return np.format_float_positional(x, precision=3, fractional=False, trim="-")
+
+
+def markdown_table(df: pd.DataFrame, columns: dict[str, str] | None = None) -> str:
+    """A GitHub Markdown table (no `tabulate` needed); floats as `fmt_number`."""
+    columns = columns or {c: c for c in df.columns}
+    cell = lambda v: (fmt_number(v) if isinstance(v, float) else str(v)).replace(  # noqa: E731
+        "|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |"
+              for _, r in df.iterrows()]
+    return "\n".join(lines)
+
+
+def write_table(table: pd.DataFrame, name: str, profile_name: str,
+                out_dir: Path = FIGURES_DIR) -> dict[str, Path]:
+    """`<name>_<profile>.md` (GitHub Markdown) and `.csv`, atomically."""
+    paths = {"md": out_dir / f"{name}_{profile_name}.md",
+             "csv": out_dir / f"{name}_{profile_name}.csv"}
+    write_text_atomic(paths["md"], markdown_table(table.reset_index()) + "\n")
+    write_text_atomic(paths["csv"], table.to_csv())
+    return paths

@@ -1,0 +1,228 @@
+"""Every configuration of Table 1 trained on the synthetic world, several seeds, evaluated against
+the truth with SAELens' ground-truth metrics plus the absorption measure of `absorption.py`.
+
+Configurations: the three baselines and the five cumulative stages exactly as
+`hsae_utils.experiment.paper_runs.RUNS` defines them (our SAE classes, our trainer, the paper's settings and
+the profile's steps / batch / windows), plus `topk_matched`: TopK with k = the L0 the
+HierarchicalSAE (stage 5) reached on the same seed, for the comparison at matched sparsity.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hsae_utils.method.checkpoint import load_sae
+from hsae_utils.experiment.paper_runs import is_finished
+from hsae_utils.analysis.stats import ALPHA, minimum_detectable_effect, paired_stats
+from hsae_utils.runs import RUNS
+from hsae_utils.io import atomic_path
+from hsae_utils.method.saes import ARCHITECTURES, BaseSAE, config_from_profile
+from hsae_utils.method.train import TrainConfig, train
+from hsae_utils.experiment.ground_truth.absorption import absorption_scores, hierarchy_pairs
+from hsae_utils.experiment.ground_truth.data import SyntheticWorld, TensorStore
+
+HSAE, TOPK_MATCHED = "stage5_clustering", "topk_matched"
+GT_CONFIGS = (*RUNS, TOPK_MATCHED)
+LABELS = {**{name: spec.label for name, spec in RUNS.items()},
+          TOPK_MATCHED: "TopK (k = HierarchicalSAE's L0)"}
+METRICS = ("mcc", "f1", "precision", "recall", "uniqueness", "dead", "l0", "ev", "shrinkage",
+           "absorption", "recall_child", "recall_alone", "absorbed_by_child")
+CLAIMED_RELATIVE_REDUCTION = 0.34  # the paper: absorption 0.0088 -> 0.0058
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate_sae(sae: BaseSAE, world: SyntheticWorld, batch_size: int = 8192) -> dict:
+    """SAELens' ground-truth metrics (its own calculators) and the absorption measure, on the
+    world's eval tokens. Metrics are invariant to the store's scalar normalization."""
+    from sae_lens.evals import ExplainedVarianceCalculator
+    from sae_lens.synthetic import (ClassificationMetricsCalculator, DeadLatentsCalculator,
+                                    L0Calculator, ShrinkageCalculator, feature_uniqueness,
+                                    mean_correlation_coefficient)
+
+    sae = sae.eval().cpu()
+    W_dec_LD, true_FD = sae.W_dec.detach(), world.feature_vectors_FD
+    l0, dead = L0Calculator(), DeadLatentsCalculator(sae.cfg.d_sae)
+    shrink, ev = ShrinkageCalculator(), ExplainedVarianceCalculator()
+    cls = ClassificationMetricsCalculator(W_dec_LD, true_FD)
+    codes = []
+    for i in range(0, len(world.eval_x_ND), batch_size):
+        x_BD, f_BF = world.eval_x_ND[i:i + batch_size], world.eval_feats_NF[i:i + batch_size]
+        xhat_BD, z_BL = sae(x_BD)
+        for calc, args in ((l0, (z_BL,)), (dead, (z_BL,)), (shrink, (xhat_BD, x_BD)),
+                           (ev, (xhat_BD, x_BD)), (cls, (z_BL, f_BF))):
+            calc.add_batch(*args)
+        codes.append(z_BL)
+    c = cls.compute()
+    rows = absorption_scores(torch.cat(codes), W_dec_LD, true_FD, world.eval_feats_NF,
+                             hierarchy_pairs(world.hierarchy))
+    pairs = pd.DataFrame(rows)
+    return {"mcc": mean_correlation_coefficient(W_dec_LD, true_FD),
+            "f1": c.f1_score, "precision": c.precision, "recall": c.recall,
+            "uniqueness": feature_uniqueness(W_dec_LD, true_FD), "dead": dead.compute(),
+            "l0": l0.compute(), "ev": ev.compute(), "shrinkage": shrink.compute(),
+            **{k: float(pairs[k].mean()) for k in ("absorption", "recall_child", "recall_alone",
+                                                    "absorbed_by_child")}}
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _world_id(world: SyntheticWorld, optimizer: str) -> str:
+    blob = json.dumps({**world.setup.to_dict(), "optimizer": optimizer}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def _train_one(profile, world, config: str, seed: int, folder: Path, optimizer: str,
+               k: int | None, progress: bool) -> tuple[BaseSAE, float | None]:
+    spec = RUNS["topk" if config == TOPK_MATCHED else config]
+    setup = world.setup
+    gt_profile = dataclasses.replace(
+        profile, d_model=setup.hidden_dim, d_sae=setup.d_sae,
+        train_steps=setup.train_steps or profile.train_steps,
+        train_batch_size=setup.train_batch_size or profile.train_batch_size)
+    cfg = dataclasses.replace(TrainConfig.from_profile(gt_profile, seed), optimizer=optimizer)
+    if is_finished(folder, cfg.steps, cfg.optimizer):
+        return load_sae(folder), None
+    overrides = {**spec.overrides, **({"k": k} if k is not None else {})}
+    sae_cfg = config_from_profile(spec.arch, gt_profile, hook_name="synthetic",
+                                  model_name="synthetic", **overrides)
+    sae = ARCHITECTURES[spec.arch](sae_cfg, seed=seed)
+    res = train(sae, TensorStore(world.train_x_ND, world.normalizer), cfg, folder,
+                progress=progress, metadata={"profile": profile.name, "run": config,
+                                             "ground_truth": world.setup.to_dict()})
+    return res.sae, res.seconds
+
+
+def run_ground_truth(profile, world: SyntheticWorld, seeds: tuple[int, ...] | None = None,
+                     configs: tuple[str, ...] = GT_CONFIGS, optimizer: str = "adamw",
+                     progress: bool = False, threads: int | None = 1) -> pd.DataFrame:
+    """Train (or reuse) and evaluate each configuration x seed; one tidy row per run.
+
+    Runs are saved under `<output_dir>/ground_truth/<world id>/<config>/seed<seed>/` (the world
+    id hashes the synthetic setup and the optimizer reading), so a finished run is reused and an
+    interrupted one resumes; the table is written by `save_table`. `threads`: torch CPU threads
+    while it runs (1 by default: at these sizes a second thread only adds synchronisation, and
+    on a busy 2-core machine it made a run 7x slower); None leaves torch's setting."""
+    n_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run(profile, world, seeds, configs, optimizer, progress)
+    finally:
+        torch.set_num_threads(n_threads)
+
+
+def _run(profile, world, seeds, configs, optimizer, progress) -> pd.DataFrame:
+    unknown = sorted(set(configs) - set(GT_CONFIGS))
+    if unknown:
+        raise ValueError(f"Unknown ground-truth configuration(s) {unknown}; valid: {GT_CONFIGS}.")
+    if TOPK_MATCHED in configs and HSAE not in configs:
+        raise ValueError(f"{TOPK_MATCHED} needs {HSAE} (its k is the HierarchicalSAE's L0).")
+    order = [c for c in configs if c != TOPK_MATCHED] + ([TOPK_MATCHED] if TOPK_MATCHED in configs
+                                                         else [])
+    root = profile.output_dir / "ground_truth" / _world_id(world, optimizer)
+    rows = []
+    for seed in seeds or profile.seeds:
+        hsae_l0 = None
+        for config in order:
+            k = None
+            if config == TOPK_MATCHED:
+                k = min(world.setup.d_sae, max(1, round(hsae_l0)))
+            folder = root / (config if k is None else f"{config}_k{k}") / f"seed{seed}"
+            t0 = time.perf_counter()
+            sae, train_s = _train_one(profile, world, config, seed, folder, optimizer, k, progress)
+            row = {"config": config, "label": LABELS[config], "seed": seed, "k": k,
+                   **evaluate_sae(sae, world), "train_s": train_s,
+                   "total_s": time.perf_counter() - t0}
+            if config == HSAE:
+                hsae_l0 = row["l0"]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def save_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """Atomic CSV write (a crash never leaves half a table)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return path
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def summarize(df: pd.DataFrame, metrics: tuple[str, ...] = ("mcc", "f1", "precision", "recall",
+                                                             "dead", "l0", "ev", "absorption")
+              ) -> pd.DataFrame:
+    """Mean ± std over seeds per configuration, in Table 1 order, as 'mean ± std' strings."""
+    g = df.groupby("config", sort=False)
+    out = pd.DataFrame({"label": g["label"].first(), "seeds": g["seed"].nunique()})
+    for m in metrics:
+        mean, std = g[m].mean(), g[m].std(ddof=1).fillna(0.0)
+        out[m] = [f"{a:.3f} ± {b:.3f}" for a, b in zip(mean, std)]
+    return out.reset_index()
+
+
+def absorption_verdict(df: pd.DataFrame, a: str = HSAE, b: str = TOPK_MATCHED) -> dict:
+    """Does `a` (the HierarchicalSAE) absorb less than `b` (TopK at its L0)? Paired over seeds.
+
+    'holds': lower and p < alpha; 'does not hold': not significantly lower although the test
+    could detect the paper's claimed effect (34 % of b's absorption) — MDE <= claimed effect;
+    otherwise 'inconclusive (underpowered)'."""
+    va = df[df.config == a].set_index("seed")["absorption"]
+    vb = df[df.config == b].set_index("seed")["absorption"]
+    seeds = sorted(set(va.index) & set(vb.index))
+    st = paired_stats(va[seeds].to_numpy(), vb[seeds].to_numpy())
+    claimed = CLAIMED_RELATIVE_REDUCTION * st["mean_b"] if seeds else math.nan
+    mde = (0.0 if st["std_diff"] == 0 else minimum_detectable_effect(st["std_diff"], len(seeds)))
+    lower = st["mean_diff"] < 0
+    significant = st["p_value"] < ALPHA
+    if lower and significant:
+        verdict = "holds"
+    elif math.isfinite(mde) and mde <= claimed:
+        verdict = "does not hold"
+    else:
+        verdict = "inconclusive (underpowered)"
+    return {**st, "a": a, "b": b, "claimed_effect": claimed, "mde": mde, "verdict": verdict,
+            "l0_a": float(df[df.config == a]["l0"].mean()),
+            "l0_b": float(df[df.config == b]["l0"].mean())}
+
+
+def ground_truth_figure(df: pd.DataFrame, profile_name: str, out_dir: Path | None = None
+                        ) -> list[Path]:
+    """MCC, F1 and absorption per configuration (dots = seeds, bar = mean), saved as
+    `figures/ground_truth_<profile>.png` and `.pdf` (atomically)."""
+    import matplotlib.pyplot as plt
+
+    from hsae_utils.analysis.report.figures import family_color, save_figure
+    from hsae_utils.analysis.report.tables import FIGURES_DIR
+
+    configs = list(dict.fromkeys(df["config"]))
+    colors = [family_color(c) for c in configs]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True)
+    for ax, metric in zip(axes, ("mcc", "f1", "absorption")):
+        for i, c in enumerate(configs):
+            v = df[df.config == c][metric].to_numpy(float)
+            ax.barh(i, np.nanmean(v), color=colors[i], alpha=.6)
+            ax.plot(v, np.full(len(v), i), "k.", ms=5)
+        ax.set_title(metric)
+        ax.grid(axis="x", alpha=.3)
+    axes[0].set_yticks(range(len(configs)), [LABELS.get(c, c) for c in configs])
+    axes[0].invert_yaxis()
+    fig.suptitle("Ground truth: synthetic activations with a known feature hierarchy")
+    fig.tight_layout()
+    paths = save_figure(fig, "ground_truth", profile_name, out_dir or FIGURES_DIR)
+    plt.close(fig)
+    return paths

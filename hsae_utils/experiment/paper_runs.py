@@ -1,0 +1,154 @@
+"""Training the runs of the paper (`runs`: three baselines, the five cumulative ablation stages
+and the sparsity sweep): `train_run` trains a run for every seed of the profile (or reuses a
+finished one; `train_runs` trains several from one pass over the cache per seed), saving each to
+`runs.run_dir` = `<sae_dir>/<run name>/seed<seed>/`.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hsae_utils.data.activations import ActivationStore
+from hsae_utils.method.checkpoint import LOG_NAME, read_export_info
+from hsae_utils.config import Profile
+from hsae_utils.runs import get_run, run_dir
+from hsae_utils.method.saes import ARCHITECTURES, config_from_profile
+from hsae_utils.method.train import TrainConfig, TrainJob, read_log, train_many
+
+
+def is_finished(folder: Path, steps: int, optimizer: str = TrainConfig.optimizer) -> bool:
+    """A complete export whose training reached `steps` under the same optimizer reading (a run of
+    another reading is not reused: training then refuses to resume it and says to delete it)."""
+    try:
+        info = read_export_info(folder)
+    except (FileNotFoundError, ValueError):
+        return False
+    train = info.get("train") or {}
+    return (train.get("steps") == steps and train.get("optimizer", "adam") == optimizer
+            and (folder / "sae_weights.safetensors").exists())
+
+
+@dataclass
+class RunResult:
+    name: str
+    seed: int
+    folder: Path
+    log: list[dict]  # metric rows
+    events: list[dict]  # resample / merge events
+    seconds: float | None  # training wall time of this call (None when reused)
+    shared_steps: int | None = None  # steps copied from a twin's gradient step (None: reused)
+    steps: int | None = None  # steps this call trained (None: reused)
+
+
+def train_run(profile: Profile, name: str, seeds: tuple[int, ...] | None = None,
+              store: ActivationStore | None = None, force: bool = False,
+              progress: bool = True, overrides: dict | None = None) -> list[RunResult]:
+    """Train run `name` for each seed, or reuse a finished one; an interrupted run resumes.
+
+    `overrides` changes config fields of the run (e.g. an interpretation such as
+    `{"recon_units": "mean"}`); such runs are saved under their own folder name."""
+    return train_runs(profile, [name], seeds, store, force, progress, overrides)[name]
+
+
+def train_runs(profile: Profile, names: list[str], seeds: tuple[int, ...] | None = None,
+               store: ActivationStore | None = None, force: bool = False,
+               progress: bool = True, overrides: dict | None = None) -> dict[str, list[RunResult]]:
+    """`train_run` for several runs: per seed, the unfinished ones train together from one pass
+    over the cache (`train.train_many`; each ends as it would alone). `seconds` of a run trained
+    here is the shared pass's time."""
+    specs = {name: get_run(name, profile) for name in names}
+    store = store or ActivationStore(profile.cache_dir / "train", cache_dtype=profile.cache_dtype)
+    results: dict[str, list[RunResult]] = {name: [] for name in names}
+    for seed in seeds or profile.seeds:
+        cfg = TrainConfig.from_profile(profile, seed)
+        folders = {name: run_dir(profile, name, seed, overrides) for name in names}
+        jobs = {}
+        for name, spec in specs.items():
+            folder = folders[name]
+            if not force and is_finished(folder, cfg.steps, cfg.optimizer):
+                continue
+            if force and folder.exists():
+                shutil.rmtree(folder)
+            sae_cfg = config_from_profile(spec.arch, profile,
+                                          **{**spec.overrides, **(overrides or {})})
+            jobs[name] = TrainJob(ARCHITECTURES[spec.arch](sae_cfg, seed=seed), cfg, folder,
+                                  {"profile": profile.name, "run": name, "label": spec.label,
+                                   "seed": seed, "overrides": overrides or {}})
+        trained = dict(zip(jobs, train_many(list(jobs.values()), store, progress=progress))) \
+            if jobs else {}
+        for name, folder in folders.items():
+            rows = read_log(folder / LOG_NAME)
+            results[name].append(RunResult(
+                folder.parent.name, seed, folder,
+                log=[r for r in rows if r.get("kind") == "metrics"],
+                events=[r for r in rows if r.get("kind") == "event"],
+                **({"seconds": trained[name].seconds,
+                    "shared_steps": trained[name].shared_steps,
+                    "steps": trained[name].steps - (trained[name].resumed_from or 0)}
+                   if name in trained else {"seconds": None})))
+    return results
+
+
+def train_paper_runs(profile: Profile, store: ActivationStore | None = None, force: bool = False,
+                     progress: bool = True) -> dict[str, list[RunResult]]:
+    """Every run of the paper's pipeline (the baselines, the five stages on `profile.seeds`, the
+    sweep on `profile.sweep_seeds`) with one pass over the cache per seed (`train_runs`)."""
+    from hsae_utils.runs import PAPER_RUNS, sweep_runs
+
+    sweep = [spec.name for spec in sweep_runs(profile)]
+    results: dict[str, list[RunResult]] = {name: [] for name in [*PAPER_RUNS, *sweep]}
+    for seed in sorted({*profile.seeds, *profile.sweep_seeds}):
+        names = [*(PAPER_RUNS if seed in profile.seeds else ()),
+                 *(sweep if seed in profile.sweep_seeds else ())]
+        for name, runs in train_runs(profile, names, (seed,), store, force=force,
+                                     progress=progress).items():
+            results[name] += runs
+    return results
+
+
+def sharing_report(results: dict[str, list[RunResult]]) -> str:
+    """What the shared passes of `train_runs` computed: per seed, the gradient steps taken
+    against those of training each run alone (twins share a step until one of them acts)."""
+    lines = []
+    seeds = sorted({r.seed for rs in results.values() for r in rs})
+    for seed in seeds:
+        trained = [r for rs in results.values() for r in rs if r.seed == seed and r.steps]
+        if not trained:
+            lines.append(f"seed {seed}: every run trained before (reused)")
+            continue
+        total = sum(r.steps for r in trained)
+        shared = sum(r.shared_steps for r in trained)
+        lines.append(f"seed {seed}: {len(trained)} runs in one pass, {total - shared:,} gradient "
+                     f"steps computed for {total:,} ({shared / total:.0%} shared by twins), "
+                     f"{trained[0].seconds:.0f} s")
+    return "\n".join(lines)
+
+
+def final_metrics(results: list[RunResult]):
+    """Last logged training metrics per (run, seed), plus event counts, as a DataFrame."""
+    import pandas as pd  # slow to import; only this summary needs it
+
+    rows = []
+    for r in results:
+        last = r.log[-1] if r.log else {}
+        rows.append({"run": r.name, "seed": r.seed, "step": last.get("step"),
+                     "loss": last.get("loss"), "mse": last.get("mse"), "ev": last.get("ev"),
+                     "l0": last.get("l0"), "dead": last.get("dead"),
+                     "resamples": sum(e.get("event") == "resample" for e in r.events),
+                     "merges": sum(len(e.get("pairs", [])) for e in r.events
+                                   if e.get("event") == "merge"),
+                     "train_s": None if r.seconds is None else round(r.seconds, 1)})
+    return pd.DataFrame(rows)
+
+
+def alpha_report(results: list[RunResult], lo: float = 0.1, hi: float = 2.0) -> str:
+    """How often the adaptive factor alpha_t sat at its clamps, over all logged steps."""
+    alpha = np.array([row["alpha_t"] for r in results for row in r.log if "alpha_t" in row])
+    if alpha.size == 0:
+        return "no alpha_t logged"
+    return (f"alpha_t over {alpha.size} logged steps: min {alpha.min():.3g}, median "
+            f"{np.median(alpha):.3g}, max {alpha.max():.3g}; at the lower clamp {lo} on "
+            f"{np.mean(alpha <= lo + 1e-9):.0%}, at the upper clamp {hi} on {np.mean(alpha >= hi - 1e-9):.0%}")
