@@ -271,7 +271,7 @@
     const { edges, counts } = lat.hist;
     const box = el("div", {}, el("h3", {}, "Activation histogram"));
     if (!counts.length) return box.append(el("div", { class: "empty" }, "no activations")), box;
-    const W = 560, H = 190, L = 52, R = 12, T = 10, B = 38;
+    const W = 560, H = 200, L = 52, R = 12, T = 22, B = 38;
     const x0 = edges[0], x1 = edges[edges.length - 1], span = x1 - x0 || 1;
     const cmax = Math.max(1, ...counts);
     const X = (x) => L + (W - L - R) * (x - x0) / span;
@@ -288,14 +288,15 @@
     for (const [k, val] of Object.entries(lat.quantiles)) {
       if (!isNum(val) || val < x0 || val > x1) continue;
       s.append(svg("line", { class: "q", x1: X(val), x2: X(val), y1: T, y2: H - B }));
-      s.append(svg("text", { x: X(val) + 2, y: T + 9 }, "q" + fmt(Number(k) * 100)));
+      s.append(svg("text", { x: X(val), y: T - 6, "text-anchor": "middle" },
+                   "q" + fmt(Number(k) * 100)));
     }
     s.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }),
              svg("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
     for (const x of [x0, (x0 + x1) / 2, x1]) {
       s.append(svg("text", { x: X(x), y: H - B + 13, "text-anchor": "middle" }, fmt(x)));
     }
-    s.append(svg("text", { x: L - 5, y: T + 8, "text-anchor": "end" }, String(cmax)),
+    s.append(svg("text", { x: L - 5, y: T + 4, "text-anchor": "end" }, String(cmax)),
              svg("text", { x: L - 5, y: H - B, "text-anchor": "end" }, "0"),
              svg("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle" }, "activation"),
              svg("text", { x: 12, y: (T + H - B) / 2, "text-anchor": "middle",
