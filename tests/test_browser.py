@@ -6,6 +6,7 @@ Selenium (scripts/install_test_deps.sh installs them) and are skipped without th
 from __future__ import annotations
 
 import math
+import os
 import random
 import shutil
 
@@ -77,6 +78,9 @@ def test_embedded_json_round_trips(tmp_path):
     data = fake_data()
     path = write_browser(data, tmp_path / "b.html")
     assert _close(data, read_browser_data(path))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as a new file (not the temporary's 0600)
     text = path.read_text(encoding="utf-8")
     # The hostile strings are in the file only as JSON escapes: two </script> (data, script).
     assert text.lower().count("</script") == 2 and "alert(1)" in text

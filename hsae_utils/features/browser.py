@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,10 @@ def write_browser(data: dict, path: str | Path) -> Path:
     body = page.encode("utf-8")
     with atomic_path(path, nbytes=len(body)) as tmp:
         tmp.write_bytes(body)
+        # A page to open, serve or share: readable as a new file would be (the temporary is 0600).
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)
     return path
 
 
