@@ -133,7 +133,9 @@
     countNode = el("span", { class: "muted", id: "count" });
     const headRow = el("tr");
     for (const [key, label, sortable, descFirst] of COLUMNS) {
-      const th = el("th", { class: sortable ? "sortable" : "", "data-key": key }, label);
+      const numeric = key !== "id" && key !== "top_logits";
+      const th = el("th", { class: (sortable ? "sortable" : "") + (numeric ? " num" : ""),
+                            "data-key": key }, label);
       if (sortable) th.addEventListener("click", () => {
         sortDesc = sortKey === key ? !sortDesc : descFirst;
         sortKey = key;
