@@ -5,6 +5,7 @@ text (no script runs, the page stays intact). The browser tests need Chromium, i
 Selenium (scripts/install_test_deps.sh installs them) and are skipped without them."""
 from __future__ import annotations
 
+import html
 import math
 import os
 import random
@@ -85,6 +86,10 @@ def test_embedded_json_round_trips(tmp_path):
     # The hostile strings are in the file only as JSON escapes: two </script> (data, script).
     assert text.lower().count("</script") == 2 and "alert(1)" in text
     assert "<script>alert" not in text and "\u2028" not in text
+    # show_browser's iframe holds the page, escaped into one attribute.
+    frame = browser_iframe_html(path)
+    srcdoc = frame[frame.index('srcdoc="') + 8: frame.index('" sandbox=')]
+    assert '"' not in srcdoc and "<" not in srcdoc and html.unescape(srcdoc) == text
     # An odd float and a numpy scalar are kept to 3 significant digits.
     np = pytest.importorskip("numpy")
     data["latents"][0]["max_act"] = np.float32(1234.5678)
@@ -194,6 +199,8 @@ def test_browser_in_chromium(driver, tmp_path):
     _load(driver, path.as_uri() + f"#latent-{HOSTILE}")
     assert driver.find_element(By.ID, "latent-title").text == f"Latent {HOSTILE}"
     assert _context_tokens(driver) == [_shown(t) for t in HOSTILE_TOKENS]
+    hover = driver.find_elements(By.CSS_SELECTOR, "#contexts .ctx .tok")[1].get_attribute("title")
+    assert hover == '"<script>alert(1)</script>": 1'  # the token and its activation
     assert len(driver.find_elements(By.CSS_SELECTOR, "#contexts .ctx")) == 4
     assert driver.execute_script("return document.scripts.length") == 2
     assert driver.execute_script("return document.querySelectorAll('#contexts b').length") == 0

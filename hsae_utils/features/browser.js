@@ -8,6 +8,7 @@
   const sae = enc.sae || {};
   const latents = decode(enc);
   const byId = new Map(latents.map((lat) => [lat.id, lat]));
+  const idOrder = latents.map((lat) => lat.id).sort((a, b) => a - b);  // for previous / next
   const listView = document.getElementById("list-view");
   const latentView = document.getElementById("latent-view");
 
@@ -212,8 +213,8 @@
                            el("a", { href: "#list" }, "Back to the list")));
       return;
     }
-    const i = latents.indexOf(lat);
-    const prev = latents[i - 1], next = latents[i + 1];
+    const i = idOrder.indexOf(id);
+    const prev = byId.get(idOrder[i - 1]), next = byId.get(idOrder[i + 1]);
     latentView.append(
       el("div", { class: "nav" },
          el("a", { href: "#list" }, "← All latents"),
