@@ -56,7 +56,7 @@ def fake_data(seed: int = 0) -> dict:
             "neighbours": [{"id": (i + 1) % N_LATENTS, "cos": rng.uniform(0, 1),
                             "cofire": rng.uniform(0, 1)}],
             "contexts": contexts})
-    sae = {"name": "test <sae>", "arch": "hierarchical", "d_in": 16, "d_sae": N_LATENTS,
+    sae = {"name": "test <sae> __DATA__ __JS__", "arch": "hierarchical", "d_in": 16, "d_sae": N_LATENTS,
            "model": "tiny", "hook": "blocks.0.hook_resid_post", "n_tokens": 1000,
            "logit_note": "W_dec @ W_U"}
     return {"sae": sae, "latents": latents}
@@ -178,7 +178,7 @@ def test_browser_in_chromium(driver, tmp_path):
     ids = [int(r.get_attribute("data-id"))
            for r in driver.find_elements(By.CSS_SELECTOR, "#list-view tbody tr")]
     assert sorted(ids) == list(range(N_LATENTS))
-    assert driver.find_element(By.CSS_SELECTOR, "header h1").text.endswith("test <sae>")
+    assert driver.find_element(By.CSS_SELECTOR, "header h1").text.endswith("test <sae> __DATA__ __JS__")
     # Sorting by max activation (descending first): the largest first, the dead latent last.
     driver.find_element(By.CSS_SELECTOR, "th[data-key='max_act']").click()
     order = [int(r.get_attribute("data-id"))

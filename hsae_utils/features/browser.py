@@ -69,13 +69,11 @@ def render_browser(data: dict) -> str:
     if "</script" in script.lower():  # the inline script would end early
         raise AssertionError("browser.js must not contain '</script'.")
     title = html.escape(f"Feature browser: {encoded['sae'].get('name') or 'SAE'}")
-    page = _asset("browser.html")
-    # The data goes in last, so no placeholder can be matched inside it.
-    for key, value in (("__TITLE__", title), ("__CSS__", _asset("browser.css")),
-                       ("__JS__", script)):
-        page = page.replace(key, value)
-    head, tail = page.split("__DATA__")
-    return head + blob + tail
+    # The template is cut at its placeholders first, and the texts from the data (title, data)
+    # go in last, so a placeholder's name inside them is never replaced.
+    head, tail = _asset("browser.html").split("__DATA__")
+    head = head.replace("__CSS__", _asset("browser.css")).replace("__TITLE__", title)
+    return head + blob + tail.replace("__JS__", script)
 
 
 def read_browser_data(path_or_html: str | Path) -> dict:
