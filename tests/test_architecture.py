@@ -1,6 +1,7 @@
 """The package's shape, read from its source (AST, nothing imported): no import circle among
 hsae_utils' modules, no import from a lower layer into a higher one, and docs/architecture.md
 naming exactly the modules that exist."""
+
 from __future__ import annotations
 
 import ast
@@ -13,8 +14,15 @@ PACKAGE = REPO_ROOT / "hsae_utils"
 # data < method < evals = features < analysis < experiment < pipeline; a module may import its
 # own layer and the ones below. Top-level modules (config, runs, io, timing, api, __init__) are
 # beside the layers.
-LAYERS = {"data": 0, "method": 1, "evals": 2, "features": 2, "analysis": 3, "experiment": 4,
-          "pipeline": 5}
+LAYERS = {
+    "data": 0,
+    "method": 1,
+    "evals": 2,
+    "features": 2,
+    "analysis": 3,
+    "experiment": 4,
+    "pipeline": 5,
+}
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:
@@ -23,8 +31,9 @@ def module_name(path: Path, root: Path = PACKAGE) -> str:
 
 
 def modules(root: Path = PACKAGE) -> dict[str, Path]:
-    return {module_name(p, root): p for p in sorted(root.rglob("*.py"))
-            if "__pycache__" not in p.parts}
+    return {
+        module_name(p, root): p for p in sorted(root.rglob("*.py")) if "__pycache__" not in p.parts
+    }
 
 
 def imports(path: Path, name: str, known: dict[str, Path]) -> set[str]:
@@ -40,8 +49,9 @@ def imports(path: Path, name: str, known: dict[str, Path]) -> set[str]:
             if node.level:  # relative: from the module's package, one level up per extra dot
                 anchor = name.split(".")[: len(name.split(".")) - node.level + is_package]
                 base = ".".join(anchor + ([base] if base else []))
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base
-                       for a in node.names]
+            targets = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names
+            ]
         else:
             continue
         out |= {t for t in targets if t in known and t != name}
@@ -92,9 +102,12 @@ def layer(name: str) -> int | None:
 
 
 def upward(edges: dict[str, set[str]]) -> list[str]:
-    return sorted(f"{a} (layer {parts_of(a)}) imports {b} (layer {parts_of(b)})"
-                  for a, bs in edges.items() for b in bs
-                  if layer(a) is not None and layer(b) is not None and layer(b) > layer(a))
+    return sorted(
+        f"{a} (layer {parts_of(a)}) imports {b} (layer {parts_of(b)})"
+        for a, bs in edges.items()
+        for b in bs
+        if layer(a) is not None and layer(b) is not None and layer(b) > layer(a)
+    )
 
 
 def parts_of(name: str) -> str:
@@ -107,12 +120,17 @@ def packages(root: Path = PACKAGE) -> set[str]:
 
 def test_the_checks_find_a_circle_and_an_upward_import(tmp_path):
     root = tmp_path / "hsae_utils"
-    files = {"__init__.py": "", "config.py": "",
-             "data/__init__.py": "from hsae_utils.data.a import x\n",
-             "data/a.py": "def f():\n    from . import b\n",  # function-level, relative
-             "data/b.py": "from hsae_utils.data.a import f\nimport hsae_utils.config\n",
-             "method/__init__.py": "", "method/m.py": "from hsae_utils.data import x\n",
-             "evals/__init__.py": "", "evals/e.py": "from hsae_utils.method import m\n"}
+    files = {
+        "__init__.py": "",
+        "config.py": "",
+        "data/__init__.py": "from hsae_utils.data.a import x\n",
+        "data/a.py": "def f():\n    from . import b\n",  # function-level, relative
+        "data/b.py": "from hsae_utils.data.a import f\nimport hsae_utils.config\n",
+        "method/__init__.py": "",
+        "method/m.py": "from hsae_utils.data import x\n",
+        "evals/__init__.py": "",
+        "evals/e.py": "from hsae_utils.method import m\n",
+    }
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
@@ -124,7 +142,8 @@ def test_the_checks_find_a_circle_and_an_upward_import(tmp_path):
     (root / "data/b.py").write_text("from hsae_utils.evals.e import y\n")
     assert circles(graph(root), packages(root)) == []
     assert upward(graph(root)) == [
-        "hsae_utils.data.b (layer data) imports hsae_utils.evals.e (layer evals)"]
+        "hsae_utils.data.b (layer data) imports hsae_utils.evals.e (layer evals)"
+    ]
 
 
 def test_no_import_circle_and_no_upward_import():
@@ -136,15 +155,22 @@ def test_no_import_circle_and_no_upward_import():
 def documented(doc: str) -> set[str]:
     """Paths in backticks in the doc that name a module or folder of the package (relative to
     hsae_utils/), e.g. `data/model.py` or `method/saes/`."""
-    return {m for m in re.findall(r"`([a-z_][\w/]*(?:\.py|/))`", doc)
-            if not m.startswith(("hsae_utils/", "scripts/", "tests/", "notebooks/", "docs/"))}
+    return {
+        m
+        for m in re.findall(r"`([a-z_][\w/]*(?:\.py|/))`", doc)
+        if not m.startswith(("hsae_utils/", "scripts/", "tests/", "notebooks/", "docs/"))
+    }
 
 
 def test_architecture_doc_names_every_module_and_no_other():
     doc = (REPO_ROOT / "docs" / "architecture.md").read_text()
     named = documented(doc)
-    files = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
-             if "__pycache__" not in p.parts and (p.name != "__init__.py" or p.parent == PACKAGE)}
+    files = {
+        p.relative_to(PACKAGE).as_posix()
+        for p in PACKAGE.rglob("*.py")
+        if "__pycache__" not in p.parts and (p.name != "__init__.py" or p.parent == PACKAGE)
+    }
     assert sorted(files - named) == [], "modules docs/architecture.md does not name"
-    assert sorted(n for n in named if not (PACKAGE / n).exists()) == [], \
+    assert sorted(n for n in named if not (PACKAGE / n).exists()) == [], (
         "docs/architecture.md names modules that do not exist"
+    )

@@ -1,6 +1,7 @@
 """The documentation: README and docs/*.md link only to files and headings that exist, the
 README stays short, and the generated blocks land where they belong (results in docs/results.md,
 the findings in README.md, between their markers)."""
+
 from __future__ import annotations
 
 import importlib.machinery
@@ -49,10 +50,14 @@ def broken_links(page: Path) -> list[str]:
 def test_the_link_checker_finds_a_broken_file_and_anchor(tmp_path):
     (tmp_path / "b.md").write_text("# Some heading, here\n")
     page = tmp_path / "a.md"
-    page.write_text("[ok](b.md#some-heading-here) [gone](c.md) [bad](b.md#nope) `[x](y.md)`\n"
-                    "```\n[code](z.md)\n```\n[self](#top)\n# Top\n")
-    assert broken_links(page) == [f"c.md (no file {tmp_path / 'c.md'})",
-                                  "b.md#nope (no heading #nope in b.md)"]
+    page.write_text(
+        "[ok](b.md#some-heading-here) [gone](c.md) [bad](b.md#nope) `[x](y.md)`\n"
+        "```\n[code](z.md)\n```\n[self](#top)\n# Top\n"
+    )
+    assert broken_links(page) == [
+        f"c.md (no file {tmp_path / 'c.md'})",
+        "b.md#nope (no heading #nope in b.md)",
+    ]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
@@ -83,7 +88,8 @@ def findings_stand_in(monkeypatch, text: str) -> None:
 
 
 def test_update_readme_writes_findings_into_readme_and_results_into_their_page(
-        tmp_path, monkeypatch, capsys):
+    tmp_path, monkeypatch, capsys
+):
     from tests.test_claims import LOCAL, RESULTS, cl, update_readme
 
     figures = tmp_path / "figures"
@@ -93,19 +99,25 @@ def test_update_readme_writes_findings_into_readme_and_results_into_their_page(
     (figures / "fig1_core_metrics_local.png").write_bytes(b"png")
     readme, page = tmp_path / "README.md", tmp_path / "docs" / "results.md"
     page.parent.mkdir()
-    readme.write_text("intro\n<!-- findings:local:start -->\nold\n<!-- findings:local:end -->\nend\n")
+    readme.write_text(
+        "intro\n<!-- findings:local:start -->\nold\n<!-- findings:local:end -->\nend\n"
+    )
     page.write_text("head\n<!-- results:local:start -->\nold\n<!-- results:local:end -->\ntail\n")
 
     monkeypatch.setitem(sys.modules, "hsae_utils.analysis.findings", None)  # not there yet
     ur.update("local", readme=readme, results_page=page)
-    assert "\nold\n" in readme.read_text() and "README findings not updated" in capsys.readouterr().out
+    assert (
+        "\nold\n" in readme.read_text() and "README findings not updated" in capsys.readouterr().out
+    )
     assert "**Table 1 for this run**" in page.read_text()
 
     findings_stand_in(monkeypatch, "HierarchicalSAE vs TopK: stand-in")
     ur.update("local", readme=readme, results_page=page)
-    assert readme.read_text() == ("intro\n<!-- findings:local:start -->\n"
-                                  "HierarchicalSAE vs TopK: stand-in (local)\n"
-                                  "<!-- findings:local:end -->\nend\n")
+    assert readme.read_text() == (
+        "intro\n<!-- findings:local:start -->\n"
+        "HierarchicalSAE vs TopK: stand-in (local)\n"
+        "<!-- findings:local:end -->\nend\n"
+    )
     results = page.read_text()
     assert results.startswith("head\n") and results.endswith("<!-- results:local:end -->\ntail\n")
     # links from docs/ back to the figures folder
