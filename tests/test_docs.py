@@ -126,3 +126,45 @@ def test_update_readme_writes_findings_into_readme_and_results_into_their_page(
     before = readme.read_text(), page.read_text()
     ur.update("smoke", readme=readme, results_page=page)  # no markers for smoke: nothing changes
     assert (readme.read_text(), page.read_text()) == before
+
+
+def stale_names(page: Path) -> list[str]:
+    """`hsae_utils/...` paths that do not exist and `hsae_utils.x.y` names whose module does not
+    exist or does not mention the attribute after it (e.g. a module moved by a reorganisation)."""
+    stale = []
+    for name in re.findall(r"hsae_utils(?:[./][A-Za-z_]\w*)+(?:\.py|/)?", page.read_text()):
+        if "/" in name:
+            stale += [] if (REPO_ROOT / name).exists() else [name]
+            continue
+        parts = name.split(".")
+        for i in range(len(parts), 0, -1):  # the longest prefix that is a module
+            base = REPO_ROOT.joinpath(*parts[:i])
+            source = (
+                base.with_suffix(".py")
+                if base.with_suffix(".py").exists()
+                else base / "__init__.py"
+            )
+            if source.exists():
+                break
+        rest = parts[i:]
+        if rest and not re.search(rf"\b{rest[0]}\b", source.read_text()):
+            stale.append(name)
+    return stale
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_docs_name_only_modules_that_exist(page):
+    assert stale_names(page) == []
+
+
+def test_the_stale_name_check_finds_a_moved_module(tmp_path):
+    page = tmp_path / "a.md"
+    page.write_text(
+        "`hsae_utils/evaluate.py`, `hsae_utils/evals/core.py`, `hsae_utils.experiments`,\n"
+        "`hsae_utils.pipeline.cli.PIPELINE_BUDGETS_MIN`, `hsae_utils.io.no_such_name`\n"
+    )
+    assert stale_names(page) == [
+        "hsae_utils/evaluate.py",
+        "hsae_utils.experiments",
+        "hsae_utils.io.no_such_name",
+    ]
