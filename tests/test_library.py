@@ -22,7 +22,7 @@ def test_import_is_light_and_exports_the_api():
     code = ("import sys, hsae_utils as hs\n"
             "assert 'torch' not in sys.modules, 'import hsae_utils loaded torch'\n"
             "for name in hs.__all__: getattr(hs, name)\n"
-            "from hsae_utils import evals, train\n"
+            "from hsae_utils import evals\nfrom hsae_utils.method import train\n"
             "assert callable(hs.train_sae) and callable(hs.evaluate_saes)\n"
             "assert hasattr(evals, 'evaluate_profile') and hasattr(train, 'TrainConfig')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
