@@ -13,7 +13,8 @@
 #                                    # Slurm jobs (submitit), sized by the resource plan; then
 #                                    # the other notebooks here (local-executor: local jobs)
 #
-# A full run of `local` also rewrites the results section of README.md (scripts/update_readme.py).
+# A full run of `local` also rewrites the results in docs/results.md and the findings in README.md
+# (scripts/update_readme.py).
 #
 # Options, the profile and the output root are checked before any work; one run per output
 # folder at a time (a lock in $HSAE_OUTPUT_ROOT/<profile>). Executed notebooks go to

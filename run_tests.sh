@@ -10,6 +10,10 @@ PY=.venv/bin/python
 "$PY" -m hsae_utils.pipeline.cli --check-only --profile smoke
 ./scripts/setup.sh --profile smoke
 if [ -x scripts/install_test_deps.sh ]; then ./scripts/install_test_deps.sh; fi
+# Lint and format first (seconds; configured in pyproject.toml): `ruff format .` and
+# `ruff check --fix .` repair most findings.
+.venv/bin/python -m ruff check .
+.venv/bin/python -m ruff format --check .
 export HSAE_PROFILE=smoke
 # The Colab set-up cell in a fresh environment (tests/test_colab.py, ~5 min); 0 leaves it out.
 export HSAE_TEST_COLAB_RUNTIME=${HSAE_TEST_COLAB_RUNTIME:-1}

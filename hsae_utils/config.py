@@ -6,7 +6,8 @@ A profile fixes the model, hook, corpus and every budget of the pipeline. Notebo
 - `paper`: the paper's setting (Gemma-2-2B, layer 19, OpenWebText, 4,882 steps x 2,048). Needs a GPU
   and Hugging Face access to the gated model.
 - `local` (default): the embedded SmolLM2-135M and the embedded corpus on CPU, sized so the whole
-  pipeline finishes in about 30 minutes on a 2-core machine.
+  pipeline fits `hsae_utils.pipeline.cli.PIPELINE_BUDGETS_MIN` on a 2-core machine (the last run's
+  wall time per notebook: docs/results.md).
 - `smoke`: the same code with tiny budgets; used by the notebook tests.
 - `paper-tiny`: every setting of `paper` (model id, dataset ids, evaluation rules) with tiny sizes,
   reading local replicas of the hub repositories (a tiny random Gemma-2 with gemma-2-2b's
@@ -75,8 +76,9 @@ class Profile:
     massive_norm_factor: float | None = 10.0
     # --- SAE training ----------------------------------------------------------------------
     d_sae: int | None = None  # None = d_model ("dictionary size matched to d")
-    # `local`: 500 steps x the paper's batch of 2,048; 24 runs (8 configurations x 3 seeds) of
-    # about 30-40 s each on 2 cores. Windows, resampling and merging keep the paper's 100 steps.
+    # `local`: 500 steps x the paper's batch of 2,048 for every run of the registry (`runs.py`: 8
+    # configurations x 3 seeds, plus the one-seed sweep), one pass over the cache per seed.
+    # Windows, resampling and merging keep the paper's 100 steps.
     train_steps: int = 500
     train_batch_size: int = 2048
     seeds: tuple[int, ...] = (42, 43, 44)
@@ -93,8 +95,9 @@ class Profile:
     # --- evaluation ------------------------------------------------------------------------
     n_eval_contexts: int = 32  # contexts of the validation split spliced for KL / CE (see below)
     # --- evaluation budgets (notebook 08: hsae_utils.evals) --------------------------------
-    # `local` is sized so that evaluating 24 SAEs (8 configurations x 3 seeds) takes about six
-    # minutes on a 2-core CPU, the model-side work included. Everything the language model computes
+    # `local` is sized so that evaluating every SAE of the registry, the model-side work included,
+    # fits the pipeline's budget on a 2-core CPU (notebook 08's measured time: the timing line of
+    # docs/results.md). Everything the language model computes
     # (splice inputs, clean / zero-ablated losses, absorption and probing activations) is cached
     # once under `output_dir / "eval_cache"` and shared by every SAE; per SAE only the SAE passes
     # and the splice through the layers after the hook remain. Reconstruction metrics use the whole

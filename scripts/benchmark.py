@@ -628,7 +628,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
     ap.add_argument("--readme", action="store_true",
-                    help="write the checked figures into README.md (between the benchmark markers)")
+                    help="write the checked figures into docs/performance.md (between the "
+                    "benchmark markers)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -687,13 +688,14 @@ def main() -> None:
             "checks": report.checks, "figures": report.figures})
         print(f"figures written to {args.json}")
     if args.readme:
-        write_readme(REPO_ROOT / "README.md", info, report.checks,
+        write_readme(REPO_ROOT / "docs" / "performance.md", info, report.checks,
                      " ".join(["scripts/benchmark.py"] + sys.argv[1:]))
 
 
 def write_readme(readme: Path, info: dict, checks: list[dict], command: str) -> None:
-    """Replace README's block between the benchmark markers with this run's checked figures, so
-    the table there is always the output of one run, never typed in."""
+    """Replace the block between the benchmark markers of `readme` (docs/performance.md) with
+    this run's checked figures, so the table there is always the output of one run, never typed
+    in."""
     lines = [f"`{command}` on {info['cpu']}, {info['nproc']} cores, {info['device']}, torch "
              f"{info['torch']}, load average {info['load_average_1min']:.2f} at the start and "
              f"{info['load_average_1min_end']:.2f} at the end, {info['seconds'] / 60:.1f} minutes, "
@@ -702,7 +704,7 @@ def write_readme(readme: Path, info: dict, checks: list[dict], command: str) -> 
     lines += [f"| {c['section']} | {c['name']} | {c['shown']} | {c['target']} | {c['status']} |"
               for c in checks]
     replace_marked_block(readme, "benchmark", "\n".join(lines))
-    print(f"README.md: benchmark table updated ({len(checks)} figures)")
+    print(f"{readme.name}: benchmark table updated ({len(checks)} figures)")
 
 
 if __name__ == "__main__":

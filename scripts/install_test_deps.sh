@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Install the test-only dependencies (requirements-test.txt, which includes requirements-bench.txt)
-# into .venv without their dependencies, so they never change the pinned packages, and, as root
-# with apt-get, Debian's chromium and chromium-driver for the feature browser's test
-# (tests/test_browser.py; skipped without them). Idempotent: skipped when the stamp matches the
-# files and chromium is there.
+# Install the test-only dependencies (requirements-test.txt: the field's evaluation code, ruff and
+# selenium; it includes requirements-bench.txt) into .venv without their dependencies, so they never
+# change the pinned packages, and, as root with apt-get, Debian's chromium and chromium-driver for
+# the feature browser's test (tests/test_browser.py; skipped without them). Idempotent: skipped
+# when the stamp matches the files and chromium is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VPY=.venv/bin/python
@@ -15,6 +15,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$VPY" -m pip install --quiet --no-deps -r requirements-test.txt
     "$VPY" -c 'import sae_bench.evals.absorption.feature_absorption_calculator, sae_bench.evals.core.main, sae_bench.evals.sparse_probing.probe_training'
     "$VPY" scripts/bench_peers.py  # the peers' modules import (see requirements-bench.txt)
+    "$VPY" -m ruff --version  # the linter run_tests.sh calls
     echo "$want" > "$stamp"
 fi
 # The feature browser's test drives a real Chromium through Selenium (its own browser downloads are

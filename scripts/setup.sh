@@ -5,7 +5,7 @@
 #   ./scripts/setup.sh                  # set up for the default profile
 #   ./scripts/setup.sh --profile NAME   # ... and prepare what profile NAME needs
 #
-# Environment (see README, "Installing"):
+# Environment (see docs/install.md):
 #   PYTHON=/path/to/python   the interpreter for a new .venv (Python 3.11 or 3.12; default: the
 #                            first of python3.12, python3.11, python3 that is one of them)
 #   CONDA_PREFIX             an active conda environment is used instead of .venv (.venv becomes

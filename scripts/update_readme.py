@@ -1,16 +1,20 @@
-"""Write the results of a finished run into README.md, between the profile's markers.
+"""Write the results of a finished run into docs/results.md and its findings into README.md.
 
     .venv/bin/python scripts/update_readme.py --profile local
 
 Reads only what the run wrote: notebook 09's tables in figures/ (table1_<p>.md, claims_<p>.csv,
 paired_tests_<p>.csv), its figures, notebook 11's summary and figure (readings_<p>.md,
 readings_effects_<p>.png), and run_all.sh's timings (outputs/<p>/notebooks/timings.json).
-The block between `<!-- results:<p>:start -->` and `<!-- results:<p>:end -->` is replaced, so
-README numbers are never typed in by hand. `run_all.sh` calls this at the end of a full run.
+Two blocks are replaced, so no number in the docs is typed in by hand: the full results between
+`<!-- results:<p>:start -->` and `<!-- results:<p>:end -->` in docs/results.md, and the short
+findings (`hsae_utils.analysis.findings.findings_markdown`) between `<!-- findings:<p>:start -->`
+and `<!-- findings:<p>:end -->` in README.md. `run_all.sh` calls this at the end of a full run.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +29,8 @@ FIGURES = (("fig1_core_metrics", "Figure 1: core metrics per configuration"),
            ("fig2_sparse_probing", "Figure 2: sparse probing"),
            ("fig3_absorption_by_letter", "Absorption per letter, TopK vs HierarchicalSAE"),
            ("fig4_stage_training_curves", "Training curves of the ablation stages"))
+README = REPO_ROOT / "README.md"
+RESULTS_PAGE = REPO_ROOT / "docs" / "results.md"
 
 
 def timing_line(profile_name: str) -> str:
@@ -48,8 +54,9 @@ def timing_line(profile_name: str) -> str:
     return line
 
 
-def block(profile_name: str) -> str:
-    rel = lambda p: p.relative_to(REPO_ROOT).as_posix()  # noqa: E731
+def block(profile_name: str, page_dir: Path = RESULTS_PAGE.parent) -> str:
+    """The results block; links are relative to `page_dir`, the folder of the page holding it."""
+    rel = lambda p: Path(os.path.relpath(p, page_dir)).as_posix()  # noqa: E731
     table1 = (FIGURES_DIR / f"table1_{profile_name}.md").read_text().strip()
     claims = pd.read_csv(FIGURES_DIR / f"claims_{profile_name}.csv")
     claims = claims.astype(object).fillna("")
@@ -84,7 +91,8 @@ def block(profile_name: str) -> str:
         f"{', '.join(f'{k} {v}' for k, v in counts.items())}; at matched L0: "
         f"{', '.join(f'{k} {v}' for k, v in matched.items())}; "
         f"full table with the reasons and what the paper's own run artifacts show: "
-        f"[`figures/claims_{profile_name}.md`](figures/claims_{profile_name}.md)):",
+        f"[`figures/claims_{profile_name}.md`]"
+        f"({rel(FIGURES_DIR / f'claims_{profile_name}.md')})):",
         "",
         markdown_table(claims, columns),
     ]
@@ -106,13 +114,37 @@ def readings_lines(profile_name: str, rel) -> list[str]:
     return lines
 
 
-def update(readme: Path, profile_name: str) -> None:
-    replace_marked_block(readme, f"results:{profile_name}", block(profile_name))
-    print(f"README.md: results of profile {profile_name} updated")
+def findings_block(profile_name: str) -> str | None:
+    """README's short findings, or None (with a note) while hsae_utils.analysis.findings is
+    absent."""
+    if importlib.util.find_spec("hsae_utils.analysis.findings") is None:
+        print("note: README findings not updated (no hsae_utils.analysis.findings)")
+        return None
+    from hsae_utils.analysis.findings import findings_markdown
+
+    return findings_markdown(profile_name).strip()
+
+
+def has_markers(path: Path, name: str) -> bool:
+    return path.is_file() and f"<!-- {name}:start -->" in path.read_text()
+
+
+def update(profile_name: str, readme: Path = README, results_page: Path = RESULTS_PAGE) -> None:
+    """Each page that has the profile's markers gets its block; a page without them is left as
+    it is (e.g. `smoke` has none)."""
+    if has_markers(results_page, f"results:{profile_name}"):
+        replace_marked_block(results_page, f"results:{profile_name}",
+                             block(profile_name, results_page.parent))
+        print(f"{results_page.name}: results of profile {profile_name} updated")
+    if has_markers(readme, f"findings:{profile_name}"):
+        findings = findings_block(profile_name)
+        if findings is not None:
+            replace_marked_block(readme, f"findings:{profile_name}", findings)
+            print(f"{readme.name}: findings of profile {profile_name} updated")
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="local")
     args = ap.parse_args()
-    update(REPO_ROOT / "README.md", args.profile)
+    update(args.profile)

@@ -202,9 +202,9 @@ def test_offline_reads_the_pre_downloaded_hub_cache(cache, monkeypatch, tmp_path
     assert err.kind == "offline" and "hf download LabHC/bias_in_bios --repo-type dataset" in str(err)
 
 
-def test_readme_lists_the_download_commands():
+def test_docs_list_the_download_commands():
     from hsae_utils.evals.probing_tasks import SAEBENCH_REPOS
 
-    readme = (REPO_ROOT / "README.md").read_text()
+    readme = (REPO_ROOT / "docs" / "data.md").read_text()
     for repo in ("Skylion007/openwebtext", *SAEBENCH_REPOS):
         assert hub_data.download_command(repo) in readme, repo

@@ -69,7 +69,7 @@ def test_one_ulp_moves_topk_less_than_seeds_do_and_relu_not_at_all(data, tmp_pat
         seed_std = float(np.std([ev(r, x_eval) for r in runs], ddof=1))
         out[arch] = (abs(ev(moved, x_eval) - ev(runs[0], x_eval)), seed_std,
                      divergence(runs[0], moved, x_eval))
-    for arch in ("topk", "batchtopk"):  # the README's tolerance: within the spread over seeds
+    for arch in ("topk", "batchtopk"):  # docs/reproducibility.md: within the seeds' spread
         change, seed_std, _ = out[arch]
         assert change <= seed_std, (arch, change, seed_std)
     print({a: (f"{c:.2g}", f"{s:.2g}", f"{d['firing_disagreement']:.2g}")

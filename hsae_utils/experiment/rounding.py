@@ -10,8 +10,8 @@ rows and their metrics.
 A continuous map (ReLU SAEs, the HierarchicalSAE) carries the nudge along as a nudge; TopK's
 selection is discontinuous: where the k-th and (k+1)-th pre-activations are within rounding of each
 other, a nudge swaps which latent fires, the swapped latent's gradient goes elsewhere, and the
-trajectories part. `scripts/rounding_effect.py` measures it at a profile's budget; README
-("Determinism") states the tolerance; `tests/test_rounding.py` checks it.
+trajectories part. `scripts/rounding_effect.py` measures it at a profile's budget;
+docs/reproducibility.md states the tolerance; `tests/test_rounding.py` checks it.
 """
 from __future__ import annotations
 

@@ -168,9 +168,11 @@ def run(opts: Options) -> int:
     print(f"All selected notebooks ran for profile '{opts.profile}' in {time.time() - start:.0f} s.")
     print(f"Outputs: {opts.output_root / opts.profile}/ (activations, saes, results), "
           f"figures: figures/, notebooks: {opts.out_dir}/")
-    readme = REPO_ROOT / "README.md"
+    # the generated blocks: results in docs/results.md, findings in README.md (update_readme.py)
+    pages = {REPO_ROOT / "docs" / "results.md": "results", REPO_ROOT / "README.md": "findings"}
     if (not opts.only and opts.nb_dir.resolve() == (REPO_ROOT / "notebooks").resolve()
-            and f"<!-- results:{opts.profile}:start -->" in readme.read_text()):
+            and any(page.is_file() and f"<!-- {kind}:{opts.profile}:start -->" in page.read_text()
+                    for page, kind in pages.items())):
         return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "update_readme.py"),
                                "--profile", opts.profile]).returncode
     return 0

@@ -106,7 +106,7 @@ def record_time(path: Path, name: str, seconds: float) -> None:
 
 
 # Wall-time budgets of the default pipelines on 2 cores, in minutes, per part: "01-09" the
-# notebooks of the first pipeline, "all" every notebook (issue 16; README's timing line and
+# notebooks of the first pipeline, "all" every notebook (issue 16; docs/results.md's timing line and
 # scripts/benchmark.py section 6 both check them).
 def is_done(nb: Path, opts: Options, stamp: str) -> bool:
     from hsae_utils.config import get_profile

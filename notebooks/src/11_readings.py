@@ -2,8 +2,8 @@
 # # 11 · Sensitivity: which verdicts depend on how the paper is read
 #
 # The paper leaves several choices open; we took one reading of each and made it a parameter
-# (`hsae_utils/experiment/readings.py` lists them with the paper's words and why we chose the default; README,
-# "Method notes"). Here every alternative is trained at this profile's budget on seed 42 and
+# (`hsae_utils/experiment/readings.py` lists them with the paper's words and why we chose the default;
+# docs/method.md). Here every alternative is trained at this profile's budget on seed 42 and
 # evaluated exactly as notebook 08 evaluates the default runs (the same model-side cache), and the
 # claims table's verdicts are recomputed with those runs in place of the default runs they replace.
 #

@@ -32,7 +32,7 @@ from torch import Tensor
 
 DECODE_MODES = ("auto", "dense", "sparse")
 # At or below this fraction of active latents `auto` takes the sparse step (CPU). Measured by
-# scripts/benchmark.py section 7 (fp32 CPU, batch 2,048): see README, Performance.
+# scripts/benchmark.py section 7 (fp32 CPU, batch 2,048): see docs/performance.md.
 SPARSE_MAX_DENSITY = 0.05
 # Above this density the code's gradient is one dense GEMM (grad xhat W_dec^T) read at the
 # active entries: `sampled_addmm` does 1/7 of the FLOPs at 14 % but runs at about 1/8 of the
