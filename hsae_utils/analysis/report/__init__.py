@@ -6,6 +6,8 @@ notebooks (02-07: training curves; 08: the evaluation just run; 09: the paper's 
 - `tables`: `summary_table`, `table1`, `absorption_by_letter`, `frontier_points`, `write_table`
 - `figures`: `plot_core_metrics`, `plot_probing`, `plot_absorption_scores`, `plot_absorption`,
   `plot_frontier`, `plot_training_curves`, `plot_stage_curves`, `events_table`, `save_figure`
+- `worked_examples`: each mechanism on a toy example small enough to check by eye (03-07)
+- `stage_traces`: what the stage runs' logs and checkpoints show of their mechanism (03-07)
 """
 from hsae_utils.analysis.report.figures import (FAMILY_STYLE, events_table, plot_absorption, plot_absorption_scores,
                       plot_core_metrics, plot_frontier, plot_metric_bars, plot_probing,
