@@ -101,3 +101,17 @@ def test_max_decoder_cosine_of_a_saved_sae(tmp_path):
     assert got == pytest.approx(sim.max(1), abs=1e-5)
     assert "1 latent(s) above 0.9" not in stage_traces.max_cosine_in_words({0: got})
     assert "2 latent(s) above 0.9" in stage_traces.max_cosine_in_words({0: got})
+
+
+def test_logged_lambda_lies_on_the_schedule_plotted():
+    """A run's log row at completed step s carries lambda_t of t = s - 1 (the trainer's
+    convention); the figure places it there, on Eq. 3's line."""
+    import matplotlib.pyplot as plt
+
+    lam0 = 1 / 24
+    log = [{"step": s, "lambda_t": lam0 * (1 - (s - 1) / 40)} for s in (10, 20, 40)]
+    fig = examples.plot_lambda_schedule(576, 40, [log])
+    line, dots = fig.axes[0].get_lines()
+    sched = dict(zip(line.get_xdata(), line.get_ydata()))
+    assert all(sched[x] == pytest.approx(y) for x, y in zip(dots.get_xdata(), dots.get_ydata()))
+    plt.close(fig)

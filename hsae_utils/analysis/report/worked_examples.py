@@ -30,7 +30,8 @@ def plot_lambda_schedule(d_sae: int, total_steps: int, logs: list[list[dict]] = 
             label=f"Eq. 3: λ_0 (1 - t/T), λ_0 = 1/√{d_sae}, T = {total_steps}")
     for i, log in enumerate(logs):
         rows = [r for r in log if "lambda_t" in r]
-        ax.plot([r["step"] for r in rows], [r["lambda_t"] for r in rows], ".", ms=5,
+        # a log row's "step" counts completed steps: its lambda_t is that of t = step - 1
+        ax.plot([r["step"] - 1 for r in rows], [r["lambda_t"] for r in rows], ".", ms=5,
                 color=f"C{i}", label="logged by the run" if i == 0 else None)
     ax.set(xlabel="training step t", ylabel="L1 coefficient λ_t",
            title="Stage 1: the linear sparsity schedule")
