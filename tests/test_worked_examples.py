@@ -78,8 +78,10 @@ def test_events_in_words_say_no_events_and_what_it_means():
 
 
 def test_alpha_in_words_names_the_clamp_it_sits_at():
-    low = [{"step": s, "alpha_t": 0.1} for s in range(8)] + [{"step": 9, "alpha_t": 0.5}]
-    assert "lower clamp on most steps" in stage_traces.alpha_in_words([_run(42, log=low)])
+    low = [{"step": s, "alpha_t": float(np.float32(0.1))} for s in range(8)]
+    low.append({"step": 9, "alpha_t": 0.5})
+    text = stage_traces.alpha_in_words([_run(42, log=low)])  # logged float32 values count too
+    assert "lower clamp 0.1 on 89%" in text and "lower clamp on most steps" in text
     mid = [{"step": s, "alpha_t": 0.3} for s in range(8)]
     text = stage_traces.alpha_in_words([_run(42, log=mid)])
     assert "median 0.3" in text and "between its clamps" in text

@@ -70,7 +70,9 @@ def alpha_in_words(runs: Sequence, lo: float = 0.1, hi: float = 2.0) -> str:
     alpha = np.array([row["alpha_t"] for r in runs for row in r.log if "alpha_t" in row], float)
     if alpha.size == 0:
         return "no alpha_t logged (adaptive sparsity is off in this run)"
-    at_lo, at_hi = np.mean(alpha <= lo + 1e-9), np.mean(alpha >= hi - 1e-9)
+    # logged from float32: 0.1 comes back as 0.10000000149
+    at_lo = np.mean(np.isclose(alpha, lo, rtol=1e-6) | (alpha < lo))
+    at_hi = np.mean(np.isclose(alpha, hi, rtol=1e-6) | (alpha > hi))
     med = float(np.median(alpha))
     if max(at_lo, at_hi) > 0.5:
         meaning = (f"alpha_t sat at its {'lower' if at_lo > at_hi else 'upper'} clamp on most "
