@@ -15,9 +15,9 @@
 # the curves show its effect. Compared with the paper's Table 1, "+Linear Sparsity" is the run with the
 # largest explained variance (91.8 %) and 1,782 active features; the evaluation notebook measures ours.
 #
-# Each ablation stage is cumulative (section 5.4): this run switches on mechanisms 1..1 of
-# `HierarchicalSAE` (linear_sparsity). Everything else (data, optimiser, budget, seeds) is identical to
-# the baselines of notebook 02.
+# Each ablation stage is cumulative (section 5.4): this run switches on mechanism 1 of
+# `HierarchicalSAE` (linear_sparsity). Everything else (data, optimiser, budget, seeds) is
+# identical to the baselines of notebook 02.
 
 # %% parameters
 overrides = {}  # e.g. {"linear_sparsity": False}: this stage alone, into a separate folder
@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt
 
 from hsae_utils import config
 from hsae_utils.analysis import report
+from hsae_utils.analysis.report import stage_traces, worked_examples as examples
 from hsae_utils.experiment import paper_runs as experiments
 from hsae_utils.runs import ABLATIONS, get_run
 
@@ -34,6 +35,17 @@ P = config.get_profile(profile)
 RUN = "stage1_linear_sparsity"
 spec = get_run(RUN)
 print(spec.label, "| switches:", {k: v for k, v in spec.overrides.items()}, "| overrides:", overrides)
+
+# %% [markdown]
+# ## The schedule, worked out
+# $\lambda_0 = 1/\sqrt{d_{sae}}$ and $\lambda_t$ at a few steps of this profile's budget, from
+# `hsae_utils.method.schedules` (the functions the trainer calls): halfway through, $\lambda_t$ is
+# half of $\lambda_0$; at the last step $t = T-1$ it is $\lambda_0 / T$.
+
+# %%
+schedule = examples.lambda_schedule(P.dict_size, P.train_steps)
+T = P.train_steps
+schedule.iloc[[0, T // 4, T // 2, 3 * T // 4, T - 1]].set_index("step")
 
 # %% [markdown]
 # Notebook 02 trained the five stages with the baselines, one pass over the cache per seed; the
@@ -49,17 +61,30 @@ print(experiments.sharing_report(stage_runs))
 runs = stage_runs[RUN]
 
 # %% [markdown]
-# ## Training curves
-# Ticks at the bottom of a panel mark resampling events, triangles at the top merge events.
+# The line is Eq. 3; the dots are the $\lambda_t$ each seed's run logged while training, so they
+# must lie on it.
+
+# %%
+examples.plot_lambda_schedule(P.dict_size, P.train_steps, [r.log for r in runs])
+plt.show()
+
+# %% [markdown]
+# ## The stage at the profile
+# Ticks at the bottom of a panel mark resampling events (none at this stage), triangles at the top
+# merge events.
 
 # %%
 report.plot_training_curves(runs, title=spec.label)
 plt.show()
 
-# %%
-report.events_table(runs).groupby(["seed", "event"]).agg(events=("step", "size"), latents=("latents", "sum"))
+# %% [markdown]
+# **What this shows.** The sparsity pressure falls linearly to almost nothing, so L0 can only
+# grow in the second half of training: the numbers below are L0 at the middle and at the end of
+# each run, against the dictionary size. An L0 close to the dictionary size means the schedule's
+# $\lambda_0 = 1/\sqrt{d_{sae}}$ is too weak to make this SAE sparse at this budget.
 
 # %%
+print(stage_traces.l0_in_words(runs, P.dict_size))
 summary = experiments.final_metrics(runs)
 summary
 

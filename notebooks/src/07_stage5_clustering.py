@@ -17,12 +17,10 @@
 #   resampled latent, with its Adam state reset, so the dictionary keeps its size; `"zero"` is the
 #   other reading.
 #
-# With dictionaries as small as d_model, decoder rows rarely reach 0.9 cosine similarity, so merges
-# may be rare; the event table below shows how many happened.
-#
 # Each ablation stage is cumulative (section 5.4): this run switches on mechanisms 1..5 of
-# `HierarchicalSAE` (linear_sparsity, resampling, window_tracking, adaptive_sparsity, clustering). Everything else (data, optimiser, budget, seeds) is identical to
-# the baselines of notebook 02.
+# `HierarchicalSAE` (linear_sparsity, resampling, window_tracking, adaptive_sparsity,
+# clustering). Everything else (data, optimiser, budget, seeds) is identical to the baselines of
+# notebook 02.
 
 # %% parameters
 overrides = {}  # e.g. {"merge_similarity": "encoder"}: this stage alone, into a separate folder
@@ -32,30 +30,59 @@ import matplotlib.pyplot as plt
 
 from hsae_utils import config
 from hsae_utils.analysis import report
+from hsae_utils.analysis.report import stage_traces, worked_examples as examples
 from hsae_utils.experiment import paper_runs as experiments
-from hsae_utils.runs import ABLATIONS, get_run
+from hsae_utils.runs import get_run
 
 P = config.get_profile(profile)
 RUN = "stage5_clustering"
 spec = get_run(RUN)
 print(spec.label, "| switches:", {k: v for k, v in spec.overrides.items()}, "| overrides:", overrides)
 
+# %% [markdown]
+# ## The merge rule, worked out
+# Six toy latents with random unit decoder rows in 8 dimensions, except that latent 4 is latent 1
+# plus a little noise and latent 5 is latent 2 plus more noise. The package's merge step
+# (`latent_similarity`, `find_merge_pairs`, `merge_pairs`, as `HierarchicalSAE.after_step` calls
+# them) merges every pair above 0.9, most similar first: only (1, 4) qualifies, and latent 1
+# becomes the renormalized average of the two rows (equally close to both), latent 4 is freed for
+# re-initialisation. (2, 5) and (3, 4) are similar, but below 0.9.
+
 # %%
-# Trained by notebook 02 with every run of its seed (one shared pass); trained here if missing.
-runs = experiments.train_run(P, RUN, overrides=overrides)
+merge = examples.merge_example()
+print("pairs merged:", merge["pairs"], "| freed:", merge["freed"])
+print({k: round(v, 3) for k, v in merge["merged"].items()})
+examples.plot_similarity(merge["similarity"], merge["threshold"], merge["pairs"])
+plt.show()
 
 # %% [markdown]
-# ## Training curves
+# ## The stage at the profile
+# Trained by notebook 02 with every run of its seed (one shared pass); trained here if missing.
 # Ticks at the bottom of a panel mark resampling events, triangles at the top merge events.
 
 # %%
+runs = experiments.train_run(P, RUN, overrides=overrides)
 report.plot_training_curves(runs, title=spec.label)
 plt.show()
 
-# %%
-report.events_table(runs).groupby(["seed", "event"]).agg(events=("step", "size"), latents=("latents", "sum"))
+# %% [markdown]
+# ## How close two latents of the trained SAE come
+# For each latent of each seed's final SAE, its largest decoder cosine similarity to any other
+# latent, against the merge threshold: a merge needs a latent to the right of the line.
 
 # %%
+max_cos = {r.seed: stage_traces.max_decoder_cosine(r.folder) for r in runs}
+stage_traces.plot_max_cosine(max_cos, threshold=0.9)
+plt.show()
+
+# %% [markdown]
+# **What this shows.** Whether any two latents came close enough to merge. Where none passes
+# 0.9 (the lines below say), the merge rule has nothing to act on: stage 5 is then stage 4 step
+# for step, and the paper's fifth mechanism is not exercised at this dictionary size.
+
+# %%
+print(stage_traces.max_cosine_in_words(max_cos, threshold=0.9))
+print(stage_traces.events_in_words(runs, acts_by="merge", previous="stage 4"))
 summary = experiments.final_metrics(runs)
 summary
 
