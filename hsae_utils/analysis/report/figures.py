@@ -223,7 +223,9 @@ def plot_frontier(results: Results, panels: Sequence[tuple[str, str, bool]] = FR
     lo = max(pts["l0"].min() / 1.4, 0.5) if len(pts) else 1
     hi = pts["l0"].max() * 1.4 if len(pts) else 10
     for ax, (m, label, higher) in zip(flat, panels):
-        for method, (color, marker, ls, name) in FRONTIER_STYLE.items():
+        other = [m for m in dict.fromkeys(pts["method"]) if m not in FRONTIER_STYLE]
+        styles = {**FRONTIER_STYLE, **{m: ("C7", "x", ":", m) for m in other}}  # never dropped
+        for method, (color, marker, ls, name) in styles.items():
             p = pts[pts["method"] == method].sort_values("l0")
             if p.empty or p[m].isna().all():
                 continue
