@@ -94,7 +94,7 @@ def test_notebook_08_tables_and_figures_from_a_fresh_evaluation(tmp_path, monkey
     assert report.plot_absorption_scores(r) is None  # no absorption scores in this table
 
 
-def _frontier_results(tmp_path, monkeypatch, dead=0.0) -> report.Results:
+def _frontier_results(tmp_path, monkeypatch, dead=0.0, absorption=0.1) -> report.Results:
     """Every family at several sparsity levels (three seeds for the headline runs), the five
     stages, a HierarchicalSAE sweep run and a reading of notebook 11; absorption per letter."""
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
@@ -108,7 +108,7 @@ def _frontier_results(tmp_path, monkeypatch, dead=0.0) -> report.Results:
             ev = 1 - 10 / l0 + 0.01 * (seed - 43)
             rows += [(c, seed, "l0", l0 + seed - 43), (c, seed, "explained_variance_legacy", ev),
                      (c, seed, "ce_loss_score", ev), (c, seed, "kl_div_with_sae", 1 - ev),
-                     (c, seed, "mean_full_absorption_score", 0.1),
+                     (c, seed, "mean_full_absorption_score", absorption),
                      (c, seed, "mean_absorption_fraction_score", 0.3), (c, seed, "dead", dead),
                      (c, seed, "absorption_fraction:a", 0.2 + 0.01 * (seed - 43)),
                      (c, seed, "full_absorption:a", 0.1)]
@@ -190,3 +190,24 @@ def test_ground_truth_figure_labels_its_axes(tmp_path):
     paths = ground_truth_figure(df, "unit", out_dir=tmp_path)
     assert [p.name for p in paths] == ["ground_truth_unit.png", "ground_truth_unit.pdf"]
     assert all("better" in title for _, title, _ in GT_PANELS)
+
+
+def test_frontier_leaves_out_a_measure_that_is_zero_everywhere(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    fig = report.plot_frontier(_frontier_results(tmp_path, monkeypatch, absorption=0.0))
+    titles = " ".join(ax.get_title() for ax in fig.axes if ax.get_xlabel())
+    assert "full absorption" not in titles and "absorption fraction" in titles
+    assert "full absorption" in " ".join(t.get_text() for t in fig.texts)
+    plt.close(fig)
+
+
+def test_absorption_by_letter_says_when_it_is_zero_everywhere(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    r = _frontier_results(tmp_path, monkeypatch)
+    r.tidy.loc[r.tidy["metric"].str.contains(":"), "value"] = 0.0
+    fig = report.plot_absorption(r)
+    assert not any(ax.get_ylabel() for ax in fig.axes)
+    assert "absorption is 0 for every letter" in " ".join(t.get_text() for t in fig.axes[0].texts)
+    plt.close(fig)

@@ -151,19 +151,22 @@ LETTER_MEASURES = (  # (per-letter metric prefix, panel title)
 def plot_absorption(results: Results, configs: Sequence[str] = (TOPK, HSAE)):
     """Per-letter absorption of TopK versus HierarchicalSAE (lower is better), one panel per
     SAEBench measure present: bars = mean over seeds, error bars = std over seeds."""
-    measures = [(m, t) for m, t in LETTER_MEASURES
-                if not absorption_letter_stats(results, configs, m).empty]
+    stats = {m: absorption_letter_stats(results, configs, m) for m, _ in LETTER_MEASURES}
+    present = [(m, t) for m, t in LETTER_MEASURES if not stats[m].empty]
+    zero = [t for m, t in present if bool((stats[m]["mean"] == 0).all())]
+    measures = [(m, t) for m, t in present if t not in zero]  # a panel of zeros says nothing
     if not measures:
-        fig, ax = plt.subplots(figsize=(4, 2))
-        ax.text(0.5, 0.5, "no absorption results", ha="center", transform=ax.transAxes)
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.text(0.5, 0.5, "no absorption results" if not present else
+                "absorption is 0 for every letter and SAE:\n" + ", ".join(zero),
+                ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return fig
-    first = absorption_letter_stats(results, configs, measures[0][0])
-    n_letters = first.index.get_level_values("letter").nunique()
+    n_letters = stats[measures[0][0]].index.get_level_values("letter").nunique()
     fig, axes = plt.subplots(len(measures), 1, squeeze=False, sharex=True,
-                             figsize=(max(4.0, 0.45 * n_letters + 2), 2.9 * len(measures)))
+                             figsize=(max(6.5, 0.45 * n_letters + 4.5), 2.9 * len(measures)))
     for ax, (measure, title) in zip(axes[:, 0], measures):
-        st = absorption_letter_stats(results, configs, measure)
+        st = stats[measure]
         letters = sorted(st.index.get_level_values("letter").unique())
         cols = [c for c in configs if c in st.index.get_level_values("config")]
         width = 0.8 / len(cols)
@@ -172,7 +175,7 @@ def plot_absorption(results: Results, configs: Sequence[str] = (TOPK, HSAE)):
             d = st.xs(c, level="config").reindex(letters)
             ax.bar(x + (j - (len(cols) - 1) / 2) * width, d["mean"], width,
                    yerr=d["std"].fillna(0), capsize=2, error_kw={"lw": 0.8},
-                   color=family_color(c), label=f"{results.label(c)} (n = {int(d['n'].max())} seeds)")
+                   color=family_color(c), label=f"{results.label(c)} ({_seeds(d['n'].max())})")
         ax.set_xticks(x, letters)
         ax.set_ylabel(title.split(" (")[0], fontsize=8)
         ax.set_title(title, fontsize=9)
@@ -181,7 +184,14 @@ def plot_absorption(results: Results, configs: Sequence[str] = (TOPK, HSAE)):
     fig.suptitle(f"Feature absorption per letter, {results.title} "
                  f"(bars: mean over seeds; error bars: std)", fontsize=10)
     fig.tight_layout()
+    if zero:
+        fig.text(0.5, -0.01, "0 for every letter and SAE, so not drawn: " + ", ".join(zero),
+                 ha="center", fontsize=8)
     return fig
+
+
+def _seeds(n) -> str:
+    return f"{int(n)} seed" + ("s" if int(n) != 1 else "")
 
 
 FRONTIER_PANELS = (  # (metric, axis label, higher is better)
@@ -212,12 +222,15 @@ def _log_ticks(ax, lo: float, hi: float) -> None:
 
 def plot_frontier(results: Results, panels: Sequence[tuple[str, str, bool]] = FRONTIER_PANELS):
     """Sparsity-fidelity frontier: each metric against L0 (log scale), one curve per method (its
-    runs sorted by L0 and joined), error bars = std over seeds, one panel per metric present."""
+    runs sorted by L0 and joined), error bars = std over seeds, one panel per metric present
+    (a metric that is 0 for every SAE gets a note under the figure instead)."""
     panels = [p for p in panels if results.has(p[0])]
     pts = frontier_points(results, [m for m, _, _ in panels])
     pts = pts[pts["method"].notna()]
-    ncols = min(3, len(panels) + 1)
-    nrows = -(-(len(panels) + 1) // ncols)  # one more slot: the legend
+    zero = [label for m, label, _ in panels if len(pts) and bool((pts[m].fillna(0) == 0).all())]
+    panels = [p for p in panels if p[1] not in zero]  # a panel of zeros says nothing
+    ncols = len(panels) + 1 if len(panels) <= 3 else 3  # one more slot: the legend
+    nrows = -(-(len(panels) + 1) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
     flat = axes.ravel()
     lo = max(pts["l0"].min() / 1.4, 0.5) if len(pts) else 1
@@ -245,6 +258,9 @@ def plot_frontier(results: Results, panels: Sequence[tuple[str, str, bool]] = FR
     fig.suptitle(f"Sparsity-fidelity frontier, {results.title} (mean over seeds; error bars: "
                  f"std over seeds where a run has several)", fontsize=10)
     fig.tight_layout()
+    if zero:
+        fig.text(0.5, -0.01, "0 for every SAE, so not drawn: " + ", ".join(zero), ha="center",
+                 fontsize=8)
     return fig
 
 
