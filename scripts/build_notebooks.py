@@ -1,5 +1,5 @@
-"""Build the notebooks from their sources in `notebooks/src/` (one edit changes a shared cell
-everywhere).
+"""Build the notebooks from their sources in `notebooks/src/` (the Colab cell and the parameter
+checks are generated, so they are the same everywhere).
 
     python scripts/build_notebooks.py          write notebooks/*.ipynb from the sources
     python scripts/build_notebooks.py --check  exit 1 and name the notebooks whose cells differ
@@ -11,14 +11,13 @@ everywhere).
 Sources, in jupytext's percent format (`# %%` starts a code cell, `# %% [markdown]` a Markdown
 cell whose lines are commented, `# %% parameters` the papermill parameters cell):
 
-- `NN_name.py`: one notebook. Every notebook starts with the Colab badge and the Colab set-up cell
-  (`_colab.py`); its parameters cell begins with `PARAMETERS_HEADER`.
-- `NN_stageK_name.md`: an ablation-stage notebook (03-07), made from the one template `_stage.py`:
-  a few `key: value` lines (`run`, `override_example`, optional `extra_cells`), `---`, then the
-  notebook's title and introduction in Markdown.
+`NN_name.py` is one notebook. Every notebook starts with the Colab badge and the Colab set-up
+cell (`_colab.py`); its parameters cell begins with `PARAMETERS_HEADER`. (jupytext reads these
+files too; this parser only needs the three markers.)
 
 After each parameters cell comes a generated cell that checks every parameter
-(`hsae_utils.pipeline.params.check_parameters`), so a wrong papermill value fails before any work.
+(`hsae_utils.pipeline.params.check_parameters`), so a wrong papermill value fails before any work;
+in a stage notebook (03-07, a `RUN = "..."` line) `overrides` is checked against that run's config.
 
 A cell whose source is unchanged keeps its outputs and execution count, so rebuilding never wipes
 committed outputs.
@@ -29,7 +28,7 @@ import argparse
 import ast
 import html
 import json
-import string
+import re
 import sys
 from pathlib import Path
 
@@ -37,7 +36,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hsae_utils.io import write_text_atomic  # noqa: E402
-from hsae_utils.runs import ABLATIONS, MECHANISMS  # noqa: E402  (torch-free)
 
 NOTEBOOKS = REPO / "notebooks"
 SRC = NOTEBOOKS / "src"
@@ -101,57 +99,24 @@ def with_check_cell(cells: list[dict], run: str | None = None) -> list[dict]:
     return out
 
 
-# Notebook 02 trains every run (one pass per seed); the first stage notebook trains the five stages
-# together if 02 has not, the others reuse their run (run_all.sh --force retrains them in 02).
-TRAIN_ALL_STAGES = """# %% [markdown]
-# Notebook 02 trained the five stages with the baselines, one pass over the cache per seed; the
-# stages shared each gradient step until a mechanism acted (stages 1-3 share the loss of Eq. 3,
-# stages 4-5 that of Eq. 6; resampling, window tracking and merging change the weights only through
-# their events). Run alone, this notebook trains the five stages together in the same way
-# (`experiments.train_runs`); each run ends bit-identical (CPU) to training it alone.
-
-# %%
-stage_runs = experiments.train_runs(P, [s.name for s in ABLATIONS] if not overrides else [RUN],
-                                    overrides=overrides)
-print(experiments.sharing_report(stage_runs))
-runs = stage_runs[RUN]
-
-"""
-TRAIN_THIS_STAGE = """# %%
-# Trained by notebook 02 with every run of its seed (one shared pass); trained here if missing.
-runs = experiments.train_run(P, RUN, overrides=overrides)
-
-"""
-
-
-def stage_cells(path: Path) -> list[dict]:
-    """The cells of an ablation-stage notebook: the template filled with the stage's values."""
-    head, _, intro = path.read_text().partition("\n---\n")
-    values = dict(line.split(": ", 1) for line in head.strip().split("\n"))
-    stage = [spec.name for spec in ABLATIONS].index(values["run"]) + 1
-    extra = values.get("extra_cells", "")
-    template = string.Template((SRC / "_stage.py").read_text())
-    text = template.substitute(
-        intro="\n".join(f"# {line}".rstrip() for line in intro.strip("\n").split("\n")),
-        run=values["run"], stage=stage, mechanisms=", ".join(MECHANISMS[:stage]),
-        override_example=values["override_example"],
-        train_cells=TRAIN_ALL_STAGES if stage == 1 else TRAIN_THIS_STAGE,
-        extra_cells="".join(f"# %%\n{code}\n\n" for code in extra.split(" ;; ") if code))
-    return with_check_cell(parse_percent(text), run=values["run"])
+def stage_run(source: str) -> str | None:
+    """The run a stage notebook (03-07) trains, from its `RUN = "..."` line: the check cell
+    validates `overrides` against that run's config."""
+    match = re.search(r'^RUN = "([\w.-]+)"$', source, re.M)
+    return match.group(1) if match else None
 
 
 def notebook_cells(name: str) -> list[dict]:
-    """Every cell of notebook `name` (e.g. "03_stage1_linear_sparsity"), from its sources."""
-    stage_source = SRC / f"{name}.md"
-    body = stage_cells(stage_source) if stage_source.exists() else with_check_cell(
-        parse_percent((SRC / f"{name}.py").read_text()))
+    """Every cell of notebook `name` (e.g. "03_stage1_linear_sparsity"), from its source."""
+    source = (SRC / f"{name}.py").read_text()
+    body = with_check_cell(parse_percent(source), run=stage_run(source))
     return [{"cell_type": "markdown", "source": BADGE.format(name=name), "tags": []},
             {"cell_type": "code", "source": (SRC / "_colab.py").read_text().strip("\n"),
              "tags": []}, *body]
 
 
 def notebook_names() -> list[str]:
-    return sorted(p.stem for p in SRC.glob("[0-9][0-9]_*.*"))
+    return sorted(p.stem for p in SRC.glob("[0-9][0-9]_*.py"))
 
 
 def _lines(text: str) -> list[str]:

@@ -34,11 +34,12 @@ def test_shared_cells_come_from_one_place():
     cells = {name: build_notebooks.notebook_cells(name) for name in NAMES}
     colab = {c[1]["source"] for c in cells.values()}
     assert len(colab) == 1 and "set_up(REPO_DIR)" in colab.pop()
-    stages = [n for n in NAMES if (build_notebooks.SRC / f"{n}.md").exists()]
+    stages = [n for n in NAMES if n[3:].startswith("stage")]
     assert len(stages) == 5
-    for name in stages:  # one template: the same code cells apart from RUN and the example
-        code = [c["source"] for c in cells[name] if c["cell_type"] == "code"]
-        assert f'RUN = "{name[3:]}"' in "\n".join(code)
+    for name in stages:  # each stage notebook names its run, and its overrides are checked on it
+        code = "\n".join(c["source"] for c in cells[name] if c["cell_type"] == "code")
+        assert f'RUN = "{name[3:]}"' in code
+        assert f'run="{name[3:]}"' in code  # the generated check cell
 
 
 def test_rebuild_keeps_outputs_of_unchanged_cells():
@@ -60,10 +61,10 @@ def test_notebook_runs_name_real_runs_and_notebooks():
     for notebook, names in NOTEBOOK_RUNS.items():
         assert notebook in NAMES, notebook
         assert all(n in RUNS or n == "sweep" for n in names), notebook
-        source = build_notebooks.SRC / f"{notebook}.md"
-        if source.exists():  # a stage notebook trains the run its source names; the first
-            # trains all five stages in one shared pass
-            assert f"run: {names[0]}\n" in source.read_text()
+        if notebook[3:].startswith("stage"):  # a stage notebook trains the run it names; the
+            # first trains all five stages in one shared pass
+            source = (build_notebooks.SRC / f"{notebook}.py").read_text()
+            assert build_notebooks.stage_run(source) == names[0], notebook
             assert len(names) == (5 if notebook.startswith("03_") else 1), notebook
 
 

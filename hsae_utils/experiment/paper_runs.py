@@ -142,13 +142,3 @@ def final_metrics(results: list[RunResult]):
                                    if e.get("event") == "merge"),
                      "train_s": None if r.seconds is None else round(r.seconds, 1)})
     return pd.DataFrame(rows)
-
-
-def alpha_report(results: list[RunResult], lo: float = 0.1, hi: float = 2.0) -> str:
-    """How often the adaptive factor alpha_t sat at its clamps, over all logged steps."""
-    alpha = np.array([row["alpha_t"] for r in results for row in r.log if "alpha_t" in row])
-    if alpha.size == 0:
-        return "no alpha_t logged"
-    return (f"alpha_t over {alpha.size} logged steps: min {alpha.min():.3g}, median "
-            f"{np.median(alpha):.3g}, max {alpha.max():.3g}; at the lower clamp {lo} on "
-            f"{np.mean(alpha <= lo + 1e-9):.0%}, at the upper clamp {hi} on {np.mean(alpha >= hi - 1e-9):.0%}")

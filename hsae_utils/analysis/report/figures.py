@@ -11,13 +11,13 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import NullFormatter
 
 from hsae_utils.config import Profile
 from hsae_utils.io import atomic_path
 from hsae_utils.runs import ABLATIONS, HSAE, PAPER_RUNS, TOPK, family
 from hsae_utils.analysis.report.results import Results, metric_rows
-from hsae_utils.analysis.report.tables import FIGURES_DIR, absorption_by_letter, frontier_points
+from hsae_utils.analysis.report.tables import FIGURES_DIR, absorption_letter_stats, frontier_points
 
 FAMILY_STYLE = {  # colour, marker, label of each SAE family
     "topk": ("C0", "o", "TopK"),
@@ -71,11 +71,19 @@ def _bar_panel(ax, results: Results, metric: str, configs: Sequence[str], title:
     ax.set_title(title, fontsize=9)
 
 
+def all_zero(results: Results, metric: str, configs: Sequence[str]) -> bool:
+    """True when every value of `metric` for these configurations is 0 (a panel of nothing)."""
+    v = np.concatenate([results.values(metric, c) for c in configs] or [np.zeros(0)])
+    return v.size > 0 and bool(np.all(v == 0))
+
+
 def plot_metric_bars(results: Results, panels: Sequence[tuple[str, str]],
                      configs: Sequence[str] | None = None, title: str = ""):
-    """One bar panel per (metric, title) present; None if none is."""
-    panels = [p for p in panels if results.has(p[0])]
+    """One bar panel per (metric, title) present; a metric that is 0 for every configuration
+    gets no panel but a note under the figure. None if no panel is left."""
     configs = [c for c in (configs or results.configs) if c in results.configs]
+    zero = [t for m, t in panels if results.has(m) and all_zero(results, m, configs)]
+    panels = [(m, t) for m, t in panels if results.has(m) and t not in zero]
     if not panels or not configs:
         print("No results to plot.")
         return None
@@ -85,6 +93,9 @@ def plot_metric_bars(results: Results, panels: Sequence[tuple[str, str]],
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    if zero:
+        fig.text(0.5, -0.02, "0 for every SAE, so not drawn: " + ", ".join(zero), ha="center",
+                 fontsize=8)
     return fig
 
 
@@ -131,57 +142,125 @@ def plot_probing(results: Results, configs: Sequence[str] | None = PAPER_RUNS,
     return fig
 
 
+LETTER_MEASURES = (  # (per-letter metric prefix, panel title)
+    ("absorption_fraction", "mean absorption fraction ↓ (SAEBench)"),
+    ("full_absorption", "full absorption rate ↓ (SAEBench)"),
+)
+
+
 def plot_absorption(results: Results, configs: Sequence[str] = (TOPK, HSAE)):
-    """Per-letter absorption fraction of TopK versus HierarchicalSAE (lower is better)."""
-    table = absorption_by_letter(results, configs)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(table) + 2), 3.2))
-    if table.empty:
-        ax.text(0.5, 0.5, "no absorption results", ha="center", transform=ax.transAxes)
+    """Per-letter absorption of TopK versus HierarchicalSAE (lower is better), one panel per
+    SAEBench measure present: bars = mean over seeds, error bars = std over seeds."""
+    stats = {m: absorption_letter_stats(results, configs, m) for m, _ in LETTER_MEASURES}
+    present = [(m, t) for m, t in LETTER_MEASURES if not stats[m].empty]
+    zero = [t for m, t in present if bool((stats[m]["mean"] == 0).all())]
+    measures = [(m, t) for m, t in present if t not in zero]  # a panel of zeros says nothing
+    if not measures:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.text(0.5, 0.5, "no absorption results" if not present else
+                "absorption is 0 for every letter and SAE:\n" + ", ".join(zero),
+                ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
         return fig
-    width = 0.8 / table.shape[1]
-    x = np.arange(len(table))
-    for j, c in enumerate(table.columns):
-        ax.bar(x + (j - (table.shape[1] - 1) / 2) * width, table[c], width,
-               color=family_color(c), label=results.label(c))
-    ax.set_xticks(x, table.index)
-    ax.set_xlabel("first letter (letters whose probe reaches F1 > 0.6)")
-    ax.set_ylabel("mean absorption fraction ↓")
-    ax.set_title(f"Feature absorption per letter, {results.title}", fontsize=10)
-    ax.legend(fontsize=8)
+    n_letters = stats[measures[0][0]].index.get_level_values("letter").nunique()
+    fig, axes = plt.subplots(len(measures), 1, squeeze=False, sharex=True,
+                             figsize=(max(6.5, 0.45 * n_letters + 4.5), 2.9 * len(measures)))
+    for ax, (measure, title) in zip(axes[:, 0], measures):
+        st = stats[measure]
+        letters = sorted(st.index.get_level_values("letter").unique())
+        cols = [c for c in configs if c in st.index.get_level_values("config")]
+        width = 0.8 / len(cols)
+        x = np.arange(len(letters))
+        for j, c in enumerate(cols):
+            d = st.xs(c, level="config").reindex(letters)
+            ax.bar(x + (j - (len(cols) - 1) / 2) * width, d["mean"], width,
+                   yerr=d["std"].fillna(0), capsize=2, error_kw={"lw": 0.8},
+                   color=family_color(c), label=f"{results.label(c)} ({_seeds(d['n'].max())})")
+        ax.set_xticks(x, letters)
+        ax.set_ylabel(title.split(" (")[0], fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes[-1, 0].set_xlabel("first letter (letters whose probe reaches F1 > 0.6)")
+    fig.suptitle(f"Feature absorption per letter, {results.title} "
+                 f"(bars: mean over seeds; error bars: std)", fontsize=10)
     fig.tight_layout()
+    if zero:
+        fig.text(0.5, -0.01, "0 for every letter and SAE, so not drawn: " + ", ".join(zero),
+                 ha="center", fontsize=8)
     return fig
 
 
-def plot_frontier(results: Results, metrics: Sequence[tuple[str, str]] = (
-        ("explained_variance_legacy", "explained variance"), ("ce_loss_score", "CE loss recovered"))):
-    """Sparsity-fidelity frontier: each metric against L0 for each family (the sweep's sparsity
-    levels joined by a line), and the HierarchicalSAE stages as labelled points."""
-    metrics = [(m, t) for m, t in metrics if results.has(m)]
-    pts = frontier_points(results, [m for m, _ in metrics])
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4), squeeze=False)
-    for ax, (m, title) in zip(axes[0], metrics):
-        for fam, (color, marker, name) in FAMILY_STYLE.items():
-            p = pts[pts["family"] == fam].sort_values("l0")
-            if p.empty:
+def _seeds(n) -> str:
+    return f"{int(n)} seed" + ("s" if int(n) != 1 else "")
+
+
+FRONTIER_PANELS = (  # (metric, axis label, higher is better)
+    ("explained_variance_legacy", "explained variance", True),
+    ("ce_loss_score", "CE loss recovered", True),
+    ("kl_div_with_sae", "KL divergence with the SAE spliced in", False),
+    ("mean_full_absorption_score", "full absorption (SAEBench)", False),
+    ("mean_absorption_fraction_score", "absorption fraction (SAEBench)", False),
+)
+FRONTIER_STYLE = {  # curve (tables.frontier_method) -> colour, marker, line style, label
+    "topk": ("C0", "o", "-", "TopK"),
+    "batchtopk": ("C1", "s", "-", "BatchTopK"),
+    "relu_l1": ("C2", "^", "-", "ReLU + L1"),
+    "stage1": ("C4", "v", "--", "HierarchicalSAE stage 1 (linear sparsity only)"),
+    "hierarchical": ("C3", "D", "-", "HierarchicalSAE (all five mechanisms)"),
+}
+
+
+def _log_ticks(ax, lo: float, hi: float) -> None:
+    """Log-scale x ticks at 1, 2, 5 x 10^k within [lo, hi], written as plain numbers."""
+    ticks = [m * 10 ** e for e in range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+             for m in (1, 2, 5) if lo <= m * 10 ** e <= hi]
+    ax.set_xscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def plot_frontier(results: Results, panels: Sequence[tuple[str, str, bool]] = FRONTIER_PANELS):
+    """Sparsity-fidelity frontier: each metric against L0 (log scale), one curve per method (its
+    runs sorted by L0 and joined), error bars = std over seeds, one panel per metric present
+    (a metric that is 0 for every SAE gets a note under the figure instead)."""
+    panels = [p for p in panels if results.has(p[0])]
+    pts = frontier_points(results, [m for m, _, _ in panels])
+    pts = pts[pts["method"].notna()]
+    zero = [label for m, label, _ in panels if len(pts) and bool((pts[m].fillna(0) == 0).all())]
+    panels = [p for p in panels if p[1] not in zero]  # a panel of zeros says nothing
+    ncols = len(panels) + 1 if len(panels) <= 3 else 3  # one more slot: the legend
+    nrows = -(-(len(panels) + 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
+    flat = axes.ravel()
+    lo = max(pts["l0"].min() / 1.4, 0.5) if len(pts) else 1
+    hi = pts["l0"].max() * 1.4 if len(pts) else 10
+    for ax, (m, label, higher) in zip(flat, panels):
+        other = [m for m in dict.fromkeys(pts["method"]) if m not in FRONTIER_STYLE]
+        styles = {**FRONTIER_STYLE, **{m: ("C7", "x", ":", m) for m in other}}  # never dropped
+        for method, (color, marker, ls, name) in styles.items():
+            p = pts[pts["method"] == method].sort_values("l0")
+            if p.empty or p[m].isna().all():
                 continue
-            ls = "none" if fam == "hierarchical" else "-"
-            ax.plot(p["l0"], p[m], ls=ls, marker=marker, color=color, ms=6,
-                    label=name + (" (numbers: stage)" if fam == "hierarchical" else ""))
-            if fam == "hierarchical":  # stage numbers, staggered: stages often coincide
-                for j, r in enumerate(p.sort_values("config").itertuples()):
-                    ax.annotate(r.config[len("stage"):].split("_")[0], (r.l0, getattr(r, m)),
-                                fontsize=7, xytext=(4, -10 + 6 * j), textcoords="offset points",
-                                color=color)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set(xlabel="L0 (active features per token, log scale)", ylabel=title,
-               title=f"{title} vs L0")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"Sparsity-fidelity frontier, {results.title} "
-                 f"(means over seeds; the sweep points have one seed)", fontsize=10)
+            ax.errorbar(p["l0"], p[m], xerr=p["l0_std"].fillna(0), yerr=p[f"{m}_std"].fillna(0),
+                        color=color, marker=marker, ls=ls, ms=5, capsize=2, lw=1.3, label=name)
+        _log_ticks(ax, lo, hi)
+        better = "↑ higher is better" if higher else "↓ lower is better"
+        ax.set(xlabel="L0: active features per token (log scale)", ylabel=f"{label} {better[0]}",
+               title=f"{label}\n({better[2:]})")
+        ax.title.set_fontsize(9)
+        ax.grid(alpha=0.3, which="major")
+    for ax in flat[len(panels):]:
+        ax.set_axis_off()
+    handles, labels = flat[0].get_legend_handles_labels()
+    flat[len(panels)].legend(handles, labels, loc="center", fontsize=8,
+                             title="one point per run configuration")
+    fig.suptitle(f"Sparsity-fidelity frontier, {results.title} (mean over seeds; error bars: "
+                 f"std over seeds where a run has several)", fontsize=10)
     fig.tight_layout()
+    if zero:
+        fig.text(0.5, -0.01, "0 for every SAE, so not drawn: " + ", ".join(zero), ha="center",
+                 fontsize=8)
     return fig
 
 

@@ -76,17 +76,51 @@ def absorption_by_letter(results: Results, configs: Sequence[str] = (TOPK, HSAE)
     return table[[c for c in configs if c in table.columns]].sort_index()
 
 
+def absorption_letter_stats(results: Results, configs: Sequence[str] = (TOPK, HSAE),
+                            measure: str = "absorption_fraction") -> pd.DataFrame:
+    """mean, std (over seeds; NaN for one) and n of a per-letter absorption measure
+    (`absorption_fraction` or `full_absorption`), indexed by (letter, config)."""
+    df = results.tidy[results.tidy["metric"].str.startswith(measure + ":")
+                      & results.tidy["config"].isin(configs)]
+    if df.empty:
+        return pd.DataFrame(columns=["mean", "std", "n"])
+    df = df.assign(letter=df["metric"].str.split(":").str[1])
+    return df.groupby(["letter", "config"])["value"].agg(
+        mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else np.nan, n="size")
+
+
+def frontier_method(config: str) -> str | None:
+    """The curve of the sparsity-fidelity frontier a configuration belongs to: its family for the
+    baselines (TopK, BatchTopK, L1 at every sparsity level), "stage1" for the HierarchicalSAE's
+    stage 1, "hierarchical" for the full HierarchicalSAE (stage 5 and any other run of its family,
+    e.g. a sweep over lambda_0). None for stages 2-4 (their own figure) and for alternative readings
+    (`name__field-value`, notebook 11)."""
+    if "__" in config:
+        return None
+    fam = family(config)
+    if fam != "hierarchical":
+        return fam
+    stage = config[len("stage"):].split("_")[0] if config.startswith("stage") else ""
+    if stage == "1":
+        return "stage1"
+    return None if stage in ("2", "3", "4") else "hierarchical"
+
+
 def frontier_points(results: Results, metrics: Sequence[str]) -> pd.DataFrame:
-    """One row per configuration: family, L0 and each metric (means over seeds)."""
+    """One row per configuration: family, frontier curve (`frontier_method`), seeds, L0 and each
+    metric as mean and std over seeds (std NaN for one seed)."""
     rows = []
     for c in results.configs:
         l0 = results.values("l0", c)
         if l0.size == 0:
             continue
-        row = {"config": c, "label": results.label(c), "family": family(c), "l0": l0.mean()}
+        row = {"config": c, "label": results.label(c), "family": family(c),
+               "method": frontier_method(c), "n": l0.size, "l0": l0.mean(),
+               "l0_std": l0.std(ddof=1) if l0.size > 1 else np.nan}
         for m in metrics:
             v = results.values(m, c)
             row[m] = v.mean() if v.size else np.nan
+            row[f"{m}_std"] = v.std(ddof=1) if v.size > 1 else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -200,6 +200,15 @@ def absorption_verdict(df: pd.DataFrame, a: str = HSAE, b: str = TOPK_MATCHED) -
             "l0_b": float(df[df.config == b]["l0"].mean())}
 
 
+GT_PANELS = (  # (metric, title with the better direction, x label)
+    ("mcc", "MCC ↑ (higher is better)",
+     "mean |cosine| of matched decoder and true features (SAELens)"),
+    ("f1", "F1 ↑ (higher is better)", "mean F1 of latents detecting their true feature (SAELens)"),
+    ("absorption", "absorption ↓ (lower is better)",
+     "parent-latent recall lost where the child fires"),
+)
+
+
 def ground_truth_figure(df: pd.DataFrame, profile_name: str, out_dir: Path | None = None
                         ) -> list[Path]:
     """MCC, F1 and absorption per configuration (dots = seeds, bar = mean), saved as
@@ -211,17 +220,20 @@ def ground_truth_figure(df: pd.DataFrame, profile_name: str, out_dir: Path | Non
 
     configs = list(dict.fromkeys(df["config"]))
     colors = [family_color(c) for c in configs]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True)
-    for ax, metric in zip(axes, ("mcc", "f1", "absorption")):
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4), sharey=True)
+    for ax, (metric, title, xlabel) in zip(axes, GT_PANELS):
         for i, c in enumerate(configs):
             v = df[df.config == c][metric].to_numpy(float)
             ax.barh(i, np.nanmean(v), color=colors[i], alpha=.6)
             ax.plot(v, np.full(len(v), i), "k.", ms=5)
-        ax.set_title(metric)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel, fontsize=8)
         ax.grid(axis="x", alpha=.3)
     axes[0].set_yticks(range(len(configs)), [LABELS.get(c, c) for c in configs])
+    axes[0].set_ylabel("SAE configuration")
     axes[0].invert_yaxis()
-    fig.suptitle("Ground truth: synthetic activations with a known feature hierarchy")
+    fig.suptitle("Ground truth: synthetic activations with a known feature hierarchy "
+                 "(bars: mean over seeds; dots: seeds)", fontsize=11)
     fig.tight_layout()
     paths = save_figure(fig, "ground_truth", profile_name, out_dir or FIGURES_DIR)
     plt.close(fig)
