@@ -24,6 +24,8 @@ from hsae_utils.io import read_json, sha256_file, sha256_json, write_json_atomic
 from hsae_utils.method.checkpoint import HSAE_CONFIG
 
 STATS_FORMAT = 1
+# The seed-42 runs notebook 12 shows side by side (run registry names).
+FEATURE_RUNS = ("topk", "batchtopk", "relu_l1", "stage5_clustering")
 
 
 def resolve_sae(sae: Any, profile: Profile) -> SAERun:
@@ -71,6 +73,34 @@ def _read_valid(folder: Path, identity: dict) -> dict | None:
         print(f"{data_path} is missing or fails its checksum (damaged): recomputing.")
         return None
     return read_json(data_path)
+
+
+def stats_problems(folder: Path) -> list[str]:
+    """What is missing or damaged in a stats folder (its checksum; not what it was computed
+    from, which needs the SAE and the data: `sae_stats` checks that)."""
+    try:
+        manifest = read_json(folder / "manifest.json")
+    except (OSError, ValueError):
+        return [f"{folder / 'manifest.json'} is missing or unreadable"]
+    data = folder / "data.json"
+    if not data.is_file() or sha256_file(data) != manifest.get("data_sha256"):
+        return [f"{data} is missing or fails its checksum"]
+    return []
+
+
+def output_problems(profile: Profile, seed: int = 42) -> list[str]:
+    """Notebook 12's outputs: the statistics of each `FEATURE_RUNS` SAE and its browser page."""
+    from hsae_utils.runs import run_dir
+
+    problems = []
+    for name in FEATURE_RUNS:
+        folder = run_dir(profile, name, seed)
+        problems += stats_problems(folder / "features")
+        if (folder / HSAE_CONFIG).is_file():
+            page = browser_path(export_run(folder, profile.sae_dir), profile)
+            if not page.is_file():
+                problems.append(f"{page} is missing")
+    return problems
 
 
 def token_strings(tokenizer):
