@@ -37,11 +37,16 @@ def _synthetic(n_ctx=12, C=10, D=8, seed=0):
     return tokens_SC, positions, x_ND
 
 
-def test_stats_equal_brute_force_over_all_activations(one_thread):
+@pytest.mark.parametrize("held", [True, False])
+def test_stats_equal_brute_force_over_all_activations(one_thread, monkeypatch, held):
+    """Latents held in memory (one step), or encoded again chunk by chunk (merged top-k)."""
+    if not held:
+        monkeypatch.setattr(fs, "MAX_CODE_BYTES", 0)
     tokens_SC, positions, x_ND = _synthetic()
     adapter = _relu_adapter(x_ND.shape[1])
     nb_ids, _ = fs.decoder_neighbours(adapter.decoder_rows(), PARAMS.n_neighbours)
     st = fs.latent_stats(adapter.encode, x_ND, nb_ids, PARAMS, progress=False)
+    assert (st["codes"].z_NF is not None) == held
     Z = adapter.encode(x_ND).float()  # every activation, the brute force
     fired = Z > 0
     assert torch.equal(st["count_F"], fired.sum(0))
@@ -72,7 +77,10 @@ def test_stats_equal_brute_force_over_all_activations(one_thread):
             assert Z[row, f] < hi[f, i] + 1e-6 or i == len(PARAMS.intervals) - 2
 
 
-def test_contexts_map_back_to_the_exact_tokens(one_thread):
+@pytest.mark.parametrize("held", [True, False])
+def test_contexts_map_back_to_the_exact_tokens(one_thread, monkeypatch, held):
+    if not held:
+        monkeypatch.setattr(fs, "MAX_CODE_BYTES", 0)
     tokens_SC, positions, x_ND = _synthetic()
     adapter = _relu_adapter(x_ND.shape[1])
     nb_ids, _ = fs.decoder_neighbours(adapter.decoder_rows(), PARAMS.n_neighbours)

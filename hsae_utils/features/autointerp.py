@@ -171,17 +171,18 @@ def silent_windows(encode, rows, latent: int, n: int, left: int = 8, right: int 
                    seed: int = 0) -> list[tuple[list[int], list[float]]]:
     """Up to n random windows of the validation tokens (`features.rows.ValidationRows`) on which
     `latent` is zero at every token: the negatives of the scoring set."""
-    from hsae_utils.features.stats import window_acts
+    from hsae_utils.features.stats import Codes, window_acts
 
     g = torch.Generator().manual_seed(seed)
     S, C = rows.tokens_SC.shape
     row_of = {(int(s), int(p)): r for r, (s, p) in enumerate(rows.positions_R2.tolist())}
+    codes = Codes(encode, rows.x_ND, max_bytes=0)  # only the windows' rows are encoded
     out = []
     for r in torch.randperm(rows.positions_R2.shape[0], generator=g)[: 4 * n].tolist():
         s, p = (int(v) for v in rows.positions_R2[r])
         span = list(range(max(0, p - left), min(C, p + right + 1)))
         win = torch.tensor([row_of.get((s, q), -1) for q in span])
-        acts = window_acts(encode, rows.x_ND, win, torch.full_like(win, latent))
+        acts = window_acts(codes, win, torch.full_like(win, latent))
         if (acts <= 0).all():
             out.append((rows.tokens_SC[s, span].tolist(), acts.tolist()))
         if len(out) == n:

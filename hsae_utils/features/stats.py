@@ -26,6 +26,9 @@ from tqdm.auto import tqdm
 
 FINE_BINS = 1024
 HIST_BINS = 32  # FINE_BINS must be a multiple
+# Latents of all rows are computed once and held when they take at most this (local: 16k tokens x
+# 576 latents = 37 MB); larger (paper, wide public SAEs) they are encoded again in each pass.
+MAX_CODE_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,31 @@ class StatsParams:
     right: int = 3  # and after it
     n_neighbours: int = 5
     n_logits: int = 10
-    chunk: int = 2048  # rows encoded at once
+    chunk: int = 4096  # rows per step of a pass
     seed: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class Codes:
+    """The latents [rows, F] of raw rows `x_ND`, read by index: held in memory when they fit in
+    `max_bytes`, else encoded on demand."""
+
+    def __init__(self, encode: Callable[[Tensor], Tensor], x_ND: Tensor, chunk: int = 4096,
+                 max_bytes: int | None = None, progress: bool = False):
+        max_bytes = MAX_CODE_BYTES if max_bytes is None else max_bytes
+        self.encode, self.x_ND = encode, x_ND
+        self.n_latents = int(encode(x_ND[:1]).shape[1])
+        self.z_NF = None
+        if x_ND.shape[0] * self.n_latents * 4 <= max_bytes:
+            self.z_NF = torch.cat([encode(x_ND[a : a + chunk]).float().cpu() for a in
+                                   _chunks(x_ND.shape[0], chunk, "encoding", progress)])
+
+    def __call__(self, idx) -> Tensor:
+        if self.z_NF is not None:
+            return self.z_NF[idx]
+        return self.encode(self.x_ND[idx]).float().cpu()
 
 
 def _chunks(n: int, size: int, desc: str, progress: bool):
@@ -68,10 +91,11 @@ def decoder_neighbours(dirs_FD: Tensor, k: int, chunk: int = 1024) -> tuple[Tens
 def _merge_topk(best_vals: Tensor, best_rows: Tensor, vals_nF: Tensor, rows_n: Tensor,
                 k: int) -> tuple[Tensor, Tensor]:
     """Running top-k per column: the previous best [k, F] and a chunk's values [n, F]."""
-    vals = torch.cat([best_vals, vals_nF])
+    vals_Fn = torch.cat([best_vals, vals_nF]).T.contiguous()  # top-k along rows: 3x faster
     rows = torch.cat([best_rows, rows_n[:, None].expand_as(vals_nF)])
-    top = vals.topk(min(k, vals.shape[0]), dim=0)
-    return top.values, rows.gather(0, top.indices)
+    top = vals_Fn.topk(min(k, vals_Fn.shape[1]), dim=1)
+    idx_KF = top.indices.T
+    return top.values.T.contiguous(), rows.gather(0, idx_KF)
 
 
 @torch.no_grad()
@@ -81,14 +105,19 @@ def latent_stats(encode: Callable[[Tensor], Tensor], x_ND: Tensor, neighbour_ids
 
     Returns tensors: count_F, sum_F, max_F, cofire_FK (rows where latent and neighbour both fire),
     top_vals_KF / top_rows_KF (top activations, -inf / -1 where fewer fired), fine_hist_FB,
-    quantile_levels, quantiles_FQ, sample_rows_IJF (interval I, sample J; -1 where none)."""
+    quantile_levels, quantiles_FQ, sample_rows_IJF (interval I, sample J; -1 where none); and
+    "codes" (`Codes`, for the contexts' pass)."""
     N = x_ND.shape[0]
+    codes = Codes(encode, x_ND, params.chunk, progress=progress)
+    # held codes are read in steps of ~16M values (one step at `local`), else encoded per chunk
+    step = (max(params.chunk, (1 << 24) // codes.n_latents) if codes.z_NF is not None
+            else params.chunk)
     p = params
     K = p.n_top
     count = sum_ = max_ = cofire = None
     top_vals = top_rows = None
-    for a in _chunks(N, p.chunk, "latent stats (1/3)", progress):
-        z_nF = encode(x_ND[a : a + p.chunk]).float().cpu()
+    for a in _chunks(N, step, "latent stats (1/3)", progress):
+        z_nF = codes(slice(a, a + step))
         fired_nF = z_nF > 0
         if count is None:
             F = z_nF.shape[1]
@@ -99,7 +128,9 @@ def latent_stats(encode: Callable[[Tensor], Tensor], x_ND: Tensor, neighbour_ids
         count += fired_nF.sum(0)
         sum_ += z_nF.double().sum(0)
         max_ = torch.maximum(max_, z_nF.max(0).values)
-        cofire += (fired_nF[:, :, None] & fired_nF[:, neighbour_ids_FK]).sum(0)
+        on_nF = fired_nF.float()
+        for k in range(neighbour_ids_FK.shape[1]):  # float products: BLAS-speed, exact counts
+            cofire[:, k] += (on_nF * on_nF[:, neighbour_ids_FK[:, k]]).sum(0).long()
         masked = torch.where(fired_nF, z_nF, torch.full_like(z_nF, -float("inf")))
         top_vals, top_rows = _merge_topk(top_vals, top_rows, masked,
                                          torch.arange(a, a + z_nF.shape[0]), K)
@@ -109,8 +140,8 @@ def latent_stats(encode: Callable[[Tensor], Tensor], x_ND: Tensor, neighbour_ids
     # pass 2: fine histogram of the nonzero activations, bins of width max / FINE_BINS
     hist = torch.zeros(F * FINE_BINS, dtype=torch.long)
     width_F = (max_ / FINE_BINS).clamp_min(1e-30)
-    for a in _chunks(N, p.chunk, "latent stats (2/3)", progress):
-        z_nF = encode(x_ND[a : a + p.chunk]).float().cpu()
+    for a in _chunks(N, step, "latent stats (2/3)", progress):
+        z_nF = codes(slice(a, a + step))
         n_idx, f_idx = torch.nonzero(z_nF > 0, as_tuple=True)
         b = (z_nF[n_idx, f_idx] / width_F[f_idx]).long().clamp(0, FINE_BINS - 1)
         hist += torch.bincount(f_idx * FINE_BINS + b, minlength=F * FINE_BINS)
@@ -123,10 +154,12 @@ def latent_stats(encode: Callable[[Tensor], Tensor], x_ND: Tensor, neighbour_ids
     n_int, J = len(p.intervals) - 1, p.n_per_interval
     gen = torch.Generator().manual_seed(p.seed)
     best = [(torch.empty(0, F), torch.empty(0, F, dtype=torch.long)) for _ in range(n_int)]
-    for a in _chunks(N, p.chunk, "latent stats (3/3)", progress):
-        z_nF = encode(x_ND[a : a + p.chunk]).float().cpu()
+    for a in _chunks(N, step, "latent stats (3/3)", progress):
+        z_nF = codes(slice(a, a + step))
         key_nF = torch.rand(z_nF.shape, generator=gen)
-        interval_nF = (z_nF[:, :, None] >= bounds_FQ[None]).sum(-1)  # 0 .. n_int - 1
+        interval_nF = torch.zeros(z_nF.shape, dtype=torch.uint8)  # 0 .. n_int - 1
+        for q in range(bounds_FQ.shape[1]):
+            interval_nF += z_nF >= bounds_FQ[:, q]
         rows_n = torch.arange(a, a + z_nF.shape[0])
         for i in range(n_int):
             score = torch.where((z_nF > 0) & (interval_nF == i), key_nF,
@@ -138,7 +171,7 @@ def latent_stats(encode: Callable[[Tensor], Tensor], x_ND: Tensor, neighbour_ids
     return {"count_F": count, "sum_F": sum_, "max_F": max_, "cofire_FK": cofire,
             "top_vals_KF": top_vals, "top_rows_KF": top_rows, "fine_hist_FB": hist,
             "quantile_levels": levels, "quantiles_FQ": quantiles, "sample_rows_IJF": sample_rows,
-            "n_tokens": N}
+            "n_tokens": N, "codes": codes}
 
 
 def hist_quantiles(hist_FB: Tensor, max_F: Tensor, levels: Tensor) -> Tensor:
@@ -159,20 +192,25 @@ def hist_quantiles(hist_FB: Tensor, max_F: Tensor, levels: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def window_acts(encode: Callable[[Tensor], Tensor], x_ND: Tensor, rows_P: Tensor,
-                latents_P: Tensor, chunk: int = 2048) -> Tensor:
-    """Activation of latent latents_P[p] on row rows_P[p] (rows < 0: 0), encoding each needed row
-    once."""
+def window_acts(codes: Codes, rows_P: Tensor, latents_P: Tensor, chunk: int = 4096) -> Tensor:
+    """Activation of latent latents_P[p] on row rows_P[p] (rows < 0: 0), each needed row's
+    latents computed once."""
     out = torch.zeros(rows_P.shape[0])
     valid = rows_P >= 0
+    if codes.z_NF is not None:
+        out[valid] = codes.z_NF[rows_P[valid], latents_P[valid]]
+        return out
     uniq, inverse = torch.unique(rows_P[valid], return_inverse=True)
-    lat = latents_P[valid]
-    vals = torch.zeros(lat.shape[0])
+    order = inverse.argsort()
+    inv_sorted, lat_sorted = inverse[order], latents_P[valid][order]
+    vals = torch.zeros(inv_sorted.shape[0])
     for a in range(0, uniq.shape[0], chunk):
-        z_nF = encode(x_ND[uniq[a : a + chunk]]).float().cpu()
-        sel = (inverse >= a) & (inverse < a + chunk)
-        vals[sel] = z_nF[inverse[sel] - a, lat[sel]]
-    out[valid] = vals
+        lo, hi = torch.searchsorted(inv_sorted, torch.tensor([a, a + chunk])).tolist()
+        z_nF = codes(uniq[a : a + chunk])
+        vals[lo:hi] = z_nF[inv_sorted[lo:hi] - a, lat_sorted[lo:hi]]
+    out_valid = torch.zeros_like(vals)
+    out_valid[order] = vals
+    out[valid] = out_valid
     return out
 
 
@@ -183,49 +221,47 @@ def _group_name(lo: float, hi: float) -> str:
 def contexts(stats: dict[str, Tensor], encode, x_ND: Tensor, positions_R2: np.ndarray,
              tokens_SC: Tensor, token_str: Callable[[int], str],
              params: StatsParams = StatsParams()) -> list[list[dict]]:
-    """Pass 4: per latent, its top contexts and interval samples as the contract's dicts (the
-    highlighted token is the row's own token; `acts` holds the latent on every shown token, 0 on
-    tokens without a cache row: special tokens and massive activations)."""
+    """Pass 4: per latent, its top contexts (strongest first) then its interval samples, as the
+    contract's dicts. The highlighted token is the row's own token; `acts` holds the latent on
+    every shown token, 0 on tokens without a cache row (special tokens, massive activations)."""
     p = params
+    codes = stats.get("codes") or Codes(encode, x_ND, p.chunk)
     S, C = tokens_SC.shape
-    row_of_SC = torch.full((S, C), -1, dtype=torch.long)
     pos = torch.from_numpy(np.asarray(positions_R2)).long()
+    row_of_SC = torch.full((S, C), -1, dtype=torch.long)
     row_of_SC[pos[:, 0], pos[:, 1]] = torch.arange(pos.shape[0])
     F = stats["count_F"].shape[0]
-    picks = []  # (latent, group, row, act)
-    for j in range(p.n_top):
-        for f in range(F):
-            r = int(stats["top_rows_KF"][j, f]) if j < stats["top_rows_KF"].shape[0] else -1
-            if r >= 0:
-                picks.append((f, "top", r, float(stats["top_vals_KF"][j, f])))
-    for i in range(len(p.intervals) - 1):
-        name = _group_name(p.intervals[i], p.intervals[i + 1])
-        for j in range(p.n_per_interval):
-            for f in range(F):
-                r = int(stats["sample_rows_IJF"][i, j, f])
-                if r >= 0:
-                    picks.append((f, name, r, None))
-    offsets = torch.arange(-p.left, p.right + 1)
-    if picks:
-        lat = torch.tensor([q[0] for q in picks])
-        rows = torch.tensor([q[2] for q in picks])
-        seq, ctr = pos[rows, 0], pos[rows, 1]
-        win_PW = ctr[:, None] + offsets[None]
-        inside_PW = (win_PW >= 0) & (win_PW < C)
-        win_rows_PW = torch.where(inside_PW, row_of_SC[seq[:, None], win_PW.clamp(0, C - 1)],
-                                  torch.full_like(win_PW, -1))
-        acts_PW = window_acts(encode, x_ND, win_rows_PW.reshape(-1),
-                              lat[:, None].expand_as(win_PW).reshape(-1)).view(win_PW.shape)
+    n_int = len(p.intervals) - 1
+    names = ["top"] + [_group_name(p.intervals[i], p.intervals[i + 1]) for i in range(n_int)]
+    # every (group, rank, latent) with a row, as flat tensors; group 0 = top
+    cand_GJF = torch.full((1 + n_int, max(p.n_top, p.n_per_interval), F), -1, dtype=torch.long)
+    cand_GJF[0, : stats["top_rows_KF"].shape[0]] = stats["top_rows_KF"]
+    cand_GJF[1:, : p.n_per_interval] = stats["sample_rows_IJF"]
+    g, j, lat = torch.nonzero(cand_GJF >= 0, as_tuple=True)
+    order = torch.argsort(lat * cand_GJF.shape[0] * cand_GJF.shape[1] + g * cand_GJF.shape[1] + j)
+    g, j, lat = g[order], j[order], lat[order]
+    rows = cand_GJF[g, j, lat]
     out: list[list[dict]] = [[] for _ in range(F)]
-    for k, (f, group, r, act) in enumerate(picks):
-        keep = inside_PW[k]
-        toks = tokens_SC[seq[k], win_PW[k][keep]].tolist()
-        acts = acts_PW[k][keep].tolist()
-        center = int((offsets[keep] < 0).sum())
-        out[f].append({"group": group, "tokens": [token_str(t) for t in toks],
-                       "acts": [round(a, 5) for a in acts], "center": center,
-                       "act": round(act if act is not None else acts[center], 5), "row": r,
-                       "seq": int(seq[k]), "pos": int(ctr[k])})
+    if rows.numel() == 0:
+        return out
+    seq, ctr = pos[rows, 0], pos[rows, 1]
+    offsets = torch.arange(-p.left, p.right + 1)
+    win_PW = ctr[:, None] + offsets[None]
+    inside_PW = (win_PW >= 0) & (win_PW < C)
+    clamped = win_PW.clamp(0, C - 1)
+    win_rows_PW = torch.where(inside_PW, row_of_SC[seq[:, None], clamped], -1)
+    acts_PW = window_acts(codes, win_rows_PW.reshape(-1),
+                          lat[:, None].expand_as(win_PW).reshape(-1)).view(win_PW.shape)
+    toks_PW = tokens_SC[seq[:, None], clamped]
+    items = zip(lat.tolist(), g.tolist(), rows.tolist(), seq.tolist(), ctr.tolist(),
+                toks_PW.tolist(), acts_PW.tolist(), inside_PW.tolist())
+    for f, grp, r, s_, c_, toks, acts, inside in items:
+        keep = [k for k, ok in enumerate(inside) if ok]
+        center = sum(1 for k in keep if k < p.left)
+        shown = [round(acts[k], 5) for k in keep]
+        out[f].append({"group": names[grp], "tokens": [token_str(toks[k]) for k in keep],
+                       "acts": shown, "center": center, "act": shown[center], "row": r,
+                       "seq": s_, "pos": c_})
     return out
 
 
