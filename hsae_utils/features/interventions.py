@@ -7,13 +7,15 @@
 - steer: add c d_i at each chosen position.
 d_i is the latent's decoder row in raw activation units (`SAEAdapter.decoder_rows` / scale).
 
-Why our own forward hook and not SAELens' `SAETransformerBridge`: that class attaches
-`sae_lens.SAE` objects to a bridge booted through its own `boot_transformers` (or converted in
-place, `bridge.__class__ = ...`, which SAELens' source itself calls hacky), replacing the hook
-module of the shared model. Our evaluations hold every SAE, ours and external, as an `SAEAdapter`
-in the activation cache's normalized space, on the one `TransformerBridge` that
-`data.model.load_model` boots and the notebooks share; a plain hook on that bridge makes the same
-edit for every SAE without converting the model.
+Why our own forward hook and not SAELens' `SAETransformerBridge` (sae-lens 6.54): attached to our
+bridge (SAELens' own `boot_transformers` converts a booted `TransformerBridge` the same way, by
+setting `__class__`) with one of our exports loaded by `sae_lens.SAE.load_from_disk`, a splice
+with `use_error_term=True` and no edit at all should reproduce the clean forward, but on the tiny
+Llama of the tests it changed next-token log-probabilities by up to 0.73 (the SAE's latents there
+equal ours exactly; we did not trace the cause inside the wrapper, which replaces the hook module
+at `blocks.L.hook_out`). A forward hook at `blocks.L.hook_resid_post` changes nothing but the edit
+(tested against the rest of the model run by hand), works for every `SAEAdapter` (ours and
+external SAEs alike) and leaves the shared model as it was.
 """
 from __future__ import annotations
 
