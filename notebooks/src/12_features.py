@@ -90,9 +90,10 @@ summary
 # ## Density
 #
 # One histogram per SAE of log10 firing density over its alive latents (dead latents, which never
-# fire on these tokens, are counted in the legend). TopK and BatchTopK fix the number of active
-# latents per token, so their densities centre near k / d_sae; an L1 penalty lets some latents fire
-# on most tokens (the dense code, at the right edge).
+# fire on these tokens, are counted in the legend). TopK fixes the number of active latents per
+# token (BatchTopK per batch), which bounds the average density at k / d_sae; an L1 penalty bounds
+# nothing per token, so a latent may fire on most tokens: a dense code shows as mass at the right
+# edge, beyond the dotted line.
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.8))
