@@ -154,10 +154,14 @@ def test_stats_are_stored_validated_and_rebuilt_when_damaged(tiny_model, tiny_ca
     json.dumps(data)  # JSON-serializable
     lat = max(data["latents"], key=lambda r: r["density"])
     assert len(lat["top_logits"]) == 10 and lat["top_logits"][0][1] >= lat["top_logits"][-1][1]
+    from hsae_utils.features.inspect import stats_problems
+
+    assert stats_problems(folder) == []  # notebook 12's skip-check
     mtime = (folder / "data.json").stat().st_mtime_ns
     assert sae_stats("relu_l1/seed42", P, model=tiny_model, params=PARAMS) == data  # reused
     assert (folder / "data.json").stat().st_mtime_ns == mtime
     (folder / "data.json").write_text((folder / "data.json").read_text()[:-20])  # damage
+    assert "fails its checksum" in stats_problems(folder)[0]
     assert sae_stats("relu_l1/seed42", P, model=tiny_model, params=PARAMS, progress=False) == data
     assert "fails its checksum" in capsys.readouterr().out
     other = fs.StatsParams(n_top=3, n_per_interval=2, left=3, right=2, chunk=64)
@@ -234,3 +238,22 @@ def test_autointerp_prompts_and_parsing_are_sae_benchs(monkeypatch):
     assert p.ai.score_predictions([], p.scoring_examples) == pytest.approx(1 / 3)
     assert p.ai.parse_predictions("None") == [] and p.ai.parse_predictions("two") is None
     assert p.ai.parse_explanation("This neuron activates on the letter w.") == "the letter w"
+
+
+def test_showcase_reads_the_absorption_table_and_marks_the_token(tmp_path):
+    from hsae_utils.features import showcase
+
+    csv = tmp_path / "absorption_per_letter.csv"
+    csv.write_text("run,config,seed,letter,probe_f1,included,main_latents\n"
+                   "a/seed42,a,42,b,0.9,True,7 3\n"
+                   "a/seed42,a,42,c,0.95,True,5\n"
+                   "a/seed42,a,42,d,0.99,False,1\n"
+                   "b/seed42,b,42,b,0.9,True,2\n"
+                   "b/seed42,b,42,c,0.95,True,\n")
+    assert showcase.main_latents(csv, "a/seed42") == {"b": [7, 3], "c": [5]}
+    assert showcase.shared_letters(csv, ["a/seed42", "b/seed42"]) == ["b"]
+    rec = {"id": 7, "density": 0.5, "max_act": 2.0, "quantiles": {"0.5": 1.0},
+           "top_logits": [], "bottom_logits": [],
+           "contexts": [{"group": "top", "tokens": ["a", " b", "\n"], "acts": [0, 2.0, 0],
+                         "center": 1, "act": 2.0, "row": 0, "seq": 0, "pos": 1}]}
+    assert "a[[ b]]↵" in showcase.latent_text(rec, "test")
