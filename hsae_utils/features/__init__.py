@@ -1,2 +1,2 @@
-"""Looking at an SAE's latents: per-latent statistics and contexts (`stats`, `rows`), interventions
-(`interventions`), pluggable auto-interpretation (`autointerp`) and the one-call `inspect_sae`."""
+"""Looking at an SAE's latents: per-latent statistics and contexts (`stats`, `rows`, stored by
+`inspect`: `inspect_sae`, `sae_stats`), `interventions`, `autointerp`, and notebook 12's `showcase`."""
