@@ -56,6 +56,13 @@ def test_profile_metrics_and_unknown_parameters():
         check_parameters(force=True)
 
 
+def test_counts_and_seeds_are_non_negative_integers():
+    assert check_parameters(seed=42, n_contexts="3", autointerp_latents=0) == (42, 3, 0)
+    for bad in (-1, 2.5, True, "three"):
+        with pytest.raises(ParameterError, match="non-negative integer"):
+            check_parameters(n_contexts=bad)
+
+
 # ----------------------------------------------------------------------------- real papermill
 
 

@@ -29,6 +29,10 @@ def output_problems(profile: Profile, notebook: str) -> list[str]:
         from hsae_utils.experiment.sensitivity import output_problems as readings_problems  # pandas: only for 11
 
         return readings_problems(profile)
+    if stem == "12_features":
+        from hsae_utils.features.inspect import output_problems as features_problems  # torch: only for 12
+
+        return features_problems(profile)
     if stem == "08_evaluation":
         table = profile.results_dir / "evaluation.csv"
         return [] if table.is_file() else [f"{table} is missing"]

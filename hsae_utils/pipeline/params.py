@@ -50,6 +50,16 @@ def _text(name: str, value: Any, **_: Any) -> str:
     return value
 
 
+def _natural(name: str, value: Any, **_: Any) -> int:
+    """A non-negative integer (a seed, a count); "3" from papermill's -r is accepted."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ParameterError(f"{name}={value!r} must be a non-negative integer "
+                             f"(papermill: -p {name} 3).")
+    return value
+
+
 def _metrics(name: str, value: Any, **_: Any) -> str:
     from hsae_utils.evals import FAMILIES  # torch: loaded only to check notebook 08's metrics
 
@@ -96,6 +106,9 @@ CHECKS: dict[str, Callable[..., Any]] = {
     "overrides": _overrides,
     "metrics": _metrics,
     "external_saes": _text,
+    "seed": _natural,  # notebook 12
+    "n_contexts": _natural,
+    "autointerp_latents": _natural,
 }
 
 

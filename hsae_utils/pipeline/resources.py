@@ -295,10 +295,32 @@ def figures_need(profile: Profile) -> Need:
     return Need("figures (notebook 09)", 20e6, 1e9, 0, 60, "")
 
 
+FEATURE_SAES = 4  # notebook 12: TopK, BatchTopK, L1 and the HierarchicalSAE, seed 42
+FEATURE_PASSES = 5  # the statistics' passes over the validation rows (`features.stats`)
+FEATURE_BYTES_PER_LATENT = 30_000  # stored statistics + browser page (~30 contexts of 12 tokens)
+
+
+def features_need(profile: Profile) -> Need:
+    """Notebook 12: the row -> token map (one model pass over the validation split, only when the
+    cache dropped massive activations), then per SAE a few encoding passes over the validation
+    rows and its logit effects (d_sae directions through the unembedding)."""
+    r = rates(profile)
+    tokens = n_contexts(profile, "validation") * profile.context_size
+    rows = n_contexts(profile, "validation") * (profile.context_size - 1)
+    row_map = tokens * 2 * layer_params(profile) * (profile.layer + 1) / r.model_flops
+    per_sae = (FEATURE_PASSES * rows * 2 * profile.d_model * profile.dict_size / r.sae_flops
+               + profile.dict_size * 2 * profile.d_model * model_size(profile).vocab_size
+               / r.model_flops)
+    host = rows * profile.d_model * 4 + weight_bytes(profile)
+    return Need("features (notebook 12)",
+                FEATURE_SAES * FEATURE_BYTES_PER_LATENT * profile.dict_size, host, 0,
+                row_map + FEATURE_SAES * per_sae, f"{FEATURE_SAES} SAEs, statistics and browser")
+
+
 def plan(profile: Profile) -> list[Need]:
     return [caching_need(profile), training_run_need(profile), training_need(profile),
             evaluation_need(profile), figures_need(profile), ground_truth_need(profile),
-            readings_need(profile)]
+            readings_need(profile), features_need(profile)]
 
 
 def totals(needs: list[Need]) -> Need:
