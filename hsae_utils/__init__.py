@@ -16,6 +16,7 @@ Public names:
 - training: `train_sae` (one SAE), `train_run` (a run of the paper, every seed), `TrainConfig`
 - files: `save_sae` / `load_sae` (SAELens folder layout), `load_sae_lens` (any SAELens SAE)
 - evaluation: `evaluate_saes`, `EvaluationResult`
+- features: `inspect_sae` (per-latent statistics + an HTML feature browser), `sae_stats`
 
 Only the profiles are imported eagerly; everything else (torch, transformers) on first use.
 The modules behind these names (`hsae_utils.method.train`, `hsae_utils.evals`, ...) hold the rest.
@@ -44,6 +45,8 @@ _LAZY = {
     "load_sae": ".method.checkpoint",
     "load_sae_lens": ".evals.external",
     "EvaluationResult": ".evals",
+    "inspect_sae": ".features.inspect",
+    "sae_stats": ".features.inspect",
 }
 
 __all__ = ["PROFILES", "Profile", "get_profile", *_LAZY]
