@@ -19,6 +19,7 @@ from hsae_utils.config import Profile, get_profile
 from hsae_utils.evals.cache import tensor_sha
 from hsae_utils.evals.loading import SAERun, export_run, external_runs, load_adapter
 from hsae_utils.features.rows import ValidationRows
+from hsae_utils.features.browser import write_browser
 from hsae_utils.features.stats import StatsParams, feature_data
 from hsae_utils.io import read_json, sha256_file, sha256_json, write_json_atomic
 from hsae_utils.method.checkpoint import HSAE_CONFIG
@@ -151,11 +152,6 @@ def inspect_sae(sae: Any, profile: Profile | str = "local", out_dir: str | Path 
                 model=None, rows: ValidationRows | None = None, progress: bool = True) -> Path:
     """Statistics of `sae` (see `sae_stats`) and its feature browser, written to
     `outputs/<profile>/features/<name>.html` (or `out_dir`); returns the page's path."""
-    try:
-        from hsae_utils.features.browser import write_browser
-    except ImportError as err:
-        raise ImportError("The feature browser (hsae_utils.features.browser) is not available "
-                          "in this checkout; `sae_stats` gives the data alone.") from err
     profile = get_profile(profile) if isinstance(profile, str) else profile
     run = resolve_sae(sae, profile)
     data = sae_stats(run, profile, model=model, rows=rows, progress=progress)
