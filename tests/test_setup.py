@@ -22,11 +22,12 @@ FAKE_PREPARE = 'import sys\nprint("prepare:", sys.executable, sys.argv[1:])\n'
 def repo(tmp_path):
     dst = tmp_path / "repo"
     (dst / "scripts").mkdir(parents=True)
-    (dst / "hsae_utils").mkdir()
+    (dst / "hsae_utils" / "pipeline").mkdir(parents=True)
     for name in ("scripts/setup.sh", "requirements.lock", "pyproject.toml"):
         shutil.copy2(REPO_ROOT / name, dst / name)
     (dst / "hsae_utils" / "__init__.py").write_text("")
-    (dst / "hsae_utils" / "prepare.py").write_text(FAKE_PREPARE + "# takes --profile NAME\n")
+    (dst / "hsae_utils" / "pipeline" / "__init__.py").write_text("")
+    (dst / "hsae_utils" / "pipeline" / "prepare.py").write_text(FAKE_PREPARE + "# takes --profile NAME\n")
     return dst
 
 
@@ -59,7 +60,7 @@ def test_active_conda_environment_is_used_and_profile_passed(repo, tmp_path):
 
 def test_existing_venv_wins_over_conda_and_old_prepare_gets_no_flag(repo, tmp_path):
     _env_with_stamp(repo / ".venv", repo)
-    (repo / "hsae_utils" / "prepare.py").write_text(FAKE_PREPARE)  # a prepare without --profile
+    (repo / "hsae_utils" / "pipeline" / "prepare.py").write_text(FAKE_PREPARE)  # a prepare without --profile
     out = _run(repo, "--profile", "local", CONDA_PREFIX=str(tmp_path / "elsewhere"))
     assert out.returncode == 0, out.stderr
     assert not (repo / ".venv").is_symlink() and "prepare:" in out.stdout and "[]" in out.stdout
