@@ -18,10 +18,19 @@ have detected the paper's claimed effect. Power: the minimum detectable effect (
 paired t-test at alpha 0.05 and power 0.8 with the observed std of the paired differences
 (statsmodels TTestPower, `hsae_utils.analysis.stats`), against the paper's effect in our units (a pp
 difference as is, a relative change or ratio applied to our baseline's mean). Where MDE > claimed,
-or with 1 seed (no test), "inconclusive (underpowered)" instead of "does not hold". Sparse probing
+or with 1 seed (no test), "inconclusive (underpowered)" instead of "does not hold"; where the MDE is
+within BORDERLINE_MARGIN (10 %) of the claimed effect, "does not hold (borderline power)". Sparse probing
 adds the test set's own noise, which the seeds cannot show (every SAE is probed on the same texts):
 its MDE is the larger of the seeds' and a two-proportion test's at 2 x probe_test_per_class texts.
-The matched-L0 verdict follows the same rule. Absorption on real activations carries SAEBench's
+The matched-L0 verdict applies the same rule to the differences from the baselines' frontier at
+the configuration's own L0 (interpolated in log L0 between the baseline runs that bracket it;
+"not comparable" where no baseline is as dense: a denser code beating sparser ones is expected,
+`matched_sparsity_verdict`). Both SAEBench absorption measures are claims (full absorption, the
+paper's number, and the absorption fraction), each with its verdict (`absorption_note`).
+"not measured": a measurement that exists but has not run here (training time: the benchmark's
+overhead file, `measured`; interpretability: notebook 12's auto-interpretation). A claim on a
+configuration that repeats another's results exactly (`identical_configs`, e.g. an ablation stage
+whose mechanism never acted) is marked `same_as` and counted once. Absorption on real activations carries SAEBench's
 caveat (meaningful for 16k+ latents on 1B+ models); the ground-truth column answers it where
 absorption is exact (notebook 10's synthetic hierarchy, `ground_truth.absorption_verdict`).
 The sensitivity column says which verdicts change under the alternative readings of the paper's
@@ -54,7 +63,7 @@ import pandas as pd
 from scipy import stats
 
 from hsae_utils.io import atomic_path, write_text_atomic
-from hsae_utils.analysis.paper_claims import (ABS_REL_TOL, ALPHA, BORDERLINE, BORDERLINE_MARGIN,
+from hsae_utils.analysis.paper_claims import (ABS_REL_TOL, ABSORPTION_MEASURES, ALPHA, BORDERLINE, BORDERLINE_MARGIN,
                                               CLAIMS, FAILS, HOLDS, INCONCLUSIVE, NOT_COMPARABLE,
                                               NOT_MEASURED, PAPER_DICT_SIZE, PAPER_LAYER,
                                               PAPER_MODEL, PAPER_STEPS, PAPER_TOPK_DICT_SIZE,
@@ -535,6 +544,27 @@ MARKDOWN_COLUMNS = {
 }
 
 
+def absorption_note(table: pd.DataFrame) -> str:
+    """What SAEBench's two absorption measures measure, and whether their verdicts agree here
+    ('' when the table has not both rows)."""
+    rows = table.set_index("id")
+    if not {"absorption", "absorption_fraction"} <= set(rows.index):
+        return ""
+    full, frac = rows.loc["absorption"], rows.loc["absorption_fraction"]
+    said = lambda r: f"{r['verdict']} ({r['ours_baseline']} -> {r['ours']})"  # noqa: E731
+    agree = full["verdict"] == frac["verdict"]
+    return (f"Absorption has two SAEBench measures, each judged as its own claim. *Full "
+            f"absorption* (`mean_full_absorption_score`, the paper's number): "
+            f"{ABSORPTION_MEASURES['mean_full_absorption_score']}. *Absorption fraction* "
+            f"(`mean_absorption_fraction_score`): "
+            f"{ABSORPTION_MEASURES['mean_absorption_fraction_score']}. Here, TopK -> "
+            f"HierarchicalSAE: full absorption {said(full)}; absorption fraction {said(frac)}: "
+            + ("the two agree." if agree else
+               "they disagree, so no single verdict on absorption stands: an SAE can avoid "
+               "all-or-nothing absorption by one latent while spreading part of the letter "
+               "signal over several."))
+
+
 def claims_markdown(table: pd.DataFrame, profile_name: str, tests: pd.DataFrame | None = None
                     ) -> str:
     mismatches = table.attrs.get("mismatches")
@@ -580,6 +610,7 @@ def claims_markdown(table: pd.DataFrame, profile_name: str, tests: pd.DataFrame 
          "(except where units differ), but the paper's TopK had "
          f"{PAPER_TOPK_DICT_SIZE:,} latents."),
         "",
+        *([absorption_note(table), ""] if absorption_note(table) else []),
         "Verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items())
         + (f" ({repeats} claim{'s' if repeats > 1 else ''} on data identical to an earlier "
            "claim's, a configuration repeating another's results exactly, counted once: "

@@ -65,8 +65,9 @@ def train_time_verdict(claim: Claim, overhead: dict | None) -> tuple[str, str, f
     every, fastest = m[f"every_step{suffix or '_relu'}"], m[f"every_step_fastest{suffix or '_relu'}"]
     others = ", ".join(f"d = {k}: {v['vs_topk' if suffix else 'vs_relu']:+.1%}"
                        for k, v in overhead["dims"].items() if k != d)
+    quick = f", --quick: {overhead.get('rounds')} rounds" if overhead.get("quick") else ""
     reason = (f"scripts/benchmark.py ({overhead.get('when', 'undated')}, "
-              f"{overhead.get('device', '?')}): step time over {base} at d = {d} (dictionary "
+              f"{overhead.get('device', '?')}{quick}): step time over {base} at d = {d} (dictionary "
               f"{d}) {total:+.1%} = every step {every:+.1%} (fastest rounds {fastest:+.1%}) + "
               f"merge / resample amortised {m['mechanisms_amortised' + suffix]:+.1%}; "
               f"{'at most' if ok else 'above'} the paper's +{claim.paper_value - 1:.0%}"
