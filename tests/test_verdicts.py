@@ -13,7 +13,7 @@ from hsae_utils.analysis.report.results import Results, train_losses
 from hsae_utils.analysis.report.tables import identical_configs, table1
 from hsae_utils.config import get_profile
 from hsae_utils.experiment.ground_truth.experiment import absorption_verdict
-from hsae_utils.runs import ABLATIONS, HSAE, TOPK
+from hsae_utils.runs import ABLATIONS, HSAE, RUNS, TOPK
 from tests.test_claims import row, tidy
 
 LOCAL = get_profile("local")
@@ -152,3 +152,53 @@ def test_ground_truth_win_needs_a_matched_topk_as_dense():
     v = absorption_verdict(gt(49.1))  # TopK fired fewer than k: sparser, cannot decide a win
     assert v["verdict"] == "not comparable" and not v["matched"]
     assert "sparser (L0 49.1 < 50.8)" in v["matched_note"]
+
+
+def test_findings_are_generated_from_the_tables(tmp_path, monkeypatch):
+    """The five sentences of findings.py on a small run shaped like the local one: a dense
+    HierarchicalSAE, no baseline as dense, the two absorption measures disagreeing, stage 2 =
+    stage 1 and stage 5 = stage 4."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from hsae_utils.analysis.findings import findings, findings_markdown
+    from hsae_utils.analysis.report.tables import write_table
+
+    monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path / "out"))
+    profile = get_profile("local")
+    stage = {EV: [0.99, 0.991, 0.992], "l0": [570, 570.2, 570.4],
+             "mean_full_absorption_score": [0.01, 0.02, 0.015],
+             "mean_absorption_fraction_score": [0.54, 0.55, 0.53]}
+    early = {EV: [0.98, 0.981, 0.982], "l0": [569, 569, 569]}
+    res = tidy({(TOPK, EV): [0.72, 0.73, 0.725], (TOPK, "l0"): [80, 80, 80],
+                (TOPK, "mean_full_absorption_score"): [0.10, 0.12, 0.11],
+                (TOPK, "mean_absorption_fraction_score"): [0.30, 0.31, 0.29],
+                ("relu_l1", EV): [0.97, 0.971, 0.972], ("relu_l1", "l0"): [524, 524, 524],
+                **{(c, m): v for c in (S1, S2) for m, v in early.items()},
+                **{(c, m): v for c in (S4, HSAE) for m, v in stage.items()}})
+    cl.write_claims(cl.claims_table(res, profile), tmp_path, "local")
+    events = tidy({(c, m): [0, 0, 0] for c in (S1, S2, S4, HSAE)
+                   for m in ("resampled_latents", "merged_pairs")})
+    results = Results(profile, pd.concat([res, events]),
+                      {c: spec.label for c, spec in RUNS.items()})
+    write_table(table1(results), "table1", "local", tmp_path)
+    for s, busy in zip((42, 43), (0.9, 0.8)):  # 90 % / 80 % of latents fire on most tokens
+        folder = profile.sae_dir / HSAE / f"seed{s}"
+        folder.mkdir(parents=True)
+        freq = np.where(np.arange(576) < busy * 576, 0.7, 0.01)
+        save_file({"sparsity": np.log10(freq).astype(np.float32)},
+                  str(folder / "sparsity.safetensors"))
+    density, matched, absorption, provenance, repeats = findings("local", tmp_path)
+    assert density.startswith("The HierarchicalSAE is a dense code: it fires 570.2 of its 576 "
+                              "latents per token (99%; TopK fires 80)")
+    assert "85% of its latents fire on more than half" in density  # (0.9 + 0.8) / 2, rounded
+    assert "not comparable: `absorption`, `explained_variance` (" in matched
+    assert "(no baseline run reaches its L0 570.2 (densest: topk at L0 80))" in matched
+    assert absorption.startswith("SAEBench's two absorption measures disagree")
+    assert "(holds)" in absorption and "(does not hold)" in absorption
+    assert "`absorption` (0.0058 and p < 0.01 have no run" in provenance
+    assert repeats.startswith("The ablation is partly degenerate: +Resampling repeats Linear "
+                              "sparsity and +Clustering (HierarchicalSAE) repeats +Adaptive "
+                              "sparsity exactly")
+    assert "0 ± 0 latents resampled" in repeats
+    assert findings_markdown(profile, tmp_path).count("\n- ") == 4
