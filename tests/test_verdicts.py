@@ -106,7 +106,7 @@ def test_train_time_is_read_from_the_benchmark(tmp_path):
     path = measured.write_overhead(dims(0.04), {"when": "2026-12-06", "device": "cpu"},
                                    tmp_path / "benchmark" / "hsae_overhead.json")
     r = row(cl.claims_table(res, LOCAL, overhead=measured.read_overhead(path)), "train_time")
-    assert r["verdict"] == cl.HOLDS and r["ours_change"] == "1x"  # 1.04 at two digits
+    assert r["verdict"] == cl.HOLDS and r["ours_change"] == "1.04x" and r["paper_change"] == "1.2x"
     assert "over TopK at d = 2304" in r["reason"] and "+4.0%" in r["reason"]
     assert "d = 576: +50.0%" in r["reason"] and r["matched_l0"] == cl.NOT_COMPARABLE
     r = row(cl.claims_table(res, LOCAL, overhead={"dims": dims(0.35)}), "train_time")

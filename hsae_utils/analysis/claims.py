@@ -504,15 +504,19 @@ def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIM
             "config": c.config, "baseline": c.baseline, "direction": c.direction,
             "paper_baseline": c.paper_baseline, "paper_value": c.paper_value,
             "paper": (f"{_fmt(c.paper_baseline)} -> {_fmt(c.paper_value)}"
-                      if c.paper_baseline is not None else _fmt(c.paper_value)),
+                      if c.paper_baseline is not None else
+                      _fmt(c.paper_value) if c.paper_value is not None else "no number"),
             "mean_baseline": mb, "std_baseline": sb, "n_baseline": nb,
             "mean": ma, "std": sa, "n": na,
             "ours_baseline": format_measured(mb, sb, nb), "ours": format_measured(ma, sa, na),
             "paper_change": _fmt_change(paper_change, c.change),
-            "ours_change": _fmt_change(ours_change, c.change),
+            "ours_change": (f"{ours_change:.3g}x" if metric == TRAIN_STEP_RATIO
+                            and math.isfinite(ours_change) else _fmt_change(ours_change, c.change)),
             "n_paired": pair["n_seeds"], "mean_diff": pair["mean_diff"],
             "cohens_dz": pair["cohens_dz"], "p_value": pair["p_value"],
-            "claimed_effect": claimed, "mde": mde, "power": power if not missing else "",
+            "claimed_effect": claimed, "mde": mde,
+            "power": ("" if missing else "one benchmark run: no test"
+                      if metric == TRAIN_STEP_RATIO else power),
             "verdict": verdict, "reason": reason,
             "matched_l0": matched, "matched_l0_reason": matched_reason,
             "absolute": absolute, "absolute_reason": abs_reason,
