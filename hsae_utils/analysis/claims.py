@@ -19,9 +19,9 @@ paired t-test at alpha 0.05 and power 0.8 with the observed std of the paired di
 (statsmodels TTestPower, `hsae_utils.analysis.stats`), against the paper's effect in our units (a pp
 difference as is, a relative change or ratio applied to our baseline's mean). Where MDE > claimed,
 or with 1 seed (no test), "inconclusive (underpowered)" instead of "does not hold"; where the MDE is
-within BORDERLINE_MARGIN (10 %) of the claimed effect, "does not hold (borderline power)". Sparse probing
-adds the test set's own noise, which the seeds cannot show (every SAE is probed on the same texts):
-its MDE is the larger of the seeds' and a two-proportion test's at 2 x probe_test_per_class texts.
+within BORDERLINE_MARGIN (10 %) of the claimed effect, "does not hold (borderline power)".
+Sparse probing adds the test set's own noise, which the seeds cannot show (every SAE is probed on
+the same texts): its MDE is the larger of the seeds' and a two-proportion test's at 2 x probe_test_per_class texts.
 The matched-L0 verdict applies the same rule to the differences from the baselines' frontier at
 the configuration's own L0 (interpolated in log L0 between the baseline runs that bracket it;
 "not comparable" where no baseline is as dense: a denser code beating sparser ones is expected,
@@ -30,8 +30,8 @@ paper's number, and the absorption fraction), each with its verdict (`absorption
 "not measured": a measurement that exists but has not run here (training time: the benchmark's
 overhead file, `measured`; interpretability: notebook 12's auto-interpretation). A claim on a
 configuration that repeats another's results exactly (`identical_configs`, e.g. an ablation stage
-whose mechanism never acted) is marked `same_as` and counted once. Absorption on real activations carries SAEBench's
-caveat (meaningful for 16k+ latents on 1B+ models); the ground-truth column answers it where
+whose mechanism never acted) is marked `same_as` and counted once. Absorption on real activations
+carries SAEBench's caveat (meaningful for 16k+ latents on 1B+ models); the ground-truth column answers it where
 absorption is exact (notebook 10's synthetic hierarchy, `ground_truth.absorption_verdict`).
 The sensitivity column says which verdicts change under the alternative readings of the paper's
 ambiguous passages (notebook 11, `hsae_utils.experiment.sensitivity`).
@@ -63,10 +63,11 @@ import pandas as pd
 from scipy import stats
 
 from hsae_utils.io import atomic_path, write_text_atomic
-from hsae_utils.analysis.paper_claims import (ABS_REL_TOL, ABSORPTION_MEASURES, ALPHA, BORDERLINE, BORDERLINE_MARGIN,
-                                              CLAIMS, FAILS, HOLDS, INCONCLUSIVE, NOT_COMPARABLE,
-                                              NOT_MEASURED, PAPER_DICT_SIZE, PAPER_LAYER,
-                                              PAPER_MODEL, PAPER_STEPS, PAPER_TOPK_DICT_SIZE,
+from hsae_utils.analysis.paper_claims import (ABS_REL_TOL, ABSORPTION_MEASURES, ALPHA,
+                                              BORDERLINE, BORDERLINE_MARGIN, CLAIMS, FAILS, HOLDS,
+                                              INCONCLUSIVE, NOT_COMPARABLE, NOT_MEASURED,
+                                              PAPER_DICT_SIZE, PAPER_LAYER, PAPER_MODEL,
+                                              PAPER_STEPS, PAPER_TOPK_DICT_SIZE,
                                               PAPER_TRAIN_TOKENS, TRAIN_STEP_RATIO, Claim)
 from hsae_utils.analysis.stats import POWER, minimum_detectable_effect, paired_stats, proportion_mde
 from hsae_utils.analysis.report.results import HEADLINE_METRICS

@@ -62,13 +62,14 @@ def train_time_verdict(claim: Claim, overhead: dict | None) -> tuple[str, str, f
     total = m["vs_topk"] if suffix else m["vs_relu"]
     ratio = 1 + total
     ok = ratio <= claim.paper_value
-    every, fastest = m[f"every_step{suffix or '_relu'}"], m[f"every_step_fastest{suffix or '_relu'}"]
+    tag = suffix or "_relu"
+    every, fastest = m[f"every_step{tag}"], m[f"every_step_fastest{tag}"]
     others = ", ".join(f"d = {k}: {v['vs_topk' if suffix else 'vs_relu']:+.1%}"
                        for k, v in overhead["dims"].items() if k != d)
     quick = f", --quick: {overhead.get('rounds')} rounds" if overhead.get("quick") else ""
     reason = (f"scripts/benchmark.py ({overhead.get('when', 'undated')}, "
-              f"{overhead.get('device', '?')}{quick}): step time over {base} at d = {d} (dictionary "
-              f"{d}) {total:+.1%} = every step {every:+.1%} (fastest rounds {fastest:+.1%}) + "
+              f"{overhead.get('device', '?')}{quick}): step time over {base} at d = {d} "
+              f"(dictionary {d}) {total:+.1%} = every step {every:+.1%} (fastest rounds {fastest:+.1%}) + "
               f"merge / resample amortised {m['mechanisms_amortised' + suffix]:+.1%}; "
               f"{'at most' if ok else 'above'} the paper's +{claim.paper_value - 1:.0%}"
               + (f"; {others}" if others else "") + "; one benchmark run, no seed noise")
