@@ -32,11 +32,11 @@ def test_both_absorption_measures_are_claims_and_their_disagreement_is_said():
     frac = row(t, "absorption_fraction")
     assert frac["metric"] == "mean_absorption_fraction_score" and frac["verdict"] == cl.FAILS
     note = cl.absorption_note(t)
-    assert "they disagree" in note and "one latent" in note and "up to 3" in note
+    assert "opposite directions" in note and "one latent" in note and "up to 3" in note
     assert note in cl.claims_markdown(t, "local")
-    same = res.assign(value=res["value"].where(~res["metric"].str.contains("fraction"),
-                                               res["value"] / 10))  # fraction 0.03 -> 0.054: up
-    assert "they disagree" in cl.absorption_note(cl.claims_table(same, LOCAL))
+    hsae_frac = (res["config"] == HSAE) & res["metric"].str.contains("fraction")
+    same = res.assign(value=res["value"].where(~hsae_frac, res["value"] / 10))  # 0.54 -> 0.054
+    assert "the same direction" in cl.absorption_note(cl.claims_table(same, LOCAL))
 
 
 def test_identical_configurations_are_marked_and_counted_once():
@@ -189,12 +189,12 @@ def test_findings_are_generated_from_the_tables(tmp_path, monkeypatch):
         save_file({"sparsity": np.log10(freq).astype(np.float32)},
                   str(folder / "sparsity.safetensors"))
     density, matched, absorption, provenance, repeats = findings("local", tmp_path)
-    assert density.startswith("The HierarchicalSAE is a dense code: it fires 570.2 of its 576 "
-                              "latents per token (99%; TopK fires 80)")
+    assert density.startswith("The HierarchicalSAE fires 570.2 of its 576 latents per token "
+                              "(99%; TopK fires 80)") and density.endswith(": a dense code.")
     assert "85% of its latents fire on more than half" in density  # (0.9 + 0.8) / 2, rounded
     assert "not comparable: `absorption`, `explained_variance` (" in matched
     assert "(no baseline run reaches its L0 570.2 (densest: topk at L0 80))" in matched
-    assert absorption.startswith("SAEBench's two absorption measures disagree")
+    assert absorption.startswith("SAEBench's two absorption measures disagree in direction")
     assert "(holds)" in absorption and "(does not hold)" in absorption
     assert "`absorption` (0.0058 and p < 0.01 have no run" in provenance
     assert repeats.startswith("The ablation is partly degenerate: +Resampling repeats Linear "

@@ -557,15 +557,17 @@ def absorption_note(table: pd.DataFrame) -> str:
         return ""
     full, frac = rows.loc["absorption"], rows.loc["absorption_fraction"]
     said = lambda r: f"{r['verdict']} ({r['ours_baseline']} -> {r['ours']})"  # noqa: E731
-    agree = full["verdict"] == frac["verdict"]
+    agree = np.sign(full["mean"] - full["mean_baseline"]) == np.sign(
+        frac["mean"] - frac["mean_baseline"])
     return (f"Absorption has two SAEBench measures, each judged as its own claim. *Full "
             f"absorption* (`mean_full_absorption_score`, the paper's number): "
             f"{ABSORPTION_MEASURES['mean_full_absorption_score']}. *Absorption fraction* "
             f"(`mean_absorption_fraction_score`): "
             f"{ABSORPTION_MEASURES['mean_absorption_fraction_score']}. Here, TopK -> "
             f"HierarchicalSAE: full absorption {said(full)}; absorption fraction {said(frac)}: "
-            + ("the two agree." if agree else
-               "they disagree, so no single verdict on absorption stands: an SAE can avoid "
+            + ("the two move in the same direction." if agree else
+               "they move in opposite directions, so no single verdict on absorption stands: an "
+               "SAE can avoid "
                "all-or-nothing absorption by one latent while spreading part of the letter "
                "signal over several."))
 

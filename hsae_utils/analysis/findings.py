@@ -54,9 +54,10 @@ def density_sentence(claims: pd.DataFrame, profile) -> str:
     share, n = busy_share(profile)
     busy = (f", and {share:.0%} of its latents fire on more than half of the training tokens "
             f"(mean over {n} seed{'s' if n > 1 else ''})" if n else "")
-    return (f"The HierarchicalSAE is {'a dense' if r['mean'] > d_sae / 2 else 'a'} code: it "
-            f"fires {fmt_number(r['mean'])} of its {d_sae:,} latents per token "
-            f"({r['mean'] / d_sae:.0%}; TopK fires {fmt_number(r['mean_baseline'])}){busy}.")
+    dense = ": a dense code" if r["mean"] > d_sae / 2 else ""
+    return (f"The HierarchicalSAE fires {fmt_number(r['mean'])} of its {d_sae:,} latents per "
+            f"token ({r['mean'] / d_sae:.0%}; TopK fires {fmt_number(r['mean_baseline'])})"
+            f"{busy}{dense}.")
 
 
 def matched_sentence(claims: pd.DataFrame) -> str:
@@ -82,12 +83,18 @@ def absorption_sentence(claims: pd.DataFrame) -> str:
     full, frac = claims.loc["absorption"], claims.loc["absorption_fraction"]
     if not (full["n"] and frac["n"]):
         return "Absorption was not measured on this profile."
-    agree = full["verdict"] == frac["verdict"]
-    return (f"SAEBench's two absorption measures {'agree' if agree else 'disagree'}: full "
+    agree = same_direction(full, frac)
+    return (f"SAEBench's two absorption measures {'agree' if agree else 'disagree'} in "
+            f"direction: full "
             f"absorption (one latent takes the whole letter signal; the paper's measure) goes "
             f"{full['ours_baseline']} -> {full['ours']} from TopK to the HierarchicalSAE "
             f"({full['verdict']}), the absorption fraction (the share taken partially) "
             f"{frac['ours_baseline']} -> {frac['ours']} ({frac['verdict']}).")
+
+
+def same_direction(a: pd.Series, b: pd.Series) -> bool:
+    """Do two claims' effects (config - baseline means) have the same sign?"""
+    return np.sign(a["mean"] - a["mean_baseline"]) == np.sign(b["mean"] - b["mean_baseline"])
 
 
 def provenance_sentence(claims: pd.DataFrame) -> str:
