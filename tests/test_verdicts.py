@@ -201,4 +201,9 @@ def test_findings_are_generated_from_the_tables(tmp_path, monkeypatch):
                               "sparsity and +Clustering (HierarchicalSAE) repeats +Adaptive "
                               "sparsity exactly")
     assert "0 ± 0 latents resampled" in repeats
+    # a measured training time is not a gain to check at matched sparsity
+    cl.write_claims(cl.claims_table(res, profile, overhead={"dims": {"576": {
+        "vs_topk": 0.05, "every_step_topk": 0.05, "every_step_fastest_topk": 0.05,
+        "mechanisms_amortised_topk": 0.0}}}), tmp_path, "local")
+    assert "train_time" not in findings("local", tmp_path)[1]
     assert findings_markdown(profile, tmp_path).count("\n- ") == 4

@@ -565,7 +565,7 @@ def absorption_note(table: pd.DataFrame) -> str:
             f"(`mean_absorption_fraction_score`): "
             f"{ABSORPTION_MEASURES['mean_absorption_fraction_score']}. Here, TopK -> "
             f"HierarchicalSAE: full absorption {said(full)}; absorption fraction {said(frac)}: "
-            + ("the two move in the same direction." if agree else
+            + ("the two move in the same direction (or neither moves)." if agree else
                "they move in opposite directions, so no single verdict on absorption stands: an "
                "SAE can avoid "
                "all-or-nothing absorption by one latent while spreading part of the letter "
