@@ -94,7 +94,8 @@ def test_train_and_evaluate_end_to_end(world, tmp_path, monkeypatch):
     assert list(summary.config) == list(configs) and (summary.seeds == 2).all()
     verdict = absorption_verdict(df)
     assert verdict["n_seeds"] == 2 and verdict["verdict"] in (
-        "holds", "does not hold", "inconclusive (underpowered)")
+        "holds", "does not hold", "inconclusive (underpowered)", "not comparable")
+    assert verdict["matched"] == (verdict["l0_b"] >= verdict["l0_a"] - 0.5)
     paths = ground_truth_figure(df, "smoke", out_dir=tmp_path)
     assert [p.name for p in paths] == ["ground_truth_smoke.png", "ground_truth_smoke.pdf"]
     assert all(p.stat().st_size > 0 for p in paths)

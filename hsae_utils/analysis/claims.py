@@ -18,11 +18,20 @@ have detected the paper's claimed effect. Power: the minimum detectable effect (
 paired t-test at alpha 0.05 and power 0.8 with the observed std of the paired differences
 (statsmodels TTestPower, `hsae_utils.analysis.stats`), against the paper's effect in our units (a pp
 difference as is, a relative change or ratio applied to our baseline's mean). Where MDE > claimed,
-or with 1 seed (no test), "inconclusive (underpowered)" instead of "does not hold". Sparse probing
-adds the test set's own noise, which the seeds cannot show (every SAE is probed on the same texts):
-its MDE is the larger of the seeds' and a two-proportion test's at 2 x probe_test_per_class texts.
-The matched-L0 verdict follows the same rule. Absorption on real activations carries SAEBench's
-caveat (meaningful for 16k+ latents on 1B+ models); the ground-truth column answers it where
+or with 1 seed (no test), "inconclusive (underpowered)" instead of "does not hold"; where the MDE is
+within BORDERLINE_MARGIN (10 %) of the claimed effect, "does not hold (borderline power)".
+Sparse probing adds the test set's own noise, which the seeds cannot show (every SAE is probed on
+the same texts): its MDE is the larger of the seeds' and a two-proportion test's at 2 x probe_test_per_class texts.
+The matched-L0 verdict applies the same rule to the differences from the baselines' frontier at
+the configuration's own L0 (interpolated in log L0 between the baseline runs that bracket it;
+"not comparable" where no baseline is as dense: a denser code beating sparser ones is expected,
+`matched_sparsity_verdict`). Both SAEBench absorption measures are claims (full absorption, the
+paper's number, and the absorption fraction), each with its verdict (`absorption_note`).
+"not measured": a measurement that exists but has not run here (training time: the benchmark's
+overhead file, `measured`; interpretability: notebook 12's auto-interpretation). A claim on a
+configuration that repeats another's results exactly (`identical_configs`, e.g. an ablation stage
+whose mechanism never acted) is marked `same_as` and counted once. Absorption on real activations
+carries SAEBench's caveat (meaningful for 16k+ latents on 1B+ models); the ground-truth column answers it where
 absorption is exact (notebook 10's synthetic hierarchy, `ground_truth.absorption_verdict`).
 The sensitivity column says which verdicts change under the alternative readings of the paper's
 ambiguous passages (notebook 11, `hsae_utils.experiment.sensitivity`).
@@ -54,13 +63,17 @@ import pandas as pd
 from scipy import stats
 
 from hsae_utils.io import atomic_path, write_text_atomic
-from hsae_utils.analysis.paper_claims import (ABS_REL_TOL, ALPHA, CLAIMS, FAILS, HOLDS, INCONCLUSIVE,
-                           NOT_COMPARABLE, PAPER_DICT_SIZE, PAPER_LAYER, PAPER_MODEL, PAPER_STEPS,
-                           PAPER_TOPK_DICT_SIZE, PAPER_TRAIN_TOKENS, Claim)
+from hsae_utils.analysis.paper_claims import (ABS_REL_TOL, ABSORPTION_MEASURES, ALPHA,
+                                              BORDERLINE, BORDERLINE_MARGIN, CLAIMS, FAILS, HOLDS,
+                                              INCONCLUSIVE, NOT_COMPARABLE, NOT_MEASURED,
+                                              PAPER_DICT_SIZE, PAPER_LAYER, PAPER_MODEL,
+                                              PAPER_STEPS, PAPER_TOPK_DICT_SIZE,
+                                              PAPER_TRAIN_TOKENS, TRAIN_STEP_RATIO, Claim)
 from hsae_utils.analysis.stats import POWER, minimum_detectable_effect, paired_stats, proportion_mde
 from hsae_utils.analysis.report.results import HEADLINE_METRICS
+from hsae_utils.analysis.measured import train_time_verdict
 from hsae_utils.analysis.report.tables import fmt_number as _fmt
-from hsae_utils.analysis.report.tables import markdown_table
+from hsae_utils.analysis.report.tables import identical_configs, markdown_table
 from hsae_utils.runs import HSAE, TOPK, family
 
 # SAEBench (Karvonen et al. 2025): absorption is meaningful for SAEs of 16k+ latents on 1B+
@@ -163,9 +176,15 @@ def power_note(mde: float, claimed: float) -> str:
 
 def _undecided(why: str, mde: float, claimed: float) -> tuple[str, str]:
     """No effect of the claimed sign found: "does not hold" only where the test could have
-    detected the claimed effect (MDE <= claimed), "inconclusive (underpowered)" otherwise."""
+    detected the claimed effect (MDE <= claimed), "inconclusive (underpowered)" otherwise; an MDE
+    within BORDERLINE_MARGIN of the claimed effect makes it "does not hold (borderline power)"."""
     powered = math.isfinite(mde) and math.isfinite(claimed) and mde <= claimed
-    return (FAILS if powered else INCONCLUSIVE), f"{why}; {power_note(mde, claimed)}"
+    if not powered:
+        return INCONCLUSIVE, f"{why}; {power_note(mde, claimed)}"
+    borderline = mde >= (1 - BORDERLINE_MARGIN) * claimed
+    return ((BORDERLINE if borderline else FAILS),
+            f"{why}; {power_note(mde, claimed)}"
+            + (f" (within {BORDERLINE_MARGIN:.0%} of it: borderline)" if borderline else ""))
 
 
 def relative_verdict(diffs: Sequence[float], direction: str, alpha: float = ALPHA,
@@ -276,49 +295,105 @@ def _summary(values: pd.Series) -> tuple[float, float, int]:
 _NOT_MATCHABLE = ("l0", "l1", "frac_alive", "alive", "dead")
 
 
+def pareto_frontier(points: pd.DataFrame, metric: str, direction: str) -> pd.DataFrame:
+    """The baselines' sparsity-fidelity frontier: the runs (rows with columns l0 and `metric`,
+    means over seeds) that no other run beats with at most their L0, sorted by L0. Along it the
+    metric improves strictly with L0; off it a run is dominated by a sparser, better one."""
+    sign, best, keep = _sign(direction), -math.inf, []
+    for name, r in points.sort_values(["l0", metric], ascending=[True, direction == "lower"]
+                                      ).iterrows():
+        if r[metric] * sign > best:
+            keep.append(name)
+            best = r[metric] * sign
+    return points.loc[keep]
+
+
+def frontier_at(frontier: pd.DataFrame, l0: float) -> dict[str, float]:
+    """The frontier's value at `l0` as weights on its runs: linear in log L0 between the two
+    frontier runs that bracket it ({run: 1.0} at an exact L0; {densest frontier run below: 1.0}
+    past the frontier's densest run, where denser baselines exist but are dominated, so the
+    frontier stays flat). Empty when no frontier run is at most `l0` (extrapolation refused)."""
+    below, above = frontier[frontier["l0"] <= l0], frontier[frontier["l0"] >= l0]
+    if below.empty:
+        return {}
+    lo = below.index[-1]
+    if above.empty or frontier.loc[lo, "l0"] == l0:
+        return {lo: 1.0}
+    hi = above.index[0]
+    w = ((math.log(l0) - math.log(frontier.loc[lo, "l0"]))
+         / (math.log(frontier.loc[hi, "l0"]) - math.log(frontier.loc[lo, "l0"])))
+    return {lo: 1.0 - w, hi: w}
+
+
+def _against_weights(results: pd.DataFrame, config: str, metric: str,
+                     weights: dict[str, float]) -> tuple[np.ndarray, str]:
+    """Per-seed differences `config` - (weighted baseline runs). Runs with 2+ seeds enter per
+    seed (paired: their seed noise counts); a one-seed run (a sweep point) enters as a fixed
+    value, said in the note. Seeds: `config`'s, shared by every multi-seed run."""
+    ours = _per_seed(results, config, metric)
+    per = {c: _per_seed(results, c, metric) for c in weights}
+    multi = [c for c, v in per.items() if len(v) >= 2]
+    seeds = ours.index
+    for c in multi:
+        seeds = seeds.intersection(per[c].index)
+    if multi and len(seeds) == 0:  # no shared seeds: every run as its mean
+        multi, seeds = [], ours.index
+    fixed = sum(w * float(per[c].mean()) for c, w in weights.items() if c not in multi)
+    diffs = ours[seeds].to_numpy() - fixed - sum(
+        weights[c] * per[c][seeds].to_numpy() for c in multi)
+    single = [c for c in weights if c not in multi]
+    note = (f"; {', '.join(single)}: one seed, taken as fixed (its seed noise unknown)"
+            if single and len(seeds) > 1 else "")
+    return diffs, note
+
+
 def matched_sparsity_verdict(results: pd.DataFrame, config: str, metric: str, direction: str,
                              claimed: float = math.nan) -> tuple[str, str]:
-    """Is `config` better on `metric` than every baseline run that is at least as sparse?
+    """Does `config` beat the baselines' frontier at its own L0?
 
-    Fidelity improves with L0 for every SAE, so a denser SAE that reconstructs better has not
-    shown a better method. The baselines are every non-HierarchicalSAE configuration of the
-    table (the headline runs and the sparsity sweep), compared by their mean over seeds; a
-    baseline counts when its mean L0 is at most `config`'s. "holds" when `config` beats the best
-    of them in the claimed direction by more than the seed std of either; "does not hold" names the
-    sparser baseline that does better beyond that noise, or that does as well where the comparison
-    could have detected the `claimed` effect; "inconclusive (underpowered)" where it could not.
-    The comparison's MDE: the paired t-test over the seeds both ran, or, where the baseline ran
-    one seed (the sweep), a one-sample t-test of `config`'s seeds against its value.
+    Fidelity improves with L0 for every SAE, so only a baseline at least as dense can decide:
+    a denser code that beats sparser baselines shows nothing about the method. The baselines
+    are every non-HierarchicalSAE configuration of the table (headline runs and sparsity
+    sweeps), at their means over seeds; their frontier (`pareto_frontier`) is interpolated
+    linearly in log L0 between the two frontier runs that bracket `config`'s L0
+    (`frontier_at`). The verdict is `relative_verdict` on the per-seed differences from that
+    frontier value (paired where the bracketing runs have the seeds, so the seed noise of both
+    sides counts; a one-seed run enters as fixed), with its power rule against `claimed`.
+    "not comparable" where no baseline run reaches `config`'s L0 (no run at or above it), and
+    where every baseline is denser and `config` does not beat the sparsest of them (the
+    frontier below its first run is unknown).
     """
     if metric is None or metric.split(":")[0] in _NOT_MATCHABLE:
         return NOT_COMPARABLE, "a sparsity measure itself"
     sub = results[results["metric"].isin([metric, "l0"])]
     means = sub.pivot_table(index="config", columns="metric", values="value", aggfunc="mean")
-    stds = sub.pivot_table(index="config", columns="metric", values="value", aggfunc="std")
     if metric not in means or "l0" not in means or config not in means.index:
         return NOT_COMPARABLE, f"{metric} or l0 not measured for {config}"
-    ours, l0 = means.loc[config, metric], means.loc[config, "l0"]
-    baselines = [c for c in means.index if family(c) != "hierarchical"]
-    base = means.loc[baselines][means.loc[baselines, "l0"] <= l0].dropna()
-    if base.empty:
-        return NOT_COMPARABLE, f"no baseline run at L0 <= {_fmt(l0)}"
-    sign = _sign(direction)
-    best = (base[metric] * sign).idxmax()
-    b_val, b_l0 = base.loc[best, metric], base.loc[best, "l0"]
-    where = f"{best} at L0 {_fmt(b_l0)}: {_fmt(b_val)}; ours at L0 {_fmt(l0)}: {_fmt(ours)}"
-    # beyond seed noise: the larger std over seeds of the two (0 for a single-seed sweep run)
-    noise = np.nanmax([stds.get(metric, pd.Series(dtype=float)).get(c, np.nan)
-                       for c in (config, best)] + [0.0])
-    if (ours - b_val) * sign > noise:
-        return HOLDS, f"better than every baseline at L0 <= ours (best {where})"
-    if abs(ours - b_val) <= noise:
-        va, vb = _per_seed(results, config, metric), _per_seed(results, best, metric)
-        seeds = va.index.intersection(vb.index)
-        mde = (paired_mde(va[seeds] - vb[seeds]) if len(seeds) >= 2
-               else paired_mde(va - va.mean()))  # one-sample: the baseline's value as fixed
-        return _undecided(f"no better than a sparser (or equal-L0) baseline, within seed noise "
-                          f"({where})", mde, claimed)
-    return FAILS, f"a sparser (or equal-L0) baseline does better ({where})"
+    l0 = means.loc[config, "l0"]
+    base = means.loc[[c for c in means.index if family(c) != "hierarchical"]].dropna()
+    base = base[base["l0"] > 0]
+    if base.empty or base["l0"].max() < l0:
+        densest = (f" (densest: {base['l0'].idxmax()} at L0 {_fmt(base['l0'].max())})"
+                   if not base.empty else "")
+        return NOT_COMPARABLE, (f"no baseline run reaches its L0 {_fmt(l0)}{densest}: beating "
+                                "sparser baselines is expected of a denser code")
+    frontier = pareto_frontier(base, metric, direction)
+    weights = frontier_at(frontier, l0)
+    only_denser = not weights
+    if only_denser:  # every baseline denser: decided only if ours beats the sparsest one
+        weights = {frontier.index[0]: 1.0}
+    value = sum(w * frontier.loc[c, metric] for c, w in weights.items())
+    how = " and ".join(f"{c} (L0 {_fmt(frontier.loc[c, 'l0'])}, {_fmt(frontier.loc[c, metric])})"
+                       for c in weights)
+    where = (f"ours {_fmt(means.loc[config, metric])} at L0 {_fmt(l0)}; baselines' frontier "
+             f"{_fmt(value)} there" + (f", interpolated in log L0 between {how}"
+                                        if len(weights) > 1 else f": {how}"))
+    diffs, note = _against_weights(results, config, metric, weights)
+    verdict, why = relative_verdict(diffs, direction, claimed=claimed)
+    if only_denser and verdict != HOLDS:
+        return NOT_COMPARABLE, (f"every baseline is denser and ours does not beat the sparsest "
+                                f"({where}): the frontier at its L0 is unknown")
+    return verdict, f"{where}{note}; {why}"
 
 
 def _is_probing(metric: str | None) -> bool:
@@ -350,22 +425,32 @@ def absorption_caveat(profile) -> str:
 
 def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIMS,
                  ground_truth: tuple[str, str] | None = None,
-                 readings: dict[str, str] | None = None) -> pd.DataFrame:
+                 readings: dict[str, str] | None = None,
+                 overhead: dict | None = None) -> pd.DataFrame:
     """One row per claim: the paper's numbers, ours (mean ± std over seeds), the paired
     difference, the test's power, a relative, a matched-L0 and an absolute verdict with their
     reasons, the ground-truth verdict of absorption (`ground_truth`: (verdict, reason), from
     notebook 10's table, `experiment.verdicts.ground_truth_verdict`), the verdicts' sensitivity to
     the ambiguous readings (`readings`: claim id -> text, from notebook 11's table,
-    `experiment.sensitivity.sensitivity_column`) and the artifacts.
+    `experiment.sensitivity.sensitivity_column`), the artifacts, whether the paper's own run
+    backs the number (`provenance`) and `same_as`: the earlier claim on identical data (a
+    configuration whose results repeat another's exactly, `identical_configs`), counted once.
+    `overhead`: the benchmark's step-time overheads (`measured.read_overhead`) for the training
+    time claim.
 
     `results` is the evaluation's tidy table (run, config, seed, metric, value); configurations
     other than those the claims name are ignored."""
     mismatches = paper_setting_mismatches(profile)
     gt = ground_truth or ("", "")
     readings = readings or {}
+    same = identical_configs(results) if len(results) else {}
+    seen: dict[tuple, Claim] = {}  # (config or the one it repeats, baseline, metric) -> claim
     rows = []
     for c in claims:
         metric, missing, analogue = c.resolve(profile)
+        key = (same.get(c.config, c.config), c.baseline, metric)
+        first = seen.setdefault(key, c) if metric else c
+        same_as = "" if first is c else first.id
         vb = _per_seed(results, c.baseline, metric) if metric else pd.Series(dtype=float)
         va = _per_seed(results, c.config, metric) if metric else pd.Series(dtype=float)
         (mb, sb, nb), (ma, sa, na) = _summary(vb), _summary(va)
@@ -384,6 +469,13 @@ def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIM
             mde = max(mde, test_mde)  # NaN (1 seed) stays NaN
         if missing:
             verdict, reason = NOT_COMPARABLE, missing
+        elif metric == TRAIN_STEP_RATIO:
+            verdict, reason, ratio = train_time_verdict(c, overhead)
+            ma, sa, na = ratio, math.nan, int(math.isfinite(ratio))
+            mb, sb, nb = (1.0, math.nan, 1) if na else (math.nan, math.nan, 0)
+            ours_change = ratio
+        elif (va.empty or vb.empty) and c.not_measured:
+            verdict, reason = NOT_MEASURED, c.not_measured
         elif va.empty or vb.empty:
             absent = [cfg for cfg, v in ((c.config, va), (c.baseline, vb)) if v.empty]
             verdict, reason = NOT_COMPARABLE, f"{metric} not measured for {' and '.join(absent)}"
@@ -399,30 +491,41 @@ def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIM
                 reason += f"; {absorption_caveat(profile)}"
         absolute, abs_reason = ((NOT_COMPARABLE, missing) if missing
                                 else absolute_verdict(c, mismatches, ma, sa, na, analogue))
-        matched, matched_reason = ((NOT_COMPARABLE, missing) if missing else
-                                   matched_sparsity_verdict(results, c.config, metric, c.direction,
-                                                            claimed))
+        matched, matched_reason = (
+            (NOT_COMPARABLE, missing) if missing else
+            (NOT_COMPARABLE, "a timing, not a fidelity at some sparsity")
+            if metric == TRAIN_STEP_RATIO else
+            matched_sparsity_verdict(results, c.config, metric, c.direction, claimed))
+        if same_as:
+            reason += (f"; counted once: the same data as claim {same_as}"
+                       + (f" ({c.config} repeats {first.config}'s results exactly)"
+                          if c.config != first.config else ""))
         rows.append({
             "id": c.id, "source": c.source, "claim": c.text, "metric": metric or c.metric or "",
             "config": c.config, "baseline": c.baseline, "direction": c.direction,
             "paper_baseline": c.paper_baseline, "paper_value": c.paper_value,
             "paper": (f"{_fmt(c.paper_baseline)} -> {_fmt(c.paper_value)}"
-                      if c.paper_baseline is not None else _fmt(c.paper_value)),
+                      if c.paper_baseline is not None else
+                      _fmt(c.paper_value) if c.paper_value is not None else "no number"),
             "mean_baseline": mb, "std_baseline": sb, "n_baseline": nb,
             "mean": ma, "std": sa, "n": na,
             "ours_baseline": format_measured(mb, sb, nb), "ours": format_measured(ma, sa, na),
             "paper_change": _fmt_change(paper_change, c.change),
-            "ours_change": _fmt_change(ours_change, c.change),
+            "ours_change": (f"{ours_change:.3g}x" if metric == TRAIN_STEP_RATIO
+                            and math.isfinite(ours_change) else _fmt_change(ours_change, c.change)),
             "n_paired": pair["n_seeds"], "mean_diff": pair["mean_diff"],
             "cohens_dz": pair["cohens_dz"], "p_value": pair["p_value"],
-            "claimed_effect": claimed, "mde": mde, "power": power if not missing else "",
+            "claimed_effect": claimed, "mde": mde,
+            "power": ("" if missing else "one benchmark run: no test"
+                      if metric == TRAIN_STEP_RATIO else power),
             "verdict": verdict, "reason": reason,
             "matched_l0": matched, "matched_l0_reason": matched_reason,
             "absolute": absolute, "absolute_reason": abs_reason,
             "ground_truth": gt[0] if c.id == "absorption" else "",
             "ground_truth_reason": gt[1] if c.id == "absorption" else "",
             "sensitivity": readings.get(c.id, ""),
-            "mapping": c.mapping, "artifacts": c.artifacts,
+            "mapping": c.mapping, "artifacts": c.artifacts, "provenance": c.provenance,
+            "same_as": same_as,
         })
     table = pd.DataFrame(rows)
     table.attrs["profile"] = getattr(profile, "name", "")
@@ -435,24 +538,51 @@ def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIM
 # ============================================================================================
 MARKDOWN_COLUMNS = {
     "id": "id", "source": "source", "claim": "claim", "metric": "our metric", "config": "config",
-    "paper": "paper: TopK -> config", "ours_baseline": "ours: topk", "ours": "ours: config",
+    "paper": "paper: TopK -> config", "provenance": "backed by the paper's own run?",
+    "ours_baseline": "ours: topk", "ours": "ours: config",
     "paper_change": "change: paper", "ours_change": "change: ours", "verdict": "verdict",
     "reason": "why", "power": "power (MDE vs claimed effect)", "matched_l0": "at matched L0", "matched_l0_reason": "at matched L0: why",
     "absolute": "absolute", "absolute_reason": "absolute: why",
     "ground_truth": "ground truth", "ground_truth_reason": "ground truth: why",
-    "sensitivity": "sensitivity to the readings",
+    "sensitivity": "sensitivity to the readings", "same_as": "same data as",
     "artifacts": "the paper's run artifacts",
 }
+
+
+def absorption_note(table: pd.DataFrame) -> str:
+    """What SAEBench's two absorption measures measure, and whether their verdicts agree here
+    ('' when the table has not both rows)."""
+    rows = table.set_index("id")
+    if not {"absorption", "absorption_fraction"} <= set(rows.index):
+        return ""
+    full, frac = rows.loc["absorption"], rows.loc["absorption_fraction"]
+    said = lambda r: f"{r['verdict']} ({r['ours_baseline']} -> {r['ours']})"  # noqa: E731
+    agree = np.sign(full["mean"] - full["mean_baseline"]) == np.sign(
+        frac["mean"] - frac["mean_baseline"])
+    return (f"Absorption has two SAEBench measures, each judged as its own claim. *Full "
+            f"absorption* (`mean_full_absorption_score`, the paper's number): "
+            f"{ABSORPTION_MEASURES['mean_full_absorption_score']}. *Absorption fraction* "
+            f"(`mean_absorption_fraction_score`): "
+            f"{ABSORPTION_MEASURES['mean_absorption_fraction_score']}. Here, TopK -> "
+            f"HierarchicalSAE: full absorption {said(full)}; absorption fraction {said(frac)}: "
+            + ("the two move in the same direction (or neither moves)." if agree else
+               "they move in opposite directions, so no single verdict on absorption stands: an "
+               "SAE can avoid "
+               "all-or-nothing absorption by one latent while spreading part of the letter "
+               "signal over several."))
 
 
 def claims_markdown(table: pd.DataFrame, profile_name: str, tests: pd.DataFrame | None = None
                     ) -> str:
     mismatches = table.attrs.get("mismatches")
     shown = table.copy()
+    columns = {k: v for k, v in MARKDOWN_COLUMNS.items() if k in shown}  # older tables: fewer
     if mismatches:  # the profile-wide reason is said once, above the table
         same = shown["absolute_reason"] == "; ".join(mismatches)
         shown.loc[same, "absolute_reason"] = "profile (above)"
-    counts = table["verdict"].value_counts()
+    once = table[table["same_as"] == ""] if "same_as" in table else table
+    counts = once["verdict"].value_counts()
+    repeats = len(table) - len(once)
     parts = [
         f"# The paper's claims versus our measurements (profile `{profile_name}`)",
         "",
@@ -463,10 +593,17 @@ def claims_markdown(table: pd.DataFrame, profile_name: str, tests: pd.DataFrame 
         "when no effect of the claimed sign is found by a test whose minimum detectable effect "
         f"(MDE: paired t-test, alpha {ALPHA}, power {POWER}, observed std of the differences; "
         "probing: also a two-proportion test at the test-set size) is at most the paper's "
-        "claimed effect; **inconclusive (underpowered)** when the MDE is larger (or 1 seed); "
-        "**not comparable** when we cannot measure it. *at matched L0*: does the configuration beat every baseline run (headline "
-        "or sparsity sweep) that has at most its L0? Fidelity grows with L0 for every SAE, so an "
-        "advantage bought with more active features is not an advantage of the method. "
+        "claimed effect (**does not hold (borderline power)** when that MDE is within "
+        f"{BORDERLINE_MARGIN:.0%} of the claimed effect); **inconclusive (underpowered)** when "
+        "the MDE is larger (or 1 seed); **not measured** when the measurement has not run (the "
+        "reason says how to run it); **not comparable** when we cannot measure it. *at matched "
+        "L0*: does the configuration beat the baselines' frontier at its own L0? Fidelity grows "
+        "with L0 for every SAE, so only a baseline at least as dense can decide: the frontier of "
+        "every baseline run (headline and sparsity sweeps; the runs no sparser run beats) is "
+        "interpolated in log L0 between the two runs that bracket the configuration's L0, and "
+        "the same rule as *verdict* is applied to the per-seed differences from it (paired where "
+        "the bracketing runs have the seeds; a one-seed sweep run counts as fixed); **not "
+        "comparable** where no baseline run reaches its L0. "
         "*absolute*: our value against the paper's number, only on the paper's "
         "setting and within max(2 std, 5 %) or better. *ground truth*: on synthetic activations "
         "with a known feature hierarchy (notebook 10), does the HierarchicalSAE absorb less than "
@@ -480,9 +617,13 @@ def claims_markdown(table: pd.DataFrame, profile_name: str, tests: pd.DataFrame 
          "(except where units differ), but the paper's TopK had "
          f"{PAPER_TOPK_DICT_SIZE:,} latents."),
         "",
-        "Verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".",
+        *([absorption_note(table), ""] if absorption_note(table) else []),
+        "Verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+        + (f" ({repeats} claim{'s' if repeats > 1 else ''} on data identical to an earlier "
+           "claim's, a configuration repeating another's results exactly, counted once: "
+           "column *same data as*)" if repeats else "") + ".",
         "",
-        markdown_table(shown, MARKDOWN_COLUMNS),
+        markdown_table(shown, columns),
     ]
     if tests is not None and not tests.empty:
         a, b = tests["a"].iloc[0], tests["b"].iloc[0]

@@ -12,6 +12,7 @@ import pandas as pd
 
 from hsae_utils.analysis.claims import (NOT_COMPARABLE, claims_table, paired_tests, power_note,
                                         write_claims)
+from hsae_utils.analysis.measured import read_autointerp, read_overhead
 from hsae_utils.analysis.report.tables import fmt_number as _fmt
 from hsae_utils.experiment.ground_truth.experiment import absorption_verdict
 from hsae_utils.experiment.sensitivity import load_detail, sensitivity_column
@@ -31,7 +32,7 @@ def ground_truth_verdict(gt: pd.DataFrame) -> tuple[str, str]:
     if not v["n_seeds"]:
         return NOT_COMPARABLE, f"{v['a']} or {v['b']} missing from the ground-truth table"
     p = v["p_value"]
-    return v["verdict"], (
+    return v["verdict"], v["matched_note"] + (
         f"synthetic hierarchy, {v['n_seeds']} seeds: {v['a']} {_fmt(v['mean_a'])} (L0 "
         f"{_fmt(v['l0_a'])}) vs {v['b']} {_fmt(v['mean_b'])} (L0 {_fmt(v['l0_b'])}), diff "
         f"{v['mean_diff']:+.3g}, p = {p:.2g}; {power_note(v['mde'], v['claimed_effect'])}"
@@ -51,8 +52,12 @@ def refresh_claims(profile, out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataF
         return None
     tidy = load_results(profile).tidy
     tests = paired_tests(tidy, a=HSAE, b=TOPK)
+    autointerp = read_autointerp(profile.results_dir)  # notebook 12, when it has run
+    if len(autointerp):
+        tidy = pd.concat([tidy, autointerp], ignore_index=True)
     gt = load_ground_truth(profile)
     table = claims_table(tidy, profile,
                          ground_truth=ground_truth_verdict(gt) if gt is not None else None,
-                         readings=sensitivity_column(load_detail(profile)))
+                         readings=sensitivity_column(load_detail(profile)),
+                         overhead=read_overhead())
     return table, tests, write_claims(table, out_dir, profile.name, tests)

@@ -16,8 +16,9 @@
 
 # %%
 import matplotlib.pyplot as plt
+from IPython.display import Markdown
 
-from hsae_utils.analysis import claims, report
+from hsae_utils.analysis import claims, findings, report
 from hsae_utils import config, runs
 from hsae_utils.experiment import verdicts
 
@@ -30,6 +31,19 @@ print(f"{R.tidy['run'].nunique()} evaluated SAEs in {len(R.configs)} configurati
 saved = []
 
 # %% [markdown]
+# ## What we found
+# Five sentences generated from this run's tables (`hsae_utils/analysis/findings.py`; the
+# README opens with the same): they need Table 1 and the claims table, so both are written
+# here first and shown in their sections below.
+
+# %%
+table1 = report.table1(R)
+saved += report.write_table(table1, "table1", P.name).values()
+claims_table, _, paths = verdicts.refresh_claims(P, report.FIGURES_DIR)
+saved += paths.values()
+Markdown(findings.findings_markdown(P, report.FIGURES_DIR))
+
+# %% [markdown]
 # ## Table 1 for this run
 # The paper's Table 1 has *Loss, Variance, Features, KL Div* for four rows; we give every
 # configuration, mean ± standard deviation over seeds, with CE loss recovered and dead features
@@ -37,11 +51,12 @@ saved = []
 # sparsity term, so it only compares runs of one family (the ablation stages with each other).
 # *Explained variance* is the per-token formula the paper's numbers come from (SAEBench's legacy
 # one); the variance-based one (dictionary_learning's) is next to it. MSE, L0, KL and CE are
-# measured on held-out tokens.
+# measured on held-out tokens. *Resampled latents* and *Merged pairs* total the mechanisms'
+# events over training (from each run's `train_log.jsonl`); *Same as* marks a configuration
+# whose results repeat an earlier one's exactly (every metric on every seed, or the exported
+# weights): a stage whose mechanism never acted. Such a stage is counted once in the verdicts.
 
 # %%
-table1 = report.table1(R)
-saved += report.write_table(table1, "table1", P.name).values()
 table1
 
 # %% [markdown]
@@ -123,24 +138,30 @@ tests
 # %% [markdown]
 # ## The paper's claims against what we measure
 # Every numeric claim of the abstract and section 6, what the public artifacts of the paper's
-# own run show, our value on this profile, and a verdict. The *verdict* checks the claimed
-# direction (HierarchicalSAE, or the Table 1 stage, against TopK; paired over seeds); *at
-# matched L0* asks whether the configuration also beats every baseline run that is at least as
-# sparse (the headline baselines and the sweep), beyond seed noise; the *absolute* verdict compares numbers only on the paper's own setting (Gemma-2-2B, layer 19,
-# 2,304 latents, 4,882 steps), and says why not otherwise. *power* gives the minimum detectable
-# effect (MDE) of each test at the seeds and test-set sizes used against the paper's claimed
-# effect: a verdict says "does not hold" only where the test could have seen the claimed effect,
-# "inconclusive (underpowered)" otherwise. *ground truth* (filled in when notebook 10 has run; it
+# own run show (*provenance*: does a run of the paper back the number?), our value on this
+# profile, and a verdict. The *verdict* checks the claimed direction (HierarchicalSAE, or the
+# Table 1 stage, against TopK; paired over seeds); *at matched L0* asks whether the
+# configuration beats the baselines' frontier at its own L0 (interpolated in log L0 between the
+# baseline runs that bracket it, with the seed noise of both sides), and says "not comparable"
+# where no baseline is as dense: a denser code beating sparser baselines is expected of any SAE.
+# The *absolute* verdict compares numbers only on the paper's own setting (Gemma-2-2B, layer
+# 19, 2,304 latents, 4,882 steps), and says why not otherwise. *power* gives the minimum
+# detectable effect (MDE) of each test at the seeds and test-set sizes used against the paper's
+# claimed effect: a verdict says "does not hold" only where the test could have seen the claimed
+# effect ("borderline power" where its MDE is within 10 % of it), "inconclusive (underpowered)"
+# otherwise. Absorption is judged on both of SAEBench's measures (full absorption, the paper's,
+# and the absorption fraction). The training-time claim reads the benchmark's measured overhead
+# (`scripts/benchmark.py` section 3) and the interpretability claim notebook 12's scores; each
+# says "not measured" until those have run. *ground truth* (filled in when notebook 10 has run; it
 # rewrites this table): does the HierarchicalSAE absorb less than TopK at its L0 where
 # absorption is measured exactly? *sensitivity* (filled in when notebook 11 has run; it rewrites
 # this table too): which alternative readings of the paper's ambiguous passages change a verdict.
 # The rules are in `hsae_utils/analysis/claims.py` and at the top of the Markdown file.
 
 # %%
-claims_table, _, paths = verdicts.refresh_claims(P, report.FIGURES_DIR)
-saved += paths.values()
-claims_table[["id", "paper", "ours_baseline", "ours", "verdict", "power", "matched_l0", "absolute",
-              "ground_truth"]]
+display(Markdown(claims.absorption_note(claims_table)))
+claims_table[["id", "paper", "provenance", "ours_baseline", "ours", "verdict", "power",
+              "matched_l0", "absolute", "ground_truth", "same_as"]]
 
 # %%
 print("Written:")

@@ -3,7 +3,7 @@ metric, value) of one profile with the labels of its configurations, from a fres
 (notebook 08) or from `results_dir/evaluation.csv` plus the training logs (notebook 09)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -32,6 +32,7 @@ class Results:
     profile: Profile | None
     tidy: pd.DataFrame  # run, config, seed, metric, value
     labels: dict[str, str]  # config -> label
+    checksums: dict[str, str] = field(default_factory=dict)  # run -> sha256 of its SAE weights
 
     @classmethod
     def from_evaluation(cls, result, profile: Profile | None = None) -> "Results":
@@ -71,8 +72,10 @@ class Results:
 
 
 def load_results(profile: Profile) -> Results:
-    """Read notebook 08's evaluation table, with the training losses of notebooks 02-07 added as
-    metric `train_loss` (the loss on the last logged training batch, the paper's "Loss")."""
+    """Read notebook 08's evaluation table, with from the training logs of notebooks 02-07 the
+    metric `train_loss` (the loss on the last logged training batch, the paper's "Loss") and the
+    mechanisms' events `resampled_latents` / `merged_pairs` (totals over the run), and each run's
+    exported weights checksum."""
     path = profile.results_dir / "evaluation.csv"
     if not path.exists():
         raise FileNotFoundError(
@@ -84,23 +87,55 @@ def load_results(profile: Profile) -> Results:
             else pd.DataFrame(columns=["config", "label"]))
     labels = dict(zip(runs["config"], runs["label"]))
     return Results(profile, pd.concat([tidy, train_losses(profile, runs)], ignore_index=True),
-                   labels)
+                   labels, weight_checksums(profile, runs["run"]))
+
+
+def log_rows(run_folder: Path) -> list[dict]:
+    """Every row of a run folder's training log (empty when there is none)."""
+    from hsae_utils.method.checkpoint import LOG_NAME  # torch: only when training logs are read
+    from hsae_utils.method.train import read_log
+
+    return read_log(run_folder / LOG_NAME)
 
 
 def metric_rows(run_folder: Path) -> list[dict]:
     """The "metrics" rows of a run folder's training log (empty when there is none)."""
-    from hsae_utils.method.checkpoint import LOG_NAME  # torch: only when training logs are read
-    from hsae_utils.method.train import read_log
-
-    return [r for r in read_log(run_folder / LOG_NAME) if r.get("kind") == "metrics"]
+    return [r for r in log_rows(run_folder) if r.get("kind") == "metrics"]
 
 
 def train_losses(profile: Profile, runs: pd.DataFrame) -> pd.DataFrame:
-    """`train_loss` rows (last logged training loss) for each evaluated run with a training log."""
+    """For each evaluated run with a training log: `train_loss` (last logged training loss),
+    `resampled_latents` (latents re-initialised by resample events) and `merged_pairs` (latent
+    pairs merged), totals over the run."""
     rows = []
     for r in runs.itertuples():
-        log = metric_rows(profile.sae_dir / r.run)
-        if log:
-            rows.append({"run": r.run, "config": r.config, "seed": r.seed, "metric": "train_loss",
-                         "value": log[-1]["loss"]})
+        entries = log_rows(profile.sae_dir / r.run)
+        log = [x for x in entries if x.get("kind") == "metrics"]
+        if not log:
+            continue
+        events = [x for x in entries if x.get("kind") == "event"]
+        values = {"train_loss": log[-1]["loss"],
+                  "resampled_latents": sum(e.get("n_latents", 0) for e in events
+                                           if e.get("event") == "resample"),
+                  "merged_pairs": sum(len(e.get("pairs", [])) for e in events
+                                      if e.get("event") == "merge")}
+        rows += [{"run": r.run, "config": r.config, "seed": r.seed, "metric": m, "value": v}
+                 for m, v in values.items()]
     return pd.DataFrame(rows, columns=TIDY_COLUMNS)
+
+
+def weight_checksums(profile: Profile, runs: Iterable[str]) -> dict[str, str]:
+    """run -> the sha256 of its exported SAELens weights, recorded in hsae_config.json at export
+    (runs exported before the checksums are left out)."""
+    import json
+
+    from hsae_utils.method.checkpoint import HSAE_CONFIG, SAE_LENS_WEIGHTS
+
+    out = {}
+    for run in runs:
+        path = profile.sae_dir / run / HSAE_CONFIG
+        if path.is_file():
+            sha = json.loads(path.read_text()).get("files", {}).get(SAE_LENS_WEIGHTS)
+            if sha:
+                out[run] = sha
+    return out

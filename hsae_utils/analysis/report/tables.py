@@ -24,6 +24,8 @@ TABLE1_COLUMNS = (  # (metric, column title, digits)
     ("kl_div_with_sae", "KL div", 4),
     ("ce_loss_score", "CE recovered", 3),
     ("dead", "Dead features", 1),
+    ("resampled_latents", "Resampled latents (train)", 0),
+    ("merged_pairs", "Merged pairs (train)", 0),
 )
 
 
@@ -50,6 +52,35 @@ def metric_table(results: Results, columns: Sequence[tuple[str, str, int]],
     return table
 
 
+def identical_configs(tidy: pd.DataFrame, checksums: dict[str, str] | None = None
+                      ) -> dict[str, str]:
+    """config -> the earlier configuration (PAPER_RUNS order, then by name) whose results it
+    repeats exactly: the same seeds and, on every seed, the same value of every metric (e.g. an
+    ablation stage whose mechanism never acted: no latent died, nothing merged). `checksums`
+    (run -> sha256 of its exported weights) also counts: identical weights on every seed."""
+    order = [c for c in PAPER_RUNS if c in set(tidy["config"])]
+    order += sorted(set(tidy["config"]) - set(order))
+    keyed = {c: g.set_index(["seed", "metric"])["value"].astype(float).sort_index()
+             for c, g in tidy.groupby("config")}
+    runs = {c: sorted(tidy.loc[tidy["config"] == c, "run"].unique()) for c in order}
+    same: dict[str, str] = {}
+    for i, c in enumerate(order):
+        for earlier in order[:i]:
+            if earlier in same or family(earlier) != family(c):
+                continue
+            a, b = keyed[c], keyed[earlier]
+            by_metrics = a.index.equals(b.index) and np.array_equal(a.to_numpy(), b.to_numpy(),
+                                                                     equal_nan=True)
+            sums = [checksums.get(r) for r in runs[c] + runs[earlier]] if checksums else []
+            by_weights = (bool(sums) and None not in sums and len(runs[c]) == len(runs[earlier])
+                          and [checksums[r] for r in runs[c]] == [checksums[r] for r in
+                                                                   runs[earlier]])
+            if by_metrics or by_weights:
+                same[c] = earlier
+                break
+    return same
+
+
 def summary_table(results: Results, metrics: Sequence[str] = HEADLINE_METRICS + PROBING_REFERENCES,
                   digits: int = 3) -> pd.DataFrame:
     """Every configuration x the headline metrics (notebook 08)."""
@@ -60,8 +91,17 @@ def table1(results: Results, configs: Sequence[str] = PAPER_RUNS) -> pd.DataFram
     """The paper's Table 1 for this run: one row per configuration, mean ± std over seeds.
 
     "Loss" is the last training-batch loss, which includes each architecture's own sparsity
-    penalty and so only compares runs of one family; MSE is measured on held-out tokens."""
-    return metric_table(results, TABLE1_COLUMNS, configs)
+    penalty and so only compares runs of one family; MSE is measured on held-out tokens. The
+    resample and merge columns total the mechanisms' events over training; "Same as" marks a
+    configuration whose results repeat an earlier one's exactly (`identical_configs`: every
+    metric on every seed, or the exported weights), e.g. a stage whose mechanism never acted."""
+    table = metric_table(results, TABLE1_COLUMNS, configs)
+    if table.empty:
+        return table
+    same = identical_configs(results.tidy, results.checksums)
+    shown = [c for c in (configs or results.configs) if c in results.configs]
+    table["Same as"] = [f"= {results.label(same[c])}" if c in same else "" for c in shown]
+    return table
 
 
 def absorption_by_letter(results: Results, configs: Sequence[str] = (TOPK, HSAE)) -> pd.DataFrame:
