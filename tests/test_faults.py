@@ -198,7 +198,7 @@ import sys
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from hsae_utils import activations as acts
+from hsae_utils.data import activations as acts
 from hsae_utils.method.train import train
 from tests.test_reliability import make_sae, train_cfg
 train(make_sae(), acts.ActivationStore(sys.argv[1]), train_cfg(steps=int(sys.argv[3])),
