@@ -3,7 +3,7 @@
     import hsae_utils as hs
     P = hs.get_profile("smoke")
     hs.cache_activations(P)                                # the model's activations, once
-    result = hs.train_sae(P, "topk", seed=42)              # -> TrainResult (.sae, .out_dir, .log)
+    result = hs.train_sae(P, "topk", seed=42)              # -> TrainResult (.sae, .folder, .log)
     report = hs.evaluate_saes(P, [result])                 # -> EvaluationResult
     report.summary()
 
@@ -24,7 +24,7 @@ from hsae_utils.evals.loading import SAERun, export_run, external_runs
 from hsae_utils.method.saes import ARCHITECTURES, config_from_profile, stage_switches
 from hsae_utils.method.train import TrainConfig, train
 
-SAE_SPEC = Any  # a folder (str / Path), a TrainResult / RunResult, or an external "release:id"
+SAE_SPEC = Any  # a folder (str / Path), a TrainResult, or an external "release:id"
 
 
 def _profile(profile: Profile | str) -> Profile:
@@ -62,9 +62,8 @@ def train_sae(profile: Profile | str, arch: str = "hierarchical", *, seed: int =
 
 
 def _folder_of(item: SAE_SPEC) -> Path | None:
-    for attr in ("out_dir", "folder"):  # TrainResult, experiments.RunResult / evals.SAERun
-        if hasattr(item, attr):
-            return Path(getattr(item, attr))
+    if getattr(item, "folder", None) is not None:  # a TrainResult or an evals.SAERun
+        return Path(item.folder)
     if isinstance(item, (str, Path)) and Path(item).expanduser().is_dir():
         return Path(item).expanduser()
     return None
@@ -93,7 +92,7 @@ def evaluate_saes(profile: Profile | str, saes: Iterable[SAE_SPEC] | None = None
                   progress: bool = True, model=None):
     """Evaluate SAEs on the profile's validation data, absorption and probing tasks.
 
-    saes: our export folders, `TrainResult`s / `RunResult`s, SAELens folders or
+    saes: our export folders, `TrainResult`s, SAELens folders or
     "release:sae_id" specs; None = every SAE under `profile.sae_dir` (as notebook 08).
     families: any of "core" (reconstruction, KL / CE with the SAE spliced in), "absorption",
     "probing". Returns an `hsae_utils.evals.EvaluationResult` (`.results`: the tidy table

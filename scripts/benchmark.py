@@ -33,7 +33,7 @@ Every section prints what it measured, its target and PASS / MISS:
      active, else sampled at the k B entries), and 2 k B d each for the decode, z^T dxhat and
      x^T dpre over the active entries. Target >= 1.5x at d = 2,304, k = 320.
   8. one pass over the `local` activation cache for 3 SAEs (ReLU-L1, TopK, HierarchicalSAE;
-     `train.train_many`) against training them one after the other (`train`), --shared-steps
+     `train_many.train_many`) against training them one after the other (`train`), --shared-steps
      steps each: the time saved. Target > 0 (needs the `local` cache: notebook 01).
 
 How it times. Shared machines are noisy, so configurations that are compared are timed
@@ -581,7 +581,8 @@ def section_shared_pass(steps: int, report: Report) -> None:
     import tempfile
 
     from hsae_utils.data.activations import ActivationStore, CacheError
-    from hsae_utils.method.train import TrainJob, train, train_many
+    from hsae_utils.method.train import train
+    from hsae_utils.method.train_many import TrainJob, train_many
 
     print(f"\n== 8. One pass over the cache for 3 SAEs vs 3 passes (`local`, {steps} steps each)")
     profile = get_profile("local")

@@ -36,7 +36,8 @@ from hsae_utils.analysis.report.tables import FIGURES_DIR  # noqa: E402
 from hsae_utils.experiment.rounding import divergence, nudge_ulp  # noqa: E402
 from hsae_utils.runs import get_run  # noqa: E402
 from hsae_utils.method.saes import ARCHITECTURES, config_from_profile  # noqa: E402
-from hsae_utils.method.train import TrainConfig, TrainJob, train_many  # noqa: E402
+from hsae_utils.method.train import TrainConfig  # noqa: E402
+from hsae_utils.method.train_many import TrainJob, train_many  # noqa: E402
 
 CONDITIONS = ("reference", "input nudged 1 ulp", "1 thread")
 

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from hsae_utils.method.checkpoint import load_sae
-from hsae_utils.method.saes import ARCHITECTURES
+from hsae_utils.method.checkpoint import load_sae, load_training_checkpoint, restore_generator
+from hsae_utils.method.saes import ARCHITECTURES, TopKSAE, TopKSAEConfig
 from hsae_utils.method.train import NonFiniteLossError, TrainConfig, read_log, train
 
 D, NF, B = 16, 48, 64
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class InMemoryStore:
-    """The activation-store protocol over a tensor: shuffled epochs, deterministic in
+    """The trainer's BatchSource protocol over a tensor: shuffled epochs, deterministic in
     (seed, start_step). Optionally raises at batch `crash_at` (an interrupted run) or returns a
     batch of inf at `poison_at` (a diverging one)."""
 
@@ -156,3 +156,85 @@ def test_batchtopk_threshold_gives_l0_near_k_on_held_out_tokens(tmp_path):
         l0 = (trained.encode(held_out_ND) != 0).sum(-1).float().mean().item()
     assert trained.threshold > 0
     assert abs(l0 - 4) <= 0.2 * 4, f"held-out L0 {l0:.2f}, k = 4"
+
+
+@pytest.mark.parametrize("decode", ["dense", "sparse"])
+@pytest.mark.parametrize("n_dead", [0, 3, 40])
+def test_auxk_without_host_sync_equals_the_gathered_loss(decode, n_dead):
+    """The GPU path's AuxK (top-k over pre-activations with the live latents masked to -inf, no
+    `nonzero()` host sync) against the CPU path's (the dead columns gathered): the same loss and
+    gradients up to float rounding, with no dead latent, fewer than aux_k and more."""
+    sae = TopKSAE(TopKSAEConfig(d_in=D, d_sae=NF, k=4, aux_k=16, dead_after_tokens=4 * B), seed=1)
+    sae.decode_mode = decode
+    sae.firing.tokens_since_fired_F[torch.randperm(NF, generator=torch.Generator().manual_seed(0))
+                                    [:n_dead]] = 4 * B
+    x_BD = InMemoryStore().data[:B]
+
+    def loss_and_grads():
+        sae.zero_grad(set_to_none=True)
+        out = sae.loss(x_BD, 0, 10)
+        out.loss.backward()
+        return out, [p.grad.clone() for p in sae.parameters()]
+
+    gathered, grads_gathered = loss_and_grads()
+    sae.aux_nmse_gathered = sae.aux_nmse_masked  # the path a CUDA batch takes
+    masked, grads_masked = loss_and_grads()
+    assert (gathered.metrics["aux"] > 0) == (n_dead > 0)
+    torch.testing.assert_close(masked.metrics["aux"], gathered.metrics["aux"], rtol=1e-5, atol=0)
+    torch.testing.assert_close(masked.loss, gathered.loss, rtol=1e-6, atol=0)
+    for g_masked, g_gathered in zip(grads_masked, grads_gathered):
+        torch.testing.assert_close(g_masked, g_gathered, rtol=1e-4, atol=1e-6)
+
+
+def test_checkpoint_resumes_on_another_kind_of_device(tmp_path):
+    """A checkpoint's mechanism generator cannot move between CPU (Mersenne Twister state) and
+    CUDA (Philox seed and offset): a run resumed on the other kind of device re-seeds it from
+    (seed, step) with a warning, and continues. Simulated on CPU: a CUDA-format state in the
+    checkpoint, and a stand-in CUDA generator that checks the state's format as CUDA's does."""
+    with pytest.raises(KeyboardInterrupt):  # the checkpoint of step 16 is kept
+        train(make("hierarchical"), InMemoryStore(crash_at=19), cfg(), tmp_path / "run",
+              progress=False)
+    ckpt_path = tmp_path / "run" / "checkpoint.pt"
+    state = load_training_checkpoint(ckpt_path)
+    assert state["generator_device"] == "cpu"
+
+    # The same kind of device: restored exactly.
+    g = torch.Generator().manual_seed(0)
+    assert restore_generator(g, state["generator"], "cpu", seed=7, step=16)
+    ref = torch.Generator()
+    ref.set_state(state["generator"])
+    assert torch.equal(torch.rand(8, generator=g), torch.rand(8, generator=ref))
+
+    # A CUDA-format state into a CPU generator (a checkpoint written on a GPU, resumed on CPU):
+    # set_state would fail; older checkpoints without "generator_device" are told apart by size.
+    cuda_state = torch.zeros(16, dtype=torch.uint8)
+    with pytest.raises(RuntimeError):
+        torch.Generator().set_state(cuda_state)
+    with pytest.warns(UserWarning, match="re-seeded"):
+        assert not restore_generator(g, cuda_state, None, seed=7, step=16)
+    reseeded = torch.Generator().manual_seed(7 * 1_000_003 + 16)
+    assert torch.equal(torch.rand(8, generator=g), torch.rand(8, generator=reseeded))
+
+    # A CPU state into a CUDA generator (written on CPU, resumed on a GPU).
+    class CudaGenerator:
+        device = torch.device("cuda")
+
+        def set_state(self, new_state):
+            if new_state.numel() != 16:
+                raise RuntimeError("Expected a Philox state of 16 bytes")
+
+        def manual_seed(self, seed):
+            self.seed = seed
+
+    fake = CudaGenerator()
+    with pytest.warns(UserWarning, match="written on cpu and is resumed on cuda"):
+        assert not restore_generator(fake, state["generator"], "cpu", seed=7, step=16)
+    assert fake.seed == 7 * 1_000_003 + 16
+
+    # The whole resume: a checkpoint marked as written on CUDA continues on CPU to the end.
+    torch.save({**state, "generator": cuda_state, "generator_device": "cuda"}, ckpt_path)
+    with pytest.warns(UserWarning, match="re-seeded"):
+        res = train(make("hierarchical"), InMemoryStore(), cfg(), tmp_path / "run",
+                    progress=False)
+    assert res.resumed_from == 16 and res.log[-1]["step"] == 24
+    assert all(torch.isfinite(p).all() for p in res.sae.parameters())

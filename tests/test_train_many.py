@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from hsae_utils.method.train import TrainJob, read_log, train, train_many
+from hsae_utils.method.train import read_log, train
+from hsae_utils.method.train_many import TrainJob, train_many
+from hsae_utils.method.checkpoint import EXPORT_FILES
+from hsae_utils.method.saes import ARCHITECTURES
 from tests.test_train import InMemoryStore, assert_same_state, cfg, make, state, strip_time
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,9 +38,35 @@ def test_shared_pass_equals_separate_runs_and_resumes(tmp_path):
         assert_same_state(state(res.sae), state(ref.sae))
         assert strip_time(res.log) == strip_time(ref.log), arch
         assert res.events == ref.events
-        assert strip_time(read_log(res.out_dir / "train_log.jsonl")) == strip_time(
-            read_log(ref.out_dir / "train_log.jsonl"))
+        assert strip_time(read_log(res.folder / "train_log.jsonl")) == strip_time(
+            read_log(ref.folder / "train_log.jsonl"))
     assert {e["event"] for e in results[2].events} == {"resample", "merge"}
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_train_many_of_one_job_is_train(arch, tmp_path):
+    """`train` (the plain loop) and `train_many([job])` (the shared pass) are the same trainer:
+    the same weights, logs, events and exported files, bit for bit; and a pass interrupted at
+    batch 19 resumes under `train` to the same end."""
+    def check(res, ref):
+        assert_same_state(state(res.sae), state(ref.sae))
+        assert strip_time(res.log) == strip_time(ref.log) and res.events == ref.events
+        for name in EXPORT_FILES:
+            assert (res.folder / name).read_bytes() == (ref.folder / name).read_bytes(), name
+
+    meta = {"arch": arch}
+    alone = train(make(arch), InMemoryStore(), cfg(), tmp_path / "alone", progress=False,
+                  metadata=meta)
+    (many,) = train_many([TrainJob(make(arch), cfg(), tmp_path / "many", meta)], InMemoryStore(),
+                         progress=False)
+    check(many, alone)
+    with pytest.raises(KeyboardInterrupt):
+        train_many([TrainJob(make(arch), cfg(), tmp_path / "mixed", meta)],
+                   InMemoryStore(crash_at=19), progress=False)
+    mixed = train(make(arch), InMemoryStore(), cfg(), tmp_path / "mixed", progress=False,
+                  metadata=meta)
+    assert mixed.resumed_from == 16
+    check(mixed, alone)
 
 
 def test_shared_pass_refuses_jobs_with_different_batches(tmp_path):

@@ -6,7 +6,6 @@ finished one; `train_runs` trains several from one pass over the cache per seed)
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,8 @@ from hsae_utils.method.checkpoint import LOG_NAME, read_export_info
 from hsae_utils.config import Profile
 from hsae_utils.runs import get_run, run_dir
 from hsae_utils.method.saes import ARCHITECTURES, config_from_profile
-from hsae_utils.method.train import TrainConfig, TrainJob, read_log, train_many
+from hsae_utils.method.train import TrainConfig, TrainResult, read_log
+from hsae_utils.method.train_many import TrainJob, train_many
 
 
 def is_finished(folder: Path, steps: int, optimizer: str = TrainConfig.optimizer) -> bool:
@@ -31,21 +31,9 @@ def is_finished(folder: Path, steps: int, optimizer: str = TrainConfig.optimizer
             and (folder / "sae_weights.safetensors").exists())
 
 
-@dataclass
-class RunResult:
-    name: str
-    seed: int
-    folder: Path
-    log: list[dict]  # metric rows
-    events: list[dict]  # resample / merge events
-    seconds: float | None  # training wall time of this call (None when reused)
-    shared_steps: int | None = None  # steps copied from a twin's gradient step (None: reused)
-    steps: int | None = None  # steps this call trained (None: reused)
-
-
 def train_run(profile: Profile, name: str, seeds: tuple[int, ...] | None = None,
               store: ActivationStore | None = None, force: bool = False,
-              progress: bool = True, overrides: dict | None = None) -> list[RunResult]:
+              progress: bool = True, overrides: dict | None = None) -> list[TrainResult]:
     """Train run `name` for each seed, or reuse a finished one; an interrupted run resumes.
 
     `overrides` changes config fields of the run (e.g. an interpretation such as
@@ -55,13 +43,13 @@ def train_run(profile: Profile, name: str, seeds: tuple[int, ...] | None = None,
 
 def train_runs(profile: Profile, names: list[str], seeds: tuple[int, ...] | None = None,
                store: ActivationStore | None = None, force: bool = False,
-               progress: bool = True, overrides: dict | None = None) -> dict[str, list[RunResult]]:
+               progress: bool = True, overrides: dict | None = None) -> dict[str, list[TrainResult]]:
     """`train_run` for several runs: per seed, the unfinished ones train together from one pass
-    over the cache (`train.train_many`; each ends as it would alone). `seconds` of a run trained
+    over the cache (`train_many`; each ends as it would alone). `seconds` of a run trained
     here is the shared pass's time."""
     specs = {name: get_run(name, profile) for name in names}
     store = store or ActivationStore(profile.cache_dir / "train", cache_dtype=profile.cache_dtype)
-    results: dict[str, list[RunResult]] = {name: [] for name in names}
+    results: dict[str, list[TrainResult]] = {name: [] for name in names}
     for seed in seeds or profile.seeds:
         cfg = TrainConfig.from_profile(profile, seed)
         folders = {name: run_dir(profile, name, seed, overrides) for name in names}
@@ -80,26 +68,27 @@ def train_runs(profile: Profile, names: list[str], seeds: tuple[int, ...] | None
         trained = dict(zip(jobs, train_many(list(jobs.values()), store, progress=progress))) \
             if jobs else {}
         for name, folder in folders.items():
-            rows = read_log(folder / LOG_NAME)
-            results[name].append(RunResult(
-                folder.parent.name, seed, folder,
-                log=[r for r in rows if r.get("kind") == "metrics"],
-                events=[r for r in rows if r.get("kind") == "event"],
-                **({"seconds": trained[name].seconds,
-                    "shared_steps": trained[name].shared_steps,
-                    "steps": trained[name].steps - (trained[name].resumed_from or 0)}
-                   if name in trained else {"seconds": None})))
+            if name in trained:  # named as the registry names them; the SAE is not kept (a
+                # pass's worth of SAEs on the GPU): `load_sae(result.folder)`
+                trained[name].name, trained[name].sae = folder.parent.name, None
+                results[name].append(trained[name])
+                continue
+            rows = read_log(folder / LOG_NAME)  # finished before: reused as it is on disk
+            results[name].append(TrainResult(
+                folder, log=[r for r in rows if r.get("kind") == "metrics"],
+                events=[r for r in rows if r.get("kind") == "event"], steps=cfg.steps,
+                name=folder.parent.name, seed=seed))
     return results
 
 
 def train_paper_runs(profile: Profile, store: ActivationStore | None = None, force: bool = False,
-                     progress: bool = True) -> dict[str, list[RunResult]]:
+                     progress: bool = True) -> dict[str, list[TrainResult]]:
     """Every run of the paper's pipeline (the baselines, the five stages on `profile.seeds`, the
     sweep on `profile.sweep_seeds`) with one pass over the cache per seed (`train_runs`)."""
     from hsae_utils.runs import PAPER_RUNS, sweep_runs
 
     sweep = [spec.name for spec in sweep_runs(profile)]
-    results: dict[str, list[RunResult]] = {name: [] for name in [*PAPER_RUNS, *sweep]}
+    results: dict[str, list[TrainResult]] = {name: [] for name in [*PAPER_RUNS, *sweep]}
     for seed in sorted({*profile.seeds, *profile.sweep_seeds}):
         names = [*(PAPER_RUNS if seed in profile.seeds else ()),
                  *(sweep if seed in profile.sweep_seeds else ())]
@@ -109,17 +98,17 @@ def train_paper_runs(profile: Profile, store: ActivationStore | None = None, for
     return results
 
 
-def sharing_report(results: dict[str, list[RunResult]]) -> str:
+def sharing_report(results: dict[str, list[TrainResult]]) -> str:
     """What the shared passes of `train_runs` computed: per seed, the gradient steps taken
     against those of training each run alone (twins share a step until one of them acts)."""
     lines = []
     seeds = sorted({r.seed for rs in results.values() for r in rs})
     for seed in seeds:
-        trained = [r for rs in results.values() for r in rs if r.seed == seed and r.steps]
+        trained = [r for rs in results.values() for r in rs if r.seed == seed and r.trained_steps]
         if not trained:
             lines.append(f"seed {seed}: every run trained before (reused)")
             continue
-        total = sum(r.steps for r in trained)
+        total = sum(r.trained_steps for r in trained)
         shared = sum(r.shared_steps for r in trained)
         lines.append(f"seed {seed}: {len(trained)} runs in one pass, {total - shared:,} gradient "
                      f"steps computed for {total:,} ({shared / total:.0%} shared by twins), "
@@ -127,7 +116,7 @@ def sharing_report(results: dict[str, list[RunResult]]) -> str:
     return "\n".join(lines)
 
 
-def final_metrics(results: list[RunResult]):
+def final_metrics(results: list[TrainResult]):
     """Last logged training metrics per (run, seed), plus event counts, as a DataFrame."""
     import pandas as pd  # slow to import; only this summary needs it
 

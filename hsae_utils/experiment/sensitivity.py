@@ -125,7 +125,8 @@ def centered_store(store):
 
 def _job(profile: Profile, alt: Alternative, run: str, seed: int):
     from hsae_utils.method.saes import ARCHITECTURES, config_from_profile
-    from hsae_utils.method.train import TrainConfig, TrainJob
+    from hsae_utils.method.train import TrainConfig
+    from hsae_utils.method.train_many import TrainJob
 
     spec = RUNS[run]
     sae_over = {alt.field: alt.value} if alt.where == "sae" else {}
@@ -142,13 +143,13 @@ def _job(profile: Profile, alt: Alternative, run: str, seed: int):
 def train_alternatives(profile: Profile, alts: list[Alternative] | None = None,
                        force: bool = False, progress: bool = True) -> pd.DataFrame:
     """Train every (alternative, run) on the profile's first seed, or reuse a finished one. The
-    runs read the cache in one shared pass (`train.train_many`), the centered ones in a second.
+    runs read the cache in one shared pass (`train_many`), the centered ones in a second.
     Returns one row per run: alternative, run, folder, trained (False: reused)."""
     import shutil
 
     from hsae_utils.data.activations import ActivationStore
     from hsae_utils.experiment.paper_runs import is_finished
-    from hsae_utils.method.train import train_many
+    from hsae_utils.method.train_many import train_many
 
     alts = alternatives() if alts is None else alts
     seed = seed_of(profile)

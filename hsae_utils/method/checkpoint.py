@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import warnings
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -273,6 +274,7 @@ def save_training_checkpoint(
         "model": sae.state_dict(),  # parameters + mechanism buffers (counters, window, threshold)
         "optimizer": optimizer.state_dict(),
         "generator": generator.get_state(),
+        "generator_device": generator.device.type,  # a CPU and a CUDA state differ in format
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -299,14 +301,49 @@ def restore_training_state(
     sae: BaseSAE,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
+    seed: int = 0,
 ) -> None:
-    """Load a checkpoint's states into fresh objects (as in a new process)."""
+    """Load a checkpoint's states into fresh objects (as in a new process), on their devices: the
+    tensors are moved to the SAE's device (the optimizer's state follows its parameters); the
+    mechanisms' generator is restored exactly when the checkpoint was written on the same kind of
+    device, else re-seeded (`restore_generator`; `seed`: the run's seed)."""
     if state["architecture"] != type(sae).__name__:
         raise ValueError(
             f"The checkpoint is for {state['architecture']}, not {type(sae).__name__}.")
     sae.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    generator.set_state(state["generator"])
+    restore_generator(generator, state["generator"], state.get("generator_device"), seed,
+                      state["step"])
     torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    cuda_states = state["cuda_rng"]
+    if cuda_states and torch.cuda.is_available():  # as many GPUs as both machines have
+        for i, cuda_state in enumerate(cuda_states[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, i)
+
+
+# The byte length of a CPU generator's state (the Mersenne Twister's); a CUDA one (Philox seed
+# and offset) is 16 bytes. Tells the two apart in checkpoints older than "generator_device".
+_CPU_GENERATOR_STATE_BYTES = 5056
+
+
+def restore_generator(generator: torch.Generator, saved_state: torch.Tensor,
+                      saved_device: str | None, seed: int, step: int) -> bool:
+    """Restore the mechanisms' generator from a checkpoint; True when exactly.
+
+    A CPU generator's state (Mersenne Twister) and a CUDA one's (Philox seed and offset) have
+    different formats, and `set_state` with the other one fails: a run checkpointed on one kind of
+    device and resumed on the other gets its generator seeded from (seed, step) instead, with a
+    warning. Only the mechanisms' random draws (resampling) then differ from an uninterrupted
+    run; the gradient steps and the batches do not depend on it."""
+    if saved_device is None:
+        saved_device = "cpu" if saved_state.numel() == _CPU_GENERATOR_STATE_BYTES else "cuda"
+    if saved_device == generator.device.type:
+        generator.set_state(saved_state)
+        return True
+    generator.manual_seed(seed * 1_000_003 + step)
+    warnings.warn(
+        f"The checkpoint (step {step}) was written on {saved_device} and is resumed on "
+        f"{generator.device.type}: its random generator cannot move between them, so it is "
+        "re-seeded from the run's seed and step. The run continues; its later resampling draws "
+        "differ from an uninterrupted run's.", stacklevel=2)
+    return False

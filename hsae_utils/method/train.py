@@ -1,19 +1,19 @@
-"""One trainer for every SAE architecture: `train(sae, store, cfg, out_dir)`.
+"""One trainer for every SAE architecture: `train(sae, store, cfg, out_dir)`, one plain loop.
 
-Step t (0-based) is: loss -> backward -> project out the decoder gradient parallel to its rows ->
-clip the gradient norm -> optimizer step -> renormalize decoder rows -> `sae.after_step` (statistics
-and, for the HierarchicalSAE, resampling / merging, whose latents get their Adam moments reset).
+Step t (0-based) is: batch t -> loss -> backward -> project out the decoder gradient parallel to
+its rows -> clip the gradient norm -> optimizer step -> renormalize decoder rows (`optimizer_step`)
+-> `sae.after_step` (statistics and, for the HierarchicalSAE, resampling / merging, whose latents
+get their Adam moments reset) -> log / checkpoint (`RunFiles`); at the end, the export.
 
 Logs and events say `step` = completed steps (t + 1). The run folder `out_dir` gets
     train_log.jsonl   one JSON object per line: "kind": "metrics" every `log_every` steps, or
                       "kind": "event" (resample / merge) when one happens
     checkpoint.pt     the latest checkpoint (atomic), every `checkpoint_every` steps and at the end
     + the exported SAE (cfg.json, sae_weights.safetensors, ... see hsae_utils.method.checkpoint)
-`train_many(jobs, store)` trains several SAEs that share the batch order (seed, batch size) from one
-pass over the store, each exactly as `train` would.
 Calling `train` again with the same configs resumes from checkpoint.pt and reaches bit-identical
 weights on CPU (same data batches via the store's `start_step`, same optimizer / RNG / mechanism
-state).
+state). Training several SAEs from one pass over the store, each exactly as `train` would:
+`hsae_utils.method.train_many`.
 """
 from __future__ import annotations
 
@@ -43,8 +43,11 @@ _RESULT_FIELDS = ("steps", "batch_size", "lr", "betas", "weight_decay", "optimiz
                   "seed", "init_weights")
 
 
-class ActivationStore(Protocol):
-    """What `train` needs from an activation store (hsae_utils.data.activations.ActivationStore)."""
+class BatchSource(Protocol):
+    """What `train` reads batches from: hsae_utils.data.activations.ActivationStore (the cache on
+    disk) or any object with these members (tests and the ground-truth experiment use tensors).
+    `iter_batches` must be deterministic in (batch_size, seed): batch `start_step` onward is what a
+    fresh iterator yields there, so a resumed run reads the same data."""
 
     d_model: int
     n_tokens: int
@@ -120,15 +123,26 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    sae: BaseSAE  # trained, in eval mode
-    out_dir: Path
-    steps: int
-    resumed_from: int | None  # the checkpoint step this call started from, None for a fresh run
+    """A training run's outcome, as `train` / `train_many` return it and, per (run, seed),
+    `hsae_utils.experiment.paper_runs.train_runs` (which also reuses finished runs)."""
+
+    folder: Path  # the run folder: the export, train_log.jsonl, checkpoint.pt
     log: list[dict[str, Any]]  # metric rows of the whole run (earlier segments included)
-    events: list[dict[str, Any]]
-    seconds: float  # wall time of this call's training steps
-    tokens_per_s: float
+    events: list[dict[str, Any]]  # resample / merge events of the whole run
+    steps: int  # the run's length, TrainConfig.steps
+    trained_steps: int = 0  # steps this call trained (0: the run was finished before)
+    resumed_from: int | None = None  # the checkpoint step this call started from (None: fresh)
+    seconds: float | None = None  # wall time of this call's steps (a shared pass's); None: reused
+    tokens_per_s: float = 0.0
     shared_steps: int = 0  # steps copied from a twin's gradient step (train_many)
+    sae: BaseSAE | None = None  # trained, in eval mode; None when not kept (`load_sae(folder)`)
+    name: str = ""  # the run's name (paper runs: the registry's; else the folder's)
+    seed: int | None = None
+
+    @property
+    def out_dir(self) -> Path:
+        """The run folder under its older name (`folder`)."""
+        return self.folder
 
 
 def make_optimizer(sae: BaseSAE, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -147,7 +161,8 @@ def make_optimizer(sae: BaseSAE, cfg: TrainConfig) -> torch.optim.Optimizer:
 def train_step(sae: BaseSAE, optimizer: torch.optim.Optimizer, x_BD: Tensor, step: int,
                total_steps: int, grad_clip: float | None = 1.0,
                generator: torch.Generator | None = None) -> tuple[StepOutput, list[dict]]:
-    """One optimisation step (0-based `step`); no host syncs except inside rare mechanism events."""
+    """One whole step as `train` takes it (0-based `step`); no host syncs except inside rare
+    mechanism events (and, on CPU only, where a sync costs nothing)."""
     out = optimizer_step(sae, optimizer, x_BD, step, total_steps, grad_clip)
     return out, after_step(sae, optimizer, x_BD, step, out, generator)
 
@@ -226,7 +241,8 @@ def _truncate_log(path: Path, last_step: int) -> None:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _comparable(d: dict[str, Any]) -> Any:
+def comparable(d: Any) -> Any:
+    """A config value as JSON would round-trip it (tuples as lists, ...), for equality checks."""
     return json.loads(json.dumps(d, sort_keys=True, default=str))
 
 
@@ -235,7 +251,7 @@ def _comparable(d: dict[str, Any]) -> Any:
 
 def train(
     sae: BaseSAE,
-    store: ActivationStore,
+    store: BatchSource,
     cfg: TrainConfig,
     out_dir: str | Path,
     progress: bool = True,
@@ -248,244 +264,131 @@ def train(
     goes into the exported hsae_config.json and SAELens metadata. Raises NonFiniteLossError naming
     the first step whose loss was NaN/Inf; the checkpoint on disk then is the last good one.
     """
-    return train_many([TrainJob(sae, cfg, out_dir, metadata)], store, progress=progress)[0]
-
-
-@dataclass
-class TrainJob:
-    """One SAE of a shared pass (`train_many`): what `train` takes besides the store."""
-
-    sae: BaseSAE
-    cfg: TrainConfig
-    out_dir: str | Path
-    metadata: dict[str, Any] | None = None
-
-
-def train_many(jobs: list[TrainJob], store: ActivationStore, progress: bool = True,
-               share_trajectories: bool = True) -> list[TrainResult]:
-    """Train several SAEs from one pass over the store: each batch is read and normalized once and
-    fed to every SAE in turn. Each keeps its own optimizer, RNG, mechanisms, log, checkpoints and
-    resume, so each ends bit-identical (CPU) to `train` on its own: the jobs must share the batch
-    order (seed and batch_size) and the device; their step counts may differ. Jobs resume from
-    their own checkpoints; the pass starts at the earliest one. An error (NaN loss, interruption)
-    stops the pass; every job keeps its last checkpoint. TrainResult.seconds is the pass's time.
-
-    `share_trajectories`: SAEs that differ only in mechanisms that act through rare events (the
-    HierarchicalSAE's resampling, window tracking, clustering: `trajectory_neutral_fields`) take
-    identical steps until one of them acts; such twins share one gradient step (see `pair_twins`)
-    until then, and each still ends bit-identical to training it alone."""
-    if not jobs:
-        raise ValueError("train_many: no jobs given.")
-    first = jobs[0].cfg
-    for job in jobs[1:]:
-        for key in ("seed", "batch_size", "device"):
-            if getattr(job.cfg, key) != getattr(first, key):
-                raise ValueError(
-                    f"train_many: jobs read different batches ({key} {getattr(first, key)!r} vs "
-                    f"{getattr(job.cfg, key)!r}); group jobs by seed, batch_size and device.")
-    out_dirs = [Path(job.out_dir).resolve() for job in jobs]
-    if len(set(out_dirs)) < len(out_dirs):
-        raise ValueError("train_many: two jobs share an out_dir; give each its own folder.")
-
-    runs: list[_Run] = []
+    out_dir = Path(out_dir)
+    # The SAE on its device with its optimizer and RNG: restored from checkpoint.pt, or fresh.
+    optimizer, generator, resumed_from = setup_run(sae, store, cfg, out_dir)
+    start = resumed_from or 0
+    files = RunFiles(out_dir, cfg, sae, optimizer, generator, resumed_from)
+    batches = (store.iter_batches(cfg.batch_size, cfg.seed, start_step=start,
+                                  device=torch.device(cfg.device))
+               if start < cfg.steps else iter(()))
+    t0 = time.perf_counter()
+    bar = tqdm(total=cfg.steps, initial=start, disable=not progress, unit="step",
+               desc=type(sae).__name__)
     try:
-        for job in jobs:
-            runs.append(_Run(job, store))
-        if share_trajectories:
-            pair_twins(runs)
-        start, end = min(r.start for r in runs), max(r.cfg.steps for r in runs)
-        desc = type(jobs[0].sae).__name__ if len(jobs) == 1 else f"{len(jobs)} SAEs"
-        t0 = time.perf_counter()
-        with tqdm(total=end, initial=start, disable=not progress, unit="step", desc=desc) as bar:
-            if start < end:
-                batches = store.iter_batches(first.batch_size, first.seed, start_step=start,
-                                             device=torch.device(first.device))
-            for step in range(start, end):
-                x_BD = next(batches)
-                # leaders as the step begins: a follower the step hands on to is done with it
-                for run in [r for r in runs if r.leader is None]:
-                    if run.start <= step < run.cfg.steps:
-                        row = run.step(step, x_BD, t0)
-                        if row is not None and len(runs) == 1:
-                            bar.set_postfix(loss=f"{row['loss']:.4g}", l0=f"{row['l0']:.1f}")
-                if share_trajectories and any(r.acted for r in runs
-                                              if r.start <= step < r.cfg.steps):
-                    pair_twins(runs)  # runs that acted alike (the same resample) are twins again
-                bar.update(1)
-        seconds = time.perf_counter() - t0
+        for step in range(start, cfg.steps):
+            x_BD = next(batches)
+            # loss -> backward -> decoder-gradient projection -> clip -> step -> renormalize
+            out = optimizer_step(sae, optimizer, x_BD, step, cfg.steps, cfg.grad_clip)
+            # statistics and mechanisms (resample / merge); reset latents' Adam moments are zeroed
+            events = after_step(sae, optimizer, x_BD, step, out, generator)
+            # NaN check (lazy: no sync on other steps), events, metrics and checkpoint
+            row = files.record(step, x_BD, out, events, t0)
+            if row is not None:
+                bar.set_postfix(loss=f"{row['loss']:.4g}", l0=f"{row['l0']:.1f}")
+            bar.update(1)
     finally:
-        for run in runs:
-            run.log.close()
-    return [run.finish(seconds) for run in runs]
+        bar.close()
+        files.close()
+    return finish_run(sae, cfg, out_dir, metadata, resumed_from, time.perf_counter() - t0)
 
 
-def pair_twins(runs: list["_Run"]) -> None:
-    """Make each leading run that would take the same gradient steps as an earlier one its
-    follower (with its own followers). Called at the start of a pass and after each step in which
-    a run acted: runs whose events were identical (the same latents resampled from the same draw)
-    are twins again.
-
-    Twins: the same architecture and training config, SAE configs equal except for the
-    architecture's `trajectory_neutral_fields` (switches of mechanisms that only act through
-    events), the same start step and the same weights and optimizer state there. A follower
-    copies its leader's weights and optimizer state after each gradient step instead of
-    computing it, then runs its own bookkeeping and mechanisms: its statistics, logs,
-    checkpoints and events are its own. The first event (resample, merge) of either side ends the
-    sharing for that run, whose state is by then exactly what it would be alone."""
-    leaders: list[_Run] = []
-    for run in runs:
-        if run.leader is not None:
-            continue
-        for lead in leaders:
-            if _twins(lead, run):
-                for follower in (run, *run.followers):
-                    follower.leader = lead
-                lead.followers += [run, *run.followers]
-                run.followers = []
-                break
-        else:
-            leaders.append(run)
-
-
-def _twins(a: "_Run", b: "_Run") -> bool:
-    neutral = set(getattr(type(a.sae), "trajectory_neutral_fields", ()))
-    if type(a.sae) is not type(b.sae) or not neutral or a.start != b.start:
-        return False
-    ca, cb = a.sae.cfg.to_dict(), b.sae.cfg.to_dict()
-    if any(_comparable(ca[k]) != _comparable(cb[k]) for k in ca if k not in neutral):
-        return False
-    if _comparable(a.cfg.to_dict()) != _comparable(b.cfg.to_dict()):
-        return False
-    pa, pb = list(a.sae.parameters()), list(b.sae.parameters())
-    if not all(torch.equal(p, q) for p, q in zip(pa, pb)):
-        return False
-    sa, sb = (o.state_dict()["state"] for o in (a.optimizer, b.optimizer))
-    return sa.keys() == sb.keys() and all(
-        sa[i].keys() == sb[i].keys() and all(torch.equal(sa[i][k], sb[i][k]) for k in sa[i])
-        for i in sa)
+def setup_run(sae: BaseSAE, store: BatchSource, cfg: TrainConfig,
+              out_dir: Path) -> tuple[torch.optim.Optimizer, torch.Generator, int | None]:
+    """Check the store against the SAE, put the SAE on `cfg.device` in training mode, make its
+    optimizer and RNG, and restore them from out_dir/checkpoint.pt (the log is cut back to it) or
+    start fresh (weights re-initialised from `cfg.seed` if `cfg.init_weights`, no log). Returns
+    (optimizer, generator, the checkpoint's step or None)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_store_matches(store, sae, cfg)
+    remove_stale_temporaries(out_dir)
+    normalizer = getattr(store, "normalizer", None)
+    if normalizer is not None:
+        norm = normalizer.to_dict()
+        sae.cfg.normalization = {"scale": norm["scale"], "center": norm["center"],
+                                 "mean": norm["mean"]}
+    device = torch.device(cfg.device)
+    sae.to(device).train()
+    if hasattr(sae, "decode_mode"):
+        sae.decode_mode = cfg.decode
+    optimizer = make_optimizer(sae, cfg)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
+    if ckpt_path.exists():
+        state = load_training_checkpoint(ckpt_path)
+        _check_resumable(state, sae, cfg, ckpt_path)
+        restore_training_state(state, sae, optimizer, generator, seed=cfg.seed)
+        _truncate_log(log_path, state["step"])
+        return optimizer, generator, state["step"]
+    if cfg.init_weights:
+        sae.reset_parameters(cfg.seed)
+    log_path.unlink(missing_ok=True)
+    return optimizer, generator, None
 
 
-class _Run:
-    """One SAE's state during a pass: set up (resume or fresh start), steps, export."""
+class RunFiles:
+    """A run's files while it trains: train_log.jsonl (appended: events as they happen, metrics
+    every `log_every` steps) and checkpoint.pt (every `checkpoint_every` steps and at the end).
+    The first non-finite loss is tracked on the device and checked only on steps that log,
+    checkpoint or act, so other steps never wait for the device."""
 
-    def __init__(self, job: TrainJob, store: ActivationStore):
-        sae, cfg = job.sae, job.cfg
-        self.sae, self.cfg, self.metadata = sae, cfg, job.metadata
-        self.out_dir = out_dir = Path(job.out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _check_store_matches(store, sae, cfg)
-        remove_stale_temporaries(out_dir)
-        normalizer = getattr(store, "normalizer", None)
-        if normalizer is not None:
-            norm = normalizer.to_dict()
-            sae.cfg.normalization = {"scale": norm["scale"], "center": norm["center"],
-                                     "mean": norm["mean"]}
+    def __init__(self, out_dir: Path, cfg: TrainConfig, sae: BaseSAE,
+                 optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                 resumed_from: int | None):
+        self.cfg, self.sae, self.optimizer, self.generator = cfg, sae, optimizer, generator
+        self.ckpt_path, self.log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
+        self.last_ckpt = resumed_from  # the step of the checkpoint on disk (None: none yet)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=torch.device(cfg.device))
+        self.log = open(self.log_path, "a")
 
-        device = torch.device(cfg.device)
-        sae.to(device).train()
-        if hasattr(sae, "decode_mode"):
-            sae.decode_mode = cfg.decode
-        self.optimizer = make_optimizer(sae, cfg)
-        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
-        self.ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
-        self.log_path = log_path
-
-        self.start, self.resumed_from = 0, None
-        if self.ckpt_path.exists():
-            state = load_training_checkpoint(self.ckpt_path)
-            _check_resumable(state, sae, cfg, self.ckpt_path)
-            restore_training_state(state, sae, self.optimizer, self.generator)
-            self.start = self.resumed_from = state["step"]
-            _truncate_log(log_path, self.start)
-        else:
-            if cfg.init_weights:
-                sae.reset_parameters(cfg.seed)
-            log_path.unlink(missing_ok=True)
-        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)  # checked lazily
-        self.last_ckpt = self.start if self.resumed_from is not None else None
-        self.log = open(log_path, "a")
-        # Sharing a gradient step with twins (train_many's `share_trajectories`).
-        self.leader: _Run | None = None
-        self.followers: list[_Run] = []
-        self.shared_steps = 0  # steps whose gradient step was copied from a leader
-        self.acted = False  # a mechanism event in the last step
-
-    def step(self, step: int, x_BD: Tensor, t0: float) -> dict[str, Any] | None:
-        """Train on batch `step` (and the followers' copies of it); returns the metrics row on
-        log steps."""
-        out = optimizer_step(self.sae, self.optimizer, x_BD, step, self.cfg.steps,
-                             self.cfg.grad_clip)
-        for follower in list(self.followers):
-            follower.copy_state(self)
-            follower.shared_steps += 1
-            if follower.bookkeep(step, x_BD, out, t0)[1]:  # it acted: on its own from now on
-                self.followers.remove(follower)
-                follower.leader = None
-        row, events = self.bookkeep(step, x_BD, out, t0)
-        if events and self.followers:  # this run acted; its followers, still equal, go on alone
-            new, *rest = self.followers
-            new.leader, new.followers = None, rest
-            for follower in rest:
-                follower.leader = new
-            self.followers = []
-        return row
-
-    @torch.no_grad()
-    def copy_state(self, leader: "_Run") -> None:
-        """Take the leader's weights and optimizer state (what this run's own gradient step would
-        have computed: same weights, same batch, same config)."""
-        for p, q in zip(self.sae.parameters(), leader.sae.parameters()):
-            p.copy_(q)
-            mine, theirs = self.optimizer.state[p], leader.optimizer.state[q]
-            for key, value in theirs.items():
-                if key in mine and mine[key].shape == value.shape:
-                    mine[key].copy_(value)
-                else:
-                    mine[key] = value.clone()
-
-    def bookkeep(self, step: int, x_BD: Tensor, out: StepOutput,
-                 t0: float) -> tuple[dict[str, Any] | None, list[dict]]:
-        """After the gradient step: mechanisms, NaN checks, log, checkpoint."""
-        sae, cfg, ckpt_path = self.sae, self.cfg, self.ckpt_path
-        events = after_step(sae, self.optimizer, x_BD, step, out, self.generator)
-        self.acted = bool(events)
+    def record(self, step: int, x_BD: Tensor, out: StepOutput, events: list[dict],
+               t0: float) -> dict[str, Any] | None:
+        """After step `step` (0-based): NaN check, events, metrics row, checkpoint. Returns the
+        metrics row on log steps."""
+        cfg, done, row = self.cfg, step + 1, None
         self.first_bad = torch.where(torch.isfinite(out.loss) | (self.first_bad >= 0),
                                      self.first_bad, step)
-        done, row = step + 1, None
         is_log = done % cfg.log_every == 0 or done == cfg.steps
         is_ckpt = done % cfg.checkpoint_every == 0 or done == cfg.steps
         if is_log or is_ckpt or events:
-            _raise_if_bad(self.first_bad, ckpt_path, self.last_ckpt)
+            _raise_if_bad(self.first_bad, self.ckpt_path, self.last_ckpt)
         for event in events:
             self.log.write(json.dumps({"kind": "event", **event}) + "\n")
         if is_log:
             row = {"kind": "metrics", "step": done, "tokens": done * cfg.batch_size,
-                   **step_metrics(sae, x_BD, out),
+                   **step_metrics(self.sae, x_BD, out),
                    "elapsed_s": round(time.perf_counter() - t0, 3)}
             self.log.write(json.dumps(row) + "\n")
         if is_log or events:
             self.log.flush()
         if is_ckpt:
-            _raise_if_weights_bad(sae, done, ckpt_path, self.last_ckpt)
-            save_training_checkpoint(ckpt_path, step=done, sae=sae, optimizer=self.optimizer,
-                                     generator=self.generator, train_config=cfg.to_dict())
+            _raise_if_weights_bad(self.sae, done, self.ckpt_path, self.last_ckpt)
+            save_training_checkpoint(self.ckpt_path, step=done, sae=self.sae,
+                                     optimizer=self.optimizer, generator=self.generator,
+                                     train_config=cfg.to_dict())
             self.last_ckpt = done
-        return row, events
+        return row
 
-    def finish(self, seconds: float) -> TrainResult:
-        n_new = self.cfg.steps - self.start
-        self.sae.eval()
-        save_sae(self.sae, self.out_dir, train_config=self.cfg, metadata=self.metadata)
-        rows = read_log(self.log_path)
-        return TrainResult(
-            sae=self.sae, out_dir=self.out_dir, steps=self.cfg.steps,
-            resumed_from=self.resumed_from,
-            log=[r for r in rows if r["kind"] == "metrics"],
-            events=[r for r in rows if r["kind"] == "event"],
-            seconds=seconds,
-            tokens_per_s=n_new * self.cfg.batch_size / seconds if n_new and seconds else 0.0,
-            shared_steps=self.shared_steps,
-        )
+    def close(self) -> None:
+        self.log.close()
+
+
+def finish_run(sae: BaseSAE, cfg: TrainConfig, out_dir: Path, metadata: dict[str, Any] | None,
+               resumed_from: int | None, seconds: float, shared_steps: int = 0) -> TrainResult:
+    """Export the trained SAE (eval mode) next to its log and return the run's TrainResult."""
+    n_new = cfg.steps - (resumed_from or 0)
+    sae.eval()
+    save_sae(sae, out_dir, train_config=cfg, metadata=metadata)
+    rows = read_log(out_dir / LOG_NAME)
+    return TrainResult(
+        folder=out_dir, steps=cfg.steps, trained_steps=n_new, resumed_from=resumed_from,
+        log=[r for r in rows if r["kind"] == "metrics"],
+        events=[r for r in rows if r["kind"] == "event"],
+        seconds=seconds,
+        tokens_per_s=n_new * cfg.batch_size / seconds if n_new and seconds else 0.0,
+        shared_steps=shared_steps, sae=sae,
+        name=(metadata or {}).get("run", out_dir.name), seed=cfg.seed,
+    )
 
 
 _NONFINITE_FIX = ("Check the activation cache for NaN/Inf (rebuild it: notebook 01 with "
@@ -516,7 +419,7 @@ def _raise_if_weights_bad(sae: BaseSAE, step: int, ckpt_path: Path, last_ckpt: i
         )
 
 
-def _check_store_matches(store: ActivationStore, sae: BaseSAE, cfg: TrainConfig) -> None:
+def _check_store_matches(store: BatchSource, sae: BaseSAE, cfg: TrainConfig) -> None:
     """Refuse activations of another width, hook or model before any step is taken."""
     if store.d_model != sae.cfg.d_in:
         raise ValueError(f"store.d_model = {store.d_model} but the SAE has d_in = {sae.cfg.d_in}: "
@@ -539,8 +442,8 @@ def _check_resumable(state: dict, sae: BaseSAE, cfg: TrainConfig, path: Path) ->
     diffs = [] if state["architecture"] == type(sae).__name__ else [
         f"architecture: checkpoint {state['architecture']}, now {type(sae).__name__}"]
     diffs += [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}" for k in _RESULT_FIELDS
-             if _comparable(saved.get(k)) != _comparable(now[k])]
-    if _comparable(state["sae_config"]) != _comparable(sae.cfg.to_dict()):
+             if comparable(saved.get(k)) != comparable(now[k])]
+    if comparable(state["sae_config"]) != comparable(sae.cfg.to_dict()):
         diffs.append("the SAE config differs")
     if diffs:
         raise ValueError(

@@ -48,7 +48,7 @@ pd.DataFrame([{"reading": r.name, "where": r.where, "default": r.default,
 
 # %% [markdown]
 # ## Train
-# All alternatives read the cache in one shared pass (`train.train_many`), the centered ones in a
+# All alternatives read the cache in one shared pass (`train_many`), the centered ones in a
 # second pass through a centered normalizer. Finished runs are reused.
 
 # %%

@@ -124,7 +124,7 @@ def build_world(setup: GroundTruthSetup) -> SyntheticWorld:
 
 
 class TensorStore:
-    """The trainer's ActivationStore protocol over an in-memory tensor: shuffled epochs,
+    """The trainer's BatchSource protocol over an in-memory tensor: shuffled epochs,
     deterministic in (seed, start_step), so a resumed run sees the same batches."""
 
     def __init__(self, x_ND: Tensor, normalizer: Normalizer | None = None):

@@ -106,7 +106,7 @@ class HierarchicalSAE(ReLUSAE):
     cfg: HierarchicalSAEConfig
     # Config fields of mechanisms that change the weights only through events (a resample, a
     # merge): two SAEs that differ only here take identical gradient steps until one of them
-    # acts, so `train.train_many` computes those steps once (`train.pair_twins`).
+    # acts, so `train_many` computes those steps once (`train_many.pair_twins`).
     trajectory_neutral_fields = ("resampling", "resample_every", "resample_enc_scale",
                                  "window_tracking", "window_size", "dead_rate", "firing_reading",
                                  "clustering", "merge_every", "merge_threshold",

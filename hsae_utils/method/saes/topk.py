@@ -5,10 +5,12 @@ from dataclasses import dataclass
 from numbers import Integral
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from hsae_utils.method.saes.base import BaseSAE, SAEConfig, StepOutput, squared_error
-from hsae_utils.method.saes.sparse_decode import SparseCodes, sparse_decode, sparse_encode, topk_sparse, use_sparse
+from hsae_utils.method.saes.sparse_decode import (SparseCodes, sparse_decode, sparse_encode,
+                                                  topk_sparse, use_sparse)
 
 
 @dataclass
@@ -90,28 +92,66 @@ class TopKSAE(BaseSAE):
         l_recon = sq_err_B.mean()
         loss, aux = l_recon, torch.zeros((), device=x_BD.device)
         if self.cfg.auxk:
-            # One host sync per step (as SAELens); the AuxK cost then scales with the dead count.
-            dead_L = self.firing.dead_mask(self.cfg.dead_after_tokens).nonzero().squeeze(1)
-            if len(dead_L):
-                # The dead latents' pre-activations with their gradient: the sparse step
-                # recomputes these columns (pre_BF has none there).
-                pre_BL = (torch.addmm(self.b_enc[dead_L], x_BD, self.W_enc[:, dead_L]) if sparse
-                          else pre_BF[:, dead_L])
-                aux = self.aux_nmse(pre_BL, dead_L, (x_BD - xhat_BD).detach())
+            dead_F = self.firing.dead_mask(self.cfg.dead_after_tokens)
+            resid_BD = (x_BD - xhat_BD).detach()
+            if x_BD.device.type == "cpu":  # a host sync costs nothing here; O(B x n_dead x D)
+                aux = self.aux_nmse_gathered(x_BD, pre_BF, dead_F, resid_BD, sparse)
+            else:  # no host sync: the step never waits for the device
+                aux = self.aux_nmse_masked(x_BD, pre_BF, dead_F, resid_BD, sparse)
+            if aux is not None:
                 x_var = (x_BD - x_BD.mean(0)).pow(2).sum(-1).mean()  # D var_x, detached input
                 loss = loss + (self.cfg.aux_coefficient * x_var) * aux
+            else:
+                aux = torch.zeros((), device=x_BD.device)
         return self._output(loss, xhat_BD, z_BF, sq_err_B, mse=l_recon.detach(),
                             l1=z_BF.detach().sum() / x_BD.shape[0], aux=aux.detach())
 
-    def aux_nmse(self, pre_BL: Tensor, dead_L: Tensor, resid_BD: Tensor) -> Tensor:
-        """Gao et al.'s normalized_mse(ehat, e) = sum ||ehat - e||^2 / sum ||e - mean(e)||^2 over
-        the batch (0 when e is constant); ehat = TopK_aux(dead pre-acts pre_BL) W_dec (no b_dec:
-        e has it already, as their pre_bias cancels)."""
-        k_aux = min(self.cfg.aux_k, self.cfg.d_sae // 2, len(dead_L))
+    @property
+    def aux_k_max(self) -> int:
+        return min(self.cfg.aux_k, self.cfg.d_sae // 2)
+
+    def aux_nmse_gathered(self, x_BD: Tensor, pre_BF: Tensor, dead_F: Tensor, resid_BD: Tensor,
+                          sparse: bool) -> Tensor | None:
+        """Gao et al.'s normalized_mse(ehat, e) (see `aux_nmse`) over the dead latents' columns
+        only, found with `nonzero` (a host sync: the CPU path); None when no latent is dead."""
+        dead_L = dead_F.nonzero().squeeze(1)
+        if not len(dead_L):
+            return None
+        # The dead latents' pre-activations with their gradient: the sparse step recomputes
+        # these columns (pre_BF has none there).
+        pre_BL = (torch.addmm(self.b_enc[dead_L], x_BD, self.W_enc[:, dead_L]) if sparse
+                  else pre_BF[:, dead_L])
         # Only the dead latents' columns: the cost is O(B x n_dead x D), not O(B x F x D).
-        z_aux_BL = topk_codes(pre_BL, k_aux)
-        # Per token, then over the batch: a sum over the whole [B, D] tensor is split among
-        # threads, and its last bits (and so the step, and the run) would depend on their number.
-        err = (z_aux_BL @ self.W_dec[dead_L] - resid_BD).pow(2).sum(-1).sum()
-        var = (resid_BD - resid_BD.mean(0)).pow(2).sum(-1).sum()
-        return (err / var).nan_to_num(0.0)
+        z_aux_BL = topk_codes(pre_BL, min(self.aux_k_max, len(dead_L)))
+        return aux_nmse(z_aux_BL @ self.W_dec[dead_L], resid_BD)
+
+    def aux_nmse_masked(self, x_BD: Tensor, pre_BF: Tensor, dead_F: Tensor, resid_BD: Tensor,
+                        sparse: bool) -> Tensor:
+        """The same loss without a host sync (the GPU path): the top `aux_k_max` of the
+        pre-activations with the live latents masked to -inf. When fewer latents are dead, the
+        extra picks are -inf, 0 after the ReLU, so they add nothing; with none dead the loss is 0
+        (`gathered` skips it). Equal to `aux_nmse_gathered` up to float summation order
+        (tests/test_train.py)."""
+        vals_BK, idx_BK = pre_BF.masked_fill(~dead_F, float("-inf")).topk(
+            self.aux_k_max, dim=-1, sorted=False)
+        if sparse:  # pre_BF has no gradient: recompute the picked entries' with theirs
+            B, K = idx_BK.shape
+            crow_B1 = torch.arange(0, (B + 1) * K, K, device=x_BD.device)
+            codes = SparseCodes.build(crow_B1, idx_BK.flatten(), self.cfg.d_sae)
+            vals_BK = sparse_encode(vals_BK.flatten(), x_BD, self.W_enc, self.b_enc,
+                                    codes).view(B, K)
+        # ehat = one weighted sum of K decoder rows per token (no [B, F] x [F, D] product)
+        ehat_BD = F.embedding_bag(idx_BK, self.W_dec, mode="sum",
+                                  per_sample_weights=vals_BK.relu())
+        return torch.where(dead_F.any(), aux_nmse(ehat_BD, resid_BD), 0.0)
+
+
+def aux_nmse(ehat_BD: Tensor, resid_BD: Tensor) -> Tensor:
+    """Gao et al.'s normalized_mse(ehat, e) = sum ||ehat - e||^2 / sum ||e - mean(e)||^2 over the
+    batch (0 when e is constant); ehat = TopK_aux(dead pre-acts) W_dec (no b_dec: e has it
+    already, as their pre_bias cancels)."""
+    # Per token, then over the batch: a sum over the whole [B, D] tensor is split among threads,
+    # and its last bits (and so the step, and the run) would depend on their number.
+    err = (ehat_BD - resid_BD).pow(2).sum(-1).sum()
+    var = (resid_BD - resid_BD.mean(0)).pow(2).sum(-1).sum()
+    return (err / var).nan_to_num(0.0)
