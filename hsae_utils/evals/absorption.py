@@ -327,8 +327,9 @@ def tokenizer_sha(tokenizer) -> str:
 
 def build_absorption_data(model, profile: Profile, cache_root: str | Path | None = None,
                           fingerprint: str | None = None, progress: bool = True,
-                          method: str = "auto") -> AbsorptionData:
-    """Vocabulary, prompts, word activations and the ground-truth probe; cached on disk."""
+                          method: str = "auto", rebuild: bool = False) -> AbsorptionData:
+    """Vocabulary, prompts, word activations and the ground-truth probe; cached on disk
+    (`rebuild`: recomputed and overwritten)."""
 
     tok = model.tokenizer
     seed = profile.eval_seed
@@ -340,7 +341,7 @@ def build_absorption_data(model, profile: Profile, cache_root: str | Path | None
                 "n_icl": profile.absorption_icl_examples, "group_size": GROUP_SIZE,
                 "seed": seed, "method": method}
     if cache_root is not None:
-        hit = load_cached(cache_root, "absorption", identity)
+        hit = load_cached(cache_root, "absorption", identity, rebuild=rebuild)
         if hit is not None:
             a, m = hit["arrays"], hit["meta"]
             data = AbsorptionData(*(torch.from_numpy(a[k]) for k in

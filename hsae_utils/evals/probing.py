@@ -224,8 +224,10 @@ def probe_features(features_ND: np.ndarray, data: ProbingData, k_values: Sequenc
 def build_probing_data(model, profile: Profile, cache_root: str | Path | None = None,
                        fingerprint: str | None = None, progress: bool = True,
                        tasks: dict[str, ProbingTask] | None = None,
-                       download_dir: str | Path | None = None) -> ProbingData:
-    """Tokenize the probing texts, cache the residual of every token, train the LLM probes."""
+                       download_dir: str | Path | None = None,
+                       rebuild: bool = False) -> ProbingData:
+    """Tokenize the probing texts, cache the residual of every token, train the LLM probes
+    (`rebuild`: recomputed and overwritten)."""
     tok = model.tokenizer
     # Key: the tasks' specification (cheap), or the hash of explicitly given tasks; the manifest
     # records the hash of the texts and labels actually used.
@@ -236,7 +238,7 @@ def build_probing_data(model, profile: Profile, cache_root: str | Path | None = 
                 "massive_factor": profile.massive_norm_factor}
     meta_k = list(profile.probe_k_values)
     if cache_root is not None:
-        hit = load_cached(cache_root, "probing", identity)
+        hit = load_cached(cache_root, "probing", identity, rebuild=rebuild)
         if hit is not None and hit["meta"].get("k_values") == meta_k:
             a, m = hit["arrays"], hit["meta"]
             return ProbingData(m["task_names"], m["classes"], a["acts"],

@@ -68,12 +68,14 @@ def _tidy_rows(run: SAERun, metrics: Mapping[str, Any]) -> list[dict]:
 
 def evaluate_profile(profile: Profile, runs: list[SAERun] | None = None, model=None,
                      families: Iterable[str] = FAMILIES, progress: bool = True,
-                     device: str | None = None) -> EvaluationResult:
+                     device: str | None = None, rebuild_cache: bool = False) -> EvaluationResult:
     """Evaluate every SAE of `runs` (default: all under `profile.sae_dir`) on the profile's
     validation split, absorption task and probing tasks.
 
     The model-side work is done (or read from `eval_cache`) once; per SAE only the SAE passes and
     the splice through the layers after the hook run. Prints the time split at the end.
+    `rebuild_cache`: recompute the model-side entries of `eval_cache` (run_all.sh --force); a
+    damaged entry is rebuilt either way.
     """
     import pandas as pd  # slow to import; only the orchestration needs it
 
@@ -109,19 +111,21 @@ def evaluate_profile(profile: Profile, runs: list[SAERun] | None = None, model=N
                                        massive_factor=valid.manifest.get("massive_norm_factor"),
                                        cache_root=root, fingerprint=fingerprint,
                                        batch_contexts=profile.eval_batch_contexts,
-                                       progress=progress)
+                                       progress=progress, rebuild=rebuild_cache)
         notes.append(f"splice set: {'reused' if splice.reused else 'built'} {splice.folder}")
     if "absorption" in families:
         with timer.model("absorption: word activations and ground-truth probe"):
             absorption_data = absorption_mod.build_absorption_data(
-                model, profile, cache_root=root, fingerprint=fingerprint, progress=progress)
+                model, profile, cache_root=root, fingerprint=fingerprint, progress=progress,
+                rebuild=rebuild_cache)
         notes.append(f"absorption data: {'reused' if absorption_data.reused else 'built'} "
                      f"{absorption_data.folder}")
         notes.extend(absorption_data.notes)
     if "probing" in families:
         with timer.model("probing: text activations and LLM probes"):
             probing_data = probing_mod.build_probing_data(
-                model, profile, cache_root=root, fingerprint=fingerprint, progress=progress)
+                model, profile, cache_root=root, fingerprint=fingerprint, progress=progress,
+                rebuild=rebuild_cache)
         notes.append(f"probing data: {'reused' if probing_data.reused else 'built'} "
                      f"{probing_data.folder}")
 
