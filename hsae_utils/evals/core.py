@@ -195,13 +195,13 @@ def splice_losses(model, clean_BSD: Tensor, others: list[Tensor], tokens_BS: Ten
     B, S = tokens_BS.shape
     t0 = time.perf_counter()
     h_clean = hidden_from_layer(model, clean_BSD, layer).flatten(0, 1)
+    clean_time = time.perf_counter() - t0  # only this call's clean work (timers may hold more)
     h_others = []
     for i, x in enumerate(others):
         t1 = time.perf_counter()
         h_others.append(hidden_from_layer(model, x, layer).flatten(0, 1))
         if timers is not None:
             timers[i].append(time.perf_counter() - t1)
-    clean_time = time.perf_counter() - t0 - sum(sum(t) for t in timers or [])
     # the next token of every position (the last position's is a dummy, its CE is zeroed)
     target = torch.cat([tokens_BS[:, 1:], tokens_BS[:, :1]], 1).flatten().to(h_clean.device)
     ce_clean = torch.zeros(B * S, device=h_clean.device)
