@@ -7,6 +7,7 @@ details carry a suffix after a colon: `absorption_fraction:a`, `sae_top_1_accura
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -130,10 +131,20 @@ def evaluate_profile(profile: Profile, runs: list[SAERun] | None = None, model=N
                      f"{probing_data.folder}")
 
     rows, letter_rows, task_rows, adapters = [], [], [], {}
-    for run in tqdm(runs, disable=not progress, desc="SAEs"):
+    for run in runs:
         with timer.sae(run.run, "load"):
-            adapter = load_adapter(run, device, profile, valid.manifest["normalization"])
-        adapters[run.run] = adapter
+            adapters[run.run] = load_adapter(run, device, profile, valid.manifest["normalization"])
+    pooled = {}
+    if probing_data is not None:
+        # one pass over the stored probing rows for all SAEs (each chunk read and converted once);
+        # the pass's time is shared equally among them
+        t0 = time.perf_counter()
+        pooled = dict(zip(adapters, probing_mod.sae_features_many(list(adapters.values()),
+                                                                  probing_data)))
+        for name in adapters:
+            timer.add_sae(name, "sparse probing", (time.perf_counter() - t0) / len(adapters))
+    for run in tqdm(runs, disable=not progress, desc="SAEs"):
+        adapter = adapters[run.run]
         metrics: dict[str, Any] = {}
         if "core" in families:
             with timer.sae(run.run, "reconstruction"):
@@ -150,7 +161,8 @@ def evaluate_profile(profile: Profile, runs: list[SAERun] | None = None, model=N
         if probing_data is not None:
             with timer.sae(run.run, "sparse probing"):
                 summary, per_task = probing_mod.evaluate_sparse_probing(
-                    adapter, probing_data, k_values=profile.probe_k_values)
+                    adapter, probing_data, k_values=profile.probe_k_values,
+                    features=pooled[run.run])
             metrics.update(summary)
             for r in per_task:
                 task_rows.append({"run": run.run, "config": run.config, "seed": run.seed, **r})
