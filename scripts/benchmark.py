@@ -650,9 +650,9 @@ def section_probing_pool(dev: Device, rounds: int, report: Report, n_saes: int =
                                   np.zeros(n_texts, int), acts_dtype=dtype)
             results = {}
             r = Rounds(dev)
-            r.add("one pass each", lambda: results.__setitem__(
+            r.add("one pass each", lambda data=data, results=results: results.__setitem__(
                 "each", [pr.sae_features(a, data) for a in adapters]))
-            r.add("one pass for all", lambda: results.__setitem__(
+            r.add("one pass for all", lambda data=data, results=results: results.__setitem__(
                 "all", pr.sae_features_many(adapters, data)))
             for _ in range(rounds):
                 r.run_round()
@@ -667,7 +667,7 @@ def section_probing_pool(dev: Device, rounds: int, report: Report, n_saes: int =
                 "speedup": speedup, "equal": equal}
             report.check(9, f"probing pooling, {n_saes} SAEs, {dtype} store: speed-up", speedup,
                          f"{speedup:.2f}x", ">= 1.1x", speedup >= 1.1 and equal)
-            del store, data
+            del store, data, r  # the memory map is closed before its folder goes
 
 
 def main() -> None:

@@ -123,7 +123,7 @@ def load_cached(root: str | Path, kind: str, identity: Mapping[str, Any],
                       stacklevel=2)
         return None
     arrays = {}
-    for name, spec in manifest["arrays"].items():
+    for name in manifest["arrays"]:
         arr = np.load(folder / f"{name}.npy", mmap_mode="r")
         # small arrays are read into memory; large ones stay memory-mapped (read-only)
         arrays[name] = np.array(arr) if arr.nbytes <= MMAP_BYTES else arr
