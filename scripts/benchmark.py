@@ -35,6 +35,12 @@ Every section prints what it measured, its target and PASS / MISS:
   8. one pass over the `local` activation cache for 3 SAEs (ReLU-L1, TopK, HierarchicalSAE;
      `train_many.train_many`) against training them one after the other (`train`), --shared-steps
      steps each: the time saved. Target > 0 (needs the `local` cache: notebook 01).
+  9. sparse probing's pooling of N = 8 SAEs (`probing.sae_features_many`: each chunk of the stored
+     per-token activations read from disk and converted once, then encoded by every SAE) against
+     one pass per SAE (`sae_features`, the code before), on a memory-mapped store the size of
+     `local`'s (1,440 texts x 127 tokens x 576, fp32) and on the same rows in bf16 (how stores
+     above 4 GiB are kept), freshly initialised ReLU SAEs at d_sae = 576. The pooled features
+     must be equal (bit for bit). Target >= 1.1x.
 
 How it times. Shared machines are noisy, so configurations that are compared are timed
 round-robin, one step (or forward) each per round, and interference hits them alike. A
@@ -617,14 +623,71 @@ def section_shared_pass(steps: int, report: Report) -> None:
 # ============================================================================================
 # Main
 # ============================================================================================
+# ============================================================================================
+# Section 9: sparse probing's pooling, all SAEs in one pass
+# ============================================================================================
+def section_probing_pool(dev: Device, rounds: int, report: Report, n_saes: int = 8) -> None:
+    import tempfile
+
+    import numpy as np
+
+    from hsae_utils.data.activations import to_storage
+    from hsae_utils.evals import SAEAdapter
+    from hsae_utils.evals import probing as pr
+    from hsae_utils.io import open_memmap_allocated
+
+    profile = get_profile("local")
+    n_texts = 16 * (profile.probe_train_per_class + profile.probe_test_per_class)  # 16 classes
+    per_text, d = profile.probe_max_tokens - 1, profile.d_model
+    print(f"\n== 9. Sparse probing pooling of {n_saes} SAEs: one pass over the stored rows for all "
+          f"of them vs one pass each;\n  {n_texts:,} texts x {per_text} tokens x {d} (memory-mapped"
+          f" on disk), ReLU SAEs d_sae = {profile.dict_size}; best of {rounds} round(s)")
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(n_texts * per_text, d, generator=g) * 3
+    cfg = config_from_profile("relu", profile)
+    adapters = [SAEAdapter(ARCHITECTURES["relu"](cfg, seed=i).to(dev.device))
+                for i in range(n_saes)]
+    offsets = torch.arange(0, n_texts + 1) * per_text
+    with tempfile.TemporaryDirectory() as tmp:
+        for dtype in ("float32", "bfloat16"):
+            store = open_memmap_allocated(Path(tmp) / f"{dtype}.npy",
+                                          np.uint16 if dtype == "bfloat16" else np.float32,
+                                          tuple(rows.shape))
+            store[:] = to_storage(rows, dtype)
+            store.flush()
+            data = pr.ProbingData(["t"], {"t": ["a", "b"]}, store, offsets,
+                                  np.zeros(n_texts, int), np.zeros(n_texts, int),
+                                  np.zeros(n_texts, int), acts_dtype=dtype)
+            results = {}
+            r = Rounds(dev)
+            r.add("one pass each", lambda data=data, results=results: results.__setitem__(
+                "each", [pr.sae_features(a, data) for a in adapters]))
+            r.add("one pass for all", lambda data=data, results=results: results.__setitem__(
+                "all", pr.sae_features_many(adapters, data)))
+            for _ in range(rounds):
+                r.run_round()
+            equal = all(np.array_equal(a, b) for a, b in zip(results["each"], results["all"]))
+            speedup = r.ratio("one pass each", "one pass for all")
+            print(f"  {dtype}: one pass each {r.best('one pass each'):.2f} s, one pass for all "
+                  f"{r.best('one pass for all'):.2f} s (median ratio "
+                  f"{r.median_ratio('one pass each', 'one pass for all'):.2f}x); features equal: "
+                  f"{equal}")
+            report.figures[f"9_probing_pool_{dtype}"] = {
+                "each_s": r.best("one pass each"), "all_s": r.best("one pass for all"),
+                "speedup": speedup, "equal": equal}
+            report.check(9, f"probing pooling, {n_saes} SAEs, {dtype} store: speed-up", speedup,
+                         f"{speedup:.2f}x", ">= 1.1x", speedup >= 1.1 and equal)
+            del store, data, r  # the memory map is closed before its folder goes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n", 2)[2])
     ap.add_argument("--quick", action="store_true",
                     help="sanity run: d = 576 only, few rounds, small model batches")
-    ap.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 7, 8],
-                    choices=range(1, 9), metavar="N", help="sections to run (default: all)")
+    ap.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 7, 8, 9],
+                    choices=range(1, 10), metavar="N", help="sections to run (default: all)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
                     help="bf16: autocast, CUDA only")
@@ -688,6 +751,8 @@ def main() -> None:
         section_sparse(dev, dims, rounds, report)
     if 8 in sections:
         section_shared_pass(args.shared_steps or (20 if args.quick else 60), report)
+    if 9 in sections:
+        section_probing_pool(dev, rounds=1 if args.quick else 3, report=report)
 
     info["load_average_1min_end"] = os.getloadavg()[0]
     info["seconds"] = time.perf_counter() - t_start

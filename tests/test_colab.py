@@ -400,3 +400,14 @@ def test_colab_set_up_cell_in_a_fresh_runtime_runs_the_pipeline(own_tmp):
     t = time.time()
     shutil.rmtree(tmp_path / "runtime")
     print(f"removing the runtime: {time.time() - t:.0f} s", file=sys.stderr)
+
+
+def test_a_gpu_profile_on_a_cpu_runtime_is_refused_with_the_fix():
+    from hsae_utils.pipeline.colab import require_gpu
+
+    no_gpu = "No GPU in this runtime (Runtime > Change runtime type > T4 GPU)."
+    for name in ("colab-gemma", "colab"):
+        with pytest.raises(SystemExit, match=r"sized for a GPU \(NVIDIA T4.*Change runtime type"):
+            require_gpu(get_profile(name), False, no_gpu)
+        require_gpu(get_profile(name), True, "")  # a GPU: nothing to say
+    require_gpu(get_profile("smoke"), False, no_gpu)  # the CPU profile the message suggests

@@ -229,3 +229,30 @@ def test_no_saes_is_not_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
     res = ev.evaluate_profile(get_profile("smoke"), progress=False)
     assert res.results.empty and res.notes == ["no SAEs found"]
+
+
+def test_splice_timing_keeps_each_saes_time_out_of_the_model_side(tiny_model, splice,
+                                                                   monkeypatch):
+    """Each SAE's reconstruction is timed before the clean pass starts; the model-side clock must
+    not subtract it (it did: the clean time shrank, then went negative, as SAEs were added). A
+    clock that each SAE's encode moves 100 s ahead makes the check independent of the load."""
+    import time
+
+    from hsae_utils.evals import core
+    from hsae_utils.timing import Timer
+
+    skipped = [0.0]
+    monkeypatch.setattr(core.time, "perf_counter", lambda: time.monotonic() + skipped[0])
+
+    def slow(x):
+        skipped[0] += 100.0
+        return x
+
+    adapters = {f"slow{i}": ev.SAEAdapter(FnSAE(TINY_D, slow, lambda z: z)) for i in range(3)}
+    timer = Timer()
+    ev.splice_metrics(tiny_model, splice, adapters, LAYER, batch_contexts=6, timer=timer,
+                      progress=False)
+    (clean_s,) = timer.model_side.values()
+    assert 0 < clean_s < 100
+    for name in adapters:  # one batch: one 100 s "reconstruction" per SAE, charged to the SAE
+        assert 100 <= timer.per_sae[name]["splice KL/CE"] < 200

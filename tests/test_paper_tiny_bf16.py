@@ -59,3 +59,41 @@ def test_bfloat16_runs_the_paper_path(roots):
     assert 5 < bf16["ce_loss_without_sae"] < 12
     assert bf16["probing_n_datasets"] == 8
     assert any(m.startswith("absorption_fraction:") for m in bf16.index)
+
+
+def test_forward_dtype_is_bf16_only_for_gemma_on_a_bf16_card():
+    from hsae_utils.data.model import forward_dtype
+
+    paper, local = get_profile("paper"), get_profile("local")
+    assert forward_dtype(paper, "cuda", bf16_supported=True) == torch.bfloat16
+    assert forward_dtype(paper, "cuda:0", bf16_supported=False) == torch.float32  # a T4
+    assert forward_dtype(paper, "cpu") == torch.float32  # CPU stays fp32
+    assert forward_dtype(get_profile("paper-tiny"), "cuda", bf16_supported=True) == torch.bfloat16
+    assert forward_dtype(local, "cuda", bf16_supported=True) == torch.float32  # SmolLM2: fp32
+
+
+# The bf16 forward against fp32 on the tiny Gemma-2 at paper-tiny's hook (stated tolerances):
+# per-token residual relative error <= 5 % (bf16's 2^-8 rounding, compounding ~0.5 % per layer),
+# mean next-token CE within 0.5 %, KL(fp32 || bf16) of the next-token distribution < 1e-3 nats.
+BF16_RESID_RTOL, BF16_CE_RTOL, BF16_KL_MAX = 0.05, 0.005, 1e-3
+
+
+def test_bf16_forward_matches_fp32_within_the_stated_tolerance(tiny_gemma_dir):
+    from hsae_utils.data.forward import layer_resid, logits_from_layer
+
+    from .conftest import GEMMA_VOCAB, boot
+
+    layer = get_profile("paper-tiny").layer
+    m32, m16 = boot(tiny_gemma_dir), boot(tiny_gemma_dir, torch.bfloat16)
+    toks = torch.randint(3, GEMMA_VOCAB, (4, 24), generator=torch.Generator().manual_seed(0))
+    r32, r16 = layer_resid(m32, toks, layer), layer_resid(m16, toks, layer)
+    assert r16.dtype == torch.float32  # residuals leave the model in fp32 (fp32 SAE maths)
+    rel = (r16 - r32).norm(dim=-1) / r32.norm(dim=-1)
+    assert 0 < rel.max() <= BF16_RESID_RTOL
+    lp32 = logits_from_layer(m32, r32, layer).float().log_softmax(-1)
+    lp16 = logits_from_layer(m16, r16.to(torch.bfloat16), layer).float().log_softmax(-1)
+    target = toks[:, 1:]
+    ce32 = -lp32[:, :-1].gather(-1, target[..., None]).mean()
+    ce16 = -lp16[:, :-1].gather(-1, target[..., None]).mean()
+    assert abs(ce16 - ce32) <= BF16_CE_RTOL * ce32
+    assert (lp32.exp() * (lp32 - lp16)).sum(-1).mean() < BF16_KL_MAX

@@ -39,7 +39,7 @@ def test_paper_plan_from_independent_arithmetic():
     contexts = 10_000_000 // 128  # 78,125 contexts; every position but BOS, bf16
     assert res.split_cache_bytes(paper, "train") == pytest.approx(contexts * 127 * 2304 * 2, rel=1e-3)
     assert res.split_cache_bytes(paper, "train") < 47e9  # was 92 GB in fp32 with every position
-    # SAEBench's 36 probing classes x 2,500 texts x 127 tokens x 2,304 in fp16.
+    # SAEBench's 36 probing classes x 2,500 texts x 127 tokens x 2,304 in bf16.
     assert res.probing_cache_bytes(paper) == pytest.approx(36 * 2500 * 127 * 2304 * 2, rel=1e-9)
     # The store: 8 shards of 2,048 contexts x 127 rows in bf16 (~9.6 GB, was ~40-58 GB).
     assert res.training_run_need(paper).host_ram == pytest.approx(8 * 2048 * 127 * 2304 * 2,
@@ -96,3 +96,42 @@ def test_offline_hub_check_says_no_network_unless_cached(tmp_path, monkeypatch):
     assert "no network access" in problem and "HF_HUB_OFFLINE=1" in problem
     (tmp_path / "models--google--gemma-2-2b").mkdir()  # pre-downloaded: fine offline
     assert res.hub_problem("model", "google/gemma-2-2b") is None
+
+
+def test_the_plan_is_for_the_target_card_not_the_machine_that_prints_it(monkeypatch):
+    """On a CPU host (a login node, a Colab CPU runtime) a GPU profile is still planned for its
+    card: colab-gemma took 37 h (CPU rates) before; the Slurm launcher asked for 0 GPUs."""
+    from hsae_utils.pipeline.launcher import request
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    paper, colab_gemma = get_profile("paper"), get_profile("colab-gemma")
+    h100, t4 = res.CARDS["H100"], res.CARDS["T4"]
+    # Gemma-2 runs in bf16 on an H100 (bf16 tensor cores), in fp32 on a T4 (none)
+    assert res.rates(paper).model_flops == pytest.approx(h100.bf16_flops * res.MODEL_EFFICIENCY)
+    assert res.rates(colab_gemma).model_flops == pytest.approx(t4.fp32_flops
+                                                               * res.MODEL_EFFICIENCY)
+    assert res.rates(get_profile("local")) is res.CPU_RATES
+    assert res.rates(get_profile("paper-tiny")) is res.CPU_RATES
+    assert res.totals(res.plan(colab_gemma)).seconds < 3 * 3600
+    assert request(paper, 10e9, 600).gpus == 1 and request(get_profile("local"), 1e9, 60).gpus == 0
+    # weights in the forward's dtype: bf16 on the H100, fp32 on the T4
+    assert res.weight_bytes(paper) == 2 * res.model_size(paper).n_params
+    assert res.weight_bytes(colab_gemma) == 4 * res.model_size(colab_gemma).n_params
+
+
+def test_training_reads_the_cache_once_per_seed():
+    """train_many: one pass over the cache per seed for all of its runs."""
+    paper = get_profile("paper")
+    r, n = res.rates(paper), res.n_runs(paper)
+    passes = len(set(paper.seeds) | set(paper.sweep_seeds))
+    read = paper.train_steps * paper.train_batch_size * paper.d_model * 2  # bf16 cache
+    steps = n * paper.train_steps * 12 * paper.train_batch_size * paper.d_model * paper.dict_size
+    assert res.training_need(paper).seconds == pytest.approx(steps / r.sae_flops
+                                                             + passes * read / r.read_bytes)
+    assert passes < n
+
+
+def test_the_paper_plan_states_its_time_target():
+    text = res.format_plan(get_profile("paper"))
+    assert "Time target: the whole run within 60 min on one NVIDIA H100" in text
+    assert ("PASS" in text.splitlines()[-1]) != ("MISS" in text.splitlines()[-1])

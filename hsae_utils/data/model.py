@@ -190,12 +190,32 @@ def model_source(profile: Profile) -> str:
     return hub.resolve_model(profile.model_name, profile)
 
 
+# Models whose reference weights and training precision are bf16: on a CUDA card with bf16
+# support their forward runs in bf16 (Gemma-2: fp16 overflows, fp32 is 2-8x slower on tensor
+# cores); the SAE maths stay fp32 (the residuals are cast to fp32 as they leave the model).
+BF16_TRAINED = ("google/gemma-2-2b",)
+
+
+def forward_dtype(profile: Profile, device: str, bf16_supported: bool | None = None
+                  ) -> torch.dtype:
+    """The dtype of the model's forward on `device`: the profile's `model_dtype` (fp32 on the
+    CPU profiles), except bf16 for a BF16_TRAINED model on a CUDA card that supports it."""
+    dtype = getattr(torch, profile.model_dtype)
+    if not str(device).startswith("cuda") or profile.model_name not in BF16_TRAINED:
+        return dtype
+    if bf16_supported is None:
+        bf16_supported = (torch.cuda.is_available()
+                          and torch.cuda.is_bf16_supported(including_emulation=False))
+    return torch.bfloat16 if bf16_supported else dtype
+
+
 def load_model(profile: Profile, device: str | None = None):
-    """Boot the profile's model as a TransformerBridge in eval mode, gradients off."""
+    """Boot the profile's model as a TransformerBridge in eval mode, gradients off, in
+    `forward_dtype` (bf16 for Gemma-2 on a bf16 CUDA card, else the profile's dtype)."""
     from transformer_lens.model_bridge import TransformerBridge
 
     device = device or profile.resolve_device()
-    dtype = getattr(torch, profile.model_dtype)
+    dtype = forward_dtype(profile, device)
     source = model_source(profile)
     replica = source != profile.model_name and not profile.is_embedded
     local = profile.is_embedded or Path(source).exists() or source.startswith(("/", "."))

@@ -327,8 +327,9 @@ def tokenizer_sha(tokenizer) -> str:
 
 def build_absorption_data(model, profile: Profile, cache_root: str | Path | None = None,
                           fingerprint: str | None = None, progress: bool = True,
-                          method: str = "auto") -> AbsorptionData:
-    """Vocabulary, prompts, word activations and the ground-truth probe; cached on disk."""
+                          method: str = "auto", rebuild: bool = False) -> AbsorptionData:
+    """Vocabulary, prompts, word activations and the ground-truth probe; cached on disk
+    (`rebuild`: recomputed and overwritten)."""
 
     tok = model.tokenizer
     seed = profile.eval_seed
@@ -340,7 +341,7 @@ def build_absorption_data(model, profile: Profile, cache_root: str | Path | None
                 "n_icl": profile.absorption_icl_examples, "group_size": GROUP_SIZE,
                 "seed": seed, "method": method}
     if cache_root is not None:
-        hit = load_cached(cache_root, "absorption", identity)
+        hit = load_cached(cache_root, "absorption", identity, rebuild=rebuild)
         if hit is not None:
             a, m = hit["arrays"], hit["meta"]
             data = AbsorptionData(*(torch.from_numpy(a[k]) for k in
@@ -408,11 +409,15 @@ def train_l1_probe(z_NF: Tensor, y_N: Tensor, n_classes: int = len(LETTERS), l1:
 
     SAEBench trains with batch 4,096 on ~10^5 vocabulary words (~20 steps per epoch); with a
     smaller vocabulary we keep ~20 steps per epoch so the probe trains as far.
+    Runs on `z_NF`'s device (a GPU for the `paper` profile: ~10^5 words x 16k latents x 26 classes
+    per step is minutes per SAE on a CPU), fp32; the initialisation and the batch order come from
+    a CPU generator, so the CPU and GPU paths draw the same ones.
     """
     g = torch.Generator().manual_seed(seed)
     N, F = z_NF.shape
-    z_NF = z_NF.float().cpu()
-    Y = torch.nn.functional.one_hot(y_N.long().cpu(), n_classes).float()
+    device = z_NF.device
+    z_NF = z_NF.float()
+    Y = torch.nn.functional.one_hot(y_N.long().to(device), n_classes).float()
     n_pos = Y.sum(0)
     pos_weight = (N - n_pos) / n_pos.clamp_min(1)
     with torch.enable_grad():
@@ -421,13 +426,14 @@ def train_l1_probe(z_NF: Tensor, y_N: Tensor, n_classes: int = len(LETTERS), l1:
             bound = 1 / math.sqrt(F)
             probe.weight.uniform_(-bound, bound, generator=g)
             probe.bias.uniform_(-bound, bound, generator=g)
+        probe = probe.to(device)
         loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
         opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.ExponentialLR(
             opt, gamma=math.exp(math.log(end_lr / lr) / epochs))
         batch = max(1, min(4096, math.ceil(N / steps_per_epoch)))
         for _ in range(epochs):
-            perm = torch.randperm(N, generator=g)
+            perm = torch.randperm(N, generator=g).to(device)
             for i in range(0, N, batch):
                 idx = perm[i : i + batch]
                 loss = loss_fn(probe(z_NF[idx]), Y[idx]) + l1 * probe.weight.abs().sum(-1).mean()
@@ -435,7 +441,7 @@ def train_l1_probe(z_NF: Tensor, y_N: Tensor, n_classes: int = len(LETTERS), l1:
                 loss.backward()
                 opt.step()
             sched.step()
-    return probe.weight.detach()
+    return probe.weight.detach().cpu()
 
 
 def k_sparse_main_latents(z_train: np.ndarray, is_pos_train: np.ndarray, z_test: np.ndarray,
@@ -520,9 +526,10 @@ def _evaluate_absorption(adapter, data, seed, max_k, f1_jump, min_probe_f1):
     # SAE's rows have norm `scale` in our space) and every number is invariant to rescaling a
     # latent by c and its row by 1 / c. For our SAEs (unit rows) this changes nothing.
     norms_F = adapter.decoder_rows().norm(dim=-1)
-    z_tr = adapter.encode(data.x_train_ND.to(device)).float().cpu() * norms_F
-    z_te = adapter.encode(data.x_test_ND.to(device)).float().cpu() * norms_F
-    ranking = train_l1_probe(z_tr, data.y_train_N, seed=seed)
+    z_tr_dev = adapter.encode(data.x_train_ND.to(device)).float() * norms_F.to(device)
+    z_tr = z_tr_dev.cpu()
+    z_te = adapter.encode(data.x_test_ND.to(device)).float().cpu() * norms_F.cpu()
+    ranking = train_l1_probe(z_tr_dev, data.y_train_N, seed=seed)  # on the SAE's device
     probe_dir = torch.nn.functional.normalize(data.probe_W_LD.float(), dim=-1)  # [26, D]
     dec = torch.nn.functional.normalize(adapter.W_dec.detach().float().cpu(), dim=-1)
     cos_LF = probe_dir @ dec.T

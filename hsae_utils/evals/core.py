@@ -195,13 +195,13 @@ def splice_losses(model, clean_BSD: Tensor, others: list[Tensor], tokens_BS: Ten
     B, S = tokens_BS.shape
     t0 = time.perf_counter()
     h_clean = hidden_from_layer(model, clean_BSD, layer).flatten(0, 1)
+    clean_time = time.perf_counter() - t0  # only this call's clean work (timers may hold more)
     h_others = []
     for i, x in enumerate(others):
         t1 = time.perf_counter()
         h_others.append(hidden_from_layer(model, x, layer).flatten(0, 1))
         if timers is not None:
             timers[i].append(time.perf_counter() - t1)
-    clean_time = time.perf_counter() - t0 - sum(sum(t) for t in timers or [])
     # the next token of every position (the last position's is a dummy, its CE is zeroed)
     target = torch.cat([tokens_BS[:, 1:], tokens_BS[:, :1]], 1).flatten().to(h_clean.device)
     ce_clean = torch.zeros(B * S, device=h_clean.device)
@@ -244,13 +244,15 @@ ABLATIONS = {"all": "zero at every position (SAEBench)",
 def build_splice_data(model, tokens_NS: Tensor, layer: int, special_ids: Iterable[int],
                       cache_root: str | Path | None = None, fingerprint: str | None = None,
                       batch_contexts: int = 8, progress: bool = True,
-                      massive_factor: float | None = None, ablation: str = "all") -> SpliceData:
+                      massive_factor: float | None = None, ablation: str = "all",
+                      rebuild: bool = False) -> SpliceData:
     """Run the model once on the splice contexts: the layer output, the clean and zero-ablated
     per-token CE, and the ablation KL; stored in (or reused from) `cache_root`.
 
     Positions kept for the splice and the averages: `tokens.keep_mask` (not special, and not a
     massive activation above `massive_factor` x the batch median norm, as in the cache).
-    `ablation`: "all" zeroes every position (SAELens / SAEBench), "non_special" only the kept."""
+    `ablation`: "all" zeroes every position (SAELens / SAEBench), "non_special" only the kept.
+    `rebuild`: recompute and overwrite the cached entry."""
     if ablation not in ABLATIONS:
         raise ValueError(f"ablation must be one of {sorted(ABLATIONS)}, got {ablation!r}.")
     tokens_NS = tokens_NS.long().cpu()
@@ -259,7 +261,7 @@ def build_splice_data(model, tokens_NS: Tensor, layer: int, special_ids: Iterabl
                 "tokens_sha256": tensor_sha(tokens_NS), "special_ids": special.tolist(),
                 "ablation": ABLATIONS[ablation], "massive_factor": massive_factor}
     if cache_root is not None:
-        hit = load_cached(cache_root, "splice", identity)
+        hit = load_cached(cache_root, "splice", identity, rebuild=rebuild)
         if hit is not None:
             a = hit["arrays"]
             return SpliceData(torch.from_numpy(a["tokens"]).long(), torch.from_numpy(a["keep"]),

@@ -37,6 +37,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from hsae_utils.config import Profile
+from hsae_utils.data.activations import from_storage, to_storage
 from hsae_utils.data.forward import layer_resid
 from hsae_utils.io import open_memmap_allocated
 from hsae_utils.timing import single_thread
@@ -47,6 +48,21 @@ from hsae_utils.evals.probing_tasks import ProbingTask, load_tasks, task_spec, t
 # ============================================================================================
 # Activations (model side)
 # ============================================================================================
+# The per-token store: fp32 up to this size, bf16 above (stored as uint16, as the activation cache
+# stores bf16). Not fp16: Gemma-2's residuals exceed its range (65,504), and a row that overflowed
+# to inf would silently spoil its text's mean. Every batch is checked finite before it is written.
+FP32_STORE_BYTES = 4 * 2**30
+
+
+def store_dtype(n_rows: int, d_model: int) -> str:
+    """The probing store's dtype for n_rows x d_model activations."""
+    return "float32" if n_rows * d_model * 4 <= FP32_STORE_BYTES else "bfloat16"
+
+
+class NonFiniteActivationsError(ValueError):
+    """The model produced inf / NaN residuals on probing texts."""
+
+
 def tokenize(texts: Sequence[str], tokenizer, max_tokens: int, bos: int) -> list[list[int]]:
     """[BOS] + the first max_tokens - 1 tokens of each text (at least one text token)."""
     enc = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
@@ -63,19 +79,21 @@ def kept_offsets(token_lists: list[list[int]], special_ids: Iterable[int]) -> Te
 @torch.no_grad()
 def token_activations(model, token_lists: list[list[int]], layer: int, special_ids: Iterable[int],
                       pad_id: int, batch_tokens: int = 4096, progress: bool = True,
-                      out: np.ndarray | None = None, massive_factor: float | None = None
-                      ) -> tuple[np.ndarray, Tensor, np.ndarray]:
+                      out: np.ndarray | None = None, massive_factor: float | None = None,
+                      dtype: str = "float32") -> tuple[np.ndarray, Tensor, np.ndarray]:
     """Residuals of the non-special tokens of every text, concatenated in text order [T, D]
     (written into `out`, e.g. a memory-mapped file, when given), offsets [n_texts + 1], and a
     mask [T] that is False for massive activations (`tokens.keep_mask`: norm above
     `massive_factor` x the batch median), which are left out of the mean pooling like BOS.
     Texts are batched by length and right-padded (causal model: padding after a text does not
-    change its tokens' residuals)."""
+    change its tokens' residuals). `dtype`: how rows are stored in `out` ("bfloat16": as uint16).
+    A batch with a non-finite residual raises NonFiniteActivationsError before it is stored."""
     device = model_device(model)
     special = torch.tensor(sorted(set(special_ids)), dtype=torch.long)
     offsets = kept_offsets(token_lists, special_ids)
     if out is None:
-        out = np.zeros((int(offsets[-1]), model.cfg.d_model), dtype=np.float32)
+        out = np.zeros((int(offsets[-1]), model.cfg.d_model),
+                       dtype=np.uint16 if dtype == "bfloat16" else np.float32)
     row_keep = np.ones(int(offsets[-1]), dtype=bool)
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
     i = 0
@@ -92,12 +110,19 @@ def token_activations(model, token_lists: list[list[int]], layer: int, special_i
         for r, j in enumerate(idx):
             toks[r, : len(token_lists[j])] = torch.tensor(token_lists[j])
         resid = layer_resid(model, toks.to(device), layer).float().cpu()
+        real_BS = torch.arange(S)[None] < torch.tensor([len(token_lists[j]) for j in idx])[:, None]
+        if not torch.isfinite(resid[real_BS]).all():
+            raise NonFiniteActivationsError(
+                f"Non-finite residuals (inf / NaN) at layer {layer} on {len(idx)} probing texts "
+                f"of up to {S} tokens: the model overflowed in its dtype "
+                f"({next(model.parameters()).dtype}). Load it in float32 or bfloat16 (not "
+                "float16) and re-run.")
         keep = keep_mask(toks, resid, special.tolist(), massive_factor)
         for r, j in enumerate(idx):
             t = torch.tensor(token_lists[j])
             rows = ~torch.isin(t, special)
             a, b = int(offsets[j]), int(offsets[j + 1])
-            out[a:b] = resid[r, : len(t)][rows].numpy()
+            out[a:b] = to_storage(resid[r, : len(t)][rows], dtype)
             row_keep[a:b] = keep[r, : len(t)][rows].numpy()
         bar.update(sum(len(token_lists[j]) for j in idx))
         i += len(idx)
@@ -105,35 +130,49 @@ def token_activations(model, token_lists: list[list[int]], layer: int, special_i
     return out, offsets, row_keep
 
 
-def iter_rows(acts_TD: np.ndarray | Tensor, batch: int = 8192) -> Iterable[tuple[int, Tensor]]:
-    """(start, float32 tensor) chunks of a (possibly memory-mapped, fp16) array of rows."""
+def iter_rows(acts_TD: np.ndarray | Tensor, batch: int = 8192,
+              dtype: str | None = None) -> Iterable[tuple[int, Tensor]]:
+    """(start, float32 tensor) chunks of a (possibly memory-mapped) array of rows; `dtype`
+    "bfloat16" reads uint16 storage as bf16 (other numpy dtypes convert as they are)."""
     for i in range(0, acts_TD.shape[0], batch):
         chunk = acts_TD[i : i + batch]
         if not isinstance(chunk, Tensor):
-            chunk = torch.from_numpy(np.array(chunk, dtype=np.float32))
+            chunk = (from_storage(chunk, "bfloat16") if dtype == "bfloat16"
+                     else torch.from_numpy(np.array(chunk, dtype=np.float32)))
         yield i, chunk.float()
 
 
 def mean_pool(acts_TF: np.ndarray | Tensor, offsets: Tensor, encode=None,
-              batch: int = 8192, row_keep: np.ndarray | None = None) -> Tensor:
+              batch: int = 8192, row_keep: np.ndarray | None = None,
+              dtype: str | None = None) -> Tensor:
     """Mean of each text's rows [n_texts, F] over the rows with `row_keep` (all by default;
     texts without rows get zeros); `encode` maps a chunk of rows first (SAE latents: encode each
     token, then pool, as SAEBench does)."""
+    (pooled,) = mean_pool_many(acts_TF, offsets, [encode], batch, row_keep, dtype)
+    return pooled
+
+
+def mean_pool_many(acts_TF: np.ndarray | Tensor, offsets: Tensor, encoders: Sequence,
+                   batch: int = 8192, row_keep: np.ndarray | None = None,
+                   dtype: str | None = None) -> list[Tensor]:
+    """`mean_pool` for several encoders (None: the rows themselves) in one pass over the rows:
+    each chunk is read from disk and converted once, then encoded by every encoder (the SAEs of
+    an evaluation). Equal to one `mean_pool` call per encoder."""
     n = offsets.shape[0] - 1
     seg = torch.repeat_interleave(torch.arange(n), offsets[1:] - offsets[:-1])
     w = (torch.ones(seg.shape[0], dtype=torch.float64) if row_keep is None
          else torch.from_numpy(np.asarray(row_keep)).double())
     counts = torch.zeros(n, dtype=torch.float64).index_add_(0, seg, w)
-    out = None
-    for i, rows in iter_rows(acts_TF, batch):
-        f = encode(rows) if encode is not None else rows
-        if out is None:
-            out = torch.zeros(n, f.shape[1], dtype=torch.float64)
+    outs: list[Tensor | None] = [None] * len(encoders)
+    for i, rows in iter_rows(acts_TF, batch, dtype):
         j = slice(i, i + rows.shape[0])
-        out.index_add_(0, seg[j], f.double().cpu() * w[j, None])
-    if out is None:
-        return torch.zeros(n, 0)
-    return (out / counts.clamp_min(1)[:, None]).float()
+        for e, encode in enumerate(encoders):
+            f = encode(rows) if encode is not None else rows
+            if outs[e] is None:
+                outs[e] = torch.zeros(n, f.shape[1], dtype=torch.float64)
+            outs[e].index_add_(0, seg[j], f.double().cpu() * w[j, None])
+    return [torch.zeros(n, 0) if o is None else (o / counts.clamp_min(1)[:, None]).float()
+            for o in outs]
 
 
 # ============================================================================================
@@ -183,6 +222,7 @@ class ProbingData:
     text_label: np.ndarray  # class index within its task
     row_keep: np.ndarray | None = None  # False: a massive activation, left out of the pooling
     seed: int = 42
+    acts_dtype: str = "float32"  # how acts_TD stores its rows ("bfloat16": as uint16)
     llm_results: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> metric
     folder: Path | None = None
     reused: bool = False
@@ -224,8 +264,10 @@ def probe_features(features_ND: np.ndarray, data: ProbingData, k_values: Sequenc
 def build_probing_data(model, profile: Profile, cache_root: str | Path | None = None,
                        fingerprint: str | None = None, progress: bool = True,
                        tasks: dict[str, ProbingTask] | None = None,
-                       download_dir: str | Path | None = None) -> ProbingData:
-    """Tokenize the probing texts, cache the residual of every token, train the LLM probes."""
+                       download_dir: str | Path | None = None,
+                       rebuild: bool = False) -> ProbingData:
+    """Tokenize the probing texts, cache the residual of every token, train the LLM probes
+    (`rebuild`: recomputed and overwritten)."""
     tok = model.tokenizer
     # Key: the tasks' specification (cheap), or the hash of explicitly given tasks; the manifest
     # records the hash of the texts and labels actually used.
@@ -236,13 +278,14 @@ def build_probing_data(model, profile: Profile, cache_root: str | Path | None = 
                 "massive_factor": profile.massive_norm_factor}
     meta_k = list(profile.probe_k_values)
     if cache_root is not None:
-        hit = load_cached(cache_root, "probing", identity)
+        hit = load_cached(cache_root, "probing", identity, rebuild=rebuild)
         if hit is not None and hit["meta"].get("k_values") == meta_k:
             a, m = hit["arrays"], hit["meta"]
             return ProbingData(m["task_names"], m["classes"], a["acts"],
                                torch.from_numpy(a["offsets"]), a["text_task"], a["text_split"],
                                a["text_label"], row_keep=a["row_keep"], seed=m["seed"],
-                               llm_results=m["llm_results"], folder=hit["folder"], reused=True)
+                               acts_dtype=m["acts_dtype"], llm_results=m["llm_results"],
+                               folder=hit["folder"], reused=True)
     tasks = tasks if tasks is not None else load_tasks(profile, download_dir)
     names = list(tasks)
     texts, t_task, t_split, t_label = [], [], [], []
@@ -259,22 +302,23 @@ def build_probing_data(model, profile: Profile, cache_root: str | Path | None = 
     token_lists = tokenize(texts, tok, profile.probe_max_tokens, bos)
     n_rows = int(kept_offsets(token_lists, special)[-1])
     # Rows go straight into a memory-mapped file when caching (SAEBench's scale is ~10^7 tokens);
-    # fp16 once fp32 would exceed 4 GB.
-    dtype = np.float16 if n_rows * profile.d_model * 4 > 4 * 2**30 else np.float32
+    # bf16 once fp32 would exceed 4 GiB (`store_dtype`).
+    dtype = store_dtype(n_rows, profile.d_model)
     out, tmp = None, None
     if cache_root is not None:
         folder = cache_folder(cache_root, "probing", identity)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / ".acts.npy.partial"
         # Disk space reserved up front: a full disk is a DiskFullError here, not a SIGBUS later.
-        out = open_memmap_allocated(tmp, dtype, (n_rows, profile.d_model))
+        out = open_memmap_allocated(tmp, np.uint16 if dtype == "bfloat16" else np.float32,
+                                    (n_rows, profile.d_model))
     acts, offsets, row_keep = token_activations(
         model, token_lists, profile.layer, special, pad_id=bos, progress=progress, out=out,
-        massive_factor=profile.massive_norm_factor)
+        massive_factor=profile.massive_norm_factor, dtype=dtype)
     data = ProbingData(names, {n: tasks[n].classes for n in names}, acts, offsets,
                        np.array(t_task), np.array(t_split), np.array(t_label), row_keep=row_keep,
-                       seed=profile.eval_seed)
-    llm_features = mean_pool(acts, offsets, row_keep=row_keep).numpy()
+                       seed=profile.eval_seed, acts_dtype=dtype)
+    llm_features = mean_pool(acts, offsets, row_keep=row_keep, dtype=dtype).numpy()
     data.llm_results = probe_features(llm_features, data, profile.probe_k_values, "llm", full=True)
     if cache_root is not None:
         acts.flush()
@@ -283,6 +327,7 @@ def build_probing_data(model, profile: Profile, cache_root: str | Path | None = 
             "text_split": data.text_split, "text_label": data.text_label, "row_keep": row_keep},
             {"task_names": names, "classes": data.classes, "seed": data.seed,
              "llm_results": data.llm_results, "k_values": meta_k, "tasks_sha256": tasks_sha(tasks),
+             "acts_dtype": dtype,
              "n_texts": len(texts), "n_tokens": n_rows,
              "n_massive_dropped": int((~row_keep).sum())})
         data.acts_TD = np.load(data.folder / "acts.npy", mmap_mode="r")
@@ -292,17 +337,33 @@ def build_probing_data(model, profile: Profile, cache_root: str | Path | None = 
 @torch.no_grad()
 def sae_features(adapter, data: ProbingData, batch_tokens: int = 8192) -> np.ndarray:
     """Mean over each text's tokens of the SAE latents [n_texts, F] (encode, then pool)."""
+    (features,) = sae_features_many([adapter], data, batch_tokens)
+    return features
+
+
+def _encoder(adapter):
     device = adapter.W_dec.device
-    return mean_pool(data.acts_TD, data.offsets, lambda rows: adapter.encode(rows.to(device)),
-                     batch_tokens, row_keep=data.row_keep).numpy()
+    return lambda rows: adapter.encode(rows.to(device))
+
+
+@torch.no_grad()
+def sae_features_many(adapters: Sequence, data: ProbingData, batch_tokens: int = 8192
+                      ) -> list[np.ndarray]:
+    """`sae_features` of several SAEs in one pass over the stored rows (each chunk read from
+    disk and converted to fp32 once for all of them)."""
+    pooled = mean_pool_many(data.acts_TD, data.offsets, [_encoder(a) for a in adapters],
+                            batch_tokens, row_keep=data.row_keep, dtype=data.acts_dtype)
+    return [p.numpy() for p in pooled]
 
 
 def evaluate_sparse_probing(adapter, data: ProbingData, k_values: Sequence[int] = (1, 5, 20),
-                            full_sae_probe: bool = False) -> tuple[dict[str, float], list[dict]]:
+                            full_sae_probe: bool = False, features: np.ndarray | None = None
+                            ) -> tuple[dict[str, float], list[dict]]:
     """Sparse-probing metrics of one SAE. Returns (summary averaged over datasets, per-dataset
-    rows with the LLM and SAE accuracies)."""
-    sae_results = probe_features(sae_features(adapter, data), data, k_values, "sae",
-                                 full=full_sae_probe)
+    rows with the LLM and SAE accuracies). `features`: its pooled latents if already computed
+    (`sae_features_many`)."""
+    features = sae_features(adapter, data) if features is None else features
+    sae_results = probe_features(features, data, k_values, "sae", full=full_sae_probe)
     rows = []
     for name in data.task_names:
         if name in sae_results:

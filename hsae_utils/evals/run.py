@@ -7,6 +7,7 @@ details carry a suffix after a colon: `absorption_fraction:a`, `sae_top_1_accura
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -68,12 +69,14 @@ def _tidy_rows(run: SAERun, metrics: Mapping[str, Any]) -> list[dict]:
 
 def evaluate_profile(profile: Profile, runs: list[SAERun] | None = None, model=None,
                      families: Iterable[str] = FAMILIES, progress: bool = True,
-                     device: str | None = None) -> EvaluationResult:
+                     device: str | None = None, rebuild_cache: bool = False) -> EvaluationResult:
     """Evaluate every SAE of `runs` (default: all under `profile.sae_dir`) on the profile's
     validation split, absorption task and probing tasks.
 
     The model-side work is done (or read from `eval_cache`) once; per SAE only the SAE passes and
     the splice through the layers after the hook run. Prints the time split at the end.
+    `rebuild_cache`: recompute the model-side entries of `eval_cache` (run_all.sh --force); a
+    damaged entry is rebuilt either way.
     """
     import pandas as pd  # slow to import; only the orchestration needs it
 
@@ -109,27 +112,39 @@ def evaluate_profile(profile: Profile, runs: list[SAERun] | None = None, model=N
                                        massive_factor=valid.manifest.get("massive_norm_factor"),
                                        cache_root=root, fingerprint=fingerprint,
                                        batch_contexts=profile.eval_batch_contexts,
-                                       progress=progress)
+                                       progress=progress, rebuild=rebuild_cache)
         notes.append(f"splice set: {'reused' if splice.reused else 'built'} {splice.folder}")
     if "absorption" in families:
         with timer.model("absorption: word activations and ground-truth probe"):
             absorption_data = absorption_mod.build_absorption_data(
-                model, profile, cache_root=root, fingerprint=fingerprint, progress=progress)
+                model, profile, cache_root=root, fingerprint=fingerprint, progress=progress,
+                rebuild=rebuild_cache)
         notes.append(f"absorption data: {'reused' if absorption_data.reused else 'built'} "
                      f"{absorption_data.folder}")
         notes.extend(absorption_data.notes)
     if "probing" in families:
         with timer.model("probing: text activations and LLM probes"):
             probing_data = probing_mod.build_probing_data(
-                model, profile, cache_root=root, fingerprint=fingerprint, progress=progress)
+                model, profile, cache_root=root, fingerprint=fingerprint, progress=progress,
+                rebuild=rebuild_cache)
         notes.append(f"probing data: {'reused' if probing_data.reused else 'built'} "
                      f"{probing_data.folder}")
 
     rows, letter_rows, task_rows, adapters = [], [], [], {}
-    for run in tqdm(runs, disable=not progress, desc="SAEs"):
+    for run in runs:
         with timer.sae(run.run, "load"):
-            adapter = load_adapter(run, device, profile, valid.manifest["normalization"])
-        adapters[run.run] = adapter
+            adapters[run.run] = load_adapter(run, device, profile, valid.manifest["normalization"])
+    pooled = {}
+    if probing_data is not None:
+        # one pass over the stored probing rows for all SAEs (each chunk read and converted once);
+        # the pass's time is shared equally among them
+        t0 = time.perf_counter()
+        pooled = dict(zip(adapters, probing_mod.sae_features_many(list(adapters.values()),
+                                                                  probing_data)))
+        for name in adapters:
+            timer.add_sae(name, "sparse probing", (time.perf_counter() - t0) / len(adapters))
+    for run in tqdm(runs, disable=not progress, desc="SAEs"):
+        adapter = adapters[run.run]
         metrics: dict[str, Any] = {}
         if "core" in families:
             with timer.sae(run.run, "reconstruction"):
@@ -146,7 +161,8 @@ def evaluate_profile(profile: Profile, runs: list[SAERun] | None = None, model=N
         if probing_data is not None:
             with timer.sae(run.run, "sparse probing"):
                 summary, per_task = probing_mod.evaluate_sparse_probing(
-                    adapter, probing_data, k_values=profile.probe_k_values)
+                    adapter, probing_data, k_values=profile.probe_k_values,
+                    features=pooled[run.run])
             metrics.update(summary)
             for r in per_task:
                 task_rows.append({"run": run.run, "config": run.config, "seed": run.seed, **r})

@@ -181,6 +181,17 @@ def gpu_status() -> tuple[bool, str]:
                    "profiles are sized for a GPU; set HSAE_PROFILE=smoke to try it on the CPU.")
 
 
+def require_gpu(profile, gpu: bool, message: str) -> None:
+    """Refuse (SystemExit naming the fix) to run a profile planned for a GPU in a runtime without
+    a usable one: colab-gemma on a CPU runtime would otherwise run for hours on the CPU."""
+    from hsae_utils.pipeline.resources import target_card
+
+    card = target_card(profile)
+    if card is not None and not gpu:
+        raise SystemExit(f"Profile {profile.name!r} is sized for a GPU ({card.name}) and this "
+                         f"runtime has none it can use. {message}")
+
+
 def gemma_access(repo_id: str = GEMMA) -> tuple[bool, str]:
     """(readable, why): whether the Hugging Face token can read the gated `repo_id`."""
     from huggingface_hub import auth_check, get_token
@@ -283,6 +294,7 @@ def set_up(repo: str | Path, run_all: bool | None = None) -> str:
     print(f"[colab] {message}")
     name = os.environ["HSAE_PROFILE"] = choose_profile()
     profile = get_profile(name)
+    require_gpu(profile, gpu, message)
     if profile.is_embedded:
         _prepare(repo, name)
     os.chdir(repo / "notebooks")

@@ -59,8 +59,18 @@ def layer_params(profile: Profile) -> float:
     return (m.n_params - m.vocab_size * profile.d_model) / profile.n_layers
 
 
+def run_dtype(profile: Profile) -> str:
+    """The model's forward dtype where the profile runs: on its target card (`forward_dtype`)."""
+    from hsae_utils.data.model import forward_dtype
+
+    card = target_card(profile)
+    if card is None:
+        return profile.model_dtype
+    return str(forward_dtype(profile, "cuda", bf16_supported=card.bf16_flops > 0)).split(".")[-1]
+
+
 def weight_bytes(profile: Profile) -> int:
-    return model_size(profile).n_params * (2 if profile.model_dtype in ("bfloat16", "float16") else 4)
+    return model_size(profile).n_params * (2 if run_dtype(profile) in ("bfloat16", "float16") else 4)
 
 
 @dataclass(frozen=True)
@@ -77,29 +87,57 @@ class Rates:
 # splice runs 1.25 ms/token through 7 layers and the 49k unembedding (106 MFLOP -> 85 GFLOP/s);
 # a 500-step x 2,048 run at d = F = 576 takes 30-40 s (12 B d F FLOP/step -> ~116 GFLOP/s).
 CPU_RATES = Rates(model_flops=80e9, sae_flops=116e9, read_bytes=1e9, measured=True)
-# GPU: ESTIMATES for an A100/H100-class card, not measured here (no GPU): ~25% of peak in fp32
-# (TF32 off), ~40% of the bf16 peak; SAE steps at ~50% of fp32 peak; cache reads from local NVMe /
-# page cache at 2 GB/s. A T4 (Colab) is ~5-10x slower.
-GPU_FP32_MODEL_FLOPS, GPU_BF16_MODEL_FLOPS = 5e12, 100e12
-GPU_RATES = Rates(model_flops=GPU_FP32_MODEL_FLOPS, sae_flops=10e12, read_bytes=2e9, measured=False)
+
+
+@dataclass(frozen=True)
+class Card:
+    """A GPU's published dense peaks (vendor datasheets; no sparsity)."""
+    name: str
+    memory_bytes: float
+    fp32_flops: float  # CUDA cores, no TF32
+    bf16_flops: float  # tensor cores; 0: no native bf16 (the model then runs in its fp32)
+
+
+CARDS = {
+    "H100": Card("NVIDIA H100 SXM 80GB", 80e9, 67e12, 989e12),
+    "T4": Card("NVIDIA T4 16GB", 16e9, 8.1e12, 0.0),
+}
+# The card each GPU profile is sized for. The plan's rates come from it, never from the machine
+# that prints the plan (a CPU login node or a Colab CPU runtime would otherwise plan for its CPU).
+TARGET_CARD = {"paper": "H100", "colab": "T4", "colab-gemma": "T4"}
+# Efficiencies, ESTIMATES until scripts/gpu_check.sh measures them on the card: the model forward
+# at 30 % of the peak in its dtype (batches of 16-64 contexts, attention and norms not matmuls),
+# SAE steps at 40 % of the fp32 peak (the trainer's fp32 maths), cache reads at 2 GB/s (NVMe /
+# page cache).
+MODEL_EFFICIENCY, SAE_EFFICIENCY, GPU_READ_BYTES = 0.30, 0.40, 2e9
+# The time target of the `paper` profile on its target card: the whole run within one hour.
+TIME_TARGET_S = {"paper": 3600.0}
+
+
+def target_card(profile: Profile) -> Card | None:
+    """The GPU the profile is planned for; None: a CPU profile. A profile not in TARGET_CARD
+    whose device is CUDA is planned for an H100."""
+    if profile.device == "cpu":
+        return None
+    base = profile.name.split("+")[0]
+    if base in TARGET_CARD:
+        return CARDS[TARGET_CARD[base]]
+    return CARDS["H100"] if profile.device.startswith("cuda") else None
 
 
 def rates(profile: Profile) -> Rates:
-    """The profile's device: "auto" means what this machine would run it on."""
-    device = profile.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
+    """Throughputs on the profile's target card (published peak x stated efficiency), or the
+    measured CPU rates for a CPU profile; independent of the machine that computes them."""
+    card = target_card(profile)
+    if card is None:
         return CPU_RATES
-    if profile.model_dtype in ("bfloat16", "float16"):
-        return Rates(GPU_BF16_MODEL_FLOPS, GPU_RATES.sae_flops, GPU_RATES.read_bytes, False)
-    return GPU_RATES
+    peak = card.bf16_flops if run_dtype(profile) == "bfloat16" else card.fp32_flops
+    return Rates(model_flops=peak * MODEL_EFFICIENCY, sae_flops=card.fp32_flops * SAE_EFFICIENCY,
+                 read_bytes=GPU_READ_BYTES, measured=False)
 
 
 def on_gpu(profile: Profile) -> bool:
-    return rates(profile) is not CPU_RATES
+    return target_card(profile) is not None
 
 
 # ============================================================================================
@@ -149,7 +187,7 @@ def probing_n_texts(profile: Profile) -> int:
 
 def probing_cache_bytes(profile: Profile) -> int:
     """The probing activations memmap: every text at its cap (upper bound), BOS left out; stored
-    in fp16 once fp32 would exceed 4 GiB (probing.build_probing_data)."""
+    in bf16 once fp32 would exceed 4 GiB (probing.store_dtype)."""
     rows = probing_n_texts(profile) * (profile.probe_max_tokens - 1)
     fp32 = rows * profile.d_model * 4
     return fp32 // 2 if fp32 > 4 * 2**30 else fp32
@@ -236,10 +274,19 @@ def training_need(profile: Profile) -> Need:
 
     one, n = training_run_need(profile), n_runs(profile)
     per_pass = len(RUNS) + len(sweep_runs(profile))  # the largest seed's runs, on the device at once
+    r = rates(profile)
+    # train_many reads the cache once per seed for all of the seed's runs: the read term once per
+    # seed (on the GPU; on the CPU the measured step rate includes the reads)
+    passes = len(set(profile.seeds) | set(profile.sweep_seeds))
+    read = profile.train_steps * profile.train_batch_size * profile.d_model * dtype_bytes(
+        profile.cache_dtype)
+    seconds = (n * profile.train_steps * 12 * profile.train_batch_size * profile.d_model
+               * profile.dict_size / r.sae_flops
+               + (passes * read / r.read_bytes if on_gpu(profile) else 0))
     return Need(f"training, all {n} runs (notebook 02)", one.disk * n, one.host_ram,
-                one.gpu * per_pass, one.seconds * n,
-                "one pass over the cache per seed, every run of the seed on the device at once; "
-                "time as if one after another (twins share steps: less)")
+                one.gpu * per_pass, seconds,
+                f"one pass over the cache per seed ({passes}), every run of the seed on the "
+                "device at once; steps as if one after another (twins share steps: less)")
 
 
 def after_hook_flops(profile: Profile) -> float:
@@ -265,9 +312,34 @@ def readings_need(profile: Profile) -> Need:
     from hsae_utils.experiment.sensitivity import alternatives  # pandas; only the plan needs it
 
     one, n = training_run_need(profile), sum(len(a.runs) for a in alternatives())
-    seconds = one.seconds * n + per_sae_eval_flops(profile) * n / rates(profile).model_flops
+    seconds = (one.seconds * n + per_sae_eval_flops(profile) * n / rates(profile).model_flops
+               + n * host_seconds_per_sae(profile))
     return Need("sensitivity to the readings (notebook 11)", one.disk * n, one.host_ram,
                 one.gpu * n, seconds, f"{n} runs on one seed, trained and evaluated")
+
+
+# Host-side (CPU) evaluation work per SAE that no device speeds up: scikit-learn probe fits
+# (absorption's k-sparse probes, sparse probing's top-k probes) and the bookkeeping. MEASURED on
+# `local` (notebook 08 on 2 cores: ~9 s per SAE of which 5.5 s splice, so ~3.5 s), scaled by the
+# number of words and texts probed (an estimate elsewhere).
+LOCAL_HOST_S_PER_SAE = 3.5
+
+
+def absorption_words(profile: Profile) -> int:
+    return profile.absorption_vocab_size or int(0.4 * model_size(profile).vocab_size)
+
+
+def host_seconds_per_sae(profile: Profile) -> float:
+    local = get_profile("local")
+    scale = ((absorption_words(profile) + probing_n_texts(profile))
+             / (absorption_words(local) + probing_n_texts(local)))
+    return LOCAL_HOST_S_PER_SAE * scale
+
+
+def l1_probe_flops(profile: Profile) -> float:
+    """Absorption's L1 probe per SAE (evals.absorption.train_l1_probe, on the SAE's device): 50
+    epochs over the train words (80 %), forward and backward of a [F, 26] linear layer."""
+    return 50 * 0.8 * absorption_words(profile) * profile.dict_size * 26 * 6
 
 
 def evaluation_need(profile: Profile) -> Need:
@@ -275,17 +347,19 @@ def evaluation_need(profile: Profile) -> Need:
     lp, after = layer_params(profile), after_hook_flops(profile)
     splice_tokens = profile.n_eval_contexts * profile.context_size
     probe_tokens = probing_n_texts(profile) * profile.probe_max_tokens
-    words = profile.absorption_vocab_size or int(0.4 * model_size(profile).vocab_size)
-    absorb_tokens = words * 6 * (profile.absorption_icl_examples + 1)  # ~6 tokens per example
+    absorb_tokens = absorption_words(profile) * 6 * (profile.absorption_icl_examples + 1)  # ~6 tokens per example
     to_layer = 2 * lp * (profile.layer + 1)
     model_side = (splice_tokens * (to_layer + 2 * after) + (probe_tokens + absorb_tokens) * to_layer)
-    seconds = (model_side + per_sae_eval_flops(profile) * n_saes) / r.model_flops
+    seconds = ((model_side + per_sae_eval_flops(profile) * n_saes) / r.model_flops
+               + n_saes * host_seconds_per_sae(profile)
+               + (n_saes * l1_probe_flops(profile) / r.sae_flops if on_gpu(profile) else 0))
     disk = splice_cache_bytes(profile) + absorption_cache_bytes(profile) + probing_cache_bytes(profile)
     valid_rows = n_contexts(profile, "validation") * (profile.context_size - 1) * profile.d_model
     host = valid_rows * (4 + 8) + splice_cache_bytes(profile) + weight_bytes(profile)  # fp32 + fp64 mean
     gpu = weight_bytes(profile) + splice_gpu_bytes(profile, n_saes)
     return Need("evaluation (notebook 08)", disk, host, gpu if on_gpu(profile) else 0, seconds,
-                f"{n_saes} SAEs; splice {profile.n_eval_contexts:,} contexts; probing "
+                f"{n_saes} SAEs; host (CPU) {host_seconds_per_sae(profile):,.0f} s per SAE; "
+                f"splice {profile.n_eval_contexts:,} contexts; probing "
                 f"{probing_n_texts(profile):,} texts ({probing_cache_bytes(profile) / GB:.1f} GB "
                 "memmap)")
 
@@ -346,8 +420,10 @@ def format_plan(profile: Profile, markdown: bool = False) -> str:
     rows = [(n.stage, _gb(n.disk), _gb(n.host_ram), _gb(n.gpu), _time(n.seconds), n.note)
             for n in needs + [totals(needs)]]
     head = ("stage", "disk", "host RAM", "GPU memory", "time", "what")
-    where = ("CPU throughputs measured on a 2-core machine" if not on_gpu(profile) else
-             "GPU times and memory are ESTIMATES (no GPU measurement yet)")
+    card = target_card(profile)
+    where = ("CPU throughputs measured on a 2-core machine" if card is None else
+             f"planned for one {card.name} (its published peak x the stated efficiencies; model "
+             f"forward in {run_dtype(profile)}): GPU times and memory are ESTIMATES")
     title = (f"Resources of profile `{profile.name}` ({profile.model_name}, layer {profile.layer}, "
              f"{profile.n_train_tokens:,} train tokens, cache {profile.cache_dtype}); {where}. "
              "Generated by `python -m hsae_utils.pipeline.resources plan "
@@ -355,10 +431,24 @@ def format_plan(profile: Profile, markdown: bool = False) -> str:
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return title + "\n\n" + "\n".join(lines) + "\n"
+        return title + "\n\n" + "\n".join(lines) + "\n" + target_line(profile, needs) + "\n"
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([title, fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+    return "\n".join([title, fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+                      + [target_line(profile, needs)])
+
+
+def target_line(profile: Profile, needs: list[Need]) -> str:
+    """PASS / MISS of the profile's time target (TIME_TARGET_S), naming the largest stage."""
+    target = TIME_TARGET_S.get(profile.name)
+    if target is None:
+        return ""
+    total = totals(needs).seconds
+    largest = max((n for n in needs if n.stage != "training, one run"), key=lambda n: n.seconds)
+    card = target_card(profile)
+    return (f"\nTime target: the whole run within {_time(target)} on one "
+            f"{card.name if card else 'CPU'}: {'PASS' if total <= target else 'MISS'} "
+            f"(estimate {_time(total)}; largest stage: {largest.stage}, {_time(largest.seconds)}).")
 
 
 # ============================================================================================

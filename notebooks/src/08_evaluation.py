@@ -55,6 +55,7 @@ external_saes = ""
 # A SAEBench probing dataset (hub profiles) that cannot be read stops the evaluation, named with
 # the cause and the fix; True skips it instead, and prints each one skipped.
 skip_unavailable_probing = False
+rebuild_cache = False  # True recomputes the model-side evaluation cache (run_all.sh --force)
 
 # %%
 import matplotlib.pyplot as plt
@@ -84,7 +85,7 @@ else:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-result = evals.evaluate_profile(P, runs, families=families)
+result = evals.evaluate_profile(P, runs, families=families, rebuild_cache=rebuild_cache)
 for note in result.notes:
     print("·", note)
 
