@@ -85,10 +85,15 @@ class Profile:
     window_size: int = 100  # sliding window of firing rates (steps)
     merge_every: int = 100  # clustering interval (steps)
     resample_every: int = 100  # resampling check interval (steps)
-    # Sparsity sweep of the baselines for the sparsity-fidelity frontier (notebook 02): TopK and
-    # BatchTopK at k = topk_k x each factor, L1 at each lambda; one seed each (~6 extra runs).
-    sweep_k_factors: tuple[float, ...] = (0.25, 4.0)
-    sweep_l1_coefficients: tuple[float, ...] = (0.2, 1.0)
+    # Sparsity sweeps for the sparsity-fidelity frontier of every family (notebook 02, in the
+    # seed's shared pass): TopK and BatchTopK at k = topk_k x each factor (up to 6.8 x 80 = 544 of
+    # 576 latents at `local`: the HierarchicalSAE's L0 range), L1 at each lambda (0.01: denser
+    # than the default 0.04), and the HierarchicalSAE's full model and stage 1 at lambda_0 =
+    # each factor x 1/sqrt(d_sae) (its default L0 is ~570 of 576; the factors reach the
+    # baselines' L0 range). One seed each.
+    sweep_k_factors: tuple[float, ...] = (0.25, 4.0, 5.6, 6.8)
+    sweep_l1_coefficients: tuple[float, ...] = (0.01, 0.2, 1.0)
+    sweep_hsae_lambda_factors: tuple[float, ...] = (4.0, 16.0, 64.0)
     sweep_seeds: tuple[int, ...] = (42,)
     # --- evaluation ------------------------------------------------------------------------
     n_eval_contexts: int = 32  # contexts of the validation split spliced for KL / CE (see below)
@@ -118,6 +123,13 @@ class Profile:
     # True skips it instead, reported by name (hub profiles; notebook 08's parameter).
     skip_unavailable_probing: bool = False
     eval_seed: int = 42  # vocabulary / text sampling, negatives, probe initialisation
+    # --- ground truth (notebook 10) ---------------------------------------------------------
+    # Seeds of the absorption verdict (the HierarchicalSAE vs TopK at its L0 on the synthetic
+    # hierarchy): enough that the paired test's MDE reaches the claimed effect. On `local`'s
+    # world three seeds gave a spread of the paired differences of 0.0306 against a claimed
+    # effect of 0.0152 (34 % of TopK's 0.0447): TTestPower (alpha 0.05, power 0.8) needs 34
+    # pairs (`ground_truth.seeds_for_power`). Two runs per extra seed, ~1 s each on 2 cores.
+    ground_truth_verdict_seeds: int = 34
     extra: dict = field(default_factory=dict)  # free-form knobs for later stages
 
     def __post_init__(self):
@@ -133,7 +145,8 @@ class Profile:
         positive = ("n_layers", "d_model", "n_train_tokens", "n_valid_tokens", "n_norm_tokens",
                     "model_batch_size", "shard_tokens", "train_steps", "train_batch_size",
                     "log_every", "checkpoint_every", "window_size", "merge_every",
-                    "resample_every", "n_eval_contexts", "eval_batch_contexts")
+                    "resample_every", "n_eval_contexts", "eval_batch_contexts",
+                    "ground_truth_verdict_seeds")
         bad = [f"{k}={getattr(self, k)!r}" for k in positive if getattr(self, k) <= 0]
         if self.context_size < 2:  # BOS plus at least one token
             bad.append(f"context_size={self.context_size!r} (needs >= 2)")
@@ -201,7 +214,9 @@ class Profile:
 _SMOLLM2 = dict(model_name=EMBEDDED_MODEL, n_layers=30, d_model=576, layer=layer_at_paper_depth(30))
 # The schedule and evaluation budgets of the test-sized profiles (smoke, paper-tiny): seconds each.
 _TINY_RUN = dict(seeds=(42,), window_size=10, merge_every=10, resample_every=10,
-                 sweep_k_factors=(0.25,), sweep_l1_coefficients=(1.0,), absorption_vocab_size=156,
+                 sweep_k_factors=(0.25,), sweep_l1_coefficients=(1.0,),
+                 sweep_hsae_lambda_factors=(16.0,), absorption_vocab_size=156,
+                 ground_truth_verdict_seeds=4,
                  absorption_icl_examples=4, probe_train_per_class=8, probe_test_per_class=4)
 _TINY_GEMMA_LAYERS = 10  # hsae_utils.data.tiny_gemma.CONFIG["num_hidden_layers"]
 _GEMMA = dict(model_name="google/gemma-2-2b", n_layers=26, d_model=2304, layer=PAPER_LAYER,
