@@ -38,10 +38,11 @@ def test_sweep_runs_scale_k_and_skip_the_headline_run():
     names = [r.name for r in runs.sweep_runs(p)]
     assert names == ["topk_k20", "topk_k320", "topk_k448", "topk_k544", "batchtopk_k20",
                      "batchtopk_k320", "batchtopk_k448", "batchtopk_k544", "relu_l1_lambda0.01",
-                     "relu_l1_lambda0.2", "relu_l1_lambda1", "stage5_clustering_lambda4x",
-                     "stage5_clustering_lambda16x", "stage5_clustering_lambda64x",
-                     "stage1_linear_sparsity_lambda4x", "stage1_linear_sparsity_lambda16x",
-                     "stage1_linear_sparsity_lambda64x"]
+                     "relu_l1_lambda0.2", "relu_l1_lambda1", "stage5_clustering_lambda8x",
+                     "stage5_clustering_lambda32x", "stage5_clustering_lambda128x",
+                     "stage5_clustering_lambda512x", "stage1_linear_sparsity_lambda8x",
+                     "stage1_linear_sparsity_lambda32x", "stage1_linear_sparsity_lambda128x",
+                     "stage1_linear_sparsity_lambda512x"]
     assert runs.get_run("topk_k20", p).overrides == {"k": 20}
     with pytest.raises(ValueError, match="Valid runs"):
         runs.get_run("topk_k20")  # sweep runs need the profile
