@@ -288,6 +288,14 @@ PROFILES: dict[str, Profile] = {
         # encoding (18k more tokens x 24 SAEs).
         probe_test_per_class=58,
         probe_max_tokens=64,
+        # Absorption with power: 1,300 words left each letter ~10 test words (~8 probe-positive);
+        # 5,200 (letter-balanced, 200 per letter where the tokenizer has them) give ~40. SAEBench
+        # takes every alphabetic token (`absorption_vocab_size=0`: 47,078 of SmolLM2's 49,152),
+        # which costs too much here: measured (CPU seconds of one thread, as ratios to 1,300
+        # words) x33 on the model side (~5 min more on an idle 2-core machine, once per output
+        # folder: cached in eval_cache/) and x4-7 per SAE (~2.3 s more for each of ~47 SAEs);
+        # 5,200 words: x4 model side (~30 s more), x1.5 per SAE (~15 s more in all).
+        absorption_vocab_size=5200,
     ),
     "smoke": Profile(
         name="smoke",
