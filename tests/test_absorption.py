@@ -211,7 +211,7 @@ def _tokenizers():
 def test_alphabetic_vocab_is_saebenchs_get_alpha_tokens(name, tok):
     """Our vocabulary (every alphabetic token that re-encodes to itself) is the word list of
     SAEBench's own `get_alpha_tokens` on the same tokenizer; `absorption_vocab_size = 0` (the
-    paper and local profiles) takes all of it, letter by letter."""
+    paper profile's) takes all of it, letter by letter."""
     from sae_bench.evals.absorption.vocab import get_alpha_tokens
 
     vocab = ab.alphabetic_vocab(tok, tok.all_special_ids)
