@@ -100,18 +100,19 @@ def absorption_l0_figure(points: pd.DataFrame, profile_name: str, out_dir: Path 
             if m == "absorption":
                 sd = p["absorption_std"].fillna(0).to_numpy()
                 ax.fill_between(p["l0"], p[m] - sd, p[m] + sd, color=color, alpha=0.1)
-    for ax, (ylabel, better) in zip(axes, (("absorption (mean over hierarchy pairs)", "lower"),
-                                           ("MCC of decoder rows vs true features", "higher"))):
+    for ax, (title, ylabel, better) in zip(axes, (
+            ("Absorption", "absorption (mean over parent-child pairs)", "lower"),
+            ("MCC", "MCC (decoder rows vs true features)", "higher"))):
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
         arrow = "\u2193" if better == "lower" else "\u2191"
-        ax.set(xlabel="L0 (active latents per token, log scale)",
-               ylabel=f"{ylabel}  ({better} is better {arrow})")
+        ax.set(xlabel="L0 (active latents per token, log scale)", ylabel=ylabel,
+               title=f"{title} vs L0 ({better} is better {arrow})")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Ground truth: absorption against sparsity on the synthetic hierarchy "
-                 "(each method swept over its sparsity knob)", fontsize=10)
+    fig.suptitle("Ground truth: each method swept over its sparsity knob on the synthetic "
+                 "hierarchy (means over seeds; band: absorption ± 1 std)", fontsize=10)
     fig.tight_layout()
     paths = save_figure(fig, "ground_truth_absorption_l0", profile_name, out_dir or FIGURES_DIR)
     plt.close(fig)
