@@ -9,9 +9,16 @@ import pytest
 import torch
 
 from hsae_utils.config import get_profile
-from hsae_utils.experiment.ground_truth import (absorption_scores, absorption_verdict, build_world,
-                                     ground_truth_figure, hierarchy_pairs, run_ground_truth,
-                                     setup_for_profile, summarize)
+from hsae_utils.experiment.ground_truth import (
+    absorption_scores,
+    absorption_verdict,
+    build_world,
+    ground_truth_figure,
+    hierarchy_pairs,
+    run_ground_truth,
+    setup_for_profile,
+    summarize,
+)
 from hsae_utils.experiment.ground_truth.experiment import save_table
 from hsae_utils.method.saes import ReLUSAE, ReLUSAEConfig
 
@@ -127,8 +134,11 @@ def test_seeds_for_power_reach_the_effect_in_a_simulated_paired_t_test():
     time, and one seed fewer misses the target MDE; local's default is this rule's answer."""
     from scipy import stats
 
-    from hsae_utils.experiment.ground_truth.experiment import (minimum_detectable_effect,
-                                                               seeds_for_power, verdict_seeds)
+    from hsae_utils.experiment.ground_truth.experiment import (
+        minimum_detectable_effect,
+        seeds_for_power,
+        verdict_seeds,
+    )
 
     sd, effect = 0.0306, 0.0152
     n = seeds_for_power(sd, effect)
@@ -147,8 +157,11 @@ def test_seeds_for_power_reach_the_effect_in_a_simulated_paired_t_test():
 def test_sweep_curves_every_family_on_the_synthetic_world(world, tmp_path, monkeypatch):
     """The registry's sweeps sized for the synthetic SAE, one curve per swept run, and the
     figure; TopK's L0 is its k, and a larger lambda_0 gives the HierarchicalSAE a sparser code."""
-    from hsae_utils.experiment.ground_truth.curves import (absorption_l0_figure, curve_points,
-                                                           run_sweep)
+    from hsae_utils.experiment.ground_truth.curves import (
+        absorption_l0_figure,
+        curve_points,
+        run_sweep,
+    )
 
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
     profile = get_profile("smoke", train_steps=20, sweep_hsae_lambda_factors=(64.0,))

@@ -5,8 +5,16 @@ import pytest
 
 from hsae_utils.config import get_profile
 from hsae_utils.method.saes import config_from_profile
-from hsae_utils.runs import (ABLATIONS, HSAE, RUNS, all_runs, family, notebook_runs, sweep_base,
-                             sweep_runs)
+from hsae_utils.runs import (
+    ABLATIONS,
+    HSAE,
+    RUNS,
+    all_runs,
+    family,
+    notebook_runs,
+    sweep_base,
+    sweep_runs,
+)
 
 PROFILES = ("local", "smoke", "paper")
 

@@ -12,13 +12,16 @@ import dataclasses
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from hsae_utils.experiment.ground_truth.data import SyntheticWorld
-from hsae_utils.experiment.ground_truth.experiment import (_train_one, _world_id, evaluate_sae,
-                                                           gt_profile)
+from hsae_utils.experiment.ground_truth.experiment import (
+    _train_one,
+    _world_id,
+    evaluate_sae,
+    gt_profile,
+)
 from hsae_utils.runs import RUNS, family, sweep_base, sweep_runs
 
 CURVE_METRICS = ("l0", "absorption", "mcc", "f1", "ev")
