@@ -87,10 +87,19 @@ class Profile:
     window_size: int = 100  # sliding window of firing rates (steps)
     merge_every: int = 100  # clustering interval (steps)
     resample_every: int = 100  # resampling check interval (steps)
-    # Sparsity sweep of the baselines for the sparsity-fidelity frontier (notebook 02): TopK and
-    # BatchTopK at k = topk_k x each factor, L1 at each lambda; one seed each (~6 extra runs).
-    sweep_k_factors: tuple[float, ...] = (0.25, 4.0)
-    sweep_l1_coefficients: tuple[float, ...] = (0.2, 1.0)
+    # Sparsity sweeps for the sparsity-fidelity frontier of every family (notebook 02, in the
+    # seed's shared pass): TopK and BatchTopK at k = topk_k x each factor (up to 6.8 x 80 = 544 of
+    # 576 latents at `local`: the HierarchicalSAE's L0 range), L1 at each lambda (0.01: denser
+    # than the default 0.04), and the HierarchicalSAE's full model and stage 1 at lambda_0 =
+    # each factor x 1/sqrt(d_sae) (its default L0 is ~570 of 576; the factors reach the
+    # baselines' L0 range). One seed each.
+    sweep_k_factors: tuple[float, ...] = (0.25, 4.0, 5.6, 6.8)
+    sweep_l1_coefficients: tuple[float, ...] = (0.01, 0.2, 1.0)
+    # Why up to 512: at `local` a constant L1 penalty gives L0 524 / 385 / 104 at lambda 0.04 /
+    # 0.2 / 1.0 (notebook 02's sweep); Eq. 3 decays lambda_t to 0, so stage 1 needs about twice
+    # the constant lambda for the same L0 (8x-128x: L0 from ~450 down to ~40), and stage 5's
+    # alpha_t (median 0.3, clamped at 0.1) scales it down again by ~3-10x (32x-512x).
+    sweep_hsae_lambda_factors: tuple[float, ...] = (8.0, 32.0, 128.0, 512.0)
     sweep_seeds: tuple[int, ...] = (42,)
     # --- evaluation ------------------------------------------------------------------------
     n_eval_contexts: int = 32  # contexts of the validation split spliced for KL / CE (see below)
@@ -121,6 +130,13 @@ class Profile:
     # True skips it instead, reported by name (hub profiles; notebook 08's parameter).
     skip_unavailable_probing: bool = False
     eval_seed: int = 42  # vocabulary / text sampling, negatives, probe initialisation
+    # --- ground truth (notebook 10) ---------------------------------------------------------
+    # Seeds of the absorption verdict (the HierarchicalSAE vs TopK at its L0 on the synthetic
+    # hierarchy): enough that the paired test's MDE reaches the claimed effect. On `local`'s
+    # world three seeds gave a spread of the paired differences of 0.0306 against a claimed
+    # effect of 0.0152 (34 % of TopK's 0.0447): TTestPower (alpha 0.05, power 0.8) needs 34
+    # pairs (`ground_truth.seeds_for_power`). Two runs per extra seed, ~1 s each on 2 cores.
+    ground_truth_verdict_seeds: int = 34
     extra: dict = field(default_factory=dict)  # free-form knobs for later stages
 
     def __post_init__(self):
@@ -136,7 +152,8 @@ class Profile:
         positive = ("n_layers", "d_model", "n_train_tokens", "n_valid_tokens", "n_norm_tokens",
                     "model_batch_size", "shard_tokens", "train_steps", "train_batch_size",
                     "log_every", "checkpoint_every", "window_size", "merge_every",
-                    "resample_every", "n_eval_contexts", "eval_batch_contexts")
+                    "resample_every", "n_eval_contexts", "eval_batch_contexts",
+                    "ground_truth_verdict_seeds")
         bad = [f"{k}={getattr(self, k)!r}" for k in positive if getattr(self, k) <= 0]
         if self.context_size < 2:  # BOS plus at least one token
             bad.append(f"context_size={self.context_size!r} (needs >= 2)")
@@ -204,7 +221,9 @@ class Profile:
 _SMOLLM2 = dict(model_name=EMBEDDED_MODEL, n_layers=30, d_model=576, layer=layer_at_paper_depth(30))
 # The schedule and evaluation budgets of the test-sized profiles (smoke, paper-tiny): seconds each.
 _TINY_RUN = dict(seeds=(42,), window_size=10, merge_every=10, resample_every=10,
-                 sweep_k_factors=(0.25,), sweep_l1_coefficients=(1.0,), absorption_vocab_size=156,
+                 sweep_k_factors=(0.25,), sweep_l1_coefficients=(1.0,),
+                 sweep_hsae_lambda_factors=(16.0,), absorption_vocab_size=156,
+                 ground_truth_verdict_seeds=4,
                  absorption_icl_examples=4, probe_train_per_class=8, probe_test_per_class=4)
 _TINY_GEMMA_LAYERS = 10  # hsae_utils.data.tiny_gemma.CONFIG["num_hidden_layers"]
 _GEMMA = dict(model_name="google/gemma-2-2b", n_layers=26, d_model=2304, layer=PAPER_LAYER,
@@ -272,6 +291,14 @@ PROFILES: dict[str, Profile] = {
         # encoding (18k more tokens x 24 SAEs).
         probe_test_per_class=58,
         probe_max_tokens=64,
+        # Absorption with power: 1,300 words left each letter ~10 test words (~8 probe-positive);
+        # 5,200 (letter-balanced, 200 per letter where the tokenizer has them) give ~40. SAEBench
+        # takes every alphabetic token (`absorption_vocab_size=0`: 47,078 of SmolLM2's 49,152),
+        # which costs too much here: measured (CPU seconds of one thread, as ratios to 1,300
+        # words) x33 on the model side (~5 min more on an idle 2-core machine, once per output
+        # folder: cached in eval_cache/) and x4-7 per SAE (~2.3 s more for each of ~47 SAEs);
+        # 5,200 words: x4 model side (~30 s more), x1.5 per SAE (~15 s more in all).
+        absorption_vocab_size=5200,
     ),
     "smoke": Profile(
         name="smoke",

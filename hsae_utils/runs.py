@@ -3,12 +3,15 @@ trains it. Torch-free, so the pipeline's skip-check, the claims and the figures 
 
 - `BASELINES` (notebook 02) and `ABLATIONS`, the five cumulative stages of the HierarchicalSAE
   (notebooks 03-07; stage n switches on the first n `MECHANISMS`); `RUNS` holds both.
-- `sweep_runs(profile)`: other sparsity levels of the baselines (notebook 02 trains them too).
+- `sweep_runs(profile)`: other sparsity levels of the baselines and of the HierarchicalSAE (its
+  full model and stage 1, at lambda_0 = multiples of 1/sqrt(d_sae)): the sparsity-fidelity
+  frontier of every family (notebook 02 trains them in the same passes).
 - `run_dir`: the folder of one run and seed under `profile.sae_dir`.
 - `NOTEBOOK_RUNS`: the runs each notebook trains, written out (a renamed notebook keeps its runs).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ class RunSpec:
     label: str  # for tables and plots
     arch: str  # key of hsae_utils.method.saes.ARCHITECTURES
     overrides: dict[str, Any] = field(default_factory=dict)
+    base: str | None = None  # a sweep run: the registered run it varies (e.g. "topk")
 
 
 BASELINES = (
@@ -41,18 +45,29 @@ TOPK = BASELINES[0].name  # the paper's baseline (Table 1, the claims)
 HSAE = ABLATIONS[-1].name  # the full method: stage 5, +clustering
 PAPER_RUNS = tuple(RUNS)  # the paper's configurations, in its order
 DEFAULT_L1 = BASELINES[2].overrides["l1_coefficient"]
+# the HierarchicalSAE's runs swept over lambda_0: the full model and stage 1 (the plain schedule);
+# stage 4 trains like stage 5 wherever clustering merges nothing, so it is not swept separately
+HSAE_SWEPT = (HSAE, ABLATIONS[0].name)
 
 
 def sweep_runs(profile: Profile) -> tuple[RunSpec, ...]:
-    """Other sparsity levels of the baselines (k for TopK / BatchTopK, lambda for L1), trained on
-    `profile.sweep_seeds`: the field compares SAEs at matched L0, the paper does not."""
+    """Other sparsity levels (k for TopK / BatchTopK, lambda for L1, lambda_0 for the
+    HierarchicalSAE's full model and its stage 1), trained on `profile.sweep_seeds`: the field
+    compares SAEs at matched L0, the paper does not, and the HierarchicalSAE's default L0 (~570 of
+    576 latents at `local`) lies far above TopK's, so every family gets a frontier that overlaps
+    the others' L0 range."""
     ks = sorted({min(profile.dict_size, max(1, round(profile.topk_k * f)))
                  for f in profile.sweep_k_factors} - {profile.topk_k})
-    specs = [RunSpec(f"{arch}_k{k}", f"{label} k={k}", arch, {"k": k})
+    specs = [RunSpec(f"{arch}_k{k}", f"{label} k={k}", arch, {"k": k}, base=arch)
              for arch, label in (("topk", "TopK"), ("batchtopk", "BatchTopK")) for k in ks]
     specs += [RunSpec(f"relu_l1_lambda{lam:g}", f"L1 (lambda={lam:g})", "relu",
-                      {"l1_coefficient": lam})
+                      {"l1_coefficient": lam}, base="relu_l1")
               for lam in profile.sweep_l1_coefficients if lam != DEFAULT_L1]
+    lambda0 = 1.0 / math.sqrt(profile.dict_size)  # the paper's lambda_0 (schedules.default_lambda0)
+    specs += [RunSpec(f"{run.name}_lambda{m:g}x", f"{run.label} (lambda_0={m:g}x)", run.arch,
+                      {**run.overrides, "l1_coefficient": m * lambda0}, base=run.name)
+              for run in (RUNS[name] for name in HSAE_SWEPT)
+              for m in profile.sweep_hsae_lambda_factors if m != 1]
     return tuple(specs)
 
 
@@ -76,6 +91,21 @@ def family(config: str) -> str:
     for fam in ("batchtopk", "topk", "relu_l1"):
         if base == fam or base.startswith(fam + "_"):
             return fam
+    return base
+
+
+def sweep_base(config: str, profile: Profile | None = None) -> str:
+    """The registered run a configuration varies: "topk" for "topk_k448", "stage5_clustering"
+    for "stage5_clustering_lambda4x", itself for a registered run (figures draw one frontier per
+    base run, e.g. stage 1 apart from stage 5 within the hierarchical family)."""
+    base = config.split("__")[0]
+    if profile is not None:
+        spec = all_runs(profile).get(base)
+        if spec is not None:
+            return spec.base or spec.name
+    for name in sorted(RUNS, key=len, reverse=True):  # no profile: by the naming rule
+        if base == name or base.startswith(name + "_"):
+            return name
     return base
 
 

@@ -172,3 +172,51 @@ def test_shared_prefix_kv_path_matches_full_prompts(tiny_model):
     torch.testing.assert_close(kv, full, rtol=1e-4, atol=1e-5)
     acts, words, method = ab.word_activations(tiny_model, groups[:2], pieces, 1, progress=False)
     assert method == "kv" and acts.shape == (len(words), TINY_D)
+
+
+# ----------------------------------------------------------------------------- SAEBench's vocabulary
+def _bpe_tokenizer():
+    """A byte-level BPE tokenizer (SmolLM2's / GPT-2's kind: leading spaces as 'Ġ') trained on
+    text with capitals, digits, punctuation and accents, so every branch of the rule is hit."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    text = ("The cat sat on the mat. Paris is the capital of France, année 2024! "
+            "Über café naïve x86 don't e-mail CamelCase the THE The cats catalogue ") * 20
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([text], trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                   bos_token="<|endoftext|>")
+
+
+def _tokenizers():
+    """The BPE tokenizer above, and the embedded SmolLM2's (49k tokens, ~9 s) where set-up has
+    cached it (Gemma's 256k-token vocabulary would take a minute)."""
+    from transformers import AutoTokenizer
+
+    from hsae_utils.config import EMBEDDED_MODEL, cache_root
+
+    out = [("bpe", _bpe_tokenizer())]
+    folder = cache_root() / "models" / f"{EMBEDDED_MODEL}-fp32"
+    if (folder / "tokenizer.json").exists():
+        out.append(("smollm2", AutoTokenizer.from_pretrained(folder)))
+    return out
+
+
+@pytest.mark.parametrize("name,tok", _tokenizers(), ids=lambda v: v if isinstance(v, str) else "")
+def test_alphabetic_vocab_is_saebenchs_get_alpha_tokens(name, tok):
+    """Our vocabulary (every alphabetic token that re-encodes to itself) is the word list of
+    SAEBench's own `get_alpha_tokens` on the same tokenizer; `absorption_vocab_size = 0` (the
+    paper profile's) takes all of it, letter by letter."""
+    from sae_bench.evals.absorption.vocab import get_alpha_tokens
+
+    vocab = ab.alphabetic_vocab(tok, tok.all_special_ids)
+    ours = [w for _, w in vocab]
+    assert len(ours) == len(set(ours)) > 20
+    assert set(ours) == set(get_alpha_tokens(tok))
+    everything = ab.sample_vocab(vocab, 0, seed=0)
+    assert sorted(w for _, w in everything) == sorted(ours)

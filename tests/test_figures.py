@@ -36,8 +36,13 @@ def test_family_of_every_configuration():
 def test_sweep_runs_scale_k_and_skip_the_headline_run():
     p = config.get_profile("local")
     names = [r.name for r in runs.sweep_runs(p)]
-    assert names == ["topk_k20", "topk_k320", "batchtopk_k20", "batchtopk_k320",
-                     "relu_l1_lambda0.2", "relu_l1_lambda1"]
+    assert names == ["topk_k20", "topk_k320", "topk_k448", "topk_k544", "batchtopk_k20",
+                     "batchtopk_k320", "batchtopk_k448", "batchtopk_k544", "relu_l1_lambda0.01",
+                     "relu_l1_lambda0.2", "relu_l1_lambda1", "stage5_clustering_lambda8x",
+                     "stage5_clustering_lambda32x", "stage5_clustering_lambda128x",
+                     "stage5_clustering_lambda512x", "stage1_linear_sparsity_lambda8x",
+                     "stage1_linear_sparsity_lambda32x", "stage1_linear_sparsity_lambda128x",
+                     "stage1_linear_sparsity_lambda512x"]
     assert runs.get_run("topk_k20", p).overrides == {"k": 20}
     with pytest.raises(ValueError, match="Valid runs"):
         runs.get_run("topk_k20")  # sweep runs need the profile

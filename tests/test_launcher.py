@@ -75,7 +75,7 @@ def test_smoke_end_to_end_through_jobs_with_a_training_job_killed_and_resumed(tm
     (spec,) = next(phase for phase in launcher.plan_jobs(opts)
                    if phase[0].fn is launcher.training_job)
     names = spec.args[2]
-    assert len(names) == 11 and spec.args[3] == 42  # 3 baselines, 3 sweep runs, 5 stages
+    assert len(names) == 13 and spec.args[3] == 42  # 3 baselines, 5 sweep runs, 5 stages
     executor = launcher.make_executor("local-executor", tmp_path / "jobs" / "%j")
     marker = tmp_path / "stalled"
     job = launcher.submit(executor, dataclasses.replace(

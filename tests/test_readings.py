@@ -5,12 +5,14 @@ import dataclasses
 
 import pytest
 
+from hsae_utils.config import Profile, get_profile
 from hsae_utils.data.activations import Normalizer
 from hsae_utils.experiment.readings import READINGS, reading, variants
 from hsae_utils.method.saes.hierarchical import HierarchicalSAEConfig
 from hsae_utils.method.train import TrainConfig
 
-TARGET = {"train": TrainConfig, "sae": HierarchicalSAEConfig, "store": Normalizer}
+TARGET = {"train": TrainConfig, "sae": HierarchicalSAEConfig, "store": Normalizer,
+          "profile": Profile}
 
 
 @pytest.mark.parametrize("r", READINGS, ids=lambda r: r.name)
@@ -26,6 +28,8 @@ def test_defaults_are_the_codes_and_alternatives_are_accepted(r):
         elif r.where == "sae":
             cfg = HierarchicalSAEConfig(d_in=8, d_sae=16, **{r.field: alt})
             assert getattr(cfg, r.field) == alt
+        elif r.where == "profile":
+            assert getattr(get_profile("local", **{r.field: alt}), r.field) == alt
         else:
             assert getattr(Normalizer(scale=1.0, mean_D=(0.0,), **{r.field: alt}), r.field) == alt
 

@@ -12,7 +12,7 @@ import pytest
 from hsae_utils.analysis import claims as cl
 from hsae_utils.experiment import sensitivity as se
 from hsae_utils.config import get_profile
-from hsae_utils.experiment.readings import READINGS, variants
+from hsae_utils.experiment.readings import OPT_IN, PAPER_WIDTH, READINGS, variants
 from hsae_utils.runs import ABLATIONS, HSAE, TOPK, run_dir
 from tests.test_claims import tidy, update_readme
 
@@ -23,7 +23,8 @@ STAGE1 = ABLATIONS[0].name
 
 def test_every_alternative_with_the_runs_it_retrains():
     alts = se.alternatives()
-    assert [(a.reading, a.field, a.value) for a in alts] == variants()
+    assert [(a.reading, a.field, a.value) for a in alts] == [
+        v for v in variants() if v[0] not in OPT_IN]
     for a in alts:
         assert a.runs == ((HSAE,) if a.where == "sae" else (TOPK, HSAE))
         folder = a.folder(LOCAL, HSAE, 42)
@@ -173,3 +174,34 @@ def test_train_on_a_real_cache_centering_at_read_time_and_the_skip_check(tiny_ca
     evaluation.write_text("x\n")  # notebook 08 ran again: the verdicts compared stale results
     os.utime(evaluation, (table.stat().st_mtime + 10,) * 2)
     assert se.output_problems(P) == [f"{table} is older than {evaluation} (notebook 08 ran again)"]
+
+
+def test_width_is_opt_in_and_trains_at_the_papers_width_with_the_rules_that_follow_it():
+    assert "width" not in {a.reading for a in se.alternatives(LOCAL)}
+    (wide,) = [a for a in se.alternatives(LOCAL, include=("width",)) if a.reading == "width"]
+    # the paper profile's d_model is 2,304: the same width, no alternative there
+    assert "width" not in {a.reading for a in se.alternatives(get_profile("paper"),
+                                                              include=("width",))}
+    with pytest.raises(ValueError, match="opt-in"):
+        se.alternatives(LOCAL, include=("optimizer",))
+    assert wide.runs == (TOPK, HSAE) and wide.folder(LOCAL, TOPK, 42).parent.name == \
+        f"topk__d_sae-{PAPER_WIDTH}"
+    topk, hsae = (se._job(LOCAL, wide, run, 42) for run in (TOPK, HSAE))
+    assert (topk.sae.cfg.d_in, topk.sae.cfg.d_sae, topk.sae.cfg.k) == (576, 2304, 320)
+    assert hsae.sae.cfg.d_sae == 2304 and hsae.sae.cfg.l1_coefficient == pytest.approx(1 / 48)
+    assert tuple(hsae.sae.W_dec.shape) == (2304, 576)
+
+
+def test_width_effects_pick_the_default_width_run_at_the_nearest_l0():
+    (wide,) = [a for a in se.alternatives(LOCAL, include=("width",)) if a.reading == "width"]
+    rows = [("topk", 80, 0.70), ("topk_k320", 320, 0.90), ("topk_k20", 20, 0.60),
+            (HSAE, 570, 0.99), (wide.config(TOPK), 320, 0.93), (wide.config(HSAE), 2000, 0.995)]
+    tidy_df = pd.DataFrame([{"config": c, "seed": 42, "metric": m, "value": v}
+                            for c, l0, ev in rows for m, v in ((L0, l0), (EV, ev))])
+    default = tidy_df[~tidy_df["config"].str.contains("__")]
+    variant = tidy_df[tidy_df["config"].str.contains("__")]
+    out = se.width_effects(default, variant, LOCAL, wide).set_index(["run", "which"])
+    assert out.loc[(TOPK, "default width, L0 nearest the wide run's"), "config"] == "topk_k320"
+    assert out.loc[(TOPK, "wide"), "explained variance"] == 0.93
+    assert out.loc[(HSAE, "default width, L0 nearest the wide run's"), "config"] == HSAE
+    assert list(out.loc[(TOPK, "wide")][["d_sae", "L0"]]) == [PAPER_WIDTH, 320]

@@ -9,6 +9,9 @@ and alternative against the code that takes it, so this list cannot drift from t
     "sae"      a `saes.hierarchical.HierarchicalSAEConfig` field (a run's `overrides`)
     "store"    an `activations.Normalizer` field, fixed when the activation cache is built: an
                alternative needs a new cache, not just a new run
+    "profile"  a `config.Profile` field the SAE's rules read (the width: k = 320 x d_sae / 2,304
+               and lambda_0 = 1/sqrt(d_sae) follow it); an alternative equal to the profile's own
+               value (the paper profile's d_model is 2,304) is no alternative there
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Reading:
     name: str  # short id
-    where: str  # "train" | "sae" | "store"
+    where: str  # "train" | "sae" | "store" | "profile"
     field: str  # the parameter's name there
     default: object  # what our runs use
     alternatives: tuple  # the other defensible readings
@@ -29,7 +32,11 @@ class Reading:
 
 # lambda_0 = 1/sqrt(k): section 4.2 says k is the dictionary size, section 5.4 gives 1/sqrt(2304)
 # for the paper's 2,304 latents. At another width the literal number differs from the rule.
-PAPER_LAMBDA0 = 1 / math.sqrt(2304)
+PAPER_WIDTH = 2304  # the paper's dictionary: Gemma-2-2B's d_model
+PAPER_LAMBDA0 = 1 / math.sqrt(PAPER_WIDTH)
+# Readings whose runs cost well above the others' (`sensitivity.alternatives` leaves them out
+# unless asked): the width's SAEs are four times as large at `local`.
+OPT_IN = ("width",)
 
 READINGS: tuple[Reading, ...] = (
     Reading("optimizer", "train", "optimizer", "adamw", ("adam_l2", "none"),
@@ -56,6 +63,12 @@ READINGS: tuple[Reading, ...] = (
             "lambda_0 = 1/sqrt(k), k the dictionary size (4.2); 1/sqrt(2304) (5.4)",
             "None = 1/sqrt(d_sae), the rule, so it scales with the profile's width; the "
             "alternative is the paper's literal number"),
+    Reading("width", "profile", "d_sae", None, (PAPER_WIDTH,),
+            '"dictionary size matched to d" (5.1); 2,304 latents, Gemma-2-2B\'s d (5.4)',
+            "None = d_model, the rule (576 latents on SmolLM2); the alternative is the paper's "
+            "literal width, 4 x 576 at local, with the rules that follow the width (TopK "
+            "k = 320, lambda_0 = 1/48). Opt-in in notebook 11 (`include_width`): two runs at "
+            "four times the cost of one"),
     Reading("input_center", "store", "center", False, (True,),
             '"normalized using per-layer statistics from a 10K token sample"',
             "one scalar per layer (average squared norm = d_model), the field's convention; "

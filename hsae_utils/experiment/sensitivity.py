@@ -35,7 +35,7 @@ import pandas as pd
 from hsae_utils.analysis import claims as cl
 from hsae_utils.config import Profile
 from hsae_utils.analysis.paper_claims import CLAIMS
-from hsae_utils.experiment.readings import READINGS
+from hsae_utils.experiment.readings import OPT_IN, READINGS
 from hsae_utils.analysis.report.tables import fmt_number
 from hsae_utils.runs import ABLATIONS, HSAE, RUNS, TOPK, run_dir
 
@@ -96,11 +96,32 @@ def readings_dir(profile: Profile) -> Path:
     return profile.output_dir / "readings"
 
 
-def alternatives() -> list[Alternative]:
-    """Every alternative of `readings.READINGS`, with the runs retrained under it."""
+def alternatives(profile: Profile | None = None, include: tuple[str, ...] = ()
+                 ) -> list[Alternative]:
+    """Every alternative of `readings.READINGS`, with the runs retrained under it; the costly
+    `readings.OPT_IN` ones (the width) only when named in `include`, and a "profile" alternative
+    only where it differs from `profile`'s own value (the width 2,304 is the paper's d_model)."""
+    unknown = sorted(set(include) - set(OPT_IN))
+    if unknown:
+        raise ValueError(f"include={unknown}: only the opt-in readings {OPT_IN} can be included.")
     return [Alternative(r.name, r.where, r.field, alt,
                         (HSAE,) if r.where == "sae" else (TOPK, HSAE))
-            for r in READINGS for alt in r.alternatives]
+            for r in READINGS if r.name not in OPT_IN or r.name in include
+            for alt in r.alternatives
+            if not (r.where == "profile" and profile is not None
+                    and _profile_value(profile, r.field) == alt)]
+
+
+def _profile_value(profile: Profile, field: str):
+    return profile.dict_size if field == "d_sae" else getattr(profile, field)
+
+
+def alt_profile(profile: Profile, alt: Alternative) -> Profile:
+    """The profile a run of `alt` trains under: the same, or with the "profile" field changed."""
+    import dataclasses
+
+    return dataclasses.replace(profile, **{alt.field: alt.value}) if alt.where == "profile" \
+        else profile
 
 
 def seed_of(profile: Profile) -> int:
@@ -131,8 +152,9 @@ def _job(profile: Profile, alt: Alternative, run: str, seed: int):
     spec = RUNS[run]
     sae_over = {alt.field: alt.value} if alt.where == "sae" else {}
     train_over = {alt.field: alt.value} if alt.where == "train" else {}
-    sae_cfg = config_from_profile(spec.arch, profile, **{**spec.overrides, **sae_over})
-    cfg = TrainConfig.from_profile(profile, seed, **train_over)
+    prof = alt_profile(profile, alt)  # the width: d_sae, and k / lambda_0 that follow it
+    sae_cfg = config_from_profile(spec.arch, prof, **{**spec.overrides, **sae_over})
+    cfg = TrainConfig.from_profile(prof, seed, **train_over)
     return TrainJob(ARCHITECTURES[spec.arch](sae_cfg, seed=seed), cfg,
                     alt.folder(profile, run, seed),
                     {"profile": profile.name, "run": alt.config(run),
@@ -453,3 +475,42 @@ def format_effects(effects: pd.DataFrame) -> pd.DataFrame:
     return shown.pivot(index="alternative", columns="metric", values="change").reindex(
         list(dict.fromkeys(effects["alternative"])))[[m for m, _ in FIGURE_METRICS
                                                        if m in set(effects["metric"])]]
+
+
+# ============================================================================================
+# The width (an opt-in reading): density, fidelity at matched L0 and absorption
+# ============================================================================================
+WIDTH_METRICS = (("l0", "L0"), ("frac_alive", "alive fraction"),
+                 ("explained_variance_legacy", "explained variance"),
+                 ("ce_loss_score", "CE loss recovered"),
+                 ("mean_absorption_fraction_score", "absorption fraction"),
+                 ("mean_full_absorption_score", "full absorption"))
+
+
+def width_effects(default: pd.DataFrame, variant: pd.DataFrame, profile,
+                  alt: Alternative) -> pd.DataFrame:
+    """TopK and the HierarchicalSAE at the profile's width and at `alt`'s (seed 42), and, for
+    fidelity at matched L0, the default-width run of the same family whose L0 is nearest the
+    wide run's (the sweep: TopK k = 320 at 576 latents matches TopK k = 320 at 2,304)."""
+    from hsae_utils.runs import family
+
+    seed = seed_of(profile)
+    means = _seed_rows(default, seed).pivot_table(index="config", columns="metric",
+                                                  values="value", aggfunc="mean")
+    wide = variant.pivot_table(index="config", columns="metric", values="value", aggfunc="mean")
+    metrics = [m for m, _ in WIDTH_METRICS]
+    rows = []
+    for run in alt.runs:
+        if run not in means.index or alt.config(run) not in wide.index:
+            continue
+        w = wide.loc[alt.config(run)]
+        same = means[[family(c) == family(run) for c in means.index]].dropna(subset=["l0"])
+        nearest = (same["l0"] - w["l0"]).abs().idxmin()
+        for label, config, src, width in (("default", run, means, profile.dict_size),
+                                          ("wide", alt.config(run), wide, alt.value),
+                                          ("default width, L0 nearest the wide run's", nearest,
+                                           means, profile.dict_size)):
+            rows.append({"run": run, "which": label, "config": config, "d_sae": width,
+                         **{name: src.loc[config].get(m, math.nan)
+                            for m, name in WIDTH_METRICS if m in metrics}})
+    return pd.DataFrame(rows)

@@ -82,21 +82,25 @@ assert len(summary) == len(runs.BASELINES) * len(P.seeds)
 assert summary["loss"].notna().all()
 
 # %% [markdown]
-# ## A small sparsity sweep, for comparisons at matched L0
+# ## Sparsity sweeps: a frontier for every family, for comparisons at matched L0
 # The paper compares SAEs at whatever L0 each method lands on (TopK at k = 320, HierarchicalSAE
 # at ~1,735 active features), but reconstruction improves with L0 for every method, so the field
-# compares SAEs at *matched* sparsity (a sparsity-fidelity frontier). We train each baseline at two
-# more sparsity levels (k x 1/4 and x 4 for TopK and BatchTopK; lambda = 0.2 and 1.0 for L1; the
-# profile's `sweep_k_factors`, `sweep_l1_coefficients`) on `sweep_seeds` (one seed), with the same
-# optimiser and budget (trained above, in the seed's pass). Notebook 09 plots them with the
-# ablation stages.
+# compares SAEs at *matched* sparsity (a sparsity-fidelity frontier). The HierarchicalSAE's
+# default L0 lies near the dictionary size, far above TopK's k, so each family is swept across
+# the other's range: TopK and BatchTopK at k = topk_k x `sweep_k_factors` (up to k near the
+# dictionary size), L1 at `sweep_l1_coefficients`, and the HierarchicalSAE's full model (stage 5)
+# and stage 1 at lambda_0 = `sweep_hsae_lambda_factors` x 1/sqrt(d_sae) (a larger lambda_0 gives a
+# sparser code). One seed (`sweep_seeds`), the same optimiser and budget, trained above in the
+# seed's pass; `runs.family` puts each in its method's family and `runs.sweep_base` names the run
+# it varies. Notebook 08 evaluates them and notebook 09 draws one frontier per family.
 
 # %%
 sweep = runs.sweep_runs(P)
 print("sweep:", ", ".join(spec.label for spec in sweep), "· seeds", P.sweep_seeds)
 sweep_results = [r for spec in sweep for r in trained[spec.name]]
 sweep_summary = experiments.final_metrics(sweep_results)
-sweep_summary
+sweep_summary.assign(base=[runs.sweep_base(r, P) for r in sweep_summary["run"]]).sort_values(
+    ["base", "l0"])
 
 # %%
 assert len(sweep_summary) == len(sweep) * len(P.sweep_seeds)

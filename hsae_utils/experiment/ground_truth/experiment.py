@@ -21,8 +21,8 @@ import torch
 
 from hsae_utils.method.checkpoint import load_sae
 from hsae_utils.experiment.paper_runs import is_finished
-from hsae_utils.analysis.stats import ALPHA, minimum_detectable_effect, paired_stats
-from hsae_utils.runs import RUNS
+from hsae_utils.analysis.stats import ALPHA, POWER, minimum_detectable_effect, paired_stats
+from hsae_utils.runs import RUNS, RunSpec
 from hsae_utils.io import atomic_path
 from hsae_utils.method.saes import ARCHITECTURES, BaseSAE, config_from_profile
 from hsae_utils.method.train import TrainConfig, train
@@ -31,6 +31,7 @@ from hsae_utils.experiment.ground_truth.data import SyntheticWorld, TensorStore
 
 HSAE, TOPK_MATCHED = "stage5_clustering", "topk_matched"
 GT_CONFIGS = (*RUNS, TOPK_MATCHED)
+VERDICT_CONFIGS = (HSAE, TOPK_MATCHED)  # the absorption verdict's pair, run on more seeds
 LABELS = {**{name: spec.label for name, spec in RUNS.items()},
           TOPK_MATCHED: "TopK (k = HierarchicalSAE's L0)"}
 METRICS = ("mcc", "f1", "precision", "recall", "uniqueness", "dead", "l0", "ev", "shrinkage",
@@ -83,19 +84,25 @@ def _world_id(world: SyntheticWorld, optimizer: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def _train_one(profile, world, config: str, seed: int, folder: Path, optimizer: str,
-               k: int | None, progress: bool) -> tuple[BaseSAE, float | None]:
-    spec = RUNS["topk" if config == TOPK_MATCHED else config]
-    setup = world.setup
-    gt_profile = dataclasses.replace(
+def gt_profile(profile, setup):
+    """The profile with the synthetic world's sizes (d, d_sae, steps, batch): the registry's
+    runs and sweeps (k scaled by d_sae, lambda_0 = 1/sqrt(d_sae)) as they apply there."""
+    return dataclasses.replace(
         profile, d_model=setup.hidden_dim, d_sae=setup.d_sae,
         train_steps=setup.train_steps or profile.train_steps,
         train_batch_size=setup.train_batch_size or profile.train_batch_size)
-    cfg = dataclasses.replace(TrainConfig.from_profile(gt_profile, seed), optimizer=optimizer)
+
+
+def _train_one(profile, world, config: str, seed: int, folder: Path, optimizer: str,
+               k: int | None, progress: bool, spec: RunSpec | None = None
+               ) -> tuple[BaseSAE, float | None]:
+    spec = spec or RUNS["topk" if config == TOPK_MATCHED else config]
+    gt = gt_profile(profile, world.setup)
+    cfg = dataclasses.replace(TrainConfig.from_profile(gt, seed), optimizer=optimizer)
     if is_finished(folder, cfg.steps, cfg.optimizer):
         return load_sae(folder), None
     overrides = {**spec.overrides, **({"k": k} if k is not None else {})}
-    sae_cfg = config_from_profile(spec.arch, gt_profile, hook_name="synthetic",
+    sae_cfg = config_from_profile(spec.arch, gt, hook_name="synthetic",
                                   model_name="synthetic", **overrides)
     sae = ARCHITECTURES[spec.arch](sae_cfg, seed=seed)
     res = train(sae, TensorStore(world.train_x_ND, world.normalizer), cfg, folder,
@@ -158,6 +165,36 @@ def save_table(df: pd.DataFrame, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
     return path
+
+
+# ----------------------------------------------------------------------------- seeds
+
+
+def seeds_for_power(std_diff: float, effect: float, alpha: float = ALPHA,
+                    power: float = POWER) -> int:
+    """Pairs a two-sided paired t-test needs to detect a mean difference `effect` with `power`
+    when the paired differences spread by `std_diff` (statsmodels' TTestPower, as
+    `minimum_detectable_effect` inverts it). At least 2."""
+    from statsmodels.stats.power import TTestPower
+
+    if not (std_diff > 0 and effect > 0):
+        raise ValueError(f"seeds_for_power needs std_diff > 0 and effect > 0, got {std_diff}, "
+                         f"{effect}.")
+    n = TTestPower().solve_power(effect_size=effect / std_diff, nobs=None, alpha=alpha,
+                                 power=power, alternative="two-sided")
+    return max(2, math.ceil(n))
+
+
+def verdict_seeds(profile) -> tuple[int, ...]:
+    """The seeds of the absorption verdict: `profile.seeds`, then the next integers after the
+    largest, up to `profile.ground_truth_verdict_seeds` seeds in all (every configuration runs
+    on `profile.seeds`; only `VERDICT_CONFIGS` on the rest)."""
+    seeds = list(profile.seeds)
+    nxt = max(seeds) + 1
+    while len(seeds) < profile.ground_truth_verdict_seeds:
+        seeds.append(nxt)
+        nxt += 1
+    return tuple(seeds)
 
 
 # ----------------------------------------------------------------------------- summaries
