@@ -21,6 +21,7 @@ Public names:
 Only the profiles are imported eagerly; everything else (torch, transformers) on first use.
 The modules behind these names (`hsae_utils.method.train`, `hsae_utils.evals`, ...) hold the rest.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -30,10 +31,21 @@ from hsae_utils.config import PROFILES, Profile, get_profile
 
 # public name -> module that defines it (imported on first access)
 _LAZY = {
-    **{name: ".method.saes" for name in (
-        "ReLUSAE", "ReLUSAEConfig", "TopKSAE", "TopKSAEConfig", "BatchTopKSAE",
-        "BatchTopKSAEConfig", "HierarchicalSAE", "HierarchicalSAEConfig", "config_from_profile",
-        "stage_switches")},
+    **{
+        name: ".method.saes"
+        for name in (
+            "ReLUSAE",
+            "ReLUSAEConfig",
+            "TopKSAE",
+            "TopKSAEConfig",
+            "BatchTopKSAE",
+            "BatchTopKSAEConfig",
+            "HierarchicalSAE",
+            "HierarchicalSAEConfig",
+            "config_from_profile",
+            "stage_switches",
+        )
+    },
     "load_model": ".data.model",
     "cache_activations": ".data.activations",
     "ActivationStore": ".data.activations",

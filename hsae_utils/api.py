@@ -11,16 +11,17 @@ The paper's named runs (baselines and ablation stages, every seed) are `hs.train
 notebooks. (`train_sae` / `evaluate_saes` are not called `train` / `evaluate`, to keep them apart
 from the modules `hsae_utils.method.train` and `hsae_utils.evals` that implement them.)
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Iterable
 
-from hsae_utils.data.activations import ActivationStore
-from hsae_utils.method.checkpoint import HSAE_CONFIG
 from hsae_utils.config import Profile, get_profile
+from hsae_utils.data.activations import ActivationStore
 from hsae_utils.evals import evaluate_profile
 from hsae_utils.evals.loading import SAERun, export_run, external_runs
+from hsae_utils.method.checkpoint import HSAE_CONFIG
 from hsae_utils.method.saes import ARCHITECTURES, config_from_profile, stage_switches
 from hsae_utils.method.train import TrainConfig, train
 
@@ -37,9 +38,16 @@ def default_out_dir(profile: Profile, arch: str, seed: int) -> Path:
     return profile.output_dir / "library" / f"{arch}_seed{seed}"
 
 
-def train_sae(profile: Profile | str, arch: str = "hierarchical", *, seed: int = 42,
-              stage: int | None = None, out_dir: str | Path | None = None,
-              progress: bool = True, **config: Any):
+def train_sae(
+    profile: Profile | str,
+    arch: str = "hierarchical",
+    *,
+    seed: int = 42,
+    stage: int | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    **config: Any,
+):
     """Train one SAE on the profile's activation cache (`cache_activations` builds it).
 
     arch: "relu", "topk", "batchtopk" or "hierarchical" (`hsae_utils.method.saes.ARCHITECTURES`).
@@ -55,10 +63,21 @@ def train_sae(profile: Profile | str, arch: str = "hierarchical", *, seed: int =
     sae = ARCHITECTURES[arch](config_from_profile(arch, profile, **config), seed=seed)
     store = ActivationStore(profile.cache_dir / "train", cache_dtype=profile.cache_dtype)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(profile, arch, seed)
-    metadata = {"profile": profile.name, "run": arch, "label": arch, "seed": seed,
-                "overrides": config}
-    return train(sae, store, TrainConfig.from_profile(profile, seed), out_dir,
-                 progress=progress, metadata=metadata)
+    metadata = {
+        "profile": profile.name,
+        "run": arch,
+        "label": arch,
+        "seed": seed,
+        "overrides": config,
+    }
+    return train(
+        sae,
+        store,
+        TrainConfig.from_profile(profile, seed),
+        out_dir,
+        progress=progress,
+        metadata=metadata,
+    )
 
 
 def _folder_of(item: SAE_SPEC) -> Path | None:
@@ -87,9 +106,13 @@ def runs_for(saes: Iterable[SAE_SPEC], profile: Profile | None = None) -> list:
     return runs
 
 
-def evaluate_saes(profile: Profile | str, saes: Iterable[SAE_SPEC] | None = None,
-                  families: Iterable[str] = ("core", "absorption", "probing"),
-                  progress: bool = True, model=None):
+def evaluate_saes(
+    profile: Profile | str,
+    saes: Iterable[SAE_SPEC] | None = None,
+    families: Iterable[str] = ("core", "absorption", "probing"),
+    progress: bool = True,
+    model=None,
+):
     """Evaluate SAEs on the profile's validation data, absorption and probing tasks.
 
     saes: our export folders, `TrainResult`s, SAELens folders or

@@ -16,6 +16,7 @@ A profile fixes the model, hook, corpus and every budget of the pipeline. Notebo
   `colab-gemma`: Gemma-2-2B on the same GPU, chosen by the notebooks' Colab set-up cell when the
   Hugging Face token can read it (`hsae_utils.pipeline.colab.choose_profile`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -147,31 +148,52 @@ class Profile:
                 f"{self.n_layers} layers: pass layer=0..{self.n_layers - 1}."
             )
         if self.d_sae is not None and self.d_sae <= 0:
-            raise ValueError(f"Profile {self.name!r}: d_sae must be positive (or None for "
-                             f"d_model), got {self.d_sae}.")
-        positive = ("n_layers", "d_model", "n_train_tokens", "n_valid_tokens", "n_norm_tokens",
-                    "model_batch_size", "shard_tokens", "train_steps", "train_batch_size",
-                    "log_every", "checkpoint_every", "window_size", "merge_every",
-                    "resample_every", "n_eval_contexts", "eval_batch_contexts",
-                    "ground_truth_verdict_seeds")
+            raise ValueError(
+                f"Profile {self.name!r}: d_sae must be positive (or None for "
+                f"d_model), got {self.d_sae}."
+            )
+        positive = (
+            "n_layers",
+            "d_model",
+            "n_train_tokens",
+            "n_valid_tokens",
+            "n_norm_tokens",
+            "model_batch_size",
+            "shard_tokens",
+            "train_steps",
+            "train_batch_size",
+            "log_every",
+            "checkpoint_every",
+            "window_size",
+            "merge_every",
+            "resample_every",
+            "n_eval_contexts",
+            "eval_batch_contexts",
+            "ground_truth_verdict_seeds",
+        )
         bad = [f"{k}={getattr(self, k)!r}" for k in positive if getattr(self, k) <= 0]
         if self.context_size < 2:  # BOS plus at least one token
             bad.append(f"context_size={self.context_size!r} (needs >= 2)")
         if not self.seeds:
             bad.append("seeds=() (needs at least one seed)")
         if bad:
-            raise ValueError(f"Profile {self.name!r}: invalid value(s) {', '.join(bad)}; "
-                             "counts and sizes must be positive integers.")
+            raise ValueError(
+                f"Profile {self.name!r}: invalid value(s) {', '.join(bad)}; "
+                "counts and sizes must be positive integers."
+            )
         if self.cache_dtype not in CACHE_DTYPES:
-            raise ValueError(f"Profile {self.name!r}: cache_dtype={self.cache_dtype!r}; pass one "
-                             f"of {', '.join(CACHE_DTYPES)}.")
+            raise ValueError(
+                f"Profile {self.name!r}: cache_dtype={self.cache_dtype!r}; pass one "
+                f"of {', '.join(CACHE_DTYPES)}."
+            )
         n_valid_contexts = max(1, self.n_valid_tokens // self.context_size)
         if self.n_eval_contexts > n_valid_contexts:  # the splice reads the validation split
             raise ValueError(
                 f"Profile {self.name!r}: n_eval_contexts={self.n_eval_contexts} but the "
                 f"validation split holds {n_valid_contexts} contexts of {self.context_size} "
                 f"tokens: pass n_eval_contexts<={n_valid_contexts} or n_valid_tokens>="
-                f"{self.n_eval_contexts * self.context_size}.")
+                f"{self.n_eval_contexts * self.context_size}."
+            )
 
     @property
     def hook_name(self) -> str:
@@ -220,15 +242,30 @@ class Profile:
 
 _SMOLLM2 = dict(model_name=EMBEDDED_MODEL, n_layers=30, d_model=576, layer=layer_at_paper_depth(30))
 # The schedule and evaluation budgets of the test-sized profiles (smoke, paper-tiny): seconds each.
-_TINY_RUN = dict(seeds=(42,), window_size=10, merge_every=10, resample_every=10,
-                 sweep_k_factors=(0.25,), sweep_l1_coefficients=(1.0,),
-                 sweep_hsae_lambda_factors=(16.0,), absorption_vocab_size=156,
-                 ground_truth_verdict_seeds=4,
-                 absorption_icl_examples=4, probe_train_per_class=8, probe_test_per_class=4)
+_TINY_RUN = dict(
+    seeds=(42,),
+    window_size=10,
+    merge_every=10,
+    resample_every=10,
+    sweep_k_factors=(0.25,),
+    sweep_l1_coefficients=(1.0,),
+    sweep_hsae_lambda_factors=(16.0,),
+    absorption_vocab_size=156,
+    ground_truth_verdict_seeds=4,
+    absorption_icl_examples=4,
+    probe_train_per_class=8,
+    probe_test_per_class=4,
+)
 _TINY_GEMMA_LAYERS = 10  # hsae_utils.data.tiny_gemma.CONFIG["num_hidden_layers"]
-_GEMMA = dict(model_name="google/gemma-2-2b", n_layers=26, d_model=2304, layer=PAPER_LAYER,
-              model_dtype="float32", dataset="Skylion007/openwebtext",
-              cache_dtype="bfloat16")  # bf16, not fp16: Gemma-2 residuals can overflow fp16
+_GEMMA = dict(
+    model_name="google/gemma-2-2b",
+    n_layers=26,
+    d_model=2304,
+    layer=PAPER_LAYER,
+    model_dtype="float32",
+    dataset="Skylion007/openwebtext",
+    cache_dtype="bfloat16",
+)  # bf16, not fp16: Gemma-2 residuals can overflow fp16
 
 PROFILES: dict[str, Profile] = {
     "paper": Profile(
@@ -258,8 +295,12 @@ PROFILES: dict[str, Profile] = {
     # the sizes are smoke-like so that every notebook runs in a few minutes of CPU in total.
     "paper-tiny": Profile(
         name="paper-tiny",
-        **{**_GEMMA, "n_layers": _TINY_GEMMA_LAYERS, "d_model": 64,
-           "layer": layer_at_paper_depth(_TINY_GEMMA_LAYERS)},
+        **{
+            **_GEMMA,
+            "n_layers": _TINY_GEMMA_LAYERS,
+            "d_model": 64,
+            "layer": layer_at_paper_depth(_TINY_GEMMA_LAYERS),
+        },
         device="cpu",
         hub_replica=True,
         n_train_tokens=16_384,
@@ -367,8 +408,10 @@ def get_profile(name: str = "local", **overrides) -> Profile:
     Unknown names or fields raise a ValueError that lists the valid choices.
     """
     if name not in PROFILES:
-        raise ValueError(f"Unknown profile {name!r}. Valid profiles: {', '.join(PROFILES)} "
-                         "(e.g. ./run_all.sh --profile local).")
+        raise ValueError(
+            f"Unknown profile {name!r}. Valid profiles: {', '.join(PROFILES)} "
+            "(e.g. ./run_all.sh --profile local)."
+        )
     profile = PROFILES[name]
     if overrides:
         valid = {f.name for f in dataclasses.fields(Profile)}

@@ -4,6 +4,7 @@ Every file a later stage reads is written to a temporary name in the same folder
 renamed, so a crash never leaves a half-written file behind; a write that fills the disk raises
 DiskFullError naming the file and the bytes it needs, and leaves the completed files as they were.
 """
+
 from __future__ import annotations
 
 import errno
@@ -15,7 +16,6 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
-
 
 # A failed write with less than this free (after f_bavail, what this user may use) is a full disk:
 # numpy, torch and safetensors each report ENOSPC in their own words, some without an errno.
@@ -65,7 +65,8 @@ def _disk_full_error(path: Path, needs: str) -> DiskFullError:
         f"No space left on device writing {path}: it needs {needs}, and "
         f"{shutil.disk_usage(path.parent).free:,} bytes are free there. Free some space (or "
         "set HSAE_OUTPUT_ROOT to a larger disk) and re-run: the files completed so far are "
-        "kept and the work resumes after them.")
+        "kept and the work resumes after them.",
+    )
 
 
 def open_memmap_allocated(path: str | Path, dtype: Any, shape: tuple[int, ...]) -> Any:
@@ -119,7 +120,7 @@ def replace_marked_block(path: str | Path, name: str, body: str) -> None:
     text = path.read_text()
     if start not in text or end not in text:
         raise ValueError(f"{path} has no {start} ... {end} markers; add them where the block goes.")
-    head, tail = text[: text.index(start) + len(start)], text[text.index(end):]
+    head, tail = text[: text.index(start) + len(start)], text[text.index(end) :]
     write_text_atomic(path, f"{head}\n{body}\n{tail}")
 
 

@@ -9,6 +9,7 @@ trains it. Torch-free, so the pipeline's skip-check, the claims and the figures 
 - `run_dir`: the folder of one run and seed under `profile.sae_dir`.
 - `NOTEBOOK_RUNS`: the runs each notebook trains, written out (a renamed notebook keeps its runs).
 """
+
 from __future__ import annotations
 
 import math
@@ -18,6 +19,7 @@ from typing import Any
 
 from hsae_utils.config import Profile
 from hsae_utils.method.stages import MECHANISMS, stage_switches  # torch-free
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -33,11 +35,17 @@ BASELINES = (
     RunSpec("batchtopk", "BatchTopK", "batchtopk"),
     RunSpec("relu_l1", "L1 (lambda=0.04)", "relu", {"l1_coefficient": 0.04}),
 )
-_STAGE_LABELS = ("Linear sparsity", "+Resampling", "+Window tracking", "+Adaptive sparsity",
-                 "+Clustering (HierarchicalSAE)")
+_STAGE_LABELS = (
+    "Linear sparsity",
+    "+Resampling",
+    "+Window tracking",
+    "+Adaptive sparsity",
+    "+Clustering (HierarchicalSAE)",
+)
 ABLATIONS = tuple(
-    RunSpec(f"stage{n}_{MECHANISMS[n - 1]}", _STAGE_LABELS[n - 1], "hierarchical",
-            stage_switches(n))
+    RunSpec(
+        f"stage{n}_{MECHANISMS[n - 1]}", _STAGE_LABELS[n - 1], "hierarchical", stage_switches(n)
+    )
     for n in range(1, len(MECHANISMS) + 1)
 )
 RUNS: dict[str, RunSpec] = {r.name: r for r in BASELINES + ABLATIONS}
@@ -56,18 +64,39 @@ def sweep_runs(profile: Profile) -> tuple[RunSpec, ...]:
     compares SAEs at matched L0, the paper does not, and the HierarchicalSAE's default L0 (~570 of
     576 latents at `local`) lies far above TopK's, so every family gets a frontier that overlaps
     the others' L0 range."""
-    ks = sorted({min(profile.dict_size, max(1, round(profile.topk_k * f)))
-                 for f in profile.sweep_k_factors} - {profile.topk_k})
-    specs = [RunSpec(f"{arch}_k{k}", f"{label} k={k}", arch, {"k": k}, base=arch)
-             for arch, label in (("topk", "TopK"), ("batchtopk", "BatchTopK")) for k in ks]
-    specs += [RunSpec(f"relu_l1_lambda{lam:g}", f"L1 (lambda={lam:g})", "relu",
-                      {"l1_coefficient": lam}, base="relu_l1")
-              for lam in profile.sweep_l1_coefficients if lam != DEFAULT_L1]
+    ks = sorted(
+        {min(profile.dict_size, max(1, round(profile.topk_k * f))) for f in profile.sweep_k_factors}
+        - {profile.topk_k}
+    )
+    specs = [
+        RunSpec(f"{arch}_k{k}", f"{label} k={k}", arch, {"k": k}, base=arch)
+        for arch, label in (("topk", "TopK"), ("batchtopk", "BatchTopK"))
+        for k in ks
+    ]
+    specs += [
+        RunSpec(
+            f"relu_l1_lambda{lam:g}",
+            f"L1 (lambda={lam:g})",
+            "relu",
+            {"l1_coefficient": lam},
+            base="relu_l1",
+        )
+        for lam in profile.sweep_l1_coefficients
+        if lam != DEFAULT_L1
+    ]
     lambda0 = 1.0 / math.sqrt(profile.dict_size)  # the paper's lambda_0 (schedules.default_lambda0)
-    specs += [RunSpec(f"{run.name}_lambda{m:g}x", f"{run.label} (lambda_0={m:g}x)", run.arch,
-                      {**run.overrides, "l1_coefficient": m * lambda0}, base=run.name)
-              for run in (RUNS[name] for name in HSAE_SWEPT)
-              for m in profile.sweep_hsae_lambda_factors if m != 1]
+    specs += [
+        RunSpec(
+            f"{run.name}_lambda{m:g}x",
+            f"{run.label} (lambda_0={m:g}x)",
+            run.arch,
+            {**run.overrides, "l1_coefficient": m * lambda0},
+            base=run.name,
+        )
+        for run in (RUNS[name] for name in HSAE_SWEPT)
+        for m in profile.sweep_hsae_lambda_factors
+        if m != 1
+    ]
     return tuple(specs)
 
 

@@ -1,4 +1,5 @@
 """Wall-clock timing of the evaluation's phases, and a one-thread context for small-op loops."""
+
 from __future__ import annotations
 
 import time
@@ -42,8 +43,9 @@ class Timer:
                 for k, v in row.items():
                     per[k] = per.get(k, 0.0) + v
             total_sae = sum(per.values())
-            lines.append(f"per-SAE work: {total_sae:.1f} s for {n} SAE(s), "
-                         f"{total_sae / n:.2f} s per SAE")
+            lines.append(
+                f"per-SAE work: {total_sae:.1f} s for {n} SAE(s), {total_sae / n:.2f} s per SAE"
+            )
             lines += [f"    {k}: {v / n:.2f} s per SAE" for k, v in per.items()]
             lines.append(f"total: {total_model + total_sae:.1f} s")
         return "\n".join(lines)
@@ -65,4 +67,3 @@ def single_thread() -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(old)
-

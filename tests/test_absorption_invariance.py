@@ -3,14 +3,15 @@ item 1): rescaling latent i by c_i and its decoder row by 1 / c_i leaves every a
 unchanged, and an external SAELens SAE (decoder rows of norm s in our normalized space) scores
 the same as the same SAE loaded as ours. SAEBench gets this by folding decoder norms into the
 latents (`fold_W_dec_norm`) before its absorption eval."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from hsae_utils.evals import absorption as ab
 from hsae_utils import evals as ev
+from hsae_utils.evals import absorption as ab
 from hsae_utils.method.checkpoint import save_sae
 from hsae_utils.method.saes import ReLUSAE, ReLUSAEConfig
 
@@ -33,8 +34,11 @@ def relu_sae() -> ReLUSAE:
     W_dec[:26, :26] += 6 * torch.eye(26)
     W_dec[40:44, 1] += 4.0  # latents that lean on letter "b"
     W_dec = torch.nn.functional.normalize(W_dec, dim=-1)
-    sae = ReLUSAE(ReLUSAEConfig(d_in=D, d_sae=F,
-                                normalization={"scale": SCALE, "center": False, "mean": None}))
+    sae = ReLUSAE(
+        ReLUSAEConfig(
+            d_in=D, d_sae=F, normalization={"scale": SCALE, "center": False, "mean": None}
+        )
+    )
     with torch.no_grad():
         sae.W_dec.copy_(W_dec)
         sae.W_enc.copy_(W_dec.T)
@@ -79,5 +83,7 @@ def test_external_sae_lens_sae_scores_like_our_load(tmp_path):
     data, sae = letters_data(), relu_sae()
     save_sae(sae, tmp_path)
     ext = external.load_external_adapter(str(tmp_path), normalization=sae.cfg.normalization)
-    assert_same(summary(ext, data), summary(ev.load_adapter(
-        ev.SAERun("o", "o", 0, "o", "relu", tmp_path)), data))
+    assert_same(
+        summary(ext, data),
+        summary(ev.load_adapter(ev.SAERun("o", "o", 0, "o", "relu", tmp_path)), data),
+    )

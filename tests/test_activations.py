@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from hsae_utils.data import activations as acts
 from hsae_utils.config import get_profile
-from hsae_utils.io import read_json, write_json_atomic
+from hsae_utils.data import activations as acts
 from hsae_utils.data.tokens import bos_token_id, iter_contexts
+from hsae_utils.io import read_json, write_json_atomic
 
 from .conftest import TINY_D
 
@@ -20,13 +20,25 @@ def _texts(n_docs=80, seed=0):
 @pytest.fixture
 def profile(tmp_path, monkeypatch):
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
-    return get_profile("smoke", model_name="tiny", n_layers=4, d_model=TINY_D, layer=2,
-                       context_size=16, n_train_tokens=16 * 24, n_valid_tokens=16 * 6,
-                       n_norm_tokens=100, shard_tokens=16 * 5, model_batch_size=3)
+    return get_profile(
+        "smoke",
+        model_name="tiny",
+        n_layers=4,
+        d_model=TINY_D,
+        layer=2,
+        context_size=16,
+        n_train_tokens=16 * 24,
+        n_valid_tokens=16 * 6,
+        n_norm_tokens=100,
+        shard_tokens=16 * 5,
+        model_batch_size=3,
+    )
 
 
 def _build(profile, model, split="train", **kw):
-    return acts.build_cache(profile, split, model, lambda: _texts(), "sha-model", "sha-corpus", **kw)
+    return acts.build_cache(
+        profile, split, model, lambda: _texts(), "sha-model", "sha-corpus", **kw
+    )
 
 
 def test_contexts_start_with_bos_and_have_fixed_length(tiny_model):
@@ -83,8 +95,9 @@ def test_mismatching_cache_is_refused_not_reused(profile, tiny_model):
     with pytest.raises(acts.CacheError, match="(?s)corpus_sha256.*rebuild=True"):
         acts.build_cache(profile, "train", tiny_model, lambda: _texts(), "sha-model", "other")
     # rebuild=True replaces it
-    acts.build_cache(profile, "train", tiny_model, lambda: _texts(), "sha-model", "other",
-                     rebuild=True)
+    acts.build_cache(
+        profile, "train", tiny_model, lambda: _texts(), "sha-model", "other", rebuild=True
+    )
     assert read_json(folder / "manifest.json")["corpus_sha256"] == "other"
 
 
@@ -145,7 +158,9 @@ def test_keep_mask_drops_special_tokens_and_massive_activations():
 
 
 @pytest.mark.parametrize("cache_dtype", ["bfloat16", "float16"])
-def test_half_cache_is_the_fp32_cache_rounded(profile, tiny_model, tmp_path, monkeypatch, cache_dtype):
+def test_half_cache_is_the_fp32_cache_rounded(
+    profile, tiny_model, tmp_path, monkeypatch, cache_dtype
+):
     ref = acts.ActivationStore(_build(profile, tiny_model))
     ref_all = ref.read_all()
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path / "half"))
@@ -169,16 +184,28 @@ def test_half_cache_is_the_fp32_cache_rounded(profile, tiny_model, tmp_path, mon
 
 
 def _fields(profile):
-    keys = ("model_name", "n_layers", "d_model", "layer", "context_size", "n_train_tokens",
-            "n_valid_tokens", "n_norm_tokens", "shard_tokens", "model_batch_size")
+    keys = (
+        "model_name",
+        "n_layers",
+        "d_model",
+        "layer",
+        "context_size",
+        "n_train_tokens",
+        "n_valid_tokens",
+        "n_norm_tokens",
+        "shard_tokens",
+        "model_batch_size",
+    )
     return {k: getattr(profile, k) for k in keys}
 
 
 def test_cache_in_another_dtype_is_refused(profile, tiny_model):
     folder = _build(profile, tiny_model)
     bf16 = get_profile("smoke", **{**_fields(profile), "cache_dtype": "bfloat16"})
-    with pytest.raises(acts.CacheError, match="(?s)cache_dtype: cache has 'float32', requested "
-                                              "'bfloat16'.*rebuild=True"):
+    with pytest.raises(
+        acts.CacheError,
+        match="(?s)cache_dtype: cache has 'float32', requested 'bfloat16'.*rebuild=True",
+    ):
         _build(bf16, tiny_model)
     with pytest.raises(acts.CacheError, match="stored in float32, the profile asks for bfloat16"):
         acts.ActivationStore(folder, cache_dtype="bfloat16")

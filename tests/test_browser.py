@@ -3,6 +3,7 @@ real headless Chromium the page loads without errors, lists every latent, opens 
 the search box, shows its contexts' tokens as given, and shows HTML/JavaScript in a context as
 text (no script runs, the page stays intact). The browser tests need Chromium, its driver and
 Selenium (scripts/install_test_deps.sh installs them) and are skipped without them."""
+
 from __future__ import annotations
 
 import html
@@ -14,14 +15,46 @@ import shutil
 import pytest
 
 from hsae_utils.features.browser import (
-    browser_iframe_html, read_browser_data, render_browser, write_browser)
+    browser_iframe_html,
+    read_browser_data,
+    render_browser,
+    write_browser,
+)
 
 N_LATENTS, HOSTILE = 30, 7
 # What a code corpus puts in a context: each must show as these characters, never act as markup.
-HOSTILE_TOKENS = ["</script>", "<script>alert(1)</script>", "</div>", "<!--", " &amp;",
-                  "\u2028", "<b>bold</b>", "__DATA__", '"quoted"', "\n"]
-WORDS = [" the", " cat", " sat", " on", " mat", ".", " Paris", " is", " capital", ",", " def",
-         " return", "(", ")", " x", " =", " 1", " and"]
+HOSTILE_TOKENS = [
+    "</script>",
+    "<script>alert(1)</script>",
+    "</div>",
+    "<!--",
+    " &amp;",
+    "\u2028",
+    "<b>bold</b>",
+    "__DATA__",
+    '"quoted"',
+    "\n",
+]
+WORDS = [
+    " the",
+    " cat",
+    " sat",
+    " on",
+    " mat",
+    ".",
+    " Paris",
+    " is",
+    " capital",
+    ",",
+    " def",
+    " return",
+    "(",
+    ")",
+    " x",
+    " =",
+    " 1",
+    " and",
+]
 
 
 def fake_data(seed: int = 0) -> dict:
@@ -37,28 +70,57 @@ def fake_data(seed: int = 0) -> dict:
         for j in range(0 if dead else 4):
             tokens = [rng.choice(WORDS) for _ in range(8)]
             acts = [rng.choice([0.0, rng.uniform(0, max_act)]) for _ in tokens]
-            contexts.append({"group": "top" if j < 2 else "q 50-75 %", "tokens": tokens,
-                             "acts": acts, "center": 3, "act": acts[3], "row": rng.randrange(99),
-                             "seq": rng.randrange(9), "pos": 3})
+            contexts.append(
+                {
+                    "group": "top" if j < 2 else "q 50-75 %",
+                    "tokens": tokens,
+                    "acts": acts,
+                    "center": 3,
+                    "act": acts[3],
+                    "row": rng.randrange(99),
+                    "seq": rng.randrange(9),
+                    "pos": 3,
+                }
+            )
         if i == HOSTILE:
             contexts[0]["tokens"] = list(HOSTILE_TOKENS)
             contexts[0]["acts"] = [float(k) for k in range(len(HOSTILE_TOKENS))]
             contexts[0]["center"] = 1
-        latents.append({
-            "id": i, "density": density, "log10_density": None if dead else math.log10(density),
-            "max_act": max_act, "mean_act": max_act / 3,
-            "quantiles": {"0.5": max_act / 4, "0.9": max_act / 2, "0.99": max_act * 0.9},
-            "hist": {"edges": [max_act * k / 10 for k in range(11)],
-                     "counts": [rng.randrange(100) for _ in range(10)]},
-            "top_logits": [[rng.choice(WORDS), rng.uniform(0.1, 2)] for _ in range(5)],
-            "bottom_logits": [["<script>alert(2)</script>", -1.5]]
-                             + [[rng.choice(WORDS), -rng.uniform(0.1, 2)] for _ in range(4)],
-            "neighbours": [{"id": (i + 1) % N_LATENTS, "cos": rng.uniform(0, 1),
-                            "cofire": rng.uniform(0, 1)}],
-            "contexts": contexts})
-    sae = {"name": "test <sae> __DATA__ __JS__", "arch": "hierarchical", "d_in": 16, "d_sae": N_LATENTS,
-           "model": "tiny", "hook": "blocks.0.hook_resid_post", "n_tokens": 1000,
-           "logit_note": "W_dec @ W_U"}
+        latents.append(
+            {
+                "id": i,
+                "density": density,
+                "log10_density": None if dead else math.log10(density),
+                "max_act": max_act,
+                "mean_act": max_act / 3,
+                "quantiles": {"0.5": max_act / 4, "0.9": max_act / 2, "0.99": max_act * 0.9},
+                "hist": {
+                    "edges": [max_act * k / 10 for k in range(11)],
+                    "counts": [rng.randrange(100) for _ in range(10)],
+                },
+                "top_logits": [[rng.choice(WORDS), rng.uniform(0.1, 2)] for _ in range(5)],
+                "bottom_logits": [["<script>alert(2)</script>", -1.5]]
+                + [[rng.choice(WORDS), -rng.uniform(0.1, 2)] for _ in range(4)],
+                "neighbours": [
+                    {
+                        "id": (i + 1) % N_LATENTS,
+                        "cos": rng.uniform(0, 1),
+                        "cofire": rng.uniform(0, 1),
+                    }
+                ],
+                "contexts": contexts,
+            }
+        )
+    sae = {
+        "name": "test <sae> __DATA__ __JS__",
+        "arch": "hierarchical",
+        "d_in": 16,
+        "d_sae": N_LATENTS,
+        "model": "tiny",
+        "hook": "blocks.0.hook_resid_post",
+        "n_tokens": 1000,
+        "logit_note": "W_dec @ W_U",
+    }
     return {"sae": sae, "latents": latents}
 
 
@@ -75,6 +137,7 @@ def _close(a, b) -> bool:
 
 # ---- pure Python --------------------------------------------------------------------------------
 
+
 def test_embedded_json_round_trips(tmp_path):
     data = fake_data()
     path = write_browser(data, tmp_path / "b.html")
@@ -88,7 +151,7 @@ def test_embedded_json_round_trips(tmp_path):
     assert "<script>alert" not in text and "\u2028" not in text
     # show_browser's iframe holds the page, escaped into one attribute.
     frame = browser_iframe_html(path)
-    srcdoc = frame[frame.index('srcdoc="') + 8: frame.index('" sandbox=')]
+    srcdoc = frame[frame.index('srcdoc="') + 8 : frame.index('" sandbox=')]
     assert '"' not in srcdoc and "<" not in srcdoc and html.unescape(srcdoc) == text
     # An odd float and a numpy scalar are kept to 3 significant digits.
     np = pytest.importorskip("numpy")
@@ -112,13 +175,17 @@ def test_bad_input_is_refused_before_writing(tmp_path):
 
 # ---- in Chromium --------------------------------------------------------------------------------
 
-INSTALL = ("needs Chromium, chromedriver and Selenium: run scripts/install_test_deps.sh (as root "
-           "it installs Debian's chromium and chromium-driver; selenium is in "
-           "requirements-test.txt)")
+INSTALL = (
+    "needs Chromium, chromedriver and Selenium: run scripts/install_test_deps.sh (as root "
+    "it installs Debian's chromium and chromium-driver; selenium is in "
+    "requirements-test.txt)"
+)
 # Before any of the page's scripts: record errors and alerts instead of showing them.
-RECORDER = ("window.__errors = []; window.__alerts = [];"
-            "window.addEventListener('error', (e) => window.__errors.push(String(e.message)));"
-            "window.alert = (m) => window.__alerts.push(String(m));")
+RECORDER = (
+    "window.__errors = []; window.__alerts = [];"
+    "window.addEventListener('error', (e) => window.__errors.push(String(e.message)));"
+    "window.alert = (m) => window.__alerts.push(String(m));"
+)
 
 
 @pytest.fixture(scope="module")
@@ -128,15 +195,21 @@ def driver():
         from selenium.webdriver.chrome.service import Service
     except ImportError:
         pytest.skip(INSTALL)
-    binary = next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
-                                                   "google-chrome"))), None)
+    binary = next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
     chromedriver = shutil.which("chromedriver")
     if not binary or not chromedriver:
         pytest.skip(INSTALL)
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1200,900"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,900",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     drv = webdriver.Chrome(service=Service(chromedriver), options=options)
@@ -159,7 +232,8 @@ def _no_errors(drv):
 def _context_tokens(drv):
     return drv.execute_script(
         "return [...document.querySelector('#contexts .ctx .text').children]"
-        ".map((s) => s.textContent)")
+        ".map((s) => s.textContent)"
+    )
 
 
 def _shown(tok: str) -> str:  # the page's visible marks for line breaks and tabs
@@ -175,14 +249,20 @@ def test_browser_in_chromium(driver, tmp_path):
     _load(driver, path.as_uri())
     _no_errors(driver)
     # The list: every latent once; the SAE's name as text.
-    ids = [int(r.get_attribute("data-id"))
-           for r in driver.find_elements(By.CSS_SELECTOR, "#list-view tbody tr")]
+    ids = [
+        int(r.get_attribute("data-id"))
+        for r in driver.find_elements(By.CSS_SELECTOR, "#list-view tbody tr")
+    ]
     assert sorted(ids) == list(range(N_LATENTS))
-    assert driver.find_element(By.CSS_SELECTOR, "header h1").text.endswith("test <sae> __DATA__ __JS__")
+    assert driver.find_element(By.CSS_SELECTOR, "header h1").text.endswith(
+        "test <sae> __DATA__ __JS__"
+    )
     # Sorting by max activation (descending first): the largest first, the dead latent last.
     driver.find_element(By.CSS_SELECTOR, "th[data-key='max_act']").click()
-    order = [int(r.get_attribute("data-id"))
-             for r in driver.find_elements(By.CSS_SELECTOR, "#list-view tbody tr")]
+    order = [
+        int(r.get_attribute("data-id"))
+        for r in driver.find_elements(By.CSS_SELECTOR, "#list-view tbody tr")
+    ]
     by_max = sorted(data["latents"], key=lambda lat: -lat["max_act"])
     assert order[0] == by_max[0]["id"] and order[-1] == 3
     # Searching an id opens its page; its first context's tokens are the data's.
@@ -190,8 +270,9 @@ def test_browser_in_chromium(driver, tmp_path):
     search.send_keys("17", Keys.ENTER)
     assert driver.find_element(By.ID, "latent-title").text == "Latent 17"
     assert driver.execute_script("return location.hash") == "#latent-17"
-    assert _context_tokens(driver) == [_shown(t)
-                                       for t in data["latents"][17]["contexts"][0]["tokens"]]
+    assert _context_tokens(driver) == [
+        _shown(t) for t in data["latents"][17]["contexts"][0]["tokens"]
+    ]
     # A neighbour is a link to its page.
     driver.find_element(By.CSS_SELECTOR, "#neighbours a[data-latent='18']").click()
     assert driver.find_element(By.ID, "latent-title").text == "Latent 18"

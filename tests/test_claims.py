@@ -1,4 +1,5 @@
 """The claims table and paired statistics (hsae_utils.analysis.claims), on small synthetic result tables."""
+
 from __future__ import annotations
 
 import math
@@ -8,30 +9,35 @@ import pandas as pd
 import pytest
 
 from hsae_utils.analysis import claims as cl
-from hsae_utils.experiment import verdicts
 from hsae_utils.config import get_profile
+from hsae_utils.experiment import verdicts
 
 LOCAL, PAPER = get_profile("local"), get_profile("paper")
 
 
 def tidy(values: dict[tuple[str, str], list[float]], seeds=(42, 43, 44)) -> pd.DataFrame:
     """evals.run.py's tidy table from {(config, metric): one value per seed}."""
-    rows = [{"run": f"{cfg}/seed{s}", "config": cfg, "seed": s, "metric": m, "value": v}
-            for (cfg, m), vals in values.items() for s, v in zip(seeds, vals)]
+    rows = [
+        {"run": f"{cfg}/seed{s}", "config": cfg, "seed": s, "metric": m, "value": v}
+        for (cfg, m), vals in values.items()
+        for s, v in zip(seeds, vals)
+    ]
     return pd.DataFrame(rows, columns=["run", "config", "seed", "metric", "value"])
 
 
 # HSAE clearly better than TopK on EV and KL; sparse-probing top-1 on the local analogue task.
-RESULTS = tidy({
-    ("topk", "explained_variance_legacy"): [0.80, 0.81, 0.79],
-    ("stage5_clustering", "explained_variance_legacy"): [0.90, 0.915, 0.905],
-    ("topk", "kl_div_with_sae"): [0.10, 0.11, 0.105],
-    ("stage5_clustering", "kl_div_with_sae"): [0.20, 0.22, 0.21],  # worse: opposite sign
-    ("topk", "sae_top_1_test_accuracy:programming_language"): [0.7, 0.72, 0.71],
-    ("stage5_clustering", "sae_top_1_test_accuracy:programming_language"): [0.8, 0.83, 0.81],
-    # an extra sweep configuration: ignored
-    ("stage5_clustering__merge_every-50", "explained_variance_legacy"): [0.1, 0.1, 0.1],
-})
+RESULTS = tidy(
+    {
+        ("topk", "explained_variance_legacy"): [0.80, 0.81, 0.79],
+        ("stage5_clustering", "explained_variance_legacy"): [0.90, 0.915, 0.905],
+        ("topk", "kl_div_with_sae"): [0.10, 0.11, 0.105],
+        ("stage5_clustering", "kl_div_with_sae"): [0.20, 0.22, 0.21],  # worse: opposite sign
+        ("topk", "sae_top_1_test_accuracy:programming_language"): [0.7, 0.72, 0.71],
+        ("stage5_clustering", "sae_top_1_test_accuracy:programming_language"): [0.8, 0.83, 0.81],
+        # an extra sweep configuration: ignored
+        ("stage5_clustering__merge_every-50", "explained_variance_legacy"): [0.1, 0.1, 0.1],
+    }
+)
 
 
 def row(table: pd.DataFrame, claim_id: str) -> pd.Series:
@@ -48,11 +54,25 @@ def test_claims_are_well_formed():
         assert c.direction in ("higher", "lower") and c.change in ("pp", "relative", "ratio")
         assert c.artifacts, c.id
     # every Table 1 stage row, each of the four probing datasets, the abstract's five numbers
-    assert {f"t1_{s}_{m}" for s in ("stage1", "stage2", "stage4")
-            for m in ("variance", "features", "kl")} <= set(ids)
-    assert {"probing_bias_in_bios", "probing_amazon", "probing_github", "probing_europarl",
-            "absorption", "explained_variance", "probing_top1", "active_features",
-            "kl_divergence", "mse", "l1", "t1_loss"} <= set(ids)
+    assert {
+        f"t1_{s}_{m}"
+        for s in ("stage1", "stage2", "stage4")
+        for m in ("variance", "features", "kl")
+    } <= set(ids)
+    assert {
+        "probing_bias_in_bios",
+        "probing_amazon",
+        "probing_github",
+        "probing_europarl",
+        "absorption",
+        "explained_variance",
+        "probing_top1",
+        "active_features",
+        "kl_divergence",
+        "mse",
+        "l1",
+        "t1_loss",
+    } <= set(ids)
 
 
 def test_claim_that_holds():
@@ -70,14 +90,22 @@ def test_claim_that_does_not_hold():
     assert r["verdict"] == cl.FAILS and r["reason"].startswith("opposite sign")
     # the claimed sign but within seed noise so large that the paper's effect (-44 % of 0.15)
     # could not have been seen: inconclusive, not "does not hold"
-    noisy = tidy({("topk", "kl_div_with_sae"): [0.10, 0.20, 0.15],
-                  ("stage5_clustering", "kl_div_with_sae"): [0.09, 0.25, 0.10]})
+    noisy = tidy(
+        {
+            ("topk", "kl_div_with_sae"): [0.10, 0.20, 0.15],
+            ("stage5_clustering", "kl_div_with_sae"): [0.09, 0.25, 0.10],
+        }
+    )
     r = row(cl.claims_table(noisy, LOCAL), "kl_divergence")
     assert r["verdict"] == cl.INCONCLUSIVE and "within seed noise" in r["reason"]
     assert r["mde"] > r["claimed_effect"] and "underpowered" in r["power"]
     # no difference, with seed noise small enough to have seen the paper's effect: does not hold
-    flat = tidy({("topk", "kl_div_with_sae"): [0.100, 0.110, 0.105],
-                 ("stage5_clustering", "kl_div_with_sae"): [0.101, 0.109, 0.106]})
+    flat = tidy(
+        {
+            ("topk", "kl_div_with_sae"): [0.100, 0.110, 0.105],
+            ("stage5_clustering", "kl_div_with_sae"): [0.101, 0.109, 0.106],
+        }
+    )
     r = row(cl.claims_table(flat, LOCAL), "kl_divergence")
     assert r["verdict"] == cl.FAILS and "within seed noise" in r["reason"]
     assert r["mde"] <= r["claimed_effect"] and "powered" in r["power"]
@@ -121,8 +149,12 @@ def test_absolute_needs_the_papers_setting_relative_does_not():
     r = row(paper, "explained_variance")  # 0.907 against the paper's 0.902
     assert r["verdict"] == cl.HOLDS and r["absolute"] == cl.HOLDS
     # the relative claim holds but the absolute value falls short of the paper's
-    low = tidy({("topk", "explained_variance_legacy"): [0.50, 0.52, 0.51],
-                ("stage5_clustering", "explained_variance_legacy"): [0.70, 0.71, 0.72]})
+    low = tidy(
+        {
+            ("topk", "explained_variance_legacy"): [0.50, 0.52, 0.51],
+            ("stage5_clustering", "explained_variance_legacy"): [0.70, 0.71, 0.72],
+        }
+    )
     r = row(cl.claims_table(low, PAPER), "explained_variance")
     assert r["verdict"] == cl.HOLDS and r["absolute"] == cl.FAILS
     # units differ: never comparable, even on the paper's setting
@@ -134,13 +166,14 @@ def test_absolute_needs_the_papers_setting_relative_does_not():
 
 def test_paired_tests_known_answer():
     a, b = [1.0, 2.0, 4.0], [0.0, 0.5, 1.0]
-    res = tidy({("stage5_clustering", "mse"): a, ("topk", "mse"): b,
-                ("topk", "l0"): [1.0, 2.0, 3.0]})
+    res = tidy(
+        {("stage5_clustering", "mse"): a, ("topk", "mse"): b, ("topk", "l0"): [1.0, 2.0, 3.0]}
+    )
     t = cl.paired_tests(res, metrics=["mse", "l0"]).set_index("metric")
     d = np.array(a) - np.array(b)  # 1, 1.5, 3
     mean, sd = d.mean(), math.sqrt(((d - d.mean()) ** 2).sum() / 2)
     tstat = mean / (sd / math.sqrt(3))
-    p = 1 - abs(tstat) / math.sqrt(tstat ** 2 + 2)  # two-sided p of Student's t with 2 dof
+    p = 1 - abs(tstat) / math.sqrt(tstat**2 + 2)  # two-sided p of Student's t with 2 dof
     m = t.loc["mse"]
     assert m["n_seeds"] == 3 and math.isclose(m["mean_diff"], 11 / 6)
     assert math.isclose(m["mean_a"], 7 / 3) and math.isclose(m["mean_b"], 0.5)
@@ -150,8 +183,13 @@ def test_paired_tests_known_answer():
 
 
 def test_single_seed():
-    res = tidy({("topk", "explained_variance_legacy"): [0.8],
-                ("stage5_clustering", "explained_variance_legacy"): [0.9]}, seeds=(42,))
+    res = tidy(
+        {
+            ("topk", "explained_variance_legacy"): [0.8],
+            ("stage5_clustering", "explained_variance_legacy"): [0.9],
+        },
+        seeds=(42,),
+    )
     t = cl.paired_tests(res, metrics=["explained_variance_legacy"]).iloc[0]
     assert t["n_seeds"] == 1 and math.isnan(t["p_value"]) and math.isnan(t["cohens_dz"])
     assert "no test" in t["note"]
@@ -198,9 +236,13 @@ def test_write_claims(tmp_path):
 
 def frontier_table(runs: dict[str, tuple[float, list[float]]]) -> pd.DataFrame:
     """{config: (L0, ev on seeds 42, 43, 44 ...)} as a tidy table (one seed when one value)."""
-    return pd.concat([tidy({(c, "l0"): [l0] * len(ev), (c, "ev"): ev},
-                           seeds=(42, 43, 44)[:len(ev)]) for c, (l0, ev) in runs.items()],
-                     ignore_index=True)
+    return pd.concat(
+        [
+            tidy({(c, "l0"): [l0] * len(ev), (c, "ev"): ev}, seeds=(42, 43, 44)[: len(ev)])
+            for c, (l0, ev) in runs.items()
+        ],
+        ignore_index=True,
+    )
 
 
 NOISE = [0.0, 0.001, -0.001]  # seed noise shared by every configuration (paired by seed)
@@ -225,14 +267,16 @@ def test_matched_sparsity_needs_a_baseline_at_least_as_dense():
     expected = np.interp(np.log(573), np.log([540, 900]), [0.94, 0.99])  # 0.9458
     t = frontier_table({**dense, "stage5_clustering": (573, seeds(0.943))})
     v, why = mv(t, "stage5_clustering", "ev", "higher", claimed=0.078)
-    assert v == cl.FAILS and why.startswith("ours 0.943 at L0 573; baselines' frontier "
-                                            f"{cl._fmt(expected)} there, interpolated")
+    assert v == cl.FAILS and why.startswith(
+        f"ours 0.943 at L0 573; baselines' frontier {cl._fmt(expected)} there, interpolated"
+    )
     assert "opposite sign, beyond seed noise" in why
     t = frontier_table({**dense, "stage5_clustering": (573, seeds(0.96))})
     assert mv(t, "stage5_clustering", "ev", "higher")[0] == cl.HOLDS
     # on the frontier within noise, with noise small enough to see the claimed 7.8 pp: fails
-    t = frontier_table({**dense, "stage5_clustering": (573, [expected, expected + .002,
-                                                             expected - .001])})
+    t = frontier_table(
+        {**dense, "stage5_clustering": (573, [expected, expected + 0.002, expected - 0.001])}
+    )
     v, why = mv(t, "stage5_clustering", "ev", "higher", claimed=0.078)
     assert v == cl.FAILS and "within seed noise" in why and "powered" in why
 
@@ -252,22 +296,33 @@ def test_matched_sparsity_frontier_skips_dominated_runs_and_refuses_to_extrapola
     t = frontier_table({"relu_l1": (900, seeds(0.99)), "stage5_clustering": (573, seeds(0.995))})
     assert mv(t, "stage5_clustering", "ev", "higher")[0] == cl.HOLDS
     # a one-seed sweep run enters as a fixed value, said in the reason
-    t = frontier_table({"relu_l1": (540, [0.94]), "relu_l1_lambda1": (900, [0.99]),
-                        "stage5_clustering": (573, seeds(0.96))})
+    t = frontier_table(
+        {
+            "relu_l1": (540, [0.94]),
+            "relu_l1_lambda1": (900, [0.99]),
+            "stage5_clustering": (573, seeds(0.96)),
+        }
+    )
     v, why = mv(t, "stage5_clustering", "ev", "higher")
     assert v == cl.HOLDS and "one seed, taken as fixed" in why
     # lower is better (e.g. KL): the frontier is the lowest value with at most that L0, so the
     # denser, higher relu_l1 is off it
-    t = frontier_table({"topk": (80, seeds(0.70)), "relu_l1": (900, seeds(0.99)),
-                        "stage5_clustering": (573, seeds(0.80))})
+    t = frontier_table(
+        {
+            "topk": (80, seeds(0.70)),
+            "relu_l1": (900, seeds(0.99)),
+            "stage5_clustering": (573, seeds(0.80)),
+        }
+    )
     v, why = mv(t, "stage5_clustering", "ev", "lower")
     assert v == cl.FAILS and "baselines' frontier 0.7 there: topk (L0 80, 0.7)" in why
     assert mv(t, "stage5_clustering", "l0", "higher")[0] == cl.NOT_COMPARABLE
 
 
 def test_frontier_interpolation_against_numpy():
-    pts = pd.DataFrame({"l0": [10.0, 50.0, 30.0, 200.0], "ev": [0.5, 0.7, 0.75, 0.9]},
-                       index=["a", "b", "c", "d"])
+    pts = pd.DataFrame(
+        {"l0": [10.0, 50.0, 30.0, 200.0], "ev": [0.5, 0.7, 0.75, 0.9]}, index=["a", "b", "c", "d"]
+    )
     front = cl.pareto_frontier(pts, "ev", "higher")
     assert list(front.index) == ["a", "c", "d"]  # b (L0 50, 0.70) is beaten by c at L0 30
     w = cl.frontier_at(front, 100.0)
@@ -282,15 +337,24 @@ def test_power_decides_with_tiny_noise_and_is_inconclusive_with_few_noisy_seeds(
     """A large claimed effect and tiny noise: a null result is decided; 3 noisy seeds: not."""
     rng = np.random.default_rng(0)
     base = 0.80 + 0.01 * rng.standard_normal(5)
-    quiet = tidy({("topk", "explained_variance_legacy"): list(base),
-                  ("stage5_clustering", "explained_variance_legacy"): list(base + 1e-4 *
-                                                                          rng.standard_normal(5))},
-                 seeds=(42, 43, 44, 45, 46))
+    quiet = tidy(
+        {
+            ("topk", "explained_variance_legacy"): list(base),
+            ("stage5_clustering", "explained_variance_legacy"): list(
+                base + 1e-4 * rng.standard_normal(5)
+            ),
+        },
+        seeds=(42, 43, 44, 45, 46),
+    )
     r = row(cl.claims_table(quiet, LOCAL), "explained_variance")
     assert math.isclose(r["claimed_effect"], 0.078)  # 90.2 % - 82.4 %
     assert r["mde"] < 1e-3 and r["verdict"] == cl.FAILS
-    noisy = tidy({("topk", "explained_variance_legacy"): [0.80, 0.70, 0.90],
-                  ("stage5_clustering", "explained_variance_legacy"): [0.90, 0.60, 0.85]})
+    noisy = tidy(
+        {
+            ("topk", "explained_variance_legacy"): [0.80, 0.70, 0.90],
+            ("stage5_clustering", "explained_variance_legacy"): [0.90, 0.60, 0.85],
+        }
+    )
     r = row(cl.claims_table(noisy, LOCAL), "explained_variance")
     assert r["verdict"] == cl.INCONCLUSIVE and r["mde"] > 0.078
     # the MDE is statsmodels' d_z at n = 3 times the observed std of the paired differences
@@ -304,8 +368,11 @@ def test_claimed_effect_in_our_units():
     # relative: -34 % of our baseline's absorption; ratio: 5.4x -> 4.4 x our baseline's L0
     assert math.isclose(cl.claimed_effect(by_id["absorption"], 0.01), 0.01 * (1 - 58 / 88))
     assert math.isclose(cl.claimed_effect(by_id["active_features"], 80), 80 * (1735 / 320 - 1))
-    assert math.isnan(cl.claimed_effect(by_id["t1_loss"].__class__(
-        "x", "", "", None, "lower", None, None, "pp"), 1.0))
+    assert math.isnan(
+        cl.claimed_effect(
+            by_id["t1_loss"].__class__("x", "", "", None, "lower", None, None, "pp"), 1.0
+        )
+    )
 
 
 def test_proportion_mde_against_the_normal_formula():
@@ -328,8 +395,12 @@ def test_proportion_mde_against_the_normal_formula():
 def test_probing_power_counts_the_test_set():
     """Seeds that agree perfectly still leave the test set's noise: 8 test texts per class
     cannot decide a 15 pp claim; the local profile's test set can."""
-    res = tidy({("topk", "sae_top_1_test_accuracy"): [0.70, 0.72, 0.71],
-                ("stage5_clustering", "sae_top_1_test_accuracy"): [0.70, 0.72, 0.71]})
+    res = tidy(
+        {
+            ("topk", "sae_top_1_test_accuracy"): [0.70, 0.72, 0.71],
+            ("stage5_clustering", "sae_top_1_test_accuracy"): [0.70, 0.72, 0.71],
+        }
+    )
     small = get_profile("local", probe_test_per_class=8)
     r = row(cl.claims_table(res, small), "probing_top1")
     assert r["verdict"] == cl.INCONCLUSIVE and "16 texts per one-vs-rest probe" in r["power"]
@@ -343,10 +414,16 @@ def test_matched_sparsity_uses_power():
     from hsae_utils.analysis.claims import FAILS, INCONCLUSIVE, matched_sparsity_verdict
 
     def df(ours, base):
-        rows = [(c, s, m, v) for c, vals in (("stage5_clustering", ours), ("topk", base))
-                for s, (l0, ev) in zip((42, 43, 44), vals) for m, v in (("l0", l0), ("ev", ev))]
-        return pd.DataFrame([(f"{c}/seed{s}", c, s, m, float(v)) for c, s, m, v in rows],
-                            columns=["run", "config", "seed", "metric", "value"])
+        rows = [
+            (c, s, m, v)
+            for c, vals in (("stage5_clustering", ours), ("topk", base))
+            for s, (l0, ev) in zip((42, 43, 44), vals)
+            for m, v in (("l0", l0), ("ev", ev))
+        ]
+        return pd.DataFrame(
+            [(f"{c}/seed{s}", c, s, m, float(v)) for c, s, m, v in rows],
+            columns=["run", "config", "seed", "metric", "value"],
+        )
 
     # the baseline at the same L0 (a sparser one could not decide: matched_sparsity tests above)
     same = df([(90, 0.80), (90, 0.81), (90, 0.79)], [(90, 0.80), (90, 0.8101), (90, 0.7902)])
@@ -358,20 +435,38 @@ def test_matched_sparsity_uses_power():
 
 
 def test_ground_truth_column_and_absorption_caveat():
-    gt = pd.DataFrame([{"config": c, "seed": s, "absorption": a, "l0": l0}
-                       for s in (1, 2, 3, 4)
-                       for c, a, l0 in (("stage5_clustering", 0.10 + 0.001 * s, 20),
-                                        ("topk_matched", 0.20 + 0.001 * s * s, 20))])
+    gt = pd.DataFrame(
+        [
+            {"config": c, "seed": s, "absorption": a, "l0": l0}
+            for s in (1, 2, 3, 4)
+            for c, a, l0 in (
+                ("stage5_clustering", 0.10 + 0.001 * s, 20),
+                ("topk_matched", 0.20 + 0.001 * s * s, 20),
+            )
+        ]
+    )
     t = cl.claims_table(RESULTS, LOCAL, ground_truth=verdicts.ground_truth_verdict(gt))
     r = row(t, "absorption")
-    assert r["ground_truth"] == cl.HOLDS and "synthetic hierarchy, 4 seeds" in r["ground_truth_reason"]
+    assert (
+        r["ground_truth"] == cl.HOLDS and "synthetic hierarchy, 4 seeds" in r["ground_truth_reason"]
+    )
     assert row(t, "explained_variance")["ground_truth"] == ""
     assert (cl.claims_table(RESULTS, LOCAL)["ground_truth"] == "").all()  # no table: no column
-    res = tidy({("topk", "mean_full_absorption_score"): [0.01, 0.011, 0.012],
-                ("stage5_clustering", "mean_full_absorption_score"): [0.005, 0.006, 0.0065]})
+    res = tidy(
+        {
+            ("topk", "mean_full_absorption_score"): [0.01, 0.011, 0.012],
+            ("stage5_clustering", "mean_full_absorption_score"): [0.005, 0.006, 0.0065],
+        }
+    )
     assert "16,384+ latents" in row(cl.claims_table(res, LOCAL), "absorption")["reason"]
-    assert cl.absorption_caveat(get_profile("local", d_sae=16_384 * 2, model_name="x",
-                                            d_model=2304, n_layers=26, layer=19)) == ""
+    assert (
+        cl.absorption_caveat(
+            get_profile(
+                "local", d_sae=16_384 * 2, model_name="x", d_model=2304, n_layers=26, layer=19
+            )
+        )
+        == ""
+    )
 
 
 def update_readme(figures_dir, monkeypatch):
@@ -381,8 +476,9 @@ def update_readme(figures_dir, monkeypatch):
 
     from hsae_utils.config import REPO_ROOT
 
-    spec = importlib.util.spec_from_file_location("update_readme",
-                                                  REPO_ROOT / "scripts" / "update_readme.py")
+    spec = importlib.util.spec_from_file_location(
+        "update_readme", REPO_ROOT / "scripts" / "update_readme.py"
+    )
     ur = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ur)
     monkeypatch.setattr(ur, "FIGURES_DIR", figures_dir)
@@ -395,10 +491,18 @@ def test_readme_block_renders_the_power_and_ground_truth_columns(tmp_path, monke
     cl.write_claims(cl.claims_table(RESULTS, LOCAL), tmp_path, "local")
     block = ur.block("local")
     assert "power (MDE vs claimed)" in block and "ground truth" not in block
-    gt = pd.DataFrame([{"config": c, "seed": s, "absorption": a, "l0": 20.0}
-                       for s in (1, 2, 3) for c, a in (("stage5_clustering", 0.1 + s / 100),
-                                                       ("topk_matched", 0.1 + s / 90))])
-    cl.write_claims(cl.claims_table(RESULTS, LOCAL, ground_truth=verdicts.ground_truth_verdict(gt)), tmp_path, "local")
+    gt = pd.DataFrame(
+        [
+            {"config": c, "seed": s, "absorption": a, "l0": 20.0}
+            for s in (1, 2, 3)
+            for c, a in (("stage5_clustering", 0.1 + s / 100), ("topk_matched", 0.1 + s / 90))
+        ]
+    )
+    cl.write_claims(
+        cl.claims_table(RESULTS, LOCAL, ground_truth=verdicts.ground_truth_verdict(gt)),
+        tmp_path,
+        "local",
+    )
     assert "ground truth (synthetic)" in ur.block("local")
 
 
@@ -409,22 +513,34 @@ def test_readme_timing_line_checks_the_pipeline_budgets(tmp_path, monkeypatch):
     from hsae_utils.config import REPO_ROOT
     from hsae_utils.io import write_json_atomic
 
-    spec = importlib.util.spec_from_file_location("update_readme",
-                                                  REPO_ROOT / "scripts" / "update_readme.py")
+    spec = importlib.util.spec_from_file_location(
+        "update_readme", REPO_ROOT / "scripts" / "update_readme.py"
+    )
     ur = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ur)
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
     nbs = {"01_a.ipynb": (600, 0.5), "09_b.ipynb": (720, 1.5), "10_c.ipynb": (700, None)}
     path = tmp_path / "local" / "notebooks" / "timings.json"
     path.parent.mkdir(parents=True)
-    write_json_atomic(path, {"notebooks": {k: {"seconds": s, "load_1min": ld}
-                                           for k, (s, ld) in nbs.items()},
-                             "total_s": 2020, "machine": {"nproc": 2}})
+    write_json_atomic(
+        path,
+        {
+            "notebooks": {k: {"seconds": s, "load_1min": ld} for k, (s, ld) in nbs.items()},
+            "total_s": 2020,
+            "machine": {"nproc": 2},
+        },
+    )
     line = ur.timing_line("local")
     assert "01-09 22.0 min <= 22 min: PASS" in line and "all 33.7 min <= 35 min: PASS" in line
     assert "0.5-1.5" in line
     nbs["09_b.ipynb"] = (721, 1.0)
-    write_json_atomic(path, {"notebooks": {k: {"seconds": s} for k, (s, _) in nbs.items()},
-                             "total_s": 2400, "machine": {}})
+    write_json_atomic(
+        path,
+        {
+            "notebooks": {k: {"seconds": s} for k, (s, _) in nbs.items()},
+            "total_s": 2400,
+            "machine": {},
+        },
+    )
     line = ur.timing_line("local")
     assert "01-09 22.0 min <= 22 min: MISS" in line and "all 40.0 min <= 35 min: MISS" in line

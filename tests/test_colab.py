@@ -1,5 +1,6 @@
 """Colab support: the profiles, the token-based choice, the pins, and the injected notebook cells
 (an "Open in Colab" badge and a set-up cell that does nothing outside Colab)."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hsae_utils.pipeline import colab
 from hsae_utils.config import REPO_ROOT, get_profile
+from hsae_utils.pipeline import colab
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 
@@ -35,7 +36,9 @@ def test_colab_profiles_fit_a_t4():
     assert small.train_steps > get_profile("local").train_steps
     # the embedded corpus holds ~2.0M train tokens and ~105K validation tokens
     assert small.n_train_tokens < 2_000_000 and small.n_valid_tokens < 100_000
-    assert gemma.model_name == "google/gemma-2-2b" and gemma.hook_name == "blocks.19.hook_resid_post"
+    assert (
+        gemma.model_name == "google/gemma-2-2b" and gemma.hook_name == "blocks.19.hook_resid_post"
+    )
     assert gemma.model_dtype == "float32"  # fp16 overflows in Gemma-2; no fast bf16 on a T4
     weights_gb = 2.61e9 * 4 / 1e9
     logits_gb = gemma.eval_batch_contexts * gemma.context_size * 256_000 * 4 / 1e9
@@ -50,7 +53,9 @@ def test_colab_requirements_are_the_locked_versions():
             name, version = line.split("==")
             lock[name.lower().replace("_", "-")] = version.strip()
     reqs = colab.requirements(REPO_ROOT)
-    assert any(r.startswith("sae-lens==") for r in reqs) and any(r.startswith("torch==") for r in reqs)
+    assert any(r.startswith("sae-lens==") for r in reqs) and any(
+        r.startswith("torch==") for r in reqs
+    )
     for req in reqs:
         name, version = req.split("==")
         assert lock[name.lower().replace("_", "-")] == version, req
@@ -81,16 +86,22 @@ def test_setup_cell_does_nothing_outside_colab(tmp_path):
     """Run every notebook's set-up cell in a fresh interpreter: no output, no chdir, no profile."""
     cells = ["".join(json.loads(p.read_text())["cells"][1]["source"]) for p in NOTEBOOKS]
     assert len(set(cells)) == 1
-    probe = (cells[0] + "\nimport os\nassert os.getcwd() == " + repr(str(tmp_path))
-             + "\nassert 'HSAE_PROFILE' not in os.environ and 'hsae_utils' not in sys.modules\n")
+    probe = (
+        cells[0]
+        + "\nimport os\nassert os.getcwd() == "
+        + repr(str(tmp_path))
+        + "\nassert 'HSAE_PROFILE' not in os.environ and 'hsae_utils' not in sys.modules\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "HSAE_PROFILE"}
-    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout == "" and out.stderr == ""
 
 
 # --- the set-up's decisions, in this environment -------------------------------------------------
+
 
 def test_torch_in_range_is_kept_and_unpinned_in_the_constraints(tmp_path):
     import torch
@@ -117,13 +128,17 @@ def _hf_error(cls):
     return cls("refused", response=httpx2.Response(403, request=httpx2.Request("GET", "http://x")))
 
 
-@pytest.mark.parametrize("outcome, expected", [
-    (None, (True, "can read")),
-    ("GatedRepoError", (False, "licence")),
-    ("RepositoryNotFoundError", (False, "invalid or expired")),
-])
-def test_gemma_profile_only_when_the_token_can_read_the_model(no_token, monkeypatch, outcome,
-                                                              expected):
+@pytest.mark.parametrize(
+    "outcome, expected",
+    [
+        (None, (True, "can read")),
+        ("GatedRepoError", (False, "licence")),
+        ("RepositoryNotFoundError", (False, "invalid or expired")),
+    ],
+)
+def test_gemma_profile_only_when_the_token_can_read_the_model(
+    no_token, monkeypatch, outcome, expected
+):
     import huggingface_hub
     from huggingface_hub import errors
 
@@ -172,8 +187,20 @@ def mount(mountpoint, force_remount=False, **_):
 
 # Part of what a Colab image comes with (at our locked versions here, to keep the test short);
 # set_up() installs the rest: transformer-lens, sae-lens, gguf, the GGUF package, papermill, ...
-COLAB_IMAGE = ["torch", "ipykernel", "numpy", "pandas", "scipy", "scikit-learn", "matplotlib",
-               "transformers", "datasets", "tqdm", "safetensors", "accelerate"]
+COLAB_IMAGE = [
+    "torch",
+    "ipykernel",
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "matplotlib",
+    "transformers",
+    "datasets",
+    "tqdm",
+    "safetensors",
+    "accelerate",
+]
 
 
 def _seed_runtime(venv: Path, roots: list[str]) -> None:
@@ -213,8 +240,13 @@ def _repo_copy(dst: Path) -> None:
     """The repository as `git clone` would give it (tracked and new files, not ignored ones)."""
     import shutil
 
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO_ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, files):
         if (REPO_ROOT / name).is_file():
             (dst / name).parent.mkdir(parents=True, exist_ok=True)
@@ -237,19 +269,26 @@ def _tiny_notebook(path: Path) -> None:
     import nbformat
 
     nb = nbformat.v4.new_notebook()
-    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                  "language": "python"}, "language_info": {"name": "python"}}
+    nb.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+    }
     params = nbformat.v4.new_code_cell('profile = "local"')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(
-        "import os, pathlib\n"
-        "with open(pathlib.Path(os.environ['HSAE_OUTPUT_ROOT']) / 'ran.txt', 'a') as f:\n"
-        f"    f.write(' '.join([{path.stem!r}, profile, os.environ['{colab.PIPELINE_ENV}']]) + '\\n')")]
+    nb.cells = [
+        params,
+        nbformat.v4.new_code_cell(
+            "import os, pathlib\n"
+            "with open(pathlib.Path(os.environ['HSAE_OUTPUT_ROOT']) / 'ran.txt', 'a') as f:\n"
+            f"    f.write(' '.join([{path.stem!r}, profile, os.environ['{colab.PIPELINE_ENV}']]) + '\\n')"
+        ),
+    ]
     nbformat.write(nb, path)
 
 
 def test_run_pipeline_runs_every_notebook_in_order_on_the_output_root_and_skips_finished_ones(
-        monkeypatch, tmp_path):
+    monkeypatch, tmp_path
+):
     """run_pipeline's wiring, with real papermill kernels: which notebooks (all of the folder, in
     order), which output root (the one set_up chose: Drive on Colab), a second call skipping the
     finished ones, `only` re-running one, and a failing notebook named."""
@@ -275,8 +314,9 @@ def test_run_pipeline_runs_every_notebook_in_order_on_the_output_root_and_skips_
     colab.run_pipeline(REPO_ROOT, only=("02",))
     assert ran.read_text().splitlines()[3:] == ["02_b smoke 1"]
 
-    (nbs / "02_b.ipynb").write_text((nbs / "02_b.ipynb").read_text().replace(
-        "import os, pathlib", "raise ValueError('boom')"))  # new code: not skipped, and fails
+    (nbs / "02_b.ipynb").write_text(
+        (nbs / "02_b.ipynb").read_text().replace("import os, pathlib", "raise ValueError('boom')")
+    )  # new code: not skipped, and fails
     with pytest.raises(RuntimeError, match="exit status 1"):
         colab.run_pipeline(REPO_ROOT)
     assert "boom" in (out / "02_b.ipynb").read_text()
@@ -290,10 +330,12 @@ def test_run_pipeline_runs_every_notebook_in_order_on_the_output_root_and_skips_
 COLAB_RUNTIME = os.environ.get("HSAE_TEST_COLAB_RUNTIME", "")
 
 
-@pytest.mark.skipif(COLAB_RUNTIME not in ("1", "all"),
-                    reason="builds a fresh environment (about 5 minutes on 2 cores): "
-                           "./run_tests.sh sets HSAE_TEST_COLAB_RUNTIME=1 (notebook 01); "
-                           "=all runs 01 to the last")
+@pytest.mark.skipif(
+    COLAB_RUNTIME not in ("1", "all"),
+    reason="builds a fresh environment (about 5 minutes on 2 cores): "
+    "./run_tests.sh sets HSAE_TEST_COLAB_RUNTIME=1 (notebook 01); "
+    "=all runs 01 to the last",
+)
 def test_colab_set_up_cell_in_a_fresh_runtime_runs_the_pipeline(own_tmp):
     """The first cell of notebook 01, run as Colab runs it: `google.colab` imported, a fresh Python
     whose only packages are Colab-like preinstalls (COLAB_IMAGE), Drive mounted by the fake
@@ -333,8 +375,11 @@ def test_colab_set_up_cell_in_a_fresh_runtime_runs_the_pipeline(own_tmp):
     cell = "".join(json.loads(NOTEBOOKS[0].read_text())["cells"][1]["source"])
     assert '"/content/' in cell
     driver = "import google.colab\n" + cell.replace('"/content/', f'"{content}/')  # as Colab has
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HSAE_", "HF_", "PYTHON", "VIRTUAL_ENV"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HSAE_", "HF_", "PYTHON", "VIRTUAL_ENV"))
+    }
     env.update(PYTHONPATH=str(fake), HSAE_COLAB_CONTENT=str(content), HSAE_PROFILE="smoke")
     if COLAB_RUNTIME == "all":
         notebooks = sorted((repo / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -345,17 +390,25 @@ def test_colab_set_up_cell_in_a_fresh_runtime_runs_the_pipeline(own_tmp):
 
     def run(**extra):
         t = time.time()
-        out = subprocess.run([str(python), "-c", driver], cwd=content, env={**env, **extra},
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [str(python), "-c", driver],
+            cwd=content,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-5000:]
         return out, time.time() - t
 
     first, t_setup = run()
     second, t_run = run(HSAE_RUN_ALL="1")
     third, t_again = run(HSAE_RUN_ALL="1")
-    print(f"fresh runtime: venv and Colab-like preinstalls {t_seed:.0f} s, set-up {t_setup:.0f} s, "
-          f"set-up + {len(notebooks)} notebook(s) on smoke {t_run:.0f} s, again (all skipped) "
-          f"{t_again:.0f} s", file=sys.stderr)
+    print(
+        f"fresh runtime: venv and Colab-like preinstalls {t_seed:.0f} s, set-up {t_setup:.0f} s, "
+        f"set-up + {len(notebooks)} notebook(s) on smoke {t_run:.0f} s, again (all skipped) "
+        f"{t_again:.0f} s",
+        file=sys.stderr,
+    )
     assert "keeping the runtime's torch" in first.stdout
     assert "installing the pinned packages" in first.stdout
     for out in (second, third):  # later set-ups in this runtime install nothing
@@ -364,8 +417,11 @@ def test_colab_set_up_cell_in_a_fresh_runtime_runs_the_pipeline(own_tmp):
     # every notebook ran once, in order, into the Drive folder, and was skipped the second time
     runs = [line.split()[1] for line in second.stdout.splitlines() if line.startswith("=== ")]
     assert runs == [nb.name for nb in notebooks], second.stdout[-3000:]
-    skipped = [line.split()[1].rstrip(":") for line in third.stdout.splitlines()
-               if "done before, skipped" in line]
+    skipped = [
+        line.split()[1].rstrip(":")
+        for line in third.stdout.splitlines()
+        if "done before, skipped" in line
+    ]
     assert skipped == runs, third.stdout[-3000:]
     executed = drive / "outputs" / "smoke" / "notebooks"
     for nb in notebooks:
@@ -375,18 +431,27 @@ def test_colab_set_up_cell_in_a_fresh_runtime_runs_the_pipeline(own_tmp):
 
     # what the notebooks built is on Drive and complete, as the next runtime will check
     out = subprocess.run(
-        [str(python), "-c", "import sys; from hsae_utils.config import get_profile; "
-         "from hsae_utils.pipeline.outputs import output_problems; "
-         "p = [m for nb in sys.argv[1:] for m in output_problems(get_profile('smoke'), nb)]; "
-         "print(p); sys.exit(len(p))", *(nb.name for nb in notebooks)],
-        cwd=repo, env={**env, "HSAE_OUTPUT_ROOT": str(drive / "outputs")},
-        capture_output=True, text=True)
+        [
+            str(python),
+            "-c",
+            "import sys; from hsae_utils.config import get_profile; "
+            "from hsae_utils.pipeline.outputs import output_problems; "
+            "p = [m for nb in sys.argv[1:] for m in output_problems(get_profile('smoke'), nb)]; "
+            "print(p); sys.exit(len(p))",
+            *(nb.name for nb in notebooks),
+        ],
+        cwd=repo,
+        env={**env, "HSAE_OUTPUT_ROOT": str(drive / "outputs")},
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
     # the installed versions are the locked ones, and pip finds nothing broken except the
     # dependencies that scripts/setup.sh and set_up() leave out on purpose (--no-deps)
-    frozen = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True, text=True,
-                            check=True).stdout
+    frozen = subprocess.run(
+        [str(python), "-m", "pip", "freeze"], capture_output=True, text=True, check=True
+    ).stdout
     lock = colab.locked(REPO_ROOT)
     for line in frozen.splitlines():
         if "==" in line:

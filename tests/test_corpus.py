@@ -3,6 +3,7 @@
 All tests are offline and take seconds. The ones reading the real package archives run only when
 they were already downloaded to /tmp/dl or .cache/downloads (they are skipped otherwise).
 """
+
 from __future__ import annotations
 
 import bz2
@@ -15,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from hsae_utils.config import REPO_ROOT, get_profile
 from hsae_utils.data.corpus import archives, build, clean, dataset
 from hsae_utils.data.corpus import sources as S
 from hsae_utils.evals import probing_tasks
-from hsae_utils.config import REPO_ROOT, get_profile
-
 
 # ----------------------------------------------------------------------------------------------
 # Cleaning
@@ -76,13 +76,13 @@ def test_strip_pos_tags_and_detokenize():
     line = (
         "Mr./NNP Vinken/NNP ,/, 61/CD years/NNS old/JJ ,/, ca/MD n't/RB pay/VB $/$ 5/CD or/CC "
         "50/CD %/NN of/IN the/DT Net/NN 's/POS ``/`` 18/CD -/: month/NN ''/'' plan/NN "
-        "-LRB-/-LRB- sic/RB -RRB-/-RRB- - -/: \"/\" yes/UH \"/\" and/CC a&slash;b/NN or/CC "
+        '-LRB-/-LRB- sic/RB -RRB-/-RRB- - -/: "/" yes/UH "/" and/CC a&slash;b/NN or/CC '
         "c/NN &slash;/( d/NN ./."
     )
     tokens = clean.strip_pos_tags(line)
     assert tokens[:3] == ["Mr.", "Vinken", ","]
     assert clean.detokenize(tokens) == (
-        'Mr. Vinken, 61 years old, can\'t pay $5 or 50% of the Net\'s "18-month" plan (sic) -- '
+        "Mr. Vinken, 61 years old, can't pay $5 or 50% of the Net's \"18-month\" plan (sic) -- "
         '"yes" and a/b or c/d.'
     )
     italian = clean.strip_pos_tags("L'/DT armonium/NN è/VB bello/JJ ./.")
@@ -92,7 +92,7 @@ def test_strip_pos_tags_and_detokenize():
 
 
 def test_tagged_passages_join_lines_across_quotes():
-    raw = 'He/PRP said/VBD ``/`` Go/VB ./.\n\'\'/\'\' Then/RB he/PRP left/VBD ./.\nA/DT b/NN ./.\n'
+    raw = "He/PRP said/VBD ``/`` Go/VB ./.\n''/'' Then/RB he/PRP left/VBD ./.\nA/DT b/NN ./.\n"
     assert clean.tagged_passages(raw.encode(), 2) == ['He said "Go." Then he left.', "A b."]
 
 
@@ -124,7 +124,12 @@ def test_chunk_paragraphs():
 
 def test_clean_documents_drops_duplicates_and_short():
     docs = {
-        "a": ["The cat sat on the mat today.", "Short.", "", "Another  document\n\n with more lines."],
+        "a": [
+            "The cat sat on the mat today.",
+            "Short.",
+            "",
+            "Another  document\n\n with more lines.",
+        ],
         "b": ["the CAT sat on the mat, today!", "A genuinely new document from source b."],
     }
     rows = build.clean_documents(docs)
@@ -227,8 +232,9 @@ def test_build_corpus_manifest_and_idempotency(tmp_path, capsys):
     assert calls == ["extract"]
 
     # A tokenizer given later adds token counts without a rebuild.
-    with_tokens = build.build_corpus(out, tmp_path / "dl", tokenizer=FakeTokenizer(),
-                                     sources=sources)
+    with_tokens = build.build_corpus(
+        out, tmp_path / "dl", tokenizer=FakeTokenizer(), sources=sources
+    )
     assert with_tokens["sources"]["fake"]["tokens"] == 9 * 200
     assert with_tokens["tokenizer"] == "fake-tokenizer"
     assert calls == ["extract"]

@@ -93,7 +93,9 @@ def test_update_readme_writes_findings_into_readme_and_results_into_their_page(
     page.write_text("head\n<!-- results:local:start -->\nold\n<!-- results:local:end -->\ntail\n")
 
     # the findings' own content is tested in tests/test_verdicts.py; here: where they go
-    monkeypatch.setattr(ur, "findings_markdown", lambda p: f"HierarchicalSAE vs TopK: stand-in ({p})\n")
+    monkeypatch.setattr(
+        ur, "findings_markdown", lambda p: f"HierarchicalSAE vs TopK: stand-in ({p})\n"
+    )
     ur.update("local", readme=readme, results_page=page)
     assert readme.read_text() == (
         "intro\n<!-- findings:local:start -->\n"

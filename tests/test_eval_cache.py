@@ -1,6 +1,7 @@
 """The model-side evaluation cache (hsae_utils.evals.cache) is checked on read: a truncated,
 altered or missing file, or an entry of an older format, is reported and rebuilt, never read as
 data; `rebuild=True` (run_all.sh --force) recomputes an intact entry."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,16 @@ from .test_evaluate import LAYER, SPECIAL, contexts
 def _build(model, root, **kw):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = ev.build_splice_data(model, contexts(n=3, s=10, seed=1), LAYER, SPECIAL,
-                                    cache_root=root, fingerprint="tiny", progress=False, **kw)
+        data = ev.build_splice_data(
+            model,
+            contexts(n=3, s=10, seed=1),
+            LAYER,
+            SPECIAL,
+            cache_root=root,
+            fingerprint="tiny",
+            progress=False,
+            **kw,
+        )
     return data, [w for w in caught if issubclass(w.category, cache.DamagedCacheWarning)]
 
 
@@ -38,8 +47,9 @@ def _truncate(path, keep=0.5):
         f.truncate(int(size * keep))
 
 
-@pytest.mark.parametrize("damage", ["truncated", "header only", "bit flip", "missing",
-                                    "old format", "manifest cut"])
+@pytest.mark.parametrize(
+    "damage", ["truncated", "header only", "bit flip", "missing", "old format", "manifest cut"]
+)
 def test_a_damaged_entry_is_reported_and_rebuilt(tiny_model, tmp_path, built, damage):
     resid = built.folder / "resid.npy"
     manifest = built.folder / "manifest.json"
@@ -133,8 +143,9 @@ def test_force_rebuilds_the_evaluation_cache(tmp_path):
     from hsae_utils.pipeline.stages import papermill_parameters
 
     root = ev.__file__.rsplit("/hsae_utils/", 1)[0]
-    spec = importlib.util.spec_from_file_location("build_notebooks",
-                                                  f"{root}/scripts/build_notebooks.py")
+    spec = importlib.util.spec_from_file_location(
+        "build_notebooks", f"{root}/scripts/build_notebooks.py"
+    )
     build_notebooks = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build_notebooks)
     nb = tmp_path / "08_evaluation.ipynb"

@@ -1,4 +1,5 @@
 """Core metrics, the splice and the model-side cache (hsae_utils.evals), on the tiny model."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from hsae_utils import evals as ev
-from hsae_utils.data.forward import layer_resid, logits_from_layer, resid_at_layer
+from hsae_utils.data.forward import layer_resid, resid_at_layer
 
 from .conftest import TINY_D
 
@@ -58,20 +59,23 @@ def contexts(n=6, s=16, seed=0):
 
 @pytest.fixture(scope="module")
 def splice(tiny_model):
-    return ev.build_splice_data(tiny_model, contexts(), LAYER, SPECIAL, batch_contexts=4,
-                                progress=False)
+    return ev.build_splice_data(
+        tiny_model, contexts(), LAYER, SPECIAL, batch_contexts=4, progress=False
+    )
 
 
 def test_layer_resid_matches_the_bridge(tiny_model):
     toks = contexts()
-    torch.testing.assert_close(layer_resid(tiny_model, toks, LAYER),
-                               resid_at_layer(tiny_model, toks, LAYER))
+    torch.testing.assert_close(
+        layer_resid(tiny_model, toks, LAYER), resid_at_layer(tiny_model, toks, LAYER)
+    )
 
 
 def test_identity_sae_is_perfect(tiny_model, splice):
     adapter = ev.SAEAdapter(identity_sae())
-    out = ev.splice_metrics(tiny_model, splice, {"id": adapter}, LAYER, batch_contexts=4,
-                            progress=False)["id"]
+    out = ev.splice_metrics(
+        tiny_model, splice, {"id": adapter}, LAYER, batch_contexts=4, progress=False
+    )["id"]
     assert abs(out["kl_div_with_sae"]) < 1e-6
     assert out["kl_div_score"] == pytest.approx(1.0, abs=1e-5)
     assert out["ce_loss_score"] == pytest.approx(1.0, abs=1e-5)
@@ -91,8 +95,9 @@ def test_zero_ablation_recovers_nothing(tiny_model, splice):
     zero = {"zero": ev.SAEAdapter(zero_sae())}
     default = ev.splice_metrics(tiny_model, splice, zero, LAYER, progress=False)["zero"]
     assert abs(default["kl_div_with_sae"] - default["kl_div_with_ablation"]) > 1e-4
-    ours = ev.build_splice_data(tiny_model, contexts(), LAYER, SPECIAL, progress=False,
-                                ablation="non_special")
+    ours = ev.build_splice_data(
+        tiny_model, contexts(), LAYER, SPECIAL, progress=False, ablation="non_special"
+    )
     out = ev.splice_metrics(tiny_model, ours, zero, LAYER, progress=False)["zero"]
     assert out["ce_loss_score"] == pytest.approx(0.0, abs=1e-5)
     assert out["kl_div_score"] == pytest.approx(0.0, abs=1e-5)
@@ -103,11 +108,13 @@ def test_zero_ablation_recovers_nothing(tiny_model, splice):
 def test_special_tokens_keep_their_activation_and_leave_the_averages(tiny_model, splice):
     """Manual splice: replace non-special positions only; average KL / CE over them only."""
     adapter = ev.SAEAdapter(noisy_sae())
-    got = ev.splice_metrics(tiny_model, splice, {"n": adapter}, LAYER, batch_contexts=4,
-                            progress=False)["n"]
-    toks, keep, x = splice.tokens_NS, splice.keep_NS, splice.resid_NSD
+    got = ev.splice_metrics(
+        tiny_model, splice, {"n": adapter}, LAYER, batch_contexts=4, progress=False
+    )["n"]
+    toks, keep = splice.tokens_NS, splice.keep_NS
     assert not keep[:, 0].any() and not keep[1, 7] and not keep[2, 3]
     assert keep.sum() == keep.numel() - toks.shape[0] - 2
+
     # independent of `logits_from_layer`: the model's full forward with a hook at the layer
     def splice_hook(acts, hook):
         xhat, *_ = adapter.reconstruct(acts)
@@ -115,8 +122,12 @@ def test_special_tokens_keep_their_activation_and_leave_the_averages(tiny_model,
 
     with torch.no_grad():
         lp_c = torch.log_softmax(tiny_model(toks).float(), -1)
-        lp_s = torch.log_softmax(tiny_model.run_with_hooks(
-            toks, fwd_hooks=[(f"blocks.{LAYER}.hook_resid_post", splice_hook)]).float(), -1)
+        lp_s = torch.log_softmax(
+            tiny_model.run_with_hooks(
+                toks, fwd_hooks=[(f"blocks.{LAYER}.hook_resid_post", splice_hook)]
+            ).float(),
+            -1,
+        )
     kl = (lp_c.exp() * (lp_c - lp_s)).sum(-1)
     ce = -lp_s[:, :-1].gather(-1, toks[:, 1:, None])[..., 0]
     ce_mask = keep[:, :-1]
@@ -156,22 +167,32 @@ def test_sparsity_and_alive_latents():
 
 def test_splice_cache_is_written_once_and_reused(tiny_model, tmp_path):
     toks = contexts(n=3, s=10, seed=1)
-    a = ev.build_splice_data(tiny_model, toks, LAYER, SPECIAL, cache_root=tmp_path,
-                             fingerprint="tiny", progress=False)
+    a = ev.build_splice_data(
+        tiny_model, toks, LAYER, SPECIAL, cache_root=tmp_path, fingerprint="tiny", progress=False
+    )
     assert not a.reused and (a.folder / "manifest.json").exists()
-    b = ev.build_splice_data(tiny_model, toks, LAYER, SPECIAL, cache_root=tmp_path,
-                             fingerprint="tiny", progress=False)
+    b = ev.build_splice_data(
+        tiny_model, toks, LAYER, SPECIAL, cache_root=tmp_path, fingerprint="tiny", progress=False
+    )
     assert b.reused and b.folder == a.folder
     torch.testing.assert_close(a.resid_NSD, b.resid_NSD)
     torch.testing.assert_close(a.kl_zero_NS, b.kl_zero_NS)
     # other data -> another key
-    c = ev.build_splice_data(tiny_model, contexts(n=3, s=10, seed=2), LAYER, SPECIAL,
-                             cache_root=tmp_path, fingerprint="tiny", progress=False)
+    c = ev.build_splice_data(
+        tiny_model,
+        contexts(n=3, s=10, seed=2),
+        LAYER,
+        SPECIAL,
+        cache_root=tmp_path,
+        fingerprint="tiny",
+        progress=False,
+    )
     assert not c.reused and c.folder != a.folder
     # an interrupted write (no manifest) is not reused
     (a.folder / "manifest.json").unlink()
-    assert not ev.build_splice_data(tiny_model, toks, LAYER, SPECIAL, cache_root=tmp_path,
-                                    fingerprint="tiny", progress=False).reused
+    assert not ev.build_splice_data(
+        tiny_model, toks, LAYER, SPECIAL, cache_root=tmp_path, fingerprint="tiny", progress=False
+    ).reused
 
 
 def test_find_saes_reads_exports(tmp_path):
@@ -180,12 +201,18 @@ def test_find_saes_reads_exports(tmp_path):
 
     for name, seed in (("topk", 42), ("topk", 43), ("stage1_linear_sparsity", 42)):
         sae = TopKSAE(TopKSAEConfig(d_in=8, d_sae=16, k=2), seed=seed)
-        save_sae(sae, tmp_path / name / f"seed{seed}",
-                 metadata={"run": name, "seed": seed, "label": name.upper()})
+        save_sae(
+            sae,
+            tmp_path / name / f"seed{seed}",
+            metadata={"run": name, "seed": seed, "label": name.upper()},
+        )
     (tmp_path / "incomplete" / "seed1").mkdir(parents=True)
     runs = ev.find_saes(tmp_path)
-    assert [(r.config, r.seed) for r in runs] == [("topk", 42), ("topk", 43),
-                                                  ("stage1_linear_sparsity", 42)]
+    assert [(r.config, r.seed) for r in runs] == [
+        ("topk", 42),
+        ("topk", 43),
+        ("stage1_linear_sparsity", 42),
+    ]
     assert runs[0].run == "topk/seed42" and runs[0].label == "TOPK"
     assert runs[0].architecture == "TopKSAE"
     assert ev.find_saes(tmp_path / "missing") == []
@@ -200,14 +227,25 @@ def test_evaluate_profile_end_to_end(tiny_model, tiny_caches):
     assert P.layer == LAYER
     for seed in (42, 43):
         cfg = ReLUSAEConfig(d_in=TINY_D, d_sae=48, normalization=norm.to_dict() | {"mean": None})
-        save_sae(ReLUSAE(cfg, seed=seed), P.sae_dir / "relu_l1" / f"seed{seed}",
-                 metadata={"run": "relu_l1", "seed": seed})
+        save_sae(
+            ReLUSAE(cfg, seed=seed),
+            P.sae_dir / "relu_l1" / f"seed{seed}",
+            metadata={"run": "relu_l1", "seed": seed},
+        )
     res = ev.evaluate_profile(P, model=tiny_model, families=("core",), progress=False)
     df = res.results
     assert list(df.columns) == ["run", "config", "seed", "metric", "value"]
     assert set(df["run"]) == {"relu_l1/seed42", "relu_l1/seed43"}
-    for metric in ("explained_variance_legacy", "frac_variance_explained", "mse", "l0", "frac_alive",
-                   "kl_div_score", "ce_loss_score", "ce_loss_without_sae"):
+    for metric in (
+        "explained_variance_legacy",
+        "frac_variance_explained",
+        "mse",
+        "l0",
+        "frac_alive",
+        "kl_div_score",
+        "ce_loss_score",
+        "ce_loss_without_sae",
+    ):
         assert (df["metric"] == metric).sum() == 2, metric
     assert np.isfinite(df["value"]).all()
     assert set(res.timer.per_sae) == {"relu_l1/seed42", "relu_l1/seed43"}
@@ -231,8 +269,7 @@ def test_no_saes_is_not_an_error(tmp_path, monkeypatch):
     assert res.results.empty and res.notes == ["no SAEs found"]
 
 
-def test_splice_timing_keeps_each_saes_time_out_of_the_model_side(tiny_model, splice,
-                                                                   monkeypatch):
+def test_splice_timing_keeps_each_saes_time_out_of_the_model_side(tiny_model, splice, monkeypatch):
     """Each SAE's reconstruction is timed before the clean pass starts; the model-side clock must
     not subtract it (it did: the clean time shrank, then went negative, as SAEs were added). A
     clock that each SAE's encode moves 100 s ahead makes the check independent of the load."""
@@ -250,8 +287,9 @@ def test_splice_timing_keeps_each_saes_time_out_of_the_model_side(tiny_model, sp
 
     adapters = {f"slow{i}": ev.SAEAdapter(FnSAE(TINY_D, slow, lambda z: z)) for i in range(3)}
     timer = Timer()
-    ev.splice_metrics(tiny_model, splice, adapters, LAYER, batch_contexts=6, timer=timer,
-                      progress=False)
+    ev.splice_metrics(
+        tiny_model, splice, adapters, LAYER, batch_contexts=6, timer=timer, progress=False
+    )
     (clean_s,) = timer.model_side.values()
     assert 0 < clean_s < 100
     for name in adapters:  # one batch: one 100 s "reconstruction" per SAE, charged to the SAE

@@ -1,6 +1,7 @@
 """SAELens-format SAEs in our evaluation (hsae_utils.evals.external): our exports loaded back through
 sae_lens give our metrics; a hand-built JumpReLU folder (Gemma Scope's architecture) gives the
 metrics of its hand-computed encoder."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,9 @@ import torch
 from safetensors.torch import save_file
 
 from hsae_utils import evals as ev
+from hsae_utils.config import get_profile
 from hsae_utils.evals import external
 from hsae_utils.method.checkpoint import save_sae
-from hsae_utils.config import get_profile
 from hsae_utils.method.saes import ARCHITECTURES
 
 from .conftest import TINY_D
@@ -28,17 +29,29 @@ NORM = {"scale": 0.37, "center": False, "mean": None}
 def jumprelu_folder(folder, d_in=D, d_sae=24, seed=0, hook=HOOK):
     """A SAELens JumpReLU SAE written by hand, as Gemma Scope's releases are laid out."""
     g = torch.Generator().manual_seed(seed)
-    w = {"W_enc": torch.randn(d_in, d_sae, generator=g) / d_in**0.5,
-         "b_enc": torch.randn(d_sae, generator=g) * 0.1,
-         "W_dec": torch.randn(d_sae, d_in, generator=g) / d_sae**0.5,
-         "b_dec": torch.randn(d_in, generator=g) * 0.1,
-         "threshold": torch.rand(d_sae, generator=g) * 0.5 + 0.05}
+    w = {
+        "W_enc": torch.randn(d_in, d_sae, generator=g) / d_in**0.5,
+        "b_enc": torch.randn(d_sae, generator=g) * 0.1,
+        "W_dec": torch.randn(d_sae, d_in, generator=g) / d_sae**0.5,
+        "b_dec": torch.randn(d_in, generator=g) * 0.1,
+        "threshold": torch.rand(d_sae, generator=g) * 0.5 + 0.05,
+    }
     folder.mkdir(parents=True, exist_ok=True)
     save_file(w, str(folder / "sae_weights.safetensors"))
-    (folder / "cfg.json").write_text(json.dumps({
-        "architecture": "jumprelu", "d_in": d_in, "d_sae": d_sae, "dtype": "float32",
-        "device": "cpu", "apply_b_dec_to_input": True, "normalize_activations": "none",
-        "metadata": {"hook_name": hook, "model_name": "tiny"}}))
+    (folder / "cfg.json").write_text(
+        json.dumps(
+            {
+                "architecture": "jumprelu",
+                "d_in": d_in,
+                "d_sae": d_sae,
+                "dtype": "float32",
+                "device": "cpu",
+                "apply_b_dec_to_input": True,
+                "normalize_activations": "none",
+                "metadata": {"hook_name": hook, "model_name": "tiny"},
+            }
+        )
+    )
     return w
 
 
@@ -121,22 +134,33 @@ def test_evaluate_profile_scores_an_external_sae_like_our_own(tiny_model, tiny_c
     from hsae_utils.method.saes import ReLUSAE, ReLUSAEConfig
 
     P, norm = tiny_caches
-    cfg = ReLUSAEConfig(d_in=TINY_D, d_sae=48, hook_name=P.hook_name,
-                        normalization=norm.to_dict() | {"mean": None})
+    cfg = ReLUSAEConfig(
+        d_in=TINY_D, d_sae=48, hook_name=P.hook_name, normalization=norm.to_dict() | {"mean": None}
+    )
     sae = ReLUSAE(cfg, seed=42)
     with torch.no_grad():
         sae.b_enc.fill_(0.05)  # some latents fire
     ours = save_sae(sae, P.sae_dir / "relu_l1" / "seed42", metadata={"run": "relu_l1", "seed": 42})
     jumprelu_folder(tmp_path / "public" / "jumprelu", d_in=TINY_D, hook=P.hook_name)
     runs = ev.find_saes(P.sae_dir) + ev.external_runs(
-        f"{ours},{tmp_path / 'public' / 'jumprelu'}", P)
+        f"{ours},{tmp_path / 'public' / 'jumprelu'}", P
+    )
     assert [r.run for r in runs] == ["relu_l1/seed42", "ext:relu_l1/seed42", "ext:public/jumprelu"]
 
     res = ev.evaluate_profile(P, runs, model=tiny_model, families=("core",), progress=False)
     table = res.results.pivot_table(index="metric", columns="run", values="value")
     native, via = table["relu_l1/seed42"], table["ext:relu_l1/seed42"]
-    for metric in ("explained_variance_legacy", "frac_variance_explained", "mse", "mse_raw", "l0",
-                   "frac_alive", "kl_div_with_sae", "ce_loss_with_sae", "ce_loss_score"):
+    for metric in (
+        "explained_variance_legacy",
+        "frac_variance_explained",
+        "mse",
+        "mse_raw",
+        "l0",
+        "frac_alive",
+        "kl_div_with_sae",
+        "ce_loss_with_sae",
+        "ce_loss_score",
+    ):
         assert via[metric] == pytest.approx(native[metric], rel=1e-4, abs=1e-6), metric
     assert native["l0"] > 0
     assert np.isfinite(table["ext:public/jumprelu"]).all()

@@ -5,6 +5,7 @@ The disk is a real size-limited tmpfs mounted by the test (skipped where mountin
 "another process" filling it is a ballast file written at a chosen moment, so the write that
 fails is the real one, with the filesystem's own ENOSPC.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,16 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from hsae_utils.data import activations as acts
-from hsae_utils.method import checkpoint
-from hsae_utils.evals import cache as evaluate
 from hsae_utils.config import REPO_ROOT
-from hsae_utils.runs import run_dir
+from hsae_utils.data import activations as acts
+from hsae_utils.evals import cache as evaluate
 from hsae_utils.io import DiskFullError, open_memmap_allocated, read_json
-from hsae_utils.pipeline.outputs import output_problems as stage_problems
+from hsae_utils.method import checkpoint
 from hsae_utils.method.train import train
+from hsae_utils.pipeline.outputs import output_problems as stage_problems
+from hsae_utils.runs import run_dir
 
 from .test_activations import _build
 from .test_reliability import cache_dir, make_sae, tiny_profile, train_cfg  # noqa: F401
@@ -39,8 +39,11 @@ def small_disk(tmp_path):
     mnt = tmp_path / "disk"
     mnt.mkdir()
     try:
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+            capture_output=True,
+            text=True,
+        )
     except FileNotFoundError:
         pytest.skip("no mount command: the disk-full tests need Linux's tmpfs")
     if proc.returncode != 0:
@@ -64,7 +67,8 @@ def fill(folder: Path, leave: int = 0) -> Path:
 
 
 def test_disk_full_during_caching_keeps_the_complete_shards_and_resumes(
-        cache_dir, small_disk, monkeypatch, tiny_model):
+    cache_dir, small_disk, monkeypatch, tiny_model
+):
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(small_disk))
     P = tiny_profile()  # 5 contexts per shard, 3 per model call: shard 2 starts at call 5
     real, calls = acts.layer_resid, []
@@ -76,8 +80,11 @@ def test_disk_full_during_caching_keeps_the_complete_shards_and_resumes(
         return real(*args)
 
     monkeypatch.setattr(acts, "layer_resid", resid_then_fill)
-    with pytest.raises(DiskFullError, match=r"writing .*shard_00002\.npy: it needs [\d,]+ bytes.*"
-                                            r"HSAE_OUTPUT_ROOT.*kept"):
+    with pytest.raises(
+        DiskFullError,
+        match=r"writing .*shard_00002\.npy: it needs [\d,]+ bytes.*"
+        r"HSAE_OUTPUT_ROOT.*kept",
+    ):
         _build(P, tiny_model)
     folder = P.cache_dir / "train"
     manifest = read_json(folder / "manifest.json")
@@ -92,7 +99,8 @@ def test_disk_full_during_caching_keeps_the_complete_shards_and_resumes(
 
 
 def test_disk_full_during_a_checkpoint_keeps_the_last_one_and_resumes(
-        cache_dir, small_disk, tmp_path, monkeypatch):
+    cache_dir, small_disk, tmp_path, monkeypatch
+):
     store = acts.ActivationStore(cache_dir / "train")
     straight = train(make_sae(), store, train_cfg(), tmp_path / "straight", progress=False)
 
@@ -113,8 +121,9 @@ def test_disk_full_during_a_checkpoint_keeps_the_last_one_and_resumes(
     assert not list(run.glob(".*.tmp"))
 
     (small_disk / "ballast").unlink()
-    resumed = train(make_sae(), acts.ActivationStore(cache_dir / "train"), train_cfg(), run,
-                    progress=False)
+    resumed = train(
+        make_sae(), acts.ActivationStore(cache_dir / "train"), train_cfg(), run, progress=False
+    )
     assert resumed.resumed_from == 16
     assert_same_state(state(straight.sae), state(resumed.sae))
 
@@ -123,8 +132,10 @@ def test_disk_full_during_the_evaluation_cache_keeps_nothing_half_written(small_
     """The probing and splice caches' writer (evaluate.save_cached): an entry is complete only
     with its manifest, so a failed write leaves no entry to be mistaken for a finished one."""
     root, identity = small_disk / "eval_cache", {"model": "tiny", "task": "probing"}
-    arrays = {"offsets": np.arange(10_000, dtype=np.int64),
-              "acts": np.random.default_rng(0).standard_normal((400, 256)).astype(np.float32)}
+    arrays = {
+        "offsets": np.arange(10_000, dtype=np.int64),
+        "acts": np.random.default_rng(0).standard_normal((400, 256)).astype(np.float32),
+    }
     fill(small_disk, leave=200_000)  # room for offsets (80 KB), not for acts (400 KB)
     with pytest.raises(DiskFullError, match=r"writing .*acts\.npy: it needs more than"):
         evaluate.save_cached(root, "probing", identity, arrays)
@@ -162,18 +173,28 @@ def test_a_damaged_saelens_export_is_rebuilt_from_our_weights(cache_dir, tmp_pat
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path / "out"))
     P = tiny_profile(train_steps=8, seeds=(7,))
     folder = run_dir(P, "stage2_resampling", 7)  # what notebook 04 leaves
-    train(make_sae(), acts.ActivationStore(cache_dir / "train"),
-          train_cfg(steps=8, checkpoint_every=4), folder, progress=False)
+    train(
+        make_sae(),
+        acts.ActivationStore(cache_dir / "train"),
+        train_cfg(steps=8, checkpoint_every=4),
+        folder,
+        progress=False,
+    )
     weights = folder / checkpoint.SAE_LENS_WEIGHTS
     good = weights.read_bytes()
     info = checkpoint.read_export_info(folder)
-    assert set(info["files"]) >= {checkpoint.SAE_LENS_WEIGHTS, checkpoint.SAE_LENS_CFG,
-                                  checkpoint.HSAE_WEIGHTS}
+    assert set(info["files"]) >= {
+        checkpoint.SAE_LENS_WEIGHTS,
+        checkpoint.SAE_LENS_CFG,
+        checkpoint.HSAE_WEIGHTS,
+    }
 
     weights.write_bytes(good[: len(good) // 2])
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (whatever SAELens raises on a damaged file)
         SAE.load_from_disk(str(folder))  # what a user of the shared folder would hit
-    assert checkpoint.verify_export(folder) == [f"{weights} fails its checksum (truncated or corrupted)"]
+    assert checkpoint.verify_export(folder) == [
+        f"{weights} fails its checksum (truncated or corrupted)"
+    ]
     assert stage_problems(P, "04_stage2_resampling.ipynb") == []  # the skip-check rebuilt it
     assert weights.read_bytes() == good
     SAE.load_from_disk(str(folder))
@@ -186,7 +207,8 @@ def test_a_damaged_saelens_export_is_rebuilt_from_our_weights(cache_dir, tmp_pat
     ours = folder / checkpoint.HSAE_WEIGHTS
     ours.write_bytes(ours.read_bytes()[:100])  # our own weights damaged: reported, not guessed
     assert stage_problems(P, "04_stage2_resampling.ipynb") == [
-        f"{ours} fails its checksum (truncated or corrupted)"]
+        f"{ours} fails its checksum (truncated or corrupted)"
+    ]
     with pytest.raises(checkpoint.CheckpointError, match="hsae_weights.*truncated.*force_retrain"):
         checkpoint.load_sae(folder)
 
@@ -210,9 +232,13 @@ train(make_sae(), acts.ActivationStore(sys.argv[1]), train_cfg(steps=int(sys.arg
 def test_sigint_or_sigterm_during_training_resumes_to_identical_weights(cache_dir, tmp_path, sig):
     steps = 160  # checkpoints every 8: the signal lands well before the end
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-c", _TRAIN, str(cache_dir / "train"), str(run),
-                             str(steps)], env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-                            cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _TRAIN, str(cache_dir / "train"), str(run), str(steps)],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        cwd=REPO_ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -225,7 +251,8 @@ def test_sigint_or_sigterm_during_training_resumes_to_identical_weights(cache_di
     store = acts.ActivationStore(cache_dir / "train")
     resumed = train(make_sae(), store, train_cfg(steps=steps), run, progress=False)
     assert resumed.resumed_from == stopped_at
-    straight = train(make_sae(), store, train_cfg(steps=steps), tmp_path / "straight",
-                     progress=False)
+    straight = train(
+        make_sae(), store, train_cfg(steps=steps), tmp_path / "straight", progress=False
+    )
     assert_same_state(state(straight.sae), state(resumed.sae))
     assert not list(run.glob(".*.tmp"))

@@ -1,6 +1,7 @@
 """Feature statistics against brute force over every activation, the exact row -> token map, the
 stored statistics' validation, interventions against a hand-run forward, and SAEBench's
 autointerp prompts and parsers."""
+
 from __future__ import annotations
 
 import json
@@ -67,7 +68,9 @@ def test_stats_equal_brute_force_over_all_activations(one_thread, monkeypatch, h
             assert st["cofire_FK"][f, k] == (fired[:, f] & fired[:, j]).sum()
         assert int(st["fine_hist_FB"][f].sum()) == int(fired[:, f].sum())
     # each interval sample fires, in its quantile interval (to one fine bin)
-    bounds = fs.hist_quantiles(st["fine_hist_FB"], st["max_F"], torch.tensor(PARAMS.intervals[1:-1]))
+    bounds = fs.hist_quantiles(
+        st["fine_hist_FB"], st["max_F"], torch.tensor(PARAMS.intervals[1:-1])
+    )
     lo = torch.cat([torch.zeros(Z.shape[1], 1), bounds], 1)
     hi = torch.cat([bounds, st["max_F"][:, None]], 1)
     for i in range(len(PARAMS.intervals) - 1):
@@ -104,8 +107,9 @@ def test_contexts_map_back_to_the_exact_tokens(one_thread, monkeypatch, held):
     assert n_checked > 100
 
 
-def test_row_positions_are_exact_with_massive_activations_dropped(tiny_model, tmp_path,
-                                                                  monkeypatch):
+def test_row_positions_are_exact_with_massive_activations_dropped(
+    tiny_model, tmp_path, monkeypatch
+):
     """A cache that dropped 'massive' rows (factor 1.05: about half the tokens): the map found
     by recomputing the model batches points every row at the token whose residual it holds."""
     from hsae_utils.config import get_profile
@@ -114,16 +118,28 @@ def test_row_positions_are_exact_with_massive_activations_dropped(tiny_model, tm
     from hsae_utils.features.rows import row_positions
 
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
-    P = get_profile("smoke", model_name="tiny", n_layers=4, d_model=TINY_D, layer=1,
-                    context_size=16, n_train_tokens=16 * 4, n_valid_tokens=16 * 6,
-                    n_norm_tokens=32, shard_tokens=64, model_batch_size=2, n_eval_contexts=4,
-                    massive_norm_factor=1.05)
+    P = get_profile(
+        "smoke",
+        model_name="tiny",
+        n_layers=4,
+        d_model=TINY_D,
+        layer=1,
+        context_size=16,
+        n_train_tokens=16 * 4,
+        n_valid_tokens=16 * 6,
+        n_norm_tokens=32,
+        shard_tokens=64,
+        model_batch_size=2,
+        n_eval_contexts=4,
+        massive_norm_factor=1.05,
+    )
     words = "the cat sat on the mat and the dog ran . paris is the capital of france ,".split()
     texts = lambda: (" ".join(words[i:] + words[:i]) for i in range(10**6))  # noqa: E731
     train = activations.build_cache(P, "train", tiny_model, texts, "tiny", "c")
     norm = activations.ActivationStore(train).normalizer
-    folder = activations.build_cache(P, "validation", tiny_model, texts, "tiny", "c",
-                                     normalizer=norm)
+    folder = activations.build_cache(
+        P, "validation", tiny_model, texts, "tiny", "c", normalizer=norm
+    )
     store = activations.ActivationStore(folder)
     assert store.manifest["n_massive_dropped"] > 0
     with pytest.raises(ValueError, match="needs the model"):
@@ -135,12 +151,13 @@ def test_row_positions_are_exact_with_massive_activations_dropped(tiny_model, tm
 
 
 def test_stats_are_stored_validated_and_rebuilt_when_damaged(tiny_model, tiny_caches, capsys):
-    from hsae_utils.features.inspect import sae_stats, stats_folder, resolve_sae
+    from hsae_utils.features.inspect import resolve_sae, sae_stats, stats_folder
     from hsae_utils.method.checkpoint import save_sae
 
     P, norm = tiny_caches
-    cfg = ReLUSAEConfig(d_in=TINY_D, d_sae=16, hook_name=P.hook_name,
-                        normalization=norm.to_dict() | {"mean": None})
+    cfg = ReLUSAEConfig(
+        d_in=TINY_D, d_sae=16, hook_name=P.hook_name, normalization=norm.to_dict() | {"mean": None}
+    )
     sae = ReLUSAE(cfg, seed=1)
     with torch.no_grad():
         sae.b_enc.fill_(0.05)
@@ -187,9 +204,12 @@ def test_interventions_equal_the_rest_of_the_model_run_by_hand(tiny_model, one_t
     by_hand[:, 1:] += 3.0 * d_raw
     ref = logits_from_layer(tiny_model, by_hand, layer).log_softmax(-1)
     torch.testing.assert_close(steer.logp_edit_BSV, ref, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(steer.logp_clean_BSV,
-                               logits_from_layer(tiny_model, resid, layer).log_softmax(-1),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        steer.logp_clean_BSV,
+        logits_from_layer(tiny_model, resid, layer).log_softmax(-1),
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
     ablate = intervene(tiny_model, adapter, tokens, 4, hook, mode="ablate")
     z = adapter.encode(resid)[..., 4]  # its contribution: z_4 d_4, subtracted
@@ -214,12 +234,25 @@ def test_autointerp_prompts_and_parsing_are_sae_benchs(monkeypatch):
 
     tokens_SC = torch.arange(60).view(3, 20)
     words = {i: f" w{i}" for i in range(60)}
-    ctx = lambda s, p, act: {"group": "top", "tokens": [words[int(t)] for t in  # noqa: E731
-                                                         tokens_SC[s, p - 2 : p + 2]],
-                             "acts": [0.0, 0.0, act, 0.0], "center": 2, "act": act,
-                             "row": 0, "seq": s, "pos": p}
-    latent = {"id": 7, "max_act": 4.0,
-              "contexts": [ctx(0, 5, 4.0), ctx(1, 6, 3.0), ctx(2, 7, 2.0), ctx(0, 12, 1.0)]}
+
+    def ctx(s, p, act):
+        tokens = [words[int(t)] for t in tokens_SC[s, p - 2 : p + 2]]
+        return {
+            "group": "top",
+            "tokens": tokens,
+            "acts": [0.0, 0.0, act, 0.0],
+            "center": 2,
+            "act": act,
+            "row": 0,
+            "seq": s,
+            "pos": p,
+        }
+
+    latent = {
+        "id": 7,
+        "max_act": 4.0,
+        "contexts": [ctx(0, 5, 4.0), ctx(1, 6, 3.0), ctx(2, 7, 2.0), ctx(0, 12, 1.0)],
+    }
     negatives = [(tokens_SC[2, 10:14].tolist(), [0.0] * 4)]
     p = ai.build_prompts(latent, negatives, tokens_SC, lambda t: words[t], seed=0)
     gen = p.generation[1]["content"]
@@ -244,16 +277,34 @@ def test_showcase_reads_the_absorption_table_and_marks_the_token(tmp_path):
     from hsae_utils.features import showcase
 
     csv = tmp_path / "absorption_per_letter.csv"
-    csv.write_text("run,config,seed,letter,probe_f1,included,main_latents\n"
-                   "a/seed42,a,42,b,0.9,True,7 3\n"
-                   "a/seed42,a,42,c,0.95,True,5\n"
-                   "a/seed42,a,42,d,0.99,False,1\n"
-                   "b/seed42,b,42,b,0.9,True,2\n"
-                   "b/seed42,b,42,c,0.95,True,\n")
+    csv.write_text(
+        "run,config,seed,letter,probe_f1,included,main_latents\n"
+        "a/seed42,a,42,b,0.9,True,7 3\n"
+        "a/seed42,a,42,c,0.95,True,5\n"
+        "a/seed42,a,42,d,0.99,False,1\n"
+        "b/seed42,b,42,b,0.9,True,2\n"
+        "b/seed42,b,42,c,0.95,True,\n"
+    )
     assert showcase.main_latents(csv, "a/seed42") == {"b": [7, 3], "c": [5]}
     assert showcase.shared_letters(csv, ["a/seed42", "b/seed42"]) == ["b"]
-    rec = {"id": 7, "density": 0.5, "max_act": 2.0, "quantiles": {"0.5": 1.0},
-           "top_logits": [], "bottom_logits": [],
-           "contexts": [{"group": "top", "tokens": ["a", " b", "\n"], "acts": [0, 2.0, 0],
-                         "center": 1, "act": 2.0, "row": 0, "seq": 0, "pos": 1}]}
+    rec = {
+        "id": 7,
+        "density": 0.5,
+        "max_act": 2.0,
+        "quantiles": {"0.5": 1.0},
+        "top_logits": [],
+        "bottom_logits": [],
+        "contexts": [
+            {
+                "group": "top",
+                "tokens": ["a", " b", "\n"],
+                "acts": [0, 2.0, 0],
+                "center": 1,
+                "act": 2.0,
+                "row": 0,
+                "seq": 0,
+                "pos": 1,
+            }
+        ],
+    }
     assert "a[[ b]]↵" in showcase.latent_text(rec, "test")

@@ -1,5 +1,6 @@
 """The tables and figure data of notebooks 08 and 09 (hsae_utils.analysis.report), on a small hand-made
 results table."""
+
 import math
 
 import numpy as np
@@ -14,14 +15,19 @@ def _results(tmp_path, monkeypatch) -> report.Results:
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
     rows = []
     for seed, (ev_topk, ev_hsae) in zip((42, 43, 44), ((0.80, 0.90), (0.82, 0.91), (0.84, 0.95))):
-        rows += [("topk", seed, "explained_variance_legacy", ev_topk), ("topk", seed, "l0", 80.0),
-                 (runs.HSAE, seed, "explained_variance_legacy", ev_hsae),
-                 (runs.HSAE, seed, "l0", 500.0),
-                 ("topk", seed, "absorption_fraction:a", 0.2),
-                 (runs.HSAE, seed, "absorption_fraction:a", 0.1)]
+        rows += [
+            ("topk", seed, "explained_variance_legacy", ev_topk),
+            ("topk", seed, "l0", 80.0),
+            (runs.HSAE, seed, "explained_variance_legacy", ev_hsae),
+            (runs.HSAE, seed, "l0", 500.0),
+            ("topk", seed, "absorption_fraction:a", 0.2),
+            (runs.HSAE, seed, "absorption_fraction:a", 0.1),
+        ]
     rows += [("topk_k20", 42, "explained_variance_legacy", 0.6), ("topk_k20", 42, "l0", 20.0)]
-    tidy = pd.DataFrame([(f"{c}/seed{s}", c, s, m, v) for c, s, m, v in rows],
-                        columns=["run", "config", "seed", "metric", "value"])
+    tidy = pd.DataFrame(
+        [(f"{c}/seed{s}", c, s, m, v) for c, s, m, v in rows],
+        columns=["run", "config", "seed", "metric", "value"],
+    )
     return report.Results(config.get_profile("smoke"), tidy, {"topk": "TopK"})
 
 
@@ -36,13 +42,27 @@ def test_family_of_every_configuration():
 def test_sweep_runs_scale_k_and_skip_the_headline_run():
     p = config.get_profile("local")
     names = [r.name for r in runs.sweep_runs(p)]
-    assert names == ["topk_k20", "topk_k320", "topk_k448", "topk_k544", "batchtopk_k20",
-                     "batchtopk_k320", "batchtopk_k448", "batchtopk_k544", "relu_l1_lambda0.01",
-                     "relu_l1_lambda0.2", "relu_l1_lambda1", "stage5_clustering_lambda8x",
-                     "stage5_clustering_lambda32x", "stage5_clustering_lambda128x",
-                     "stage5_clustering_lambda512x", "stage1_linear_sparsity_lambda8x",
-                     "stage1_linear_sparsity_lambda32x", "stage1_linear_sparsity_lambda128x",
-                     "stage1_linear_sparsity_lambda512x"]
+    assert names == [
+        "topk_k20",
+        "topk_k320",
+        "topk_k448",
+        "topk_k544",
+        "batchtopk_k20",
+        "batchtopk_k320",
+        "batchtopk_k448",
+        "batchtopk_k544",
+        "relu_l1_lambda0.01",
+        "relu_l1_lambda0.2",
+        "relu_l1_lambda1",
+        "stage5_clustering_lambda8x",
+        "stage5_clustering_lambda32x",
+        "stage5_clustering_lambda128x",
+        "stage5_clustering_lambda512x",
+        "stage1_linear_sparsity_lambda8x",
+        "stage1_linear_sparsity_lambda32x",
+        "stage1_linear_sparsity_lambda128x",
+        "stage1_linear_sparsity_lambda512x",
+    ]
     assert runs.get_run("topk_k20", p).overrides == {"k": 20}
     with pytest.raises(ValueError, match="Valid runs"):
         runs.get_run("topk_k20")  # sweep runs need the profile
@@ -74,8 +94,12 @@ def test_figures_and_tables_are_written(tmp_path, monkeypatch):
     r = _results(tmp_path, monkeypatch)
     paths = report.save_figure(report.plot_frontier(r), "frontier", "unit", out_dir=tmp_path)
     paths += list(report.write_table(report.table1(r), "table1", "unit", out_dir=tmp_path).values())
-    assert [p.name for p in paths] == ["frontier_unit.png", "frontier_unit.pdf",
-                                       "table1_unit.md", "table1_unit.csv"]
+    assert [p.name for p in paths] == [
+        "frontier_unit.png",
+        "frontier_unit.pdf",
+        "table1_unit.md",
+        "table1_unit.csv",
+    ]
     assert all(p.stat().st_size > 0 for p in paths)
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -103,22 +127,37 @@ def _frontier_results(tmp_path, monkeypatch, dead=0.0, absorption=0.1) -> report
     """Every family at several sparsity levels (three seeds for the headline runs), the five
     stages, a HierarchicalSAE sweep run and a reading of notebook 11; absorption per letter."""
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
-    points = {"topk": 80, "topk_k20": 20, "batchtopk": 78, "relu_l1": 500,
-              "relu_l1_lambda1": 100, **{s.name: 570 for s in runs.ABLATIONS},
-              "stage5_clustering_lambda0.2": 200, "stage4_adaptive_sparsity__recon_units-mean": 300}
+    points = {
+        "topk": 80,
+        "topk_k20": 20,
+        "batchtopk": 78,
+        "relu_l1": 500,
+        "relu_l1_lambda1": 100,
+        **{s.name: 570 for s in runs.ABLATIONS},
+        "stage5_clustering_lambda0.2": 200,
+        "stage4_adaptive_sparsity__recon_units-mean": 300,
+    }
     rows = []
     for c, l0 in points.items():
-        for seed in ((42, 43, 44) if "_" not in c or c.startswith("stage") and "lambda" not in c
-                     else (42,)):
+        for seed in (
+            (42, 43, 44) if "_" not in c or c.startswith("stage") and "lambda" not in c else (42,)
+        ):
             ev = 1 - 10 / l0 + 0.01 * (seed - 43)
-            rows += [(c, seed, "l0", l0 + seed - 43), (c, seed, "explained_variance_legacy", ev),
-                     (c, seed, "ce_loss_score", ev), (c, seed, "kl_div_with_sae", 1 - ev),
-                     (c, seed, "mean_full_absorption_score", absorption),
-                     (c, seed, "mean_absorption_fraction_score", 0.3), (c, seed, "dead", dead),
-                     (c, seed, "absorption_fraction:a", 0.2 + 0.01 * (seed - 43)),
-                     (c, seed, "full_absorption:a", 0.1)]
-    tidy = pd.DataFrame([(f"{c}/seed{s}", c, s, m, v) for c, s, m, v in rows],
-                        columns=["run", "config", "seed", "metric", "value"])
+            rows += [
+                (c, seed, "l0", l0 + seed - 43),
+                (c, seed, "explained_variance_legacy", ev),
+                (c, seed, "ce_loss_score", ev),
+                (c, seed, "kl_div_with_sae", 1 - ev),
+                (c, seed, "mean_full_absorption_score", absorption),
+                (c, seed, "mean_absorption_fraction_score", 0.3),
+                (c, seed, "dead", dead),
+                (c, seed, "absorption_fraction:a", 0.2 + 0.01 * (seed - 43)),
+                (c, seed, "full_absorption:a", 0.1),
+            ]
+    tidy = pd.DataFrame(
+        [(f"{c}/seed{s}", c, s, m, v) for c, s, m, v in rows],
+        columns=["run", "config", "seed", "metric", "value"],
+    )
     return report.Results(config.get_profile("smoke"), tidy, {})
 
 
@@ -126,7 +165,10 @@ def test_frontier_method_of_every_configuration():
     from hsae_utils.analysis.report.tables import frontier_method
 
     assert [frontier_method(c) for c in ("topk_k20", "batchtopk", "relu_l1_lambda1")] == [
-        "topk", "batchtopk", "relu_l1"]
+        "topk",
+        "batchtopk",
+        "relu_l1",
+    ]
     assert frontier_method("stage1_linear_sparsity") == "stage1"
     assert frontier_method(runs.HSAE) == "hierarchical"
     assert frontier_method("stage5_clustering_lambda0.2") == "hierarchical"  # a sweep of its family
@@ -141,17 +183,26 @@ def test_frontier_has_a_curve_per_method_and_a_panel_per_measure(tmp_path, monke
     panels = [ax for ax in fig.axes if ax.get_xlabel()]
     assert len(panels) == 5  # EV, CE, KL and both absorption measures
     titles = " ".join(ax.get_title() for ax in panels)
-    for name in ("explained variance", "CE loss recovered", "KL", "full absorption",
-                 "absorption fraction"):
+    for name in (
+        "explained variance",
+        "CE loss recovered",
+        "KL",
+        "full absorption",
+        "absorption fraction",
+    ):
         assert name in titles
     assert all("better" in ax.get_title() and ax.get_ylabel() for ax in panels)
     ev = panels[0]
     assert ev.get_xscale() == "log"
     assert [t.get_text() for t in ev.get_xticklabels()][:3] == ["20", "50", "100"]
     lines = {c.get_label(): c.lines[0] for c in ev.containers}  # one errorbar curve per method
-    assert set(lines) == {"TopK", "BatchTopK", "ReLU + L1",
-                          "HierarchicalSAE stage 1 (linear sparsity only)",
-                          "HierarchicalSAE (all five mechanisms)"}
+    assert set(lines) == {
+        "TopK",
+        "BatchTopK",
+        "ReLU + L1",
+        "HierarchicalSAE stage 1 (linear sparsity only)",
+        "HierarchicalSAE (all five mechanisms)",
+    }
     # each method's runs joined in order of L0: the HierarchicalSAE sweep run first, then stage 5
     assert list(lines["HierarchicalSAE (all five mechanisms)"].get_xdata()) == [199, 570]
     assert list(lines["TopK"].get_xdata()) == [19, 80]  # one seed (42) at k = 20
@@ -181,8 +232,10 @@ def test_absorption_by_letter_names_both_measures_with_seed_spread(tmp_path, mon
     assert stats.loc[("a", runs.TOPK), "std"] == pytest.approx(0.01)
     assert stats.loc[("a", runs.TOPK), "n"] == 3
     fig = report.plot_absorption(r)
-    assert [ax.get_ylabel() for ax in fig.axes] == ["mean absorption fraction ↓",
-                                                     "full absorption rate ↓"]
+    assert [ax.get_ylabel() for ax in fig.axes] == [
+        "mean absorption fraction ↓",
+        "full absorption rate ↓",
+    ]
     assert fig.axes[-1].get_xlabel().startswith("first letter")
     plt.close(fig)
 
@@ -190,8 +243,13 @@ def test_absorption_by_letter_names_both_measures_with_seed_spread(tmp_path, mon
 def test_ground_truth_figure_labels_its_axes(tmp_path):
     from hsae_utils.experiment.ground_truth.experiment import GT_PANELS, ground_truth_figure
 
-    df = pd.DataFrame([{"config": c, "seed": s, "mcc": 0.5, "f1": 0.2, "absorption": 0.05}
-                       for c in ("topk", runs.HSAE) for s in (42, 43)])
+    df = pd.DataFrame(
+        [
+            {"config": c, "seed": s, "mcc": 0.5, "f1": 0.2, "absorption": 0.05}
+            for c in ("topk", runs.HSAE)
+            for s in (42, 43)
+        ]
+    )
     paths = ground_truth_figure(df, "unit", out_dir=tmp_path)
     assert [p.name for p in paths] == ["ground_truth_unit.png", "ground_truth_unit.pdf"]
     assert all("better" in title for _, title, _ in GT_PANELS)

@@ -2,8 +2,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from hsae_utils.data.forward import (causal_mask, layer_resid, logits_from_layer, model_dtype,
-                                resid_at_layer)
+from hsae_utils.data.forward import (
+    causal_mask,
+    layer_resid,
+    logits_from_layer,
+    model_dtype,
+    resid_at_layer,
+)
 
 from .conftest import GEMMA_WINDOW, TINY_D, TINY_LAYERS, boot
 

@@ -1,5 +1,6 @@
 """The GPU code paths against the CPU path (run by scripts/gpu_check.sh; skipped without CUDA):
 absorption's L1 probe on the device, the model's bf16 forward on CUDA."""
+
 from __future__ import annotations
 
 import pytest
@@ -36,6 +37,7 @@ def test_gemma_runs_in_bf16_on_a_bf16_card():
     from hsae_utils.config import get_profile
     from hsae_utils.data.model import forward_dtype
 
-    expected = (torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False)
-                else torch.float32)
+    expected = (
+        torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float32
+    )
     assert forward_dtype(get_profile("paper"), "cuda") == expected

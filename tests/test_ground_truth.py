@@ -1,5 +1,6 @@
 """Ground truth on synthetic activations: the library's hierarchy, the absorption measure on a
 hand-built SAE with a known answer, and a tiny train + evaluate end to end."""
+
 from __future__ import annotations
 
 import math
@@ -53,7 +54,7 @@ def _absorbing_sae() -> ReLUSAE:
     with torch.no_grad():
         sae.W_enc.copy_(torch.stack([e[0] - e[1], e[0] + e[1], e[2]], 1))
         sae.b_enc.copy_(torch.tensor([-0.5, -1.5, -0.5]))
-        sae.W_dec.copy_(torch.stack([e[0], (e[0] + e[1]) / 2 ** 0.5, e[2]]))
+        sae.W_dec.copy_(torch.stack([e[0], (e[0] + e[1]) / 2**0.5, e[2]]))
     return sae
 
 
@@ -65,14 +66,14 @@ def test_absorption_measure_on_a_hand_built_sae():
     pairs = hierarchy_pairs(Hierarchy(roots=[root], modifier=None))
     assert [(p.parent, p.child) for p in pairs] == [(0, 1), (0, 2)]
     # tokens: parent alone x3, parent + child 1 x2, parent + child 2 x1, nothing x1
-    feats = torch.tensor([[1., 0, 0]] * 3 + [[1., 1, 0]] * 2 + [[1., 0, 1]] + [[0., 0, 0]])
+    feats = torch.tensor([[1.0, 0, 0]] * 3 + [[1.0, 1, 0]] * 2 + [[1.0, 0, 1]] + [[0.0, 0, 0]])
     z = _absorbing_sae().encode(feats)  # features are the basis: x = feats
     assert (z[:3, 0] > 0).all() and (z[3:5, 0] == 0).all() and (z[3:5, 1] > 0).all()
     child1, child2 = absorption_scores(z, _absorbing_sae().W_dec, torch.eye(3), feats, pairs)
     assert (child1["parent_latent"], child1["child_latent"]) == (0, 1)
     assert child1["recall_alone"] == 1 and child1["recall_child"] == 0
     assert child1["absorption"] == 1 and child1["absorbed_by_child"] == 1
-    assert child1["child_parent_cos"] == pytest.approx(2 ** -0.5)
+    assert child1["child_parent_cos"] == pytest.approx(2**-0.5)
     assert child2["recall_child"] == 1 and child2["absorption"] == 0
     assert math.isnan(child2["absorbed_by_child"])  # nothing missed, nothing absorbed
 
@@ -83,8 +84,11 @@ def test_train_and_evaluate_end_to_end(world, tmp_path, monkeypatch):
     configs = ("topk", "stage5_clustering", "topk_matched")
     df = run_ground_truth(profile, world, seeds=(1, 2), configs=configs)
     assert list(df.config) == list(configs) * 2 and df.train_s.notna().all()
-    for seed, g in df.groupby("seed"):
-        hsae, matched = g.set_index("config").loc["stage5_clustering"], g.set_index("config").loc["topk_matched"]
+    for _seed, g in df.groupby("seed"):
+        hsae, matched = (
+            g.set_index("config").loc["stage5_clustering"],
+            g.set_index("config").loc["topk_matched"],
+        )
         assert matched.k == max(1, round(hsae.l0))
         assert matched.l0 <= matched.k  # TopK: at most k latents per token
     numeric = df[["mcc", "f1", "precision", "recall", "l0", "ev", "absorption"]]
@@ -92,8 +96,9 @@ def test_train_and_evaluate_end_to_end(world, tmp_path, monkeypatch):
 
     again = run_ground_truth(profile, world, seeds=(1, 2), configs=configs)  # reused, same numbers
     assert again.train_s.isna().all()
-    pd.testing.assert_frame_equal(df.drop(columns=["train_s", "total_s"]),
-                                  again.drop(columns=["train_s", "total_s"]))
+    pd.testing.assert_frame_equal(
+        df.drop(columns=["train_s", "total_s"]), again.drop(columns=["train_s", "total_s"])
+    )
 
     path = save_table(df, tmp_path / "results" / "ground_truth.csv")
     assert len(pd.read_csv(path)) == len(df)
@@ -101,7 +106,11 @@ def test_train_and_evaluate_end_to_end(world, tmp_path, monkeypatch):
     assert list(summary.config) == list(configs) and (summary.seeds == 2).all()
     verdict = absorption_verdict(df)
     assert verdict["n_seeds"] == 2 and verdict["verdict"] in (
-        "holds", "does not hold", "inconclusive (underpowered)", "not comparable")
+        "holds",
+        "does not hold",
+        "inconclusive (underpowered)",
+        "not comparable",
+    )
     assert verdict["matched"] == (verdict["l0_b"] >= verdict["l0_a"] - 0.5)
     paths = ground_truth_figure(df, "smoke", out_dir=tmp_path)
     assert [p.name for p in paths] == ["ground_truth_smoke.png", "ground_truth_smoke.pdf"]

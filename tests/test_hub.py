@@ -2,13 +2,14 @@
 apart with the exceptions huggingface_hub really raises (offline mode; a fake hub answering
 through httpx's MockTransport with the hub's own gated-repository response; a refused
 connection)."""
+
 import shutil
 
 import huggingface_hub
 import pytest
 
-from hsae_utils.data import hub
 from hsae_utils.config import get_profile
+from hsae_utils.data import hub
 from hsae_utils.data.model import load_model, model_fingerprint
 from hsae_utils.data.tiny_gemma import REPO_ID
 
@@ -29,14 +30,17 @@ def _copy_build(src):
 def test_switch_resolves_ids_to_replica_folders(cache, monkeypatch, tiny_gemma_dir):
     tiny = get_profile("paper-tiny")
     assert hub.resolve(REPO_ID, "model", get_profile("paper")) == REPO_ID
-    with pytest.raises(FileNotFoundError, match="replica .*google/gemma-2-2b.* missing.*"
-                                                "prepare --profile paper-tiny"):
+    with pytest.raises(
+        FileNotFoundError,
+        match="replica .*google/gemma-2-2b.* missing.*prepare --profile paper-tiny",
+    ):
         hub.resolve(REPO_ID, "model", tiny)
     folder = hub.write_replica(REPO_ID, "model", _copy_build(tiny_gemma_dir), {"v": 1})
     assert folder == cache / "hub-replica" / "models" / "google" / "gemma-2-2b"
     assert hub.resolve_model(REPO_ID, tiny) == str(folder)
     assert hub.replica_folder("Skylion007/openwebtext", "dataset") == (
-        cache / "hub-replica" / "datasets" / "Skylion007" / "openwebtext")
+        cache / "hub-replica" / "datasets" / "Skylion007" / "openwebtext"
+    )
     monkeypatch.setenv(hub.REPLICA_ENV, "0")
     assert hub.resolve(REPO_ID, "model", tiny) == REPO_ID
     monkeypatch.setenv(hub.REPLICA_ENV, "1")
@@ -96,13 +100,13 @@ def fake_hub(monkeypatch):
     """Route huggingface_hub's HTTP client through httpx's MockTransport; `respond` is set by the
     test."""
     import httpx2
-
     from huggingface_hub.utils import _http
 
     state = {}
     monkeypatch.setattr(_http.time, "sleep", lambda s: None)  # no retry back-off in tests
     huggingface_hub.set_client_factory(
-        lambda: httpx2.Client(transport=httpx2.MockTransport(lambda r: state["respond"](r))))
+        lambda: httpx2.Client(transport=httpx2.MockTransport(lambda r: state["respond"](r)))
+    )
     yield state
     huggingface_hub.set_client_factory(_http.default_client_factory)
 
@@ -110,11 +114,16 @@ def fake_hub(monkeypatch):
 def test_gated_model_without_licence_or_token(cache, fake_hub):
     import httpx2
 
-    message = ("Access to model hsae-tests/gated is restricted. You must have access to it and "
-               "be authenticated to access it. Please log in.")
+    message = (
+        "Access to model hsae-tests/gated is restricted. You must have access to it and "
+        "be authenticated to access it. Please log in."
+    )
     fake_hub["respond"] = lambda request: httpx2.Response(
-        401, headers={"X-Error-Code": "GatedRepo", "X-Error-Message": message},
-        json={"error": message}, request=request)
+        401,
+        headers={"X-Error-Code": "GatedRepo", "X-Error-Message": message},
+        json={"error": message},
+        request=request,
+    )
     with pytest.raises(RuntimeError, match="gated model.*Accept the licence.*HF_TOKEN"):
         load_model(_hub_profile("hsae-tests/gated"))
 

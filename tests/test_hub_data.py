@@ -3,6 +3,7 @@
 through the replica switch; failures are told apart with the errors `datasets` and
 `huggingface_hub` really raise (offline mode, a refused connection, a gated repository, a script
 dataset, a replica with a column or a split removed)."""
+
 import shutil
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import huggingface_hub
 import pyarrow.parquet as pq
 import pytest
 
-from hsae_utils.data import dataset_replicas, hub, hub_data
 from hsae_utils.config import REPO_ROOT, get_profile
+from hsae_utils.data import dataset_replicas, hub, hub_data
 from hsae_utils.data.corpus import load_text_dataset
 from hsae_utils.evals.probing_tasks import SAEBENCH_DATASETS, saebench_tasks, task_spec
 
@@ -59,17 +60,20 @@ def test_saebench_reads_the_replicas_with_its_own_code(cache):
     from sae_bench.sae_bench_utils import dataset_utils
 
     _, folders = cache
-    tr, te = dataset_utils.get_ag_news_dataset(str(folders["fancyzhx/ag_news"]),
-                                               SAEBENCH_DATASETS["fancyzhx/ag_news"], 16, 8, 42)
+    tr, te = dataset_utils.get_ag_news_dataset(
+        str(folders["fancyzhx/ag_news"]), SAEBENCH_DATASETS["fancyzhx/ag_news"], 16, 8, 42
+    )
     assert sorted(tr) == ["0", "1", "2", "3"] and all(len(v) == 8 for v in tr.values())
     langs = SAEBENCH_DATASETS["Helsinki-NLP/europarl"]
-    tr, te = dataset_utils.get_europarl_dataset(str(folders["Helsinki-NLP/europarl"]), langs, 16,
-                                                8, 42)
+    tr, te = dataset_utils.get_europarl_dataset(
+        str(folders["Helsinki-NLP/europarl"]), langs, 16, 8, 42
+    )
     assert sorted(tr) == sorted(langs) and all(len(v) == 4 for v in te.values())
     # github-code: a script dataset on the hub, and on the replica
     with pytest.raises(RuntimeError, match="Dataset scripts are no longer supported"):
-        dataset_utils.get_github_code_dataset(str(folders["codeparrot/github-code"]), ["C"], 4,
-                                              2, 42)
+        dataset_utils.get_github_code_dataset(
+            str(folders["codeparrot/github-code"]), ["C"], 4, 2, 42
+        )
 
 
 def test_paper_tiny_reads_every_dataset_through_the_switch(cache):
@@ -83,7 +87,8 @@ def test_paper_tiny_reads_every_dataset_through_the_switch(cache):
     assert sum(1 for _ in validation) > 100
     assert hub_data.data_files("Skylion007/openwebtext", get_profile("paper")) == {
         "train": "hf://datasets/Skylion007/openwebtext@refs%2Fconvert%2Fparquet/"
-                 "plain_text/train/*.parquet"}
+        "plain_text/train/*.parquet"
+    }
 
 
 def _errors(fn):
@@ -96,8 +101,11 @@ def test_offline_mode(cache, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     err = _errors(lambda: load_text_dataset(get_profile("paper"), "train"))
-    assert err.kind == "offline" and "hf download Skylion007/openwebtext --repo-type dataset " \
-        "--revision refs/convert/parquet" in str(err)
+    assert (
+        err.kind == "offline"
+        and "hf download Skylion007/openwebtext --repo-type dataset --revision refs/convert/parquet"
+        in str(err)
+    )
 
 
 def test_no_network_and_gated(cache, fake_hub):  # noqa: F811
@@ -111,8 +119,11 @@ def test_no_network_and_gated(cache, fake_hub):  # noqa: F811
     assert err.kind == "network" and "cannot be reached" in str(err)
     message = "Access to dataset hsae-tests/gated is restricted. You must be authenticated."
     fake_hub["respond"] = lambda request: httpx2.Response(
-        401, headers={"X-Error-Code": "GatedRepo", "X-Error-Message": message},
-        json={"error": message}, request=request)
+        401,
+        headers={"X-Error-Code": "GatedRepo", "X-Error-Message": message},
+        json={"error": message},
+        request=request,
+    )
     err = _errors(lambda: hub_data.load_hub_dataset("hsae-tests/gated", split="train"))
     assert err.kind == "gated" and "Accept its conditions" in str(err) and "HF_TOKEN" in str(err)
 
@@ -159,16 +170,22 @@ def test_missing_column_is_named_and_skipped_only_on_request(cache, capsys):
 
 def test_missing_split(cache):
     _, folders = cache
-    restore = _damaged_replica(folders, "LabHC/bias_in_bios", lambda folder: [
-        f.unlink() for f in (folder / "data").glob("test-*")])
+    restore = _damaged_replica(
+        folders,
+        "LabHC/bias_in_bios",
+        lambda folder: [f.unlink() for f in (folder / "data").glob("test-*")],
+    )
     try:
         err = _errors(lambda: saebench_tasks(TINY))
         assert err.kind == "split" and "no split(s) ['test']" in str(err)
         assert "LabHC/bias_in_bios_class_set1" in str(err)
     finally:
         restore()
-    err = _errors(lambda: hub_data.load_hub_dataset("Skylion007/openwebtext", TINY,
-                                                    split="validation", streaming=True))
+    err = _errors(
+        lambda: hub_data.load_hub_dataset(
+            "Skylion007/openwebtext", TINY, split="validation", streaming=True
+        )
+    )
     assert err.kind == "split"
 
 
@@ -176,8 +193,9 @@ def _hub_cache_snapshot(hub_cache: Path, repo_id: str, revision: str, files_from
     """The layout `hf download --repo-type dataset --revision R` leaves in the hub cache."""
     repo = hub_cache / f"datasets--{repo_id.replace('/', '--')}"
     commit = "0123456789abcdef0123456789abcdef01234567"
-    shutil.copytree(files_from, repo / "snapshots" / commit,
-                    ignore=shutil.ignore_patterns(hub.MANIFEST))
+    shutil.copytree(
+        files_from, repo / "snapshots" / commit, ignore=shutil.ignore_patterns(hub.MANIFEST)
+    )
     (repo / "refs" / revision).parent.mkdir(parents=True, exist_ok=True)
     (repo / "refs" / revision).write_text(commit)
 
@@ -187,19 +205,26 @@ def test_offline_reads_the_pre_downloaded_hub_cache(cache, monkeypatch, tmp_path
     read with HF_HUB_OFFLINE=1 (the hub's script dataset through its parquet revision)."""
     _, folders = cache
     hub_cache = tmp_path / "hub"
-    _hub_cache_snapshot(hub_cache, "Skylion007/openwebtext", hub_data.PARQUET_REVISION,
-                        folders["Skylion007/openwebtext"])
+    _hub_cache_snapshot(
+        hub_cache,
+        "Skylion007/openwebtext",
+        hub_data.PARQUET_REVISION,
+        folders["Skylion007/openwebtext"],
+    )
     _hub_cache_snapshot(hub_cache, "fancyzhx/ag_news", "main", folders["fancyzhx/ag_news"])
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub_cache))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     paper = get_profile("paper")
     assert sum(1 for _ in load_text_dataset(paper, "validation")) > 100
-    ds = hub_data.load_hub_dataset("fancyzhx/ag_news", paper, columns=("text", "label"),
-                                   splits=("train", "test"))
+    ds = hub_data.load_hub_dataset(
+        "fancyzhx/ag_news", paper, columns=("text", "label"), splits=("train", "test")
+    )
     assert ds["test"].num_rows == 4 * dataset_replicas.ROWS_PER_CLASS["test"]
     err = _errors(lambda: hub_data.load_hub_dataset("LabHC/bias_in_bios", paper))
-    assert err.kind == "offline" and "hf download LabHC/bias_in_bios --repo-type dataset" in str(err)
+    assert err.kind == "offline" and "hf download LabHC/bias_in_bios --repo-type dataset" in str(
+        err
+    )
 
 
 def test_docs_list_the_download_commands():

@@ -2,6 +2,7 @@
 same jobs as the Slurm executor as real local subprocesses: the smoke profile end to end through
 `run_all.sh --launcher local-executor`, with the training job killed mid-run and resumed; and a
 failing job reported by name with its log."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,15 +18,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hsae_utils.pipeline import launcher
 from hsae_utils.config import REPO_ROOT, get_profile
 from hsae_utils.experiment.paper_runs import is_finished, train_runs
-from hsae_utils.pipeline.outputs import output_problems
-from hsae_utils.pipeline.cli import check_options, list_notebooks, parse_args, stage_stamp
-from hsae_utils.runs import run_dir
 from hsae_utils.method.train import CHECKPOINT_NAME
+from hsae_utils.pipeline import launcher
+from hsae_utils.pipeline.cli import check_options, list_notebooks, parse_args, stage_stamp
+from hsae_utils.pipeline.outputs import output_problems
+from hsae_utils.runs import run_dir
 
-pytest.importorskip("submitit", reason="submitit is pinned in requirements.lock: run ./scripts/setup.sh")
+pytest.importorskip(
+    "submitit", reason="submitit is pinned in requirements.lock: run ./scripts/setup.sh"
+)
 
 # The stalling wrapper below runs inside the job: pickle this module's functions by value, so the
 # job process need not import the tests package.
@@ -35,9 +38,21 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 def run_all(out: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HSAE_OUTPUT_ROOT": str(out), "PYTHONPATH": str(REPO_ROOT)}
     env.pop("HSAE_NOTEBOOK_DIR", None)
-    return subprocess.run([str(REPO_ROOT / "run_all.sh"), "--no-setup", "--profile", "smoke",
-                           "--launcher", "local-executor", *args],
-                          env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [
+            str(REPO_ROOT / "run_all.sh"),
+            "--no-setup",
+            "--profile",
+            "smoke",
+            "--launcher",
+            "local-executor",
+            *args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def stall_after_checkpoints(n_saves: int, marker: Path, fn, *args):
@@ -58,7 +73,9 @@ def stall_after_checkpoints(n_saves: int, marker: Path, fn, *args):
     return fn(*args)
 
 
-def test_smoke_end_to_end_through_jobs_with_a_training_job_killed_and_resumed(tmp_path, monkeypatch):
+def test_smoke_end_to_end_through_jobs_with_a_training_job_killed_and_resumed(
+    tmp_path, monkeypatch
+):
     out = tmp_path / "out"
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(out))
     P = get_profile("smoke")
@@ -72,22 +89,27 @@ def test_smoke_end_to_end_through_jobs_with_a_training_job_killed_and_resumed(tm
     # 2. The training job of seed 42 (every run: one shared pass), killed once all of its SAEs
     # wrote their first checkpoint.
     opts = check_options(parse_args(["--profile", "smoke", "--launcher", "local-executor"]))
-    (spec,) = next(phase for phase in launcher.plan_jobs(opts)
-                   if phase[0].fn is launcher.training_job)
+    (spec,) = next(
+        phase for phase in launcher.plan_jobs(opts) if phase[0].fn is launcher.training_job
+    )
     names = spec.args[2]
     assert len(names) == 13 and spec.args[3] == 42  # 3 baselines, 5 sweep runs, 5 stages
     executor = launcher.make_executor("local-executor", tmp_path / "jobs" / "%j")
     marker = tmp_path / "stalled"
-    job = launcher.submit(executor, dataclasses.replace(
-        spec, fn=stall_after_checkpoints, args=(len(names), marker, spec.fn, *spec.args)))
+    job = launcher.submit(
+        executor,
+        dataclasses.replace(
+            spec, fn=stall_after_checkpoints, args=(len(names), marker, spec.fn, *spec.args)
+        ),
+    )
     deadline = time.time() + 600
     while not marker.exists():
         assert not job.done(), job.stderr()
         assert time.time() < deadline, "the training job wrote no checkpoint in 10 minutes"
         time.sleep(0.2)
     job.cancel()
-    with pytest.raises(Exception):
-        job.result()  # killed
+    with pytest.raises(Exception):  # noqa: B017 (submitit's error for a killed job)
+        job.result()
     for name in names:
         folder = run_dir(P, name, 42)
         assert (folder / CHECKPOINT_NAME).exists() and not is_finished(folder, P.train_steps)
@@ -149,7 +171,10 @@ def test_jobs_per_seed_and_their_sbatch_requests_from_the_plan(tmp_path, monkeyp
     opts = check_options(parse_args(["--profile", "paper", "--launcher", "local-executor"]))
     phases = launcher.plan_jobs(opts)
     assert [[s.name for s in phase] for phase in phases] == [
-        ["hsae-paper-01"], [f"hsae-paper-train-seed{s}" for s in P.seeds], ["hsae-paper-08"]]
+        ["hsae-paper-01"],
+        [f"hsae-paper-train-seed{s}" for s in P.seeds],
+        ["hsae-paper-08"],
+    ]
     for spec in phases[1]:
         seed = spec.args[3]
         want = set(RUNS) | ({r.name for r in sweep_runs(P)} if seed in P.sweep_seeds else set())
@@ -167,9 +192,14 @@ def test_jobs_per_seed_and_their_sbatch_requests_from_the_plan(tmp_path, monkeyp
     spec = phases[1][0]
     executor.update_parameters(name=spec.name, **spec.request.parameters())
     sbatch = executor._executor._make_submission_file_text("python -m x", "uid")
-    for line in (f"--gpus-per-node={spec.request.gpus}", f"--mem={spec.request.mem_gb}GB",
-                 f"--time={spec.request.timeout_min}", f"--cpus-per-task={spec.request.cpus}",
-                 "--partition=gpu", f"--job-name={spec.name}"):
+    for line in (
+        f"--gpus-per-node={spec.request.gpus}",
+        f"--mem={spec.request.mem_gb}GB",
+        f"--time={spec.request.timeout_min}",
+        f"--cpus-per-task={spec.request.cpus}",
+        "--partition=gpu",
+        f"--job-name={spec.name}",
+    ):
         assert f"#SBATCH {line}\n" in sbatch, line
 
     monkeypatch.setenv(launcher.PARAMETERS_ENV, '{"slurm_partion": "gpu"}')  # a typo

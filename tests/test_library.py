@@ -1,5 +1,6 @@
 """The library face: the README's "Use as a library" example runs as written (real model, smoke
 profile, in a fresh interpreter), and `import hsae_utils` stays light."""
+
 from __future__ import annotations
 
 import os
@@ -19,13 +20,15 @@ def readme_example() -> str:
 
 
 def test_import_is_light_and_exports_the_api():
-    code = ("import sys, hsae_utils as hs\n"
-            "assert 'torch' not in sys.modules, 'import hsae_utils loaded torch'\n"
-            "for name in hs.__all__: getattr(hs, name)\n"
-            "from hsae_utils import evals\n"
-            "from hsae_utils.method import train\n"
-            "assert callable(hs.train_sae) and callable(hs.evaluate_saes)\n"
-            "assert hasattr(evals, 'evaluate_profile') and hasattr(train, 'TrainConfig')\n")
+    code = (
+        "import sys, hsae_utils as hs\n"
+        "assert 'torch' not in sys.modules, 'import hsae_utils loaded torch'\n"
+        "for name in hs.__all__: getattr(hs, name)\n"
+        "from hsae_utils import evals\n"
+        "from hsae_utils.method import train\n"
+        "assert callable(hs.train_sae) and callable(hs.evaluate_saes)\n"
+        "assert hasattr(evals, 'evaluate_profile') and hasattr(train, 'TrainConfig')\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 
@@ -42,9 +45,16 @@ def test_readme_example_trains_and_evaluates_one_sae(tmp_path):
         "assert 0 < row['explained_variance_legacy'] <= 1 and row['l0'] > 0\n"
         "assert {'ce_loss_score', 'mean_absorption_fraction_score', 'sae_top_1_test_accuracy'}"
         " <= set(row.index)\n"
-        "assert isinstance(sae, hs.HierarchicalSAE) and result.steps == P.train_steps\n")
-    out = subprocess.run([sys.executable, "-c", code + checks], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
+        "assert isinstance(sae, hs.HierarchicalSAE) and result.steps == P.train_steps\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code + checks],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     folder = tmp_path / "smoke" / "library" / "hierarchical_seed42"
     assert (folder / "cfg.json").exists() and (folder / "sae_weights.safetensors").exists()

@@ -1,4 +1,5 @@
 """Schedules, window tracking, resampling and merging, each checked against hand-made cases."""
+
 from __future__ import annotations
 
 import math
@@ -140,8 +141,13 @@ def _output(sae, x, fired):
 
 @pytest.mark.parametrize("window_tracking", [False, True])
 def test_resampling_step_picks_exactly_the_dead_latents(window_tracking):
-    sae = _sae(window_size=4, resample_every=4, window_tracking=window_tracking,
-               clustering=False, dead_rate=0.1)
+    sae = _sae(
+        window_size=4,
+        resample_every=4,
+        window_tracking=window_tracking,
+        clustering=False,
+        dead_rate=0.1,
+    )
     x = torch.randn(10, D, generator=torch.Generator().manual_seed(2))
     fired = torch.full((NF,), 5)
     fired[[0, 9]] = 0  # never fire
@@ -204,7 +210,7 @@ def test_merge_averages_and_frees_j():
         sae.W_dec.copy_(_planted_directions())
         sae.W_enc.copy_(sae.W_dec.T * 2)
         sae.b_enc.copy_(torch.arange(NF, dtype=torch.float))
-    W_enc, b_enc, W_dec = sae.W_enc.clone(), sae.b_enc.clone(), sae.W_dec.clone()
+    W_enc, W_dec = sae.W_enc.clone(), sae.W_dec.clone()
     x = torch.randn(16, D, generator=torch.Generator().manual_seed(4))
     fired = torch.full((NF,), 3)
     gen = torch.Generator().manual_seed(0)
@@ -224,8 +230,13 @@ def test_merge_averages_and_frees_j():
 
 
 def test_merge_reinit_zero_and_encoder_similarity():
-    sae = _sae(window_size=1, merge_every=1, resampling=False, merge_reinit="zero",
-               merge_similarity="encoder")
+    sae = _sae(
+        window_size=1,
+        merge_every=1,
+        resampling=False,
+        merge_reinit="zero",
+        merge_similarity="encoder",
+    )
     with torch.no_grad():
         sae.W_enc.copy_(_planted_directions().T)
         sae.W_dec.copy_(torch.linalg.qr(torch.randn(D, D))[0].repeat(2, 1)[:NF])

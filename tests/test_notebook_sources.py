@@ -1,5 +1,6 @@
 """Every notebook agrees with its source in notebooks/src/ (cell types, sources and tags; outputs
 and execution counts are ignored), and rebuilding keeps the outputs of unchanged cells."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -10,8 +11,9 @@ import pytest
 
 from hsae_utils.config import REPO_ROOT
 
-spec = importlib.util.spec_from_file_location("build_notebooks",
-                                              REPO_ROOT / "scripts" / "build_notebooks.py")
+spec = importlib.util.spec_from_file_location(
+    "build_notebooks", REPO_ROOT / "scripts" / "build_notebooks.py"
+)
 build_notebooks = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(build_notebooks)
 NAMES = build_notebooks.notebook_names()
@@ -25,9 +27,11 @@ def test_every_notebook_has_a_source():
 def test_notebook_matches_its_source(name):
     on_disk = json.loads((REPO_ROOT / "notebooks" / f"{name}.ipynb").read_text())
     assert build_notebooks.cell_sources(on_disk) == build_notebooks.cell_sources(
-        build_notebooks.build(name, None)), (
+        build_notebooks.build(name, None)
+    ), (
         f"notebooks/{name}.ipynb differs from notebooks/src/: edit the source and run "
-        "`python scripts/build_notebooks.py`")
+        "`python scripts/build_notebooks.py`"
+    )
 
 
 def test_shared_cells_come_from_one_place():
@@ -72,16 +76,27 @@ def test_saved_progress_bars_show_their_final_state():
     """An executed notebook's tqdm widget (whose stored text is the bar at 0 %) becomes the text of
     its final widget state; other outputs are kept, the widget state itself is dropped."""
     ids = {"box": "b0", "left": "l0", "bar": "p0", "right": "r0"}
-    state = {ids["box"]: {"state": {"children": [f"IPY_MODEL_{ids[k]}" for k in ("left", "bar", "right")]}},
-             ids["left"]: {"state": {"value": "TopKSAE: 100%"}},
-             ids["bar"]: {"state": {"value": 40, "max": 40}},
-             ids["right"]: {"state": {"value": " 40/40 [00:07&lt;00:00]"}}}
-    widget = {"output_type": "display_data", "metadata": {},
-              "data": {"application/vnd.jupyter.widget-view+json": {"model_id": "b0"},
-                       "text/plain": "TopKSAE:   0%|          | 0/40"}}
+    state = {
+        ids["box"]: {
+            "state": {"children": [f"IPY_MODEL_{ids[k]}" for k in ("left", "bar", "right")]}
+        },
+        ids["left"]: {"state": {"value": "TopKSAE: 100%"}},
+        ids["bar"]: {"state": {"value": 40, "max": 40}},
+        ids["right"]: {"state": {"value": " 40/40 [00:07&lt;00:00]"}},
+    }
+    widget = {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {
+            "application/vnd.jupyter.widget-view+json": {"model_id": "b0"},
+            "text/plain": "TopKSAE:   0%|          | 0/40",
+        },
+    }
     text = {"output_type": "stream", "name": "stdout", "text": "done\n"}
-    nb = {"cells": [{"cell_type": "code", "source": "x", "outputs": [widget, text]}],
-          "metadata": {"widgets": {"application/vnd.jupyter.widget-state+json": {"state": state}}}}
+    nb = {
+        "cells": [{"cell_type": "code", "source": "x", "outputs": [widget, text]}],
+        "metadata": {"widgets": {"application/vnd.jupyter.widget-state+json": {"state": state}}},
+    }
     outputs = build_notebooks.with_final_progress(nb)["cells"][0]["outputs"]
     assert outputs[0]["text"] == "TopKSAE: 100%|" + "\u2588" * 10 + "| 40/40 [00:07<00:00]\n"
     assert outputs[1] == text
@@ -89,11 +104,19 @@ def test_saved_progress_bars_show_their_final_state():
 
 def test_saved_outputs_show_paths_relative_to_the_repository():
     root = Path("/somewhere/repo")
-    outputs = [{"output_type": "stream", "name": "stdout",
-                "text": ["Outputs: /somewhere/repo/outputs/local/activations\n", "/elsewhere/x\n"]},
-               {"output_type": "execute_result", "metadata": {},
-                "data": {"text/plain": "[PosixPath('/somewhere/repo/figures/a.png')]"}},
-               {"output_type": "error", "traceback": ["File /somewhere/repo/hsae_utils/io.py:3"]}]
+    outputs = [
+        {
+            "output_type": "stream",
+            "name": "stdout",
+            "text": ["Outputs: /somewhere/repo/outputs/local/activations\n", "/elsewhere/x\n"],
+        },
+        {
+            "output_type": "execute_result",
+            "metadata": {},
+            "data": {"text/plain": "[PosixPath('/somewhere/repo/figures/a.png')]"},
+        },
+        {"output_type": "error", "traceback": ["File /somewhere/repo/hsae_utils/io.py:3"]},
+    ]
     nb = build_notebooks.with_repo_relative_paths({"cells": [{"outputs": outputs}]}, root)
     out = nb["cells"][0]["outputs"]
     assert out[0]["text"] == ["Outputs: outputs/local/activations\n", "/elsewhere/x\n"]

@@ -1,6 +1,7 @@
 """`model_dtype="bfloat16"` through the paper's path on the `paper-tiny` replicas (the tiny
 Gemma-2, OpenWebText and SAEBench's probing datasets): caching, training inputs, the splice,
 absorption and probing all run on the bf16 model, and give finite numbers."""
+
 import dataclasses
 import math
 import os
@@ -9,8 +10,8 @@ import pytest
 import torch
 
 import hsae_utils as hs
-from hsae_utils.data import dataset_replicas, hub
 from hsae_utils.config import REPO_ROOT, get_profile
+from hsae_utils.data import dataset_replicas, hub
 from hsae_utils.data.forward import model_dtype
 from hsae_utils.data.model import load_model
 from hsae_utils.data.tiny_gemma import ensure_replica
@@ -36,11 +37,24 @@ def roots(tmp_path_factory):
 
 def _run(dtype: str):
     P = dataclasses.replace(
-        get_profile("paper-tiny"), name=f"paper-tiny-{dtype}", model_dtype=dtype,
-        n_train_tokens=2048, n_valid_tokens=1024, n_norm_tokens=1024, shard_tokens=1024,
-        train_steps=10, train_batch_size=256, log_every=5, checkpoint_every=10,
-        n_eval_contexts=4, eval_batch_contexts=2, probe_train_per_class=4, probe_test_per_class=2,
-        probe_max_tokens=32, absorption_vocab_size=104)
+        get_profile("paper-tiny"),
+        name=f"paper-tiny-{dtype}",
+        model_dtype=dtype,
+        n_train_tokens=2048,
+        n_valid_tokens=1024,
+        n_norm_tokens=1024,
+        shard_tokens=1024,
+        train_steps=10,
+        train_batch_size=256,
+        log_every=5,
+        checkpoint_every=10,
+        n_eval_contexts=4,
+        eval_batch_contexts=2,
+        probe_train_per_class=4,
+        probe_test_per_class=2,
+        probe_max_tokens=32,
+        absorption_vocab_size=104,
+    )
     model = load_model(P, device="cpu")
     assert model_dtype(model) == getattr(torch, dtype)
     hs.cache_activations(P, model=model)
@@ -51,9 +65,15 @@ def _run(dtype: str):
 
 def test_bfloat16_runs_the_paper_path(roots):
     bf16 = _run("bfloat16")
-    for metric in ("ce_loss_without_sae", "ce_loss_with_sae", "kl_div_with_sae",
-                   "kl_div_with_ablation", "explained_variance_legacy", "llm_top_1_test_accuracy",
-                   "sae_top_1_test_accuracy"):
+    for metric in (
+        "ce_loss_without_sae",
+        "ce_loss_with_sae",
+        "kl_div_with_sae",
+        "kl_div_with_ablation",
+        "explained_variance_legacy",
+        "llm_top_1_test_accuracy",
+        "sae_top_1_test_accuracy",
+    ):
         assert math.isfinite(bf16[metric]), metric
     # a random tiny Gemma-2 with a final soft-cap of 3: the clean CE is near log(vocab) = 8.3
     assert 5 < bf16["ce_loss_without_sae"] < 12

@@ -8,6 +8,7 @@ absorption fraction and full-absorption flag, for a given probe and given main l
 choice of main latents, by k-sparse probing, is tested in test_absorption.py; SAEBench runs its
 own probe training with a different optimiser, so that part is not bit-comparable.)
 """
+
 from __future__ import annotations
 
 import pytest
@@ -50,8 +51,14 @@ def letter_sae_and_words(seed=0):
     W_dec = torch.nn.functional.normalize(torch.randn(F, D, generator=g), dim=-1)
     W_dec[0] = probe_D
     W_dec[1:4] = torch.nn.functional.normalize(probe_D + 0.6 * W_dec[1:4], dim=-1)
-    sae = ReLUSAE(ReLUSAEConfig(d_in=D, d_sae=F, hook_name=HOOK,
-                                normalization={"scale": SCALE, "center": False, "mean": None}))
+    sae = ReLUSAE(
+        ReLUSAEConfig(
+            d_in=D,
+            d_sae=F,
+            hook_name=HOOK,
+            normalization={"scale": SCALE, "center": False, "mean": None},
+        )
+    )
     with torch.no_grad():
         sae.W_dec.copy_(W_dec)
         sae.W_enc.copy_(W_dec.T)
@@ -69,10 +76,13 @@ def test_absorption_matches_saebench_calculator(tmp_path):
     words = [f"w{i}" for i in range(N)]
     x_raw_ND = x_norm_ND / SCALE
     main = [0]
-    calc = calc_mod.FeatureAbsorptionCalculator(model=CachedWords(words, x_raw_ND),
-                                                icl_word_list=["a", "b"], batch_size=64)
+    calc = calc_mod.FeatureAbsorptionCalculator(
+        model=CachedWords(words, x_raw_ND), icl_word_list=["a", "b"], batch_size=64
+    )
     res = calc.calculate_absorption(theirs, words, probe_D, main, LAYER, show_progress=False)
-    their_frac = torch.tensor([r.absorption_fraction for r in res.word_results], dtype=torch.float64)
+    their_frac = torch.tensor(
+        [r.absorption_fraction for r in res.word_results], dtype=torch.float64
+    )
     their_full = torch.tensor([r.is_full_absorption for r in res.word_results])
 
     # ours: normalized space, as `evaluate_absorption` calls it

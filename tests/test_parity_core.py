@@ -3,6 +3,7 @@ tokens and exported SAE, give our reconstruction, sparsity and splice (KL / CE) 
 
 SAELens' functions take an activation store only for `get_batch_tokens`; `Tokens` hands them the
 same contexts our splice set uses. The SAE they see is our SAELens export (raw space)."""
+
 from __future__ import annotations
 
 import pytest
@@ -48,8 +49,15 @@ def contexts(n=6, s=16, seed=0):
 def setup(tiny_model, tmp_path_factory):
     """Our adapter and SAELens' SAE of one export, and our splice set on the same contexts."""
     folder = tmp_path_factory.mktemp("sae")
-    sae = TopKSAE(TopKSAEConfig(d_in=TINY_D, d_sae=64, k=6, hook_name=HOOK,
-                                normalization={"scale": SCALE, "center": False, "mean": None}))
+    sae = TopKSAE(
+        TopKSAEConfig(
+            d_in=TINY_D,
+            d_sae=64,
+            k=6,
+            hook_name=HOOK,
+            normalization={"scale": SCALE, "center": False, "mean": None},
+        )
+    )
     with torch.no_grad():
         sae.b_enc.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
         sae.b_dec.normal_(0, 0.1, generator=torch.Generator().manual_seed(2))
@@ -67,15 +75,29 @@ def test_reconstruction_metrics_match_sae_lens(tiny_model, setup):
     mine = ev.reconstruction_metrics(ours, x_raw)
     with torch.no_grad():
         their, _ = sl_evals.get_sparsity_and_variance_metrics(
-            theirs, tiny_model, Tokens(toks), ActivationScaler(), n_batches=1,
-            compute_l2_norms=True, compute_sparsity_metrics=True, compute_variance_metrics=True,
-            compute_featurewise_density_statistics=False, eval_batch_size_prompts=len(toks),
-            model_kwargs={}, ignore_tokens=SPECIAL)
+            theirs,
+            tiny_model,
+            Tokens(toks),
+            ActivationScaler(),
+            n_batches=1,
+            compute_l2_norms=True,
+            compute_sparsity_metrics=True,
+            compute_variance_metrics=True,
+            compute_featurewise_density_statistics=False,
+            eval_batch_size_prompts=len(toks),
+            model_kwargs={},
+            ignore_tokens=SPECIAL,
+        )
     assert 0 < mine["l0"] <= 6
-    for name, our_name in [("l0", "l0"), ("explained_variance_legacy", "explained_variance_legacy"),
-                           ("explained_variance", "explained_variance"),
-                           ("mse", "mse_raw"), ("cossim", "cossim"), ("l2_ratio", "l2_ratio"),
-                           ("relative_reconstruction_bias", "relative_reconstruction_bias")]:
+    for name, our_name in [
+        ("l0", "l0"),
+        ("explained_variance_legacy", "explained_variance_legacy"),
+        ("explained_variance", "explained_variance"),
+        ("mse", "mse_raw"),
+        ("cossim", "cossim"),
+        ("l2_ratio", "l2_ratio"),
+        ("relative_reconstruction_bias", "relative_reconstruction_bias"),
+    ]:
         assert mine[our_name] == pytest.approx(their[name], rel=1e-5, abs=1e-6), name
     assert mine["l1"] == pytest.approx(their["l1"] * SCALE, rel=1e-5)  # our latents: normalized
 
@@ -105,9 +127,16 @@ def test_splice_with_sae_matches_sae_lens(tiny_model, setup):
     mine = ev.splice_metrics(tiny_model, splice, {"t": ours}, LAYER, progress=False)["t"]
     with torch.no_grad():
         their = sl_evals.get_downstream_reconstruction_metrics(
-            theirs, tiny_model, Tokens(toks), ActivationScaler(), compute_kl=True,
-            compute_ce_loss=True, n_batches=1, eval_batch_size_prompts=len(toks),
-            ignore_tokens=SPECIAL)
+            theirs,
+            tiny_model,
+            Tokens(toks),
+            ActivationScaler(),
+            compute_kl=True,
+            compute_ce_loss=True,
+            n_batches=1,
+            eval_batch_size_prompts=len(toks),
+            ignore_tokens=SPECIAL,
+        )
     for name in ("kl_div_with_sae", "ce_loss_with_sae", "ce_loss_without_sae"):
         assert mine[name] == pytest.approx(their[name], rel=1e-4, abs=1e-6), name
 
@@ -119,8 +148,15 @@ def test_zero_ablation_baselines_match_sae_lens(tiny_model, setup):
     mine = ev.splice_metrics(tiny_model, splice, {"t": ours}, LAYER, progress=False)["t"]
     with torch.no_grad():
         their = sl_evals.get_downstream_reconstruction_metrics(
-            theirs, tiny_model, Tokens(toks), ActivationScaler(), compute_kl=True,
-            compute_ce_loss=True, n_batches=1, eval_batch_size_prompts=len(toks),
-            ignore_tokens=SPECIAL)
+            theirs,
+            tiny_model,
+            Tokens(toks),
+            ActivationScaler(),
+            compute_kl=True,
+            compute_ce_loss=True,
+            n_batches=1,
+            eval_batch_size_prompts=len(toks),
+            ignore_tokens=SPECIAL,
+        )
     for name in ("kl_div_with_ablation", "ce_loss_with_ablation", "kl_div_score", "ce_loss_score"):
         assert mine[name] == pytest.approx(their[name], rel=1e-4, abs=1e-6), name

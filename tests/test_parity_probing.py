@@ -6,6 +6,7 @@ scikit-learn probe's test accuracy.
 Where we differ on purpose: SAEBench draws the negatives of a one-vs-rest task with torch's global
 RNG (`prepare_probe_data`); ours are a seeded numpy draw of the same size (`binary_task`), so the
 draw is shared here rather than compared."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,8 +44,11 @@ def texts(n=60, seed=0):
 @pytest.fixture(scope="module")
 def sae_pair(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sae")
-    sae = ReLUSAE(ReLUSAEConfig(d_in=D, d_sae=F,
-                                normalization={"scale": SCALE, "center": False, "mean": None}))
+    sae = ReLUSAE(
+        ReLUSAEConfig(
+            d_in=D, d_sae=F, normalization={"scale": SCALE, "center": False, "mean": None}
+        )
+    )
     with torch.no_grad():
         sae.b_enc.fill_(-0.2)
     save_sae(sae.eval(), folder)
@@ -72,12 +76,17 @@ def test_top_k_selection_and_accuracy_match_saebench(sae_pair, k):
         X = pr.mean_pool(rows, offsets, encode=lambda x: ours.encode(x * SCALE)).numpy()
     train, test = np.arange(40), np.arange(40, 60)
     mine = pr.top_k_mean_diff(X[train], labels[train], k)
-    mask = pt.get_top_k_mean_diff_mask(torch.from_numpy(X[train]),
-                                       torch.from_numpy(labels[train]).long(), k)
+    mask = pt.get_top_k_mean_diff_mask(
+        torch.from_numpy(X[train]), torch.from_numpy(labels[train]).long(), k
+    )
     assert set(mine.tolist()) == set((~mask).nonzero().flatten().tolist())
     acc = pr.probe_accuracy(X[train][:, mine], labels[train], X[test][:, mine], labels[test])
     Xt = lambda i: pt.apply_topk_mask_reduce_dim(torch.from_numpy(X[i]), mask)  # noqa: E731
-    _, their_acc = pt.train_sklearn_probe(Xt(train), torch.from_numpy(labels[train]).long(),
-                                          Xt(test), torch.from_numpy(labels[test]).long())
+    _, their_acc = pt.train_sklearn_probe(
+        Xt(train),
+        torch.from_numpy(labels[train]).long(),
+        Xt(test),
+        torch.from_numpy(labels[test]).long(),
+    )
     assert acc == pytest.approx(their_acc, abs=1e-12)
     assert acc > 0.5

@@ -4,6 +4,7 @@ before any work, --force passing only declared parameters, one run per output fo
 Everything runs the real script in real subprocesses; the lock's holder is a real process that
 is SIGKILLed, so a stale lock would show.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,14 +26,20 @@ RUN_ALL = str(REPO_ROOT / "run_all.sh")
 
 def _notebook(path: Path, params: str = 'profile = "smoke"', code: str = "") -> None:
     nb = nbformat.v4.new_notebook()
-    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                  "language": "python"}, "language_info": {"name": "python"}}
+    nb.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+    }
     cell = nbformat.v4.new_code_cell(params)
     cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbformat.v4.new_code_cell(
-        "import os, pathlib\n"
-        "with open(pathlib.Path(os.environ['HSAE_OUTPUT_ROOT']) / 'ran.txt', 'a') as f:\n"
-        f"    f.write({path.stem!r} + '\\n')\n" + code)]
+    nb.cells = [
+        cell,
+        nbformat.v4.new_code_cell(
+            "import os, pathlib\n"
+            "with open(pathlib.Path(os.environ['HSAE_OUTPUT_ROOT']) / 'ran.txt', 'a') as f:\n"
+            f"    f.write({path.stem!r} + '\\n')\n" + code
+        ),
+    ]
     nbformat.write(nb, path)
 
 
@@ -41,8 +48,13 @@ def _env(nbs: Path, out: Path | str) -> dict:
 
 
 def run_all(nbs: Path, out: Path | str, *args: str, profile: str = "smoke"):
-    return subprocess.run([RUN_ALL, "--no-setup", "--profile", profile, *args],
-                          env=_env(nbs, out), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [RUN_ALL, "--no-setup", "--profile", profile, *args],
+        env=_env(nbs, out),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture
@@ -56,18 +68,26 @@ def nbs(tmp_path):
 # ----------------------------------------------------------------------------- options
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--profile",), "argument --profile: expected one argument"),
-    (("--only",), "argument --only: expected one argument"),
-    (("--profile", "locl"), "Unknown profile 'locl'. Valid profiles: .*local"),
-    (("--only", "99"), "--only 99 matches no notebook; the notebooks are: 01_first.ipynb"),
-    (("--only", "01,7"), "--only 7 matches no notebook"),
-    (("--bogus",), "unrecognized arguments: --bogus"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--profile",), "argument --profile: expected one argument"),
+        (("--only",), "argument --only: expected one argument"),
+        (("--profile", "locl"), "Unknown profile 'locl'. Valid profiles: .*local"),
+        (("--only", "99"), "--only 99 matches no notebook; the notebooks are: 01_first.ipynb"),
+        (("--only", "01,7"), "--only 7 matches no notebook"),
+        (("--bogus",), "unrecognized arguments: --bogus"),
+    ],
+)
 def test_bad_options_fail_before_any_work(nbs, tmp_path, args, message):
     out = tmp_path / "out"
-    proc = subprocess.run([RUN_ALL, "--no-setup", *args], env=_env(nbs, out),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [RUN_ALL, "--no-setup", *args],
+        env=_env(nbs, out),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert re.search(message, proc.stderr), proc.stderr
     assert not out.exists()  # nothing created, nothing ran
@@ -105,8 +125,9 @@ def test_force_passes_only_the_parameters_a_notebook_declares(nbs, tmp_path):
     injected = {}
     for name in ("01_first.ipynb", "02_train.ipynb"):
         nb = nbformat.read(out / "smoke" / "notebooks" / name, as_version=4)
-        injected[name] = next(c.source for c in nb.cells
-                              if "injected-parameters" in c.metadata.get("tags", []))
+        injected[name] = next(
+            c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])
+        )
     assert "force_retrain = True" in injected["02_train.ipynb"]
     assert "force_retrain" not in injected["01_first.ipynb"]
     assert all("force = " not in s and "rebuild_cache" not in s for s in injected.values())
@@ -131,10 +152,16 @@ def test_notebook_hash_ignores_outputs(tmp_path):
 
 def _hold_lock(folder: Path) -> subprocess.Popen:
     """A real process holding `folder`'s run lock until killed."""
-    code = ("import sys, time\nfrom hsae_utils.pipeline.lock import run_lock\n"
-            "with run_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    code = (
+        "import sys, time\nfrom hsae_utils.pipeline.lock import run_lock\n"
+        "with run_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(600)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -154,9 +181,13 @@ def test_a_second_run_of_the_same_folder_is_refused_or_waits(nbs, tmp_path):
         assert run_all(nbs, tmp_path / "other").returncode == 0
         assert (out / "ran.txt").read_text().split() == ["01_first"]
 
-        waiting = subprocess.Popen([RUN_ALL, "--no-setup", "--profile", "smoke", "--wait"],
-                                   env=_env(nbs, out), stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
+        waiting = subprocess.Popen(
+            [RUN_ALL, "--no-setup", "--profile", "smoke", "--wait"],
+            env=_env(nbs, out),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         lines = iter(waiting.stdout.readline, "")
         assert any(f"Waiting for the run with PID {holder.pid}" in line for line in lines)
         time.sleep(1)

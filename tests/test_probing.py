@@ -1,4 +1,5 @@
 """Sparse probing (hsae_utils.probing): task construction, pooling, top-k probes."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -7,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from hsae_utils.data.forward import layer_resid
 from hsae_utils.evals import probing as pr
 from hsae_utils.evals import probing_tasks
 from hsae_utils.evals.adapter import SAEAdapter
-from hsae_utils.data.forward import layer_resid
 
 from .conftest import TINY_D
 
@@ -44,9 +45,16 @@ def synthetic_probing_data(n_per_class=40, n_classes=3, d=16, tokens_per_text=5,
                 split.append(s)
                 label.append(c)
     offsets = np.r_[0, np.cumsum([len(a) for a in acts])]
-    return pr.ProbingData(["toy"], {"toy": [f"class{c}" for c in range(n_classes)]},
-                          torch.from_numpy(np.concatenate(acts)), torch.from_numpy(offsets),
-                          np.array(task), np.array(split), np.array(label), seed=0)
+    return pr.ProbingData(
+        ["toy"],
+        {"toy": [f"class{c}" for c in range(n_classes)]},
+        torch.from_numpy(np.concatenate(acts)),
+        torch.from_numpy(offsets),
+        np.array(task),
+        np.array(split),
+        np.array(label),
+        seed=0,
+    )
 
 
 def test_planted_feature_is_found_by_top1_probing():
@@ -77,7 +85,7 @@ def test_the_same_negatives_for_the_llm_and_every_sae():
     accuracies: only possible if both are probed on the same positives, negatives and splits."""
     data = synthetic_probing_data(n_per_class=30, tokens_per_text=2)
     for i in range(len(data.offsets) - 1):  # weaken the planted feature: accuracies below 1
-        data.acts_TD[data.offsets[i]:data.offsets[i + 1], 3:6] *= 0.15
+        data.acts_TD[data.offsets[i] : data.offsets[i + 1], 3:6] *= 0.15
     llm = pr.mean_pool(data.acts_TD, data.offsets).numpy()
     data.llm_results = pr.probe_features(llm, data, (1, 5), "llm")
     identity = DimSAE(16)
@@ -96,53 +104,76 @@ def test_mean_pool_in_chunks_and_from_fp16_arrays():
     expected = torch.tensor([[1.0, 2.0], [0.0, 0.0], [7.0, 8.0]])
     offsets = torch.tensor([0, 2, 2, 6])
     torch.testing.assert_close(pr.mean_pool(acts, offsets), expected)
-    torch.testing.assert_close(pr.mean_pool(acts.numpy().astype(np.float16), offsets, batch=4),
-                               expected)
+    torch.testing.assert_close(
+        pr.mean_pool(acts.numpy().astype(np.float16), offsets, batch=4), expected
+    )
     doubled = pr.mean_pool(acts, offsets, encode=lambda rows: 2 * rows, batch=3)
     torch.testing.assert_close(doubled, 2 * expected)
     # rows marked as massive activations are left out of the mean
     keep = np.array([True, True, True, False, True, False])
-    torch.testing.assert_close(pr.mean_pool(acts, offsets, row_keep=keep),
-                               torch.tensor([[1.0, 2.0], [0.0, 0.0], [6.0, 7.0]]))
+    torch.testing.assert_close(
+        pr.mean_pool(acts, offsets, row_keep=keep),
+        torch.tensor([[1.0, 2.0], [0.0, 0.0], [6.0, 7.0]]),
+    )
 
 
 def test_probing_cache_streams_to_disk_and_is_reused(tiny_model, tmp_path):
     from hsae_utils.config import get_profile
 
-    P = get_profile("smoke", model_name="tiny", n_layers=4, d_model=TINY_D, layer=1,
-                    probe_max_tokens=8, probe_k_values=(1, 2))
+    P = get_profile(
+        "smoke",
+        model_name="tiny",
+        n_layers=4,
+        d_model=TINY_D,
+        layer=1,
+        probe_max_tokens=8,
+        probe_k_values=(1, 2),
+    )
     words = "the cat sat on the mat and the dog ran".split()
     texts = [" ".join(words[i:] + words[:i]) for i in range(10)]
-    tasks = {"toy": probing_tasks.ProbingTask("toy", ["a", "b"],
-                                   [(t, "ab"[i % 2]) for i, t in enumerate(texts[:8])],
-                                   [(t, "ab"[i % 2]) for i, t in enumerate(texts[8:] * 2)])}
-    a = pr.build_probing_data(tiny_model, P, cache_root=tmp_path, fingerprint="tiny",
-                              progress=False, tasks=tasks)
+    tasks = {
+        "toy": probing_tasks.ProbingTask(
+            "toy",
+            ["a", "b"],
+            [(t, "ab"[i % 2]) for i, t in enumerate(texts[:8])],
+            [(t, "ab"[i % 2]) for i, t in enumerate(texts[8:] * 2)],
+        )
+    }
+    a = pr.build_probing_data(
+        tiny_model, P, cache_root=tmp_path, fingerprint="tiny", progress=False, tasks=tasks
+    )
     assert not a.reused and isinstance(a.acts_TD, np.ndarray)
     assert not list(a.folder.glob(".*partial"))
-    b = pr.build_probing_data(tiny_model, P, cache_root=tmp_path, fingerprint="tiny",
-                              progress=False, tasks=tasks)
+    b = pr.build_probing_data(
+        tiny_model, P, cache_root=tmp_path, fingerprint="tiny", progress=False, tasks=tasks
+    )
     assert b.reused and b.llm_results == a.llm_results
     np.testing.assert_array_equal(np.asarray(a.acts_TD), np.asarray(b.acts_TD))
-    assert set(b.llm_results["toy"]) == {"llm_test_accuracy", "llm_top_1_test_accuracy",
-                                         "llm_top_2_test_accuracy"}
+    assert set(b.llm_results["toy"]) == {
+        "llm_test_accuracy",
+        "llm_top_1_test_accuracy",
+        "llm_top_2_test_accuracy",
+    }
 
 
 def test_token_activations_mask_special_tokens_and_ignore_padding(tiny_model):
     lists = [[0, 5, 6, 7], [0, 9, 0, 10, 11, 12, 13], [0, 20]]  # a boundary token inside text 2
-    acts, offsets, row_keep = pr.token_activations(tiny_model, lists, 1, special_ids=[0, 1],
-                                                   pad_id=0, progress=False)
+    acts, offsets, row_keep = pr.token_activations(
+        tiny_model, lists, 1, special_ids=[0, 1], pad_id=0, progress=False
+    )
     assert row_keep.all()  # no massive-activation rule here
     assert offsets.tolist() == [0, 3, 8, 9]
     for i, ids in enumerate(lists):
         ref = layer_resid(tiny_model, torch.tensor([ids]), 1)[0]
         keep = torch.tensor([t not in (0, 1) for t in ids])
-        torch.testing.assert_close(torch.from_numpy(acts[offsets[i] : offsets[i + 1]]), ref[keep],
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            torch.from_numpy(acts[offsets[i] : offsets[i + 1]]), ref[keep], rtol=1e-4, atol=1e-5
+        )
     assert acts.shape[1] == TINY_D
     # the massive-activation rule marks rows far above the batch median norm (here: all of them)
-    _, _, row_keep = pr.token_activations(tiny_model, lists, 1, special_ids=[0, 1], pad_id=0,
-                                          progress=False, massive_factor=1e-3)
+    _, _, row_keep = pr.token_activations(
+        tiny_model, lists, 1, special_ids=[0, 1], pad_id=0, progress=False, massive_factor=1e-3
+    )
     assert not row_keep.any()
 
 

@@ -1,5 +1,6 @@
 """The probing store (hsae_utils.evals.probing): bf16 above 4 GiB, never fp16 (Gemma-2's residuals
 exceed its range), every batch checked finite; and the pooling of all SAEs in one pass."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,8 +42,9 @@ def test_a_non_finite_residual_stops_the_store_with_the_fix(tiny_model, monkeypa
 
     monkeypatch.setattr(pr, "layer_resid", overflowing)
     with pytest.raises(pr.NonFiniteActivationsError, match="float32 or bfloat16"):
-        pr.token_activations(tiny_model, [[0, 5, 6], [0, 7, 8]], 1, special_ids=[0], pad_id=0,
-                             progress=False)
+        pr.token_activations(
+            tiny_model, [[0, 5, 6], [0, 7, 8]], 1, special_ids=[0], pad_id=0, progress=False
+        )
 
 
 def test_padding_is_not_checked(tiny_model, monkeypatch):
@@ -55,27 +57,42 @@ def test_padding_is_not_checked(tiny_model, monkeypatch):
         return r
 
     monkeypatch.setattr(pr, "layer_resid", nan_padding)
-    acts, _, _ = pr.token_activations(tiny_model, [[0, 5], [0, 7, 8]], 1, special_ids=[0],
-                                      pad_id=0, progress=False)
+    acts, _, _ = pr.token_activations(
+        tiny_model, [[0, 5], [0, 7, 8]], 1, special_ids=[0], pad_id=0, progress=False
+    )
     assert np.isfinite(acts).all()
 
 
 def test_a_bf16_store_is_cached_and_read_back_as_bf16(tiny_model, tmp_path, monkeypatch):
     from hsae_utils.config import get_profile
 
-    P = get_profile("smoke", model_name="tiny", n_layers=4, d_model=TINY_D, layer=1,
-                    probe_max_tokens=8, probe_k_values=(1, 2))
+    P = get_profile(
+        "smoke",
+        model_name="tiny",
+        n_layers=4,
+        d_model=TINY_D,
+        layer=1,
+        probe_max_tokens=8,
+        probe_k_values=(1, 2),
+    )
     words = "the cat sat on the mat and the dog ran".split()
     texts = [" ".join(words[i:] + words[:i]) for i in range(10)]
-    tasks = {"toy": probing_tasks.ProbingTask("toy", ["a", "b"],
-                                              [(t, "ab"[i % 2]) for i, t in enumerate(texts[:8])],
-                                              [(t, "ab"[i % 2]) for i, t in enumerate(texts[8:] * 2)])}
+    tasks = {
+        "toy": probing_tasks.ProbingTask(
+            "toy",
+            ["a", "b"],
+            [(t, "ab"[i % 2]) for i, t in enumerate(texts[:8])],
+            [(t, "ab"[i % 2]) for i, t in enumerate(texts[8:] * 2)],
+        )
+    }
     fp32 = pr.build_probing_data(tiny_model, P, progress=False, tasks=tasks)
     monkeypatch.setattr(pr, "FP32_STORE_BYTES", 0)
-    a = pr.build_probing_data(tiny_model, P, cache_root=tmp_path, fingerprint="tiny",
-                              progress=False, tasks=tasks)
-    b = pr.build_probing_data(tiny_model, P, cache_root=tmp_path, fingerprint="tiny",
-                              progress=False, tasks=tasks)
+    a = pr.build_probing_data(
+        tiny_model, P, cache_root=tmp_path, fingerprint="tiny", progress=False, tasks=tasks
+    )
+    b = pr.build_probing_data(
+        tiny_model, P, cache_root=tmp_path, fingerprint="tiny", progress=False, tasks=tasks
+    )
     assert not a.reused and b.reused and a.acts_dtype == b.acts_dtype == "bfloat16"
     assert np.asarray(b.acts_TD).dtype == np.uint16
     ref = pr.mean_pool(fp32.acts_TD, fp32.offsets, row_keep=fp32.row_keep)
@@ -83,8 +100,12 @@ def test_a_bf16_store_is_cached_and_read_back_as_bf16(tiny_model, tmp_path, monk
         pooled = pr.mean_pool(d.acts_TD, d.offsets, row_keep=d.row_keep, dtype=d.acts_dtype)
         torch.testing.assert_close(pooled, ref, rtol=2**-7, atol=2**-7 * ref.abs().max().item())
     sae = SAEAdapter(DimSAE(TINY_D))
-    np.testing.assert_allclose(pr.sae_features(sae, b), pr.sae_features(sae, fp32),
-                               rtol=2**-7, atol=2**-7 * float(ref.abs().max()))
+    np.testing.assert_allclose(
+        pr.sae_features(sae, b),
+        pr.sae_features(sae, fp32),
+        rtol=2**-7,
+        atol=2**-7 * float(ref.abs().max()),
+    )
 
 
 def test_pooling_all_saes_in_one_pass_equals_one_pass_each():

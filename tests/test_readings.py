@@ -1,4 +1,5 @@
 """hsae_utils.experiment.readings against the parameters that take each reading: defaults and alternatives."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +12,12 @@ from hsae_utils.experiment.readings import READINGS, reading, variants
 from hsae_utils.method.saes.hierarchical import HierarchicalSAEConfig
 from hsae_utils.method.train import TrainConfig
 
-TARGET = {"train": TrainConfig, "sae": HierarchicalSAEConfig, "store": Normalizer,
-          "profile": Profile}
+TARGET = {
+    "train": TrainConfig,
+    "sae": HierarchicalSAEConfig,
+    "store": Normalizer,
+    "profile": Profile,
+}
 
 
 @pytest.mark.parametrize("r", READINGS, ids=lambda r: r.name)

@@ -1,11 +1,12 @@
 """The resource plan against real files, and the preflight's refusals (hsae_utils.pipeline.resources)."""
+
 import shutil
 
 import pytest
 import torch
 
-from hsae_utils.pipeline import resources as res
 from hsae_utils.config import REPO_ROOT, get_profile
+from hsae_utils.pipeline import resources as res
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +23,14 @@ def test_cache_bytes_match_a_real_smoke_cache(tmp_path, monkeypatch, smoke_model
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
     (tmp_path / "corpus").symlink_to(REPO_ROOT / "outputs" / "corpus")  # the built corpus
     # smoke with fewer tokens (seconds of SmolLM2 on CPU); 2 contexts per shard: 6 shards
-    profile = get_profile("smoke", cache_dtype=cache_dtype, n_train_tokens=1024,
-                          n_valid_tokens=512, n_norm_tokens=256, shard_tokens=256)
+    profile = get_profile(
+        "smoke",
+        cache_dtype=cache_dtype,
+        n_train_tokens=1024,
+        n_valid_tokens=512,
+        n_norm_tokens=256,
+        shard_tokens=256,
+    )
     folders = cache_activations(profile, model=smoke_model)
     for split, folder in folders.items():
         real = sum(f.stat().st_size for f in folder.iterdir())  # shards, tokens, manifest
@@ -31,19 +38,23 @@ def test_cache_bytes_match_a_real_smoke_cache(tmp_path, monkeypatch, smoke_model
         assert 0.97 * predicted <= real <= 1.01 * predicted, (split, real, predicted)
     # What the disk check of the whole run counts for caching is these two folders.
     assert res.caching_need(profile).disk == pytest.approx(
-        res.folder_bytes(profile.cache_dir), rel=0.03)
+        res.folder_bytes(profile.cache_dir), rel=0.03
+    )
 
 
 def test_paper_plan_from_independent_arithmetic():
     paper = get_profile("paper")
     contexts = 10_000_000 // 128  # 78,125 contexts; every position but BOS, bf16
-    assert res.split_cache_bytes(paper, "train") == pytest.approx(contexts * 127 * 2304 * 2, rel=1e-3)
+    assert res.split_cache_bytes(paper, "train") == pytest.approx(
+        contexts * 127 * 2304 * 2, rel=1e-3
+    )
     assert res.split_cache_bytes(paper, "train") < 47e9  # was 92 GB in fp32 with every position
     # SAEBench's 36 probing classes x 2,500 texts x 127 tokens x 2,304 in bf16.
     assert res.probing_cache_bytes(paper) == pytest.approx(36 * 2500 * 127 * 2304 * 2, rel=1e-9)
     # The store: 8 shards of 2,048 contexts x 127 rows in bf16 (~9.6 GB, was ~40-58 GB).
-    assert res.training_run_need(paper).host_ram == pytest.approx(8 * 2048 * 127 * 2304 * 2,
-                                                                   rel=0.01)
+    assert res.training_run_need(paper).host_ram == pytest.approx(
+        8 * 2048 * 127 * 2304 * 2, rel=0.01
+    )
     assert paper.n_eval_contexts * paper.context_size <= paper.n_valid_tokens
 
 
@@ -65,7 +76,9 @@ def test_check_refuses_too_little_disk_and_ram(tmp_path, monkeypatch, capsys):
     assert "Refusing to start profile smoke" in capsys.readouterr().err
     # cluster jobs (--launcher slurm) request their own RAM: the submitting machine's is not checked
     jobs = res.check(get_profile("smoke"), hub=False, here=False)
-    assert any(p.startswith("disk:") for p in jobs) and not any(p.startswith("host RAM:") for p in jobs)
+    assert any(p.startswith("disk:") for p in jobs) and not any(
+        p.startswith("host RAM:") for p in jobs
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without GPU")
@@ -108,8 +121,7 @@ def test_the_plan_is_for_the_target_card_not_the_machine_that_prints_it(monkeypa
     h100, t4 = res.CARDS["H100"], res.CARDS["T4"]
     # Gemma-2 runs in bf16 on an H100 (bf16 tensor cores), in fp32 on a T4 (none)
     assert res.rates(paper).model_flops == pytest.approx(h100.bf16_flops * res.MODEL_EFFICIENCY)
-    assert res.rates(colab_gemma).model_flops == pytest.approx(t4.fp32_flops
-                                                               * res.MODEL_EFFICIENCY)
+    assert res.rates(colab_gemma).model_flops == pytest.approx(t4.fp32_flops * res.MODEL_EFFICIENCY)
     assert res.rates(get_profile("local")) is res.CPU_RATES
     assert res.rates(get_profile("paper-tiny")) is res.CPU_RATES
     assert res.totals(res.plan(colab_gemma)).seconds < 3 * 3600
@@ -126,8 +138,9 @@ def test_training_reads_the_cache_once_per_seed():
     passes = len(set(paper.seeds) | set(paper.sweep_seeds))
     read = paper.train_steps * paper.train_batch_size * paper.d_model * 2  # bf16 cache
     steps = n * paper.train_steps * 12 * paper.train_batch_size * paper.d_model * paper.dict_size
-    assert res.training_need(paper).seconds == pytest.approx(steps / r.sae_flops
-                                                             + passes * read / r.read_bytes)
+    assert res.training_need(paper).seconds == pytest.approx(
+        steps / r.sae_flops + passes * read / r.read_bytes
+    )
     assert passes < n
 
 

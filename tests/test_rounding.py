@@ -2,6 +2,7 @@
 torch threads, and a one-ulp difference in the inputs (what another BLAS kernel can make of a
 matmul) moves TopK / BatchTopK metrics by less than the spread over seeds, ReLU's by far less.
 Sizes: a [512, 128] batch, above the size where torch splits a reduction among threads."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,11 @@ from hsae_utils.method.train import TrainConfig, train
 
 D, F, B, STEPS = 128, 512, 512, 60
 # Short dead windows, so AuxK (the dead latents' loss) runs within the few steps.
-CONFIGS = {"topk": dict(k=8, dead_after_tokens=B // 2),
-           "batchtopk": dict(k=8, dead_after_tokens=B // 4), "relu": dict(l1_coefficient=0.2)}
+CONFIGS = {
+    "topk": dict(k=8, dead_after_tokens=B // 2),
+    "batchtopk": dict(k=8, dead_after_tokens=B // 4),
+    "relu": dict(l1_coefficient=0.2),
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +39,7 @@ def fit(arch, x, seed, tmp_path, name, threads=1):
     try:
         cls = ARCHITECTURES[arch]
         sae = cls(cls.config_class(d_in=D, d_sae=F, **CONFIGS[arch]), seed=seed)
-        cfg = TrainConfig(steps=STEPS, batch_size=B, seed=seed, log_every=1,
-                          checkpoint_every=STEPS)
+        cfg = TrainConfig(steps=STEPS, batch_size=B, seed=seed, log_every=1, checkpoint_every=STEPS)
         return train(sae, TensorStore(x), cfg, tmp_path / name, progress=False)
     finally:
         torch.set_num_threads(old)
@@ -67,12 +70,19 @@ def test_one_ulp_moves_topk_less_than_seeds_do_and_relu_not_at_all(data, tmp_pat
         runs = [fit(arch, x, s, tmp_path, f"{arch}-{s}").sae for s in (0, 1, 2)]
         moved = fit(arch, nudged, 0, tmp_path, f"{arch}-nudged").sae
         seed_std = float(np.std([ev(r, x_eval) for r in runs], ddof=1))
-        out[arch] = (abs(ev(moved, x_eval) - ev(runs[0], x_eval)), seed_std,
-                     divergence(runs[0], moved, x_eval))
+        out[arch] = (
+            abs(ev(moved, x_eval) - ev(runs[0], x_eval)),
+            seed_std,
+            divergence(runs[0], moved, x_eval),
+        )
     for arch in ("topk", "batchtopk"):  # docs/reproducibility.md: within the seeds' spread
         change, seed_std, _ = out[arch]
         assert change <= seed_std, (arch, change, seed_std)
-    print({a: (f"{c:.2g}", f"{s:.2g}", f"{d['firing_disagreement']:.2g}")
-           for a, (c, s, d) in out.items()})
+    print(
+        {
+            a: (f"{c:.2g}", f"{s:.2g}", f"{d['firing_disagreement']:.2g}")
+            for a, (c, s, d) in out.items()
+        }
+    )
     change, seed_std, div = out["relu"]  # continuous: carried along as a nudge
     assert change <= 1e-3 * seed_std and div["firing_disagreement"] <= 1e-3, out["relu"]

@@ -1,4 +1,5 @@
 """The run registry's sweeps: every family gets a frontier that reaches the others' L0 range."""
+
 import math
 
 import pytest
@@ -47,8 +48,11 @@ def test_local_sweeps_cover_each_others_l0_range():
     lams = sorted(s.overrides["l1_coefficient"] for s in sweep_runs(P) if s.base == "relu_l1")
     assert lams[0] < RUNS["relu_l1"].overrides["l1_coefficient"] < lams[-1]
     for base in (HSAE, ABLATIONS[0].name):
-        factors = sorted(s.overrides["l1_coefficient"] * math.sqrt(P.dict_size)
-                         for s in sweep_runs(P) if s.base == base)
+        factors = sorted(
+            s.overrides["l1_coefficient"] * math.sqrt(P.dict_size)
+            for s in sweep_runs(P)
+            if s.base == base
+        )
         assert len(factors) >= 3 and factors[-1] >= 128  # spans a wide range of sparsity
 
 
@@ -63,7 +67,12 @@ def test_hierarchical_sweep_is_the_stage_with_another_lambda0():
         assert default.l1_coefficient == pytest.approx(1 / math.sqrt(P.dict_size))
         factor = float(spec.name.rsplit("_lambda", 1)[1].rstrip("x"))
         assert cfg.l1_coefficient == pytest.approx(factor * default.l1_coefficient)
-        for switch in ("linear_sparsity", "resampling", "window_tracking", "adaptive_sparsity",
-                       "clustering"):
+        for switch in (
+            "linear_sparsity",
+            "resampling",
+            "window_tracking",
+            "adaptive_sparsity",
+            "clustering",
+        ):
             assert getattr(cfg, switch) == getattr(default, switch)
     assert set(all_runs(P)) == set(RUNS) | {s.name for s in sweep_runs(P)}

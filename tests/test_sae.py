@@ -1,4 +1,5 @@
 """SAE architectures: forward conventions, sparsity patterns, the decoder constraint, export."""
+
 from __future__ import annotations
 
 import json
@@ -7,11 +8,21 @@ import pytest
 import torch
 import torch.nn.functional as F_
 
-from hsae_utils.method.checkpoint import folded_weights, load_sae, save_sae
 from hsae_utils.config import get_profile
-from hsae_utils.method.saes import (ARCHITECTURES, BatchTopKSAE, BatchTopKSAEConfig, HierarchicalSAE,
-                             HierarchicalSAEConfig, ReLUSAE, ReLUSAEConfig, TopKSAE, TopKSAEConfig,
-                             config_from_profile, stage_switches)
+from hsae_utils.method.checkpoint import folded_weights, load_sae, save_sae
+from hsae_utils.method.saes import (
+    ARCHITECTURES,
+    BatchTopKSAE,
+    BatchTopKSAEConfig,
+    HierarchicalSAE,
+    HierarchicalSAEConfig,
+    ReLUSAE,
+    ReLUSAEConfig,
+    TopKSAE,
+    TopKSAEConfig,
+    config_from_profile,
+    stage_switches,
+)
 from hsae_utils.method.train import TrainConfig, make_optimizer, train_step
 
 D, F = 16, 48
@@ -101,9 +112,13 @@ def test_hierarchical_loss_uses_scheduled_and_adaptive_l1_weight():
     plain = HierarchicalSAE(HierarchicalSAEConfig.for_stage(0, D, F))
     ref = ReLUSAE(ReLUSAEConfig(d_in=D, d_sae=F, l1_coefficient=1 / F**0.5))
     assert torch.equal(plain.loss(x, 25, 100).loss, ref.loss(x, 25, 100).loss)
-    assert stage_switches(3) == {"linear_sparsity": True, "resampling": True,
-                                 "window_tracking": True, "adaptive_sparsity": False,
-                                 "clustering": False}
+    assert stage_switches(3) == {
+        "linear_sparsity": True,
+        "resampling": True,
+        "window_tracking": True,
+        "adaptive_sparsity": False,
+        "clustering": False,
+    }
 
 
 def test_topk_keeps_exactly_k_largest_per_row():
@@ -177,9 +192,17 @@ def _trained(arch: str) -> torch.nn.Module:
     """A few real steps so weights, biases, counters and the threshold are all non-trivial."""
     sae = make(arch, normalization={"scale": 0.37, "center": False, "mean": None})
     if arch == "hierarchical":
-        sae = HierarchicalSAE(HierarchicalSAEConfig(
-            d_in=D, d_sae=F, window_size=3, resample_every=3, merge_every=3, dead_rate=0.2,
-            normalization={"scale": 0.37, "center": False, "mean": None}))
+        sae = HierarchicalSAE(
+            HierarchicalSAEConfig(
+                d_in=D,
+                d_sae=F,
+                window_size=3,
+                resample_every=3,
+                merge_every=3,
+                dead_rate=0.2,
+                normalization={"scale": 0.37, "center": False, "mean": None},
+            )
+        )
     opt = make_optimizer(sae, TrainConfig(lr=1e-2))
     gen = torch.Generator().manual_seed(0)
     for step in range(6):
@@ -196,8 +219,13 @@ def test_save_load_round_trip_is_exact(arch, tmp_path):
     for (k, a), (k2, b) in zip(sae.state_dict().items(), back.state_dict().items()):
         assert k == k2 and torch.equal(a, b), k
     files = {p.name for p in (tmp_path / arch).iterdir()}
-    assert {"cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "hsae_config.json",
-            "hsae_weights.safetensors"} <= files
+    assert {
+        "cfg.json",
+        "sae_weights.safetensors",
+        "sparsity.safetensors",
+        "hsae_config.json",
+        "hsae_weights.safetensors",
+    } <= files
     assert not [f for f in files if f.endswith(".tmp")]
     info = json.loads((tmp_path / arch / "hsae_config.json").read_text())
     assert info["architecture"] == type(sae).__name__ and info["train"]["steps"] == 6
@@ -230,8 +258,12 @@ def test_sae_lens_loads_our_folder_with_equal_reconstructions(arch, tmp_path):
     sae = _trained(arch)
     save_sae(sae, tmp_path, metadata={"profile": "test"})
     theirs = sae_lens.SAE.load_from_disk(tmp_path)
-    expected = {"relu": "standard", "hierarchical": "standard", "topk": "topk",
-                "batchtopk": "jumprelu"}[arch]
+    expected = {
+        "relu": "standard",
+        "hierarchical": "standard",
+        "topk": "topk",
+        "batchtopk": "jumprelu",
+    }[arch]
     assert theirs.cfg.architecture() == expected
     s = sae.cfg.normalization["scale"]
     x_raw = batch(128, seed=7) / s  # raw activations; ours sees x * s

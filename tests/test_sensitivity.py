@@ -1,6 +1,7 @@
 """hsae_utils.experiment.sensitivity (notebook 11): which runs each alternative reading retrains, the centered
 store, training and the skip-check on a real tiny cache, and the verdict comparison on small
 synthetic result tables against hand-computed expectations."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,8 +11,8 @@ import pandas as pd
 import pytest
 
 from hsae_utils.analysis import claims as cl
-from hsae_utils.experiment import sensitivity as se
 from hsae_utils.config import get_profile
+from hsae_utils.experiment import sensitivity as se
 from hsae_utils.experiment.readings import OPT_IN, PAPER_WIDTH, READINGS, variants
 from hsae_utils.runs import ABLATIONS, HSAE, TOPK, run_dir
 from tests.test_claims import tidy, update_readme
@@ -24,7 +25,8 @@ STAGE1 = ABLATIONS[0].name
 def test_every_alternative_with_the_runs_it_retrains():
     alts = se.alternatives()
     assert [(a.reading, a.field, a.value) for a in alts] == [
-        v for v in variants() if v[0] not in OPT_IN]
+        v for v in variants() if v[0] not in OPT_IN
+    ]
     for a in alts:
         assert a.runs == ((HSAE,) if a.where == "sae" else (TOPK, HSAE))
         folder = a.folder(LOCAL, HSAE, 42)
@@ -45,8 +47,13 @@ def test_which_stages_a_reading_affects():
 
 
 # Default: HSAE clearly above TopK on EV over 3 seeds; stage 1 too.
-DEFAULT = tidy({(TOPK, EV): [0.80, 0.81, 0.79], (HSAE, EV): [0.90, 0.915, 0.905],
-                (STAGE1, EV): [0.92, 0.93, 0.925]})
+DEFAULT = tidy(
+    {
+        (TOPK, EV): [0.80, 0.81, 0.79],
+        (HSAE, EV): [0.90, 0.915, 0.905],
+        (STAGE1, EV): [0.92, 0.93, 0.925],
+    }
+)
 
 
 def variant_table(alts, hsae_ev: dict[str, float]) -> pd.DataFrame:
@@ -56,8 +63,15 @@ def variant_table(alts, hsae_ev: dict[str, float]) -> pd.DataFrame:
     for a in alts:
         for run in a.runs:
             value = hsae_ev.get(a.label, 0.90) if run == HSAE else 0.80
-            rows.append({"run": f"{a.config(run)}/seed42", "config": a.config(run), "seed": 42,
-                         "metric": EV, "value": value})
+            rows.append(
+                {
+                    "run": f"{a.config(run)}/seed42",
+                    "config": a.config(run),
+                    "seed": 42,
+                    "metric": EV,
+                    "value": value,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -74,8 +88,9 @@ def test_shifted_moves_every_seed_by_the_seed42_change():
 
 def test_verdict_changes_only_where_the_alternative_flips_the_effect():
     alts = se.alternatives()
-    detail = se.compare_verdicts(DEFAULT, variant_table(alts, {"optimizer=adam_l2": 0.70}),
-                                 LOCAL, alts)
+    detail = se.compare_verdicts(
+        DEFAULT, variant_table(alts, {"optimizer=adam_l2": 0.70}), LOCAL, alts
+    )
     assert len(detail) == len(alts) * len(cl.CLAIMS) * len(se.KINDS)
     d = detail.set_index(["alternative", "claim", "kind"])
     ev = d.loc[("optimizer=adam_l2", "explained_variance", "verdict")]
@@ -87,33 +102,42 @@ def test_verdict_changes_only_where_the_alternative_flips_the_effect():
     assert set(changed["alternative"]) == {"optimizer=adam_l2"}
     assert set(changed["claim"]) == {"explained_variance"}  # the stages' claims: not retrained
     # a stage that was not retrained, under readings that change it / that never reach it
-    assert d.loc[("optimizer=adam_l2", "t1_stage1_variance", "verdict"), "status"] == "not retrained"
-    assert d.loc[("lambda0_basis=0.02083", "t1_stage1_variance", "verdict"), "status"] == \
-        "not retrained"
+    assert (
+        d.loc[("optimizer=adam_l2", "t1_stage1_variance", "verdict"), "status"] == "not retrained"
+    )
+    assert (
+        d.loc[("lambda0_basis=0.02083", "t1_stage1_variance", "verdict"), "status"]
+        == "not retrained"
+    )
     merge = d.loc[("merge_reinit=zero", "t1_stage1_variance", "verdict")]
     assert merge["status"] == "unaffected" and merge["variant"] == merge["default"]
     assert d.loc[("optimizer=adam_l2", "explained_variance", "matched_l0"), "status"].startswith(
-        "not recomputed")
+        "not recomputed"
+    )
     assert d.loc[("recon_units=mean", "explained_variance", "matched_l0"), "status"] == "recomputed"
 
     column = se.sensitivity_column(detail)
-    assert column["explained_variance"].startswith("changes under: optimizer=adam_l2 (direction: "
-                                                   "holds -> does not hold (3 seeds, shifted)")
+    assert column["explained_variance"].startswith(
+        "changes under: optimizer=adam_l2 (direction: holds -> does not hold (3 seeds, shifted)"
+    )
     assert column["kl_divergence"] == f"stable under all {len(alts)} alternatives"
-    assert column["t1_stage1_variance"].startswith("stable under the 5 other alternatives "
-                                                   "(not recomputed: input_center=True,")
+    assert column["t1_stage1_variance"].startswith(
+        "stable under the 5 other alternatives (not recomputed: input_center=True,"
+    )
     s = se.summary(detail).set_index("alternative")
     assert s.loc["adam_l2", "verdicts that change"].startswith("explained_variance (direction")
     assert s.loc["none", "verdicts that change"] == "none"
-    assert s.loc["none", "not recomputed"].endswith("the matched-L0 verdicts (the sweep baselines "
-                                                    "were not retrained)")
+    assert s.loc["none", "not recomputed"].endswith(
+        "the matched-L0 verdicts (the sweep baselines were not retrained)"
+    )
     assert s.loc["zero", "not recomputed"] == ""  # merge_reinit: only stage 5 reads it
 
 
 def test_claims_table_and_readme_show_the_sensitivity_column(tmp_path, monkeypatch):
     alts = se.alternatives()
-    detail = se.compare_verdicts(DEFAULT, variant_table(alts, {"optimizer=adam_l2": 0.70}),
-                                 LOCAL, alts)
+    detail = se.compare_verdicts(
+        DEFAULT, variant_table(alts, {"optimizer=adam_l2": 0.70}), LOCAL, alts
+    )
     path = tmp_path / "readings.csv"
     detail.to_csv(path, index=False)
     back = pd.read_csv(path, keep_default_na=False)  # as refresh_claims reads it
@@ -132,9 +156,18 @@ def test_claims_table_and_readme_show_the_sensitivity_column(tmp_path, monkeypat
 
 
 def tiny_profile(P):
-    return dataclasses.replace(P, d_sae=32, train_steps=6, train_batch_size=32, log_every=2,
-                               checkpoint_every=3, window_size=2, merge_every=3,
-                               resample_every=2, seeds=(42, 43))
+    return dataclasses.replace(
+        P,
+        d_sae=32,
+        train_steps=6,
+        train_batch_size=32,
+        log_every=2,
+        checkpoint_every=3,
+        window_size=2,
+        merge_every=3,
+        resample_every=2,
+        seeds=(42, 43),
+    )
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -180,12 +213,15 @@ def test_width_is_opt_in_and_trains_at_the_papers_width_with_the_rules_that_foll
     assert "width" not in {a.reading for a in se.alternatives(LOCAL)}
     (wide,) = [a for a in se.alternatives(LOCAL, include=("width",)) if a.reading == "width"]
     # the paper profile's d_model is 2,304: the same width, no alternative there
-    assert "width" not in {a.reading for a in se.alternatives(get_profile("paper"),
-                                                              include=("width",))}
+    assert "width" not in {
+        a.reading for a in se.alternatives(get_profile("paper"), include=("width",))
+    }
     with pytest.raises(ValueError, match="opt-in"):
         se.alternatives(LOCAL, include=("optimizer",))
-    assert wide.runs == (TOPK, HSAE) and wide.folder(LOCAL, TOPK, 42).parent.name == \
-        f"topk__d_sae-{PAPER_WIDTH}"
+    assert (
+        wide.runs == (TOPK, HSAE)
+        and wide.folder(LOCAL, TOPK, 42).parent.name == f"topk__d_sae-{PAPER_WIDTH}"
+    )
     topk, hsae = (se._job(LOCAL, wide, run, 42) for run in (TOPK, HSAE))
     assert (topk.sae.cfg.d_in, topk.sae.cfg.d_sae, topk.sae.cfg.k) == (576, 2304, 320)
     assert hsae.sae.cfg.d_sae == 2304 and hsae.sae.cfg.l1_coefficient == pytest.approx(1 / 48)
@@ -194,10 +230,21 @@ def test_width_is_opt_in_and_trains_at_the_papers_width_with_the_rules_that_foll
 
 def test_width_effects_pick_the_default_width_run_at_the_nearest_l0():
     (wide,) = [a for a in se.alternatives(LOCAL, include=("width",)) if a.reading == "width"]
-    rows = [("topk", 80, 0.70), ("topk_k320", 320, 0.90), ("topk_k20", 20, 0.60),
-            (HSAE, 570, 0.99), (wide.config(TOPK), 320, 0.93), (wide.config(HSAE), 2000, 0.995)]
-    tidy_df = pd.DataFrame([{"config": c, "seed": 42, "metric": m, "value": v}
-                            for c, l0, ev in rows for m, v in ((L0, l0), (EV, ev))])
+    rows = [
+        ("topk", 80, 0.70),
+        ("topk_k320", 320, 0.90),
+        ("topk_k20", 20, 0.60),
+        (HSAE, 570, 0.99),
+        (wide.config(TOPK), 320, 0.93),
+        (wide.config(HSAE), 2000, 0.995),
+    ]
+    tidy_df = pd.DataFrame(
+        [
+            {"config": c, "seed": 42, "metric": m, "value": v}
+            for c, l0, ev in rows
+            for m, v in ((L0, l0), (EV, ev))
+        ]
+    )
     default = tidy_df[~tidy_df["config"].str.contains("__")]
     variant = tidy_df[tidy_df["config"].str.contains("__")]
     out = se.width_effects(default, variant, LOCAL, wide).set_index(["run", "which"])

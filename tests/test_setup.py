@@ -2,6 +2,7 @@
 stamp, and the profile it prepares. Run on a copy of the repository's set-up files with a stand-in
 `hsae_utils.pipeline.prepare` that reports how it was called (the real one is run by every ./run_tests.sh),
 and with the install stamp already in place, so nothing is installed."""
+
 from __future__ import annotations
 
 import hashlib
@@ -27,23 +28,34 @@ def repo(tmp_path):
         shutil.copy2(REPO_ROOT / name, dst / name)
     (dst / "hsae_utils" / "__init__.py").write_text("")
     (dst / "hsae_utils" / "pipeline" / "__init__.py").write_text("")
-    (dst / "hsae_utils" / "pipeline" / "prepare.py").write_text(FAKE_PREPARE + "# takes --profile NAME\n")
+    (dst / "hsae_utils" / "pipeline" / "prepare.py").write_text(
+        FAKE_PREPARE + "# takes --profile NAME\n"
+    )
     return dst
 
 
 def _env_with_stamp(prefix: Path, repo: Path) -> None:
     """A Python environment at `prefix` whose install stamp says the pins are installed."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
-    digest = hashlib.sha256((repo / "requirements.lock").read_bytes()
-                            + (repo / "pyproject.toml").read_bytes()).hexdigest()
+    digest = hashlib.sha256(
+        (repo / "requirements.lock").read_bytes() + (repo / "pyproject.toml").read_bytes()
+    ).hexdigest()
     (prefix / ".hsae-installed").write_text(digest + "\n")
 
 
 def _run(repo, *args, **env):
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("CONDA_PREFIX", "PYTHON", "HSAE_TORCH", "HSAE_TORCH_INDEX", "VIRTUAL_ENV")}
-    return subprocess.run(["bash", "scripts/setup.sh", *args], cwd=repo, env={**base, **env},
-                          capture_output=True, text=True)
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CONDA_PREFIX", "PYTHON", "HSAE_TORCH", "HSAE_TORCH_INDEX", "VIRTUAL_ENV")
+    }
+    return subprocess.run(
+        ["bash", "scripts/setup.sh", *args],
+        cwd=repo,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_active_conda_environment_is_used_and_profile_passed(repo, tmp_path):
@@ -60,7 +72,9 @@ def test_active_conda_environment_is_used_and_profile_passed(repo, tmp_path):
 
 def test_existing_venv_wins_over_conda_and_old_prepare_gets_no_flag(repo, tmp_path):
     _env_with_stamp(repo / ".venv", repo)
-    (repo / "hsae_utils" / "pipeline" / "prepare.py").write_text(FAKE_PREPARE)  # a prepare without --profile
+    (repo / "hsae_utils" / "pipeline" / "prepare.py").write_text(
+        FAKE_PREPARE
+    )  # a prepare without --profile
     out = _run(repo, "--profile", "local", CONDA_PREFIX=str(tmp_path / "elsewhere"))
     assert out.returncode == 0, out.stderr
     assert not (repo / ".venv").is_symlink() and "prepare:" in out.stdout and "[]" in out.stdout

@@ -1,4 +1,5 @@
 """The sparse TopK / BatchTopK step equals the dense math: outputs and all gradients."""
+
 from __future__ import annotations
 
 import pytest
@@ -44,10 +45,10 @@ def dense_reference(sae, x_BD):
 
 @pytest.mark.parametrize("sampled", ["sampled_addmm", "gemm"])
 @pytest.mark.parametrize("dead", [False, True])
-@pytest.mark.parametrize("cls,cfg_cls", [(TopKSAE, TopKSAEConfig),
-                                         (BatchTopKSAE, BatchTopKSAEConfig)])
-def test_sparse_decode_equals_dense_outputs_and_gradients(cls, cfg_cls, dead, sampled,
-                                                          monkeypatch):
+@pytest.mark.parametrize(
+    "cls,cfg_cls", [(TopKSAE, TopKSAEConfig), (BatchTopKSAE, BatchTopKSAEConfig)]
+)
+def test_sparse_decode_equals_dense_outputs_and_gradients(cls, cfg_cls, dead, sampled, monkeypatch):
     # Both ways of the code's gradient: sampled at the entries, or the GEMM read there.
     monkeypatch.setattr(sd, "SAMPLED_MAX_DENSITY", 1.0 if sampled == "sampled_addmm" else 0.0)
     dense, sparse = pair(cls, cfg_cls, dead)
@@ -85,8 +86,9 @@ def test_sparse_encode_gradient_in_x_equals_dense():
     with torch.no_grad():
         pre_BF = x_BD @ W_DF + b_F
     pre_N, codes = sd.topk_sparse(pre_BF, K)
-    (sd.sparse_encode(pre_N, x_BD, W_DF, b_F, codes) * w_BF[codes.rows_N, codes.cols_N]).sum() \
-        .backward()
+    (
+        sd.sparse_encode(pre_N, x_BD, W_DF, b_F, codes) * w_BF[codes.rows_N, codes.cols_N]
+    ).sum().backward()
     sparse_grads = [t.grad.clone() for t in (x_BD, W_DF, b_F)]
     for t in (x_BD, W_DF, b_F):
         t.grad = None
@@ -104,8 +106,9 @@ def test_sparse_training_steps_track_dense():
         for sae, opt in zip((dense, sparse), opts):
             train_step(sae, opt, x_BD, step, 10)
     for name in PARAMS:
-        torch.testing.assert_close(getattr(sparse, name), getattr(dense, name), atol=1e-5,
-                                   rtol=1e-5, msg=name)
+        torch.testing.assert_close(
+            getattr(sparse, name), getattr(dense, name), atol=1e-5, rtol=1e-5, msg=name
+        )
     torch.testing.assert_close(sparse.threshold, dense.threshold, atol=1e-6, rtol=1e-5)
 
 

@@ -2,13 +2,14 @@
 larger than a chunk): chunked logits equal unchunked ones, and the KL / CE numbers of the
 evaluation equal an independent computation with plain transformers (Gemma2ForCausalLM's own
 forward, with a forward hook putting the SAE reconstruction into layer L's output)."""
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hsae_utils import evals as ev
-from hsae_utils.evals.core import splice_losses
 from hsae_utils.data.tiny_gemma import LAYER
+from hsae_utils.evals.core import splice_losses
 
 from .conftest import synthetic_texts
 from .test_evaluate import FnSAE
@@ -29,7 +30,7 @@ def tokens(tiny_gemma_dir):
     ids = tok(text)["input_ids"]  # Gemma's tokenizer prepends <bos>
     assert ids[0] == tok.bos_token_id
     body = ids[1:]
-    rows = [[tok.bos_token_id] + body[i * (S - 1):(i + 1) * (S - 1)] for i in range(5)]
+    rows = [[tok.bos_token_id] + body[i * (S - 1) : (i + 1) * (S - 1)] for i in range(5)]
     return torch.tensor(rows)
 
 
@@ -59,6 +60,7 @@ def test_chunked_logits_equal_unchunked(tiny_gemma, tokens):
 def _reference(hf, tokens, keep, replace):
     """Per-position log-probs of Gemma2ForCausalLM with layer LAYER's output replaced by
     `replace(h)` at the positions `keep` (no replacement when replace is None)."""
+
     def hook(_module, _inputs, output):
         h = output[0] if isinstance(output, tuple) else output
         new = torch.where(keep[..., None], replace(h), h)
@@ -78,10 +80,12 @@ def test_kl_ce_equal_an_independent_full_forward(tiny_gemma, tiny_gemma_dir, tok
     assert hf.config.final_logit_softcapping  # the cap binds on this model (test_tiny_gemma)
     adapter = ev.SAEAdapter(noisy_sae())
     bos = int(tokens[0, 0])
-    data = ev.build_splice_data(tiny_gemma, tokens, LAYER, [0, 1, bos], batch_contexts=2,
-                                progress=False)
-    got = ev.splice_metrics(tiny_gemma, data, {"sae": adapter}, LAYER, batch_contexts=2,
-                            progress=False)["sae"]
+    data = ev.build_splice_data(
+        tiny_gemma, tokens, LAYER, [0, 1, bos], batch_contexts=2, progress=False
+    )
+    got = ev.splice_metrics(
+        tiny_gemma, data, {"sae": adapter}, LAYER, batch_contexts=2, progress=False
+    )["sae"]
     keep, ce_mask = data.keep_NS, data.ce_mask_NS
     assert keep.sum() > 0.9 * keep.numel() - tokens.shape[0]  # BOS out, few massive tokens
     lp_clean = _reference(hf, tokens, keep, None)
@@ -96,9 +100,13 @@ def test_kl_ce_equal_an_independent_full_forward(tiny_gemma, tiny_gemma_dir, tok
     def kl(lp):
         return (lp_clean.exp() * (lp_clean - lp)).sum(-1)[keep].mean().item()
 
-    want = {"ce_loss_without_sae": ce(lp_clean), "ce_loss_with_sae": ce(lp_sae),
-            "ce_loss_with_ablation": ce(lp_zero), "kl_div_with_sae": kl(lp_sae),
-            "kl_div_with_ablation": kl(lp_zero)}
+    want = {
+        "ce_loss_without_sae": ce(lp_clean),
+        "ce_loss_with_sae": ce(lp_sae),
+        "ce_loss_with_ablation": ce(lp_zero),
+        "kl_div_with_sae": kl(lp_sae),
+        "kl_div_with_ablation": kl(lp_zero),
+    }
     for k, v in want.items():
         assert got[k] == pytest.approx(v, abs=1e-5, rel=1e-5), k
     assert want["kl_div_with_sae"] > 1e-3  # a real difference was measured

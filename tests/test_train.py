@@ -1,4 +1,5 @@
 """The trainer: determinism, bit-identical resume, NaN handling, logs and the exported folder."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,13 @@ class InMemoryStore:
     (seed, start_step). Optionally raises at batch `crash_at` (an interrupted run) or returns a
     batch of inf at `poison_at` (a diverging one)."""
 
-    def __init__(self, n_tokens: int = 1024, seed: int = 0, crash_at: int | None = None,
-                 poison_at: int | None = None):
+    def __init__(
+        self,
+        n_tokens: int = 1024,
+        seed: int = 0,
+        crash_at: int | None = None,
+        poison_at: int | None = None,
+    ):
         g = torch.Generator().manual_seed(seed)
         # sparse non-negative codes over a random dictionary: some structure for the SAE to find
         dict_KD = torch.randn(64, D, generator=g)
@@ -38,9 +44,10 @@ class InMemoryStore:
             if step == self.crash_at:
                 raise KeyboardInterrupt(f"simulated crash at batch {step}")
             epoch, b = divmod(step, per_epoch)
-            perm = torch.randperm(self.n_tokens,
-                                  generator=torch.Generator().manual_seed(seed * 1000 + epoch))
-            x = self.data[perm[b * batch_size:(b + 1) * batch_size]]
+            perm = torch.randperm(
+                self.n_tokens, generator=torch.Generator().manual_seed(seed * 1000 + epoch)
+            )
+            x = self.data[perm[b * batch_size : (b + 1) * batch_size]]
             yield (torch.full_like(x, float("inf")) if step == self.poison_at else x).to(device)
             step += 1
 
@@ -55,14 +62,16 @@ def make(arch: str):
     if arch in ("topk", "batchtopk"):
         kw["k"] = 4
     if arch == "hierarchical":  # small intervals and loose thresholds, so mechanisms do fire
-        kw.update(window_size=4, resample_every=4, merge_every=6, dead_rate=0.3,
-                  merge_threshold=0.5)
+        kw.update(
+            window_size=4, resample_every=4, merge_every=6, dead_rate=0.3, merge_threshold=0.5
+        )
     return cls(cls.config_class(d_in=D, d_sae=NF, **kw), seed=123)  # train() re-inits from cfg.seed
 
 
 def cfg(**kw) -> TrainConfig:
-    return TrainConfig(**{"steps": 24, "batch_size": B, "log_every": 2, "checkpoint_every": 8,
-                          "seed": 7, **kw})
+    return TrainConfig(
+        **{"steps": 24, "batch_size": B, "log_every": 2, "checkpoint_every": 8, "seed": 7, **kw}
+    )
 
 
 def state(sae) -> dict[str, torch.Tensor]:
@@ -111,14 +120,20 @@ def test_resume_after_interruption_is_bit_identical(arch, tmp_path):
 
 
 def test_log_rows_and_export(tmp_path):
-    res = train(make("hierarchical"), InMemoryStore(), cfg(), tmp_path, progress=False,
-                metadata={"profile": "test"})
+    res = train(
+        make("hierarchical"),
+        InMemoryStore(),
+        cfg(),
+        tmp_path,
+        progress=False,
+        metadata={"profile": "test"},
+    )
     rows = read_log(tmp_path / "train_log.jsonl")
     metrics = [r for r in rows if r["kind"] == "metrics"]
     assert [r["step"] for r in metrics] == list(range(2, 25, 2))
     for key in ("loss", "mse", "l1", "l0", "ev", "dead", "dead_tokens", "lambda_t", "alpha_t"):
         assert key in metrics[0], key
-    assert metrics[-1]["lambda_t"] == pytest.approx(NF ** -0.5 / 24)  # lambda at t = T - 1
+    assert metrics[-1]["lambda_t"] == pytest.approx(NF**-0.5 / 24)  # lambda at t = T - 1
     assert 0.1 <= metrics[-1]["alpha_t"] <= 2.0
     assert metrics[-1]["ev"] > 0
     back = load_sae(tmp_path)
@@ -129,8 +144,7 @@ def test_log_rows_and_export(tmp_path):
 
 def test_nan_loss_raises_naming_the_step_and_keeps_last_good_checkpoint(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"step 11 \(batch index 10\).*step 8"):
-        train(make("relu"), InMemoryStore(poison_at=10), cfg(log_every=5), tmp_path,
-              progress=False)
+        train(make("relu"), InMemoryStore(poison_at=10), cfg(log_every=5), tmp_path, progress=False)
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 8
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
@@ -149,8 +163,13 @@ def test_batchtopk_threshold_gives_l0_near_k_on_held_out_tokens(tmp_path):
     held_out_ND = store.data[2048:].clone()
     store.data, store.n_tokens = store.data[:2048], 2048
     sae = ARCHITECTURES["batchtopk"].config_class(d_in=D, d_sae=NF, k=4, dead_after_tokens=4 * B)
-    result = train(ARCHITECTURES["batchtopk"](sae), store, cfg(steps=400, log_every=100,
-                   checkpoint_every=400), tmp_path, progress=False)
+    result = train(
+        ARCHITECTURES["batchtopk"](sae),
+        store,
+        cfg(steps=400, log_every=100, checkpoint_every=400),
+        tmp_path,
+        progress=False,
+    )
     trained = result.sae.eval()
     with torch.no_grad():
         l0 = (trained.encode(held_out_ND) != 0).sum(-1).float().mean().item()
@@ -166,8 +185,9 @@ def test_auxk_without_host_sync_equals_the_gathered_loss(decode, n_dead):
     gradients up to float rounding, with no dead latent, fewer than aux_k and more."""
     sae = TopKSAE(TopKSAEConfig(d_in=D, d_sae=NF, k=4, aux_k=16, dead_after_tokens=4 * B), seed=1)
     sae.decode_mode = decode
-    sae.firing.tokens_since_fired_F[torch.randperm(NF, generator=torch.Generator().manual_seed(0))
-                                    [:n_dead]] = 4 * B
+    sae.firing.tokens_since_fired_F[
+        torch.randperm(NF, generator=torch.Generator().manual_seed(0))[:n_dead]
+    ] = 4 * B
     x_BD = InMemoryStore().data[:B]
 
     def loss_and_grads():
@@ -192,8 +212,13 @@ def test_checkpoint_resumes_on_another_kind_of_device(tmp_path):
     (seed, step) with a warning, and continues. Simulated on CPU: a CUDA-format state in the
     checkpoint, and a stand-in CUDA generator that checks the state's format as CUDA's does."""
     with pytest.raises(KeyboardInterrupt):  # the checkpoint of step 16 is kept
-        train(make("hierarchical"), InMemoryStore(crash_at=19), cfg(), tmp_path / "run",
-              progress=False)
+        train(
+            make("hierarchical"),
+            InMemoryStore(crash_at=19),
+            cfg(),
+            tmp_path / "run",
+            progress=False,
+        )
     ckpt_path = tmp_path / "run" / "checkpoint.pt"
     state = load_training_checkpoint(ckpt_path)
     assert state["generator_device"] == "cpu"
@@ -234,7 +259,6 @@ def test_checkpoint_resumes_on_another_kind_of_device(tmp_path):
     # The whole resume: a checkpoint marked as written on CUDA continues on CPU to the end.
     torch.save({**state, "generator": cuda_state, "generator_device": "cuda"}, ckpt_path)
     with pytest.warns(UserWarning, match="re-seeded"):
-        res = train(make("hierarchical"), InMemoryStore(), cfg(), tmp_path / "run",
-                    progress=False)
+        res = train(make("hierarchical"), InMemoryStore(), cfg(), tmp_path / "run", progress=False)
     assert res.resumed_from == 16 and res.log[-1]["step"] == 24
     assert all(torch.isfinite(p).all() for p in res.sae.parameters())

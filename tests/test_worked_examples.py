@@ -1,12 +1,14 @@
 """The worked examples of notebooks 03-07 (hsae_utils.analysis.report.worked_examples) and the
 sentences read from the stage runs (stage_traces), checked against independent computations."""
+
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from hsae_utils.analysis.report import stage_traces, worked_examples as examples
+from hsae_utils.analysis.report import stage_traces
+from hsae_utils.analysis.report import worked_examples as examples
 
 
 def test_lambda_schedule_is_eq3_with_lambda0_one_over_sqrt_k():
@@ -39,8 +41,10 @@ def test_window_rate_is_the_mean_of_the_last_100_step_rates():
     expect = (rolling < 0.01) & (d["step"].to_numpy() >= 100)
     assert (d["dead_window"].to_numpy() == expect).all()
     first = examples.first_flagged(df)
-    never, steady, drop = (first.loc[name] for name, _, _ in
-                           (examples.TOY_STREAM[2], examples.TOY_STREAM[0], examples.TOY_STREAM[1]))
+    never, steady, drop = (
+        first.loc[name]
+        for name, _, _ in (examples.TOY_STREAM[2], examples.TOY_STREAM[0], examples.TOY_STREAM[1])
+    )
     assert never.tolist() == [100, 100]  # both rules, once the window is full
     assert steady.tolist() == ["-", "-"]
     assert 200 < drop.iloc[0] < 280 and drop.iloc[1] == "-"  # only the window sees 0.4 %
@@ -60,8 +64,9 @@ def test_merge_example_merges_exactly_the_pairs_above_the_threshold():
     assert above == [(1, 4)] and m["pairs"] == [[1, 4]] and m["freed"] == [4]
     assert sim[2, 5] < 0.9  # the near miss stays
     merged = m["merged"]  # the renormalized average is equally close to both rows
-    assert merged["cos(merged row, old row i)"] == pytest.approx(merged["cos(merged row, old row j)"],
-                                                                  abs=1e-5)
+    assert merged["cos(merged row, old row i)"] == pytest.approx(
+        merged["cos(merged row, old row j)"], abs=1e-5
+    )
     assert merged["|merged row|"] == pytest.approx(1.0, abs=1e-5)
 
 
@@ -73,7 +78,8 @@ def test_events_in_words_say_no_events_and_what_it_means():
     text = stage_traces.events_in_words([_run(42), _run(43)], acts_by="merge", previous="stage 4")
     assert "seed 42: no resample or merge events" in text and "stage 4" in text
     text = stage_traces.events_in_words(
-        [_run(42, [{"event": "resample", "step": 100, "n_latents": 3}])], acts_by="resample")
+        [_run(42, [{"event": "resample", "step": 100, "n_latents": 3}])], acts_by="resample"
+    )
     assert "1 resample event(s), 3 latent(s) (steps 100)" in text and "never" not in text
 
 

@@ -21,7 +21,8 @@ difference as is, a relative change or ratio applied to our baseline's mean). Wh
 or with 1 seed (no test), "inconclusive (underpowered)" instead of "does not hold"; where the MDE is
 within BORDERLINE_MARGIN (10 %) of the claimed effect, "does not hold (borderline power)".
 Sparse probing adds the test set's own noise, which the seeds cannot show (every SAE is probed on
-the same texts): its MDE is the larger of the seeds' and a two-proportion test's at 2 x probe_test_per_class texts.
+the same texts): its MDE is the larger of the seeds' and a two-proportion test's at
+2 x probe_test_per_class texts.
 The matched-L0 verdict applies the same rule to the differences from the baselines' frontier at
 the configuration's own L0 (interpolated in log L0 between the baseline runs that bracket it;
 "not comparable" where no baseline is as dense: a denser code beating sparser ones is expected,
@@ -31,8 +32,8 @@ paper's number, and the absorption fraction), each with its verdict (`absorption
 overhead file, `measured`; interpretability: notebook 12's auto-interpretation). A claim on a
 configuration that repeats another's results exactly (`identical_configs`, e.g. an ablation stage
 whose mechanism never acted) is marked `same_as` and counted once. Absorption on real activations
-carries SAEBench's caveat (meaningful for 16k+ latents on 1B+ models); the ground-truth column answers it where
-absorption is exact (notebook 10's synthetic hierarchy, `ground_truth.absorption_verdict`).
+carries SAEBench's caveat (meaningful for 16k+ latents on 1B+ models); the ground-truth column
+answers it where absorption is exact (notebook 10's synthetic hierarchy, `ground_truth.absorption_verdict`).
 The sensitivity column says which verdicts change under the alternative readings of the paper's
 ambiguous passages (notebook 11, `hsae_utils.experiment.sensitivity`).
 "not comparable": the metric, the configuration or the dataset
@@ -51,29 +52,43 @@ and no +Clustering row, and its +Adaptive Sparsity numbers are the abstract's Hi
 numbers. We check each row against the cumulative stage of that name (stage 4 includes window
 tracking) and the abstract against stage 5 (HierarchicalSAE).
 """
+
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from hsae_utils.io import atomic_path, write_text_atomic
-from hsae_utils.analysis.paper_claims import (ABS_REL_TOL, ABSORPTION_MEASURES, ALPHA,
-                                              BORDERLINE, BORDERLINE_MARGIN, CLAIMS, FAILS, HOLDS,
-                                              INCONCLUSIVE, NOT_COMPARABLE, NOT_MEASURED,
-                                              PAPER_DICT_SIZE, PAPER_LAYER, PAPER_MODEL,
-                                              PAPER_STEPS, PAPER_TOPK_DICT_SIZE,
-                                              PAPER_TRAIN_TOKENS, TRAIN_STEP_RATIO, Claim)
-from hsae_utils.analysis.stats import POWER, minimum_detectable_effect, paired_stats, proportion_mde
-from hsae_utils.analysis.report.results import HEADLINE_METRICS
 from hsae_utils.analysis.measured import train_time_verdict
+from hsae_utils.analysis.paper_claims import (
+    ABS_REL_TOL,
+    ABSORPTION_MEASURES,
+    ALPHA,
+    BORDERLINE,
+    BORDERLINE_MARGIN,
+    CLAIMS,
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    NOT_COMPARABLE,
+    NOT_MEASURED,
+    PAPER_DICT_SIZE,
+    PAPER_LAYER,
+    PAPER_MODEL,
+    PAPER_STEPS,
+    PAPER_TOPK_DICT_SIZE,
+    PAPER_TRAIN_TOKENS,
+    TRAIN_STEP_RATIO,
+    Claim,
+)
+from hsae_utils.analysis.report.results import HEADLINE_METRICS
 from hsae_utils.analysis.report.tables import fmt_number as _fmt
 from hsae_utils.analysis.report.tables import identical_configs, markdown_table
+from hsae_utils.analysis.stats import POWER, minimum_detectable_effect, paired_stats, proportion_mde
+from hsae_utils.io import atomic_path, write_text_atomic
 from hsae_utils.runs import HSAE, TOPK, family
 
 # SAEBench (Karvonen et al. 2025): absorption is meaningful for SAEs of 16k+ latents on 1B+
@@ -96,8 +111,10 @@ def paper_setting_mismatches(profile) -> list[str]:
         out.append(f"{profile.dict_size:,} latents, not {PAPER_DICT_SIZE:,}")
     steps, tokens = getattr(profile, "train_steps", 0), getattr(profile, "n_train_tokens", 0)
     if steps != PAPER_STEPS or tokens < 0.9 * PAPER_TRAIN_TOKENS:
-        out.append(f"budget {steps:,} steps / {tokens:,} cached tokens, not {PAPER_STEPS:,} / "
-                   f"~{PAPER_TRAIN_TOKENS / 1e6:.0f}M")
+        out.append(
+            f"budget {steps:,} steps / {tokens:,} cached tokens, not {PAPER_STEPS:,} / "
+            f"~{PAPER_TRAIN_TOKENS / 1e6:.0f}M"
+        )
     return out
 
 
@@ -111,8 +128,9 @@ def _per_seed(results: pd.DataFrame, config: str, metric: str) -> pd.Series:
     return df["value"].astype(float).groupby(seeds.to_numpy()).mean()
 
 
-def paired_tests(results: pd.DataFrame, a: str = HSAE, b: str = TOPK,
-                 metrics: Iterable[str] = HEADLINE_METRICS) -> pd.DataFrame:
+def paired_tests(
+    results: pd.DataFrame, a: str = HSAE, b: str = TOPK, metrics: Iterable[str] = HEADLINE_METRICS
+) -> pd.DataFrame:
     """Config `a` versus config `b` on each metric, paired by seed (scipy.stats.ttest_rel).
 
     Columns: metric, a, b, n_seeds, mean_a, mean_b, mean_diff (a - b), std_diff, cohens_dz, t,
@@ -147,8 +165,11 @@ def paired_mde(diffs: Sequence[float]) -> float:
     if len(d) < 2:
         return math.nan
     sd = float(d.std(ddof=1))
-    return 0.0 if sd <= 1e-12 * max(1.0, float(np.abs(d).max())) else \
-        minimum_detectable_effect(sd, len(d))
+    return (
+        0.0
+        if sd <= 1e-12 * max(1.0, float(np.abs(d).max()))
+        else minimum_detectable_effect(sd, len(d))
+    )
 
 
 def claimed_effect(claim: Claim, baseline_mean: float) -> float:
@@ -164,14 +185,16 @@ def claimed_effect(claim: Claim, baseline_mean: float) -> float:
 
 
 def power_note(mde: float, claimed: float) -> str:
-    """"MDE x <= claimed y: powered" (or "> ...: underpowered"); why no MDE otherwise."""
+    """ "MDE x <= claimed y: powered" (or "> ...: underpowered"); why no MDE otherwise."""
     if not math.isfinite(claimed):
         return "no claimed effect to power for"
     if math.isnan(mde):
         return f"no test (1 seed): power unknown; claimed {_fmt(claimed)}"
     ok = mde <= claimed
-    return (f"MDE {'inf' if mde == math.inf else _fmt(mde)} {'<=' if ok else '>'} claimed {_fmt(claimed)}: "
-            f"{'powered' if ok else 'underpowered'}")
+    return (
+        f"MDE {'inf' if mde == math.inf else _fmt(mde)} {'<=' if ok else '>'} claimed {_fmt(claimed)}: "
+        f"{'powered' if ok else 'underpowered'}"
+    )
 
 
 def _undecided(why: str, mde: float, claimed: float) -> tuple[str, str]:
@@ -182,13 +205,20 @@ def _undecided(why: str, mde: float, claimed: float) -> tuple[str, str]:
     if not powered:
         return INCONCLUSIVE, f"{why}; {power_note(mde, claimed)}"
     borderline = mde >= (1 - BORDERLINE_MARGIN) * claimed
-    return ((BORDERLINE if borderline else FAILS),
-            f"{why}; {power_note(mde, claimed)}"
-            + (f" (within {BORDERLINE_MARGIN:.0%} of it: borderline)" if borderline else ""))
+    return (
+        (BORDERLINE if borderline else FAILS),
+        f"{why}; {power_note(mde, claimed)}"
+        + (f" (within {BORDERLINE_MARGIN:.0%} of it: borderline)" if borderline else ""),
+    )
 
 
-def relative_verdict(diffs: Sequence[float], direction: str, alpha: float = ALPHA,
-                     claimed: float = math.nan, mde: float | None = None) -> tuple[str, str]:
+def relative_verdict(
+    diffs: Sequence[float],
+    direction: str,
+    alpha: float = ALPHA,
+    claimed: float = math.nan,
+    mde: float | None = None,
+) -> tuple[str, str]:
     """Verdict on paired differences config - baseline (one per seed) and the claimed direction.
     `claimed`: the paper's effect in our units; `mde`: the test's minimum detectable effect
     (default: the paired t-test's, `paired_mde`). See the module docstring for the rule."""
@@ -202,9 +232,11 @@ def relative_verdict(diffs: Sequence[float], direction: str, alpha: float = ALPH
         return _undecided(f"no difference ({n} seed{'s' if n > 1 else ''})", mde, claimed)
     right = mean * sign > 0
     if n == 1:
-        return ((HOLDS, "claimed sign (1 seed: sign only, seed noise unknown)") if right
-                else _undecided("opposite sign (1 seed: sign only, seed noise unknown)", mde,
-                                claimed))
+        return (
+            (HOLDS, "claimed sign (1 seed: sign only, seed noise unknown)")
+            if right
+            else _undecided("opposite sign (1 seed: sign only, seed noise unknown)", mde, claimed)
+        )
     if n == 2:
         sd = float(d.std(ddof=1))
         noise = abs(mean) > 2 * sd
@@ -217,8 +249,9 @@ def relative_verdict(diffs: Sequence[float], direction: str, alpha: float = ALPH
         return HOLDS, f"claimed sign, beyond seed noise ({how})"
     if noise:  # an effect detected, of the other sign: decided whatever the power
         return FAILS, f"opposite sign, beyond seed noise ({how})"
-    return _undecided(f"{'claimed' if right else 'opposite'} sign but within seed noise ({how})",
-                      mde, claimed)
+    return _undecided(
+        f"{'claimed' if right else 'opposite'} sign but within seed noise ({how})", mde, claimed
+    )
 
 
 def _change(a: float, b: float, kind: str) -> float:
@@ -246,14 +279,19 @@ def _magnitude(ours: float, paper: float, kind: str) -> str:
         frac = ours / paper if paper else math.nan
     if not math.isfinite(frac) or frac <= 0:
         return ""
-    size = ("under half the paper's" if frac < 0.5 else "over twice the paper's" if frac > 2
-            else "similar to the paper's")
-    return (f"magnitude {_fmt_change(ours, kind)} vs paper {_fmt_change(paper, kind)}: "
-            f"{size}")
+    size = (
+        "under half the paper's"
+        if frac < 0.5
+        else "over twice the paper's"
+        if frac > 2
+        else "similar to the paper's"
+    )
+    return f"magnitude {_fmt_change(ours, kind)} vs paper {_fmt_change(paper, kind)}: {size}"
 
 
-def absolute_verdict(claim: Claim, mismatches: list[str], mean: float, std: float, n: int,
-                     analogue: bool = False) -> tuple[str, str]:
+def absolute_verdict(
+    claim: Claim, mismatches: list[str], mean: float, std: float, n: int, analogue: bool = False
+) -> tuple[str, str]:
     """Our value of `claim.config` against the paper's number (see the module docstring)."""
     if claim.paper_value is None:
         return NOT_COMPARABLE, "no value claimed"
@@ -265,19 +303,22 @@ def absolute_verdict(claim: Claim, mismatches: list[str], mean: float, std: floa
         return NOT_COMPARABLE, "; ".join(mismatches)
     if n == 0 or not math.isfinite(mean):
         return NOT_COMPARABLE, "not measured"
-    tol = max(2 * std if n > 1 and math.isfinite(std) else 0.0,
-              ABS_REL_TOL * abs(claim.paper_value))
+    tol = max(
+        2 * std if n > 1 and math.isfinite(std) else 0.0, ABS_REL_TOL * abs(claim.paper_value)
+    )
     gap = (mean - claim.paper_value) * _sign(claim.direction)
     ok = gap >= -tol
-    return (HOLDS if ok else FAILS,
-            f"ours {_fmt(mean)} vs paper {_fmt(claim.paper_value)} (tolerance {_fmt(tol)})")
+    return (
+        HOLDS if ok else FAILS,
+        f"ours {_fmt(mean)} vs paper {_fmt(claim.paper_value)} (tolerance {_fmt(tol)})",
+    )
 
 
 # ============================================================================================
 # The table
 # ============================================================================================
 def format_measured(mean: float, std: float, n: int) -> str:
-    """"mean ± std (n seeds)"; the std is left out for one seed."""
+    """ "mean ± std (n seeds)"; the std is left out for one seed."""
     if n == 0:
         return "not measured"
     if n == 1 or not math.isfinite(std):
@@ -287,8 +328,11 @@ def format_measured(mean: float, std: float, n: int) -> str:
 
 def _summary(values: pd.Series) -> tuple[float, float, int]:
     n = len(values)
-    return (float(values.mean()) if n else math.nan,
-            float(values.std(ddof=1)) if n > 1 else math.nan, n)
+    return (
+        float(values.mean()) if n else math.nan,
+        float(values.std(ddof=1)) if n > 1 else math.nan,
+        n,
+    )
 
 
 # Sparsity metrics themselves: "more active features" cannot be checked at matched L0.
@@ -300,8 +344,9 @@ def pareto_frontier(points: pd.DataFrame, metric: str, direction: str) -> pd.Dat
     means over seeds) that no other run beats with at most their L0, sorted by L0. Along it the
     metric improves strictly with L0; off it a run is dominated by a sparser, better one."""
     sign, best, keep = _sign(direction), -math.inf, []
-    for name, r in points.sort_values(["l0", metric], ascending=[True, direction == "lower"]
-                                      ).iterrows():
+    for name, r in points.sort_values(
+        ["l0", metric], ascending=[True, direction == "lower"]
+    ).iterrows():
         if r[metric] * sign > best:
             keep.append(name)
             best = r[metric] * sign
@@ -320,13 +365,15 @@ def frontier_at(frontier: pd.DataFrame, l0: float) -> dict[str, float]:
     if above.empty or frontier.loc[lo, "l0"] == l0:
         return {lo: 1.0}
     hi = above.index[0]
-    w = ((math.log(l0) - math.log(frontier.loc[lo, "l0"]))
-         / (math.log(frontier.loc[hi, "l0"]) - math.log(frontier.loc[lo, "l0"])))
+    w = (math.log(l0) - math.log(frontier.loc[lo, "l0"])) / (
+        math.log(frontier.loc[hi, "l0"]) - math.log(frontier.loc[lo, "l0"])
+    )
     return {lo: 1.0 - w, hi: w}
 
 
-def _against_weights(results: pd.DataFrame, config: str, metric: str,
-                     weights: dict[str, float]) -> tuple[np.ndarray, str]:
+def _against_weights(
+    results: pd.DataFrame, config: str, metric: str, weights: dict[str, float]
+) -> tuple[np.ndarray, str]:
     """Per-seed differences `config` - (weighted baseline runs). Runs with 2+ seeds enter per
     seed (paired: their seed noise counts); a one-seed run (a sweep point) enters as a fixed
     value, said in the note. Seeds: `config`'s, shared by every multi-seed run."""
@@ -339,16 +386,21 @@ def _against_weights(results: pd.DataFrame, config: str, metric: str,
     if multi and len(seeds) == 0:  # no shared seeds: every run as its mean
         multi, seeds = [], ours.index
     fixed = sum(w * float(per[c].mean()) for c, w in weights.items() if c not in multi)
-    diffs = ours[seeds].to_numpy() - fixed - sum(
-        weights[c] * per[c][seeds].to_numpy() for c in multi)
+    diffs = (
+        ours[seeds].to_numpy() - fixed - sum(weights[c] * per[c][seeds].to_numpy() for c in multi)
+    )
     single = [c for c in weights if c not in multi]
-    note = (f"; {', '.join(single)}: one seed, taken as fixed (its seed noise unknown)"
-            if single and len(seeds) > 1 else "")
+    note = (
+        f"; {', '.join(single)}: one seed, taken as fixed (its seed noise unknown)"
+        if single and len(seeds) > 1
+        else ""
+    )
     return diffs, note
 
 
-def matched_sparsity_verdict(results: pd.DataFrame, config: str, metric: str, direction: str,
-                             claimed: float = math.nan) -> tuple[str, str]:
+def matched_sparsity_verdict(
+    results: pd.DataFrame, config: str, metric: str, direction: str, claimed: float = math.nan
+) -> tuple[str, str]:
     """Does `config` beat the baselines' frontier at its own L0?
 
     Fidelity improves with L0 for every SAE, so only a baseline at least as dense can decide:
@@ -373,26 +425,36 @@ def matched_sparsity_verdict(results: pd.DataFrame, config: str, metric: str, di
     base = means.loc[[c for c in means.index if family(c) != "hierarchical"]].dropna()
     base = base[base["l0"] > 0]
     if base.empty or base["l0"].max() < l0:
-        densest = (f" (densest: {base['l0'].idxmax()} at L0 {_fmt(base['l0'].max())})"
-                   if not base.empty else "")
-        return NOT_COMPARABLE, (f"no baseline run reaches its L0 {_fmt(l0)}{densest}: beating "
-                                "sparser baselines is expected of a denser code")
+        densest = (
+            f" (densest: {base['l0'].idxmax()} at L0 {_fmt(base['l0'].max())})"
+            if not base.empty
+            else ""
+        )
+        return NOT_COMPARABLE, (
+            f"no baseline run reaches its L0 {_fmt(l0)}{densest}: beating "
+            "sparser baselines is expected of a denser code"
+        )
     frontier = pareto_frontier(base, metric, direction)
     weights = frontier_at(frontier, l0)
     only_denser = not weights
     if only_denser:  # every baseline denser: decided only if ours beats the sparsest one
         weights = {frontier.index[0]: 1.0}
     value = sum(w * frontier.loc[c, metric] for c, w in weights.items())
-    how = " and ".join(f"{c} (L0 {_fmt(frontier.loc[c, 'l0'])}, {_fmt(frontier.loc[c, metric])})"
-                       for c in weights)
-    where = (f"ours {_fmt(means.loc[config, metric])} at L0 {_fmt(l0)}; baselines' frontier "
-             f"{_fmt(value)} there" + (f", interpolated in log L0 between {how}"
-                                        if len(weights) > 1 else f": {how}"))
+    how = " and ".join(
+        f"{c} (L0 {_fmt(frontier.loc[c, 'l0'])}, {_fmt(frontier.loc[c, metric])})" for c in weights
+    )
+    where = (
+        f"ours {_fmt(means.loc[config, metric])} at L0 {_fmt(l0)}; baselines' frontier "
+        f"{_fmt(value)} there"
+        + (f", interpolated in log L0 between {how}" if len(weights) > 1 else f": {how}")
+    )
     diffs, note = _against_weights(results, config, metric, weights)
     verdict, why = relative_verdict(diffs, direction, claimed=claimed)
     if only_denser and verdict != HOLDS:
-        return NOT_COMPARABLE, (f"every baseline is denser and ours does not beat the sparsest "
-                                f"({where}): the frontier at its L0 is unknown")
+        return NOT_COMPARABLE, (
+            f"every baseline is denser and ours does not beat the sparsest "
+            f"({where}): the frontier at its L0 is unknown"
+        )
     return verdict, f"{where}{note}; {why}"
 
 
@@ -407,26 +469,34 @@ def probing_test_mde(profile, baseline_acc: float, direction: str) -> tuple[floa
     reuses texts, so 2 x per class is the conservative count. The seed t-test cannot see this
     noise: every SAE is probed on the same test texts."""
     n = 2 * profile.probe_test_per_class
-    mde = proportion_mde(baseline_acc, n, _sign(direction)) if math.isfinite(baseline_acc) \
+    mde = (
+        proportion_mde(baseline_acc, n, _sign(direction))
+        if math.isfinite(baseline_acc)
         else math.nan
+    )
     shown = "none (no accuracy that far off exists)" if mde == math.inf else _fmt(mde)
     return mde, f"test set {n} texts per one-vs-rest probe: MDE {shown}"
 
 
 def absorption_caveat(profile) -> str:
     """SAEBench's width / model-size caveat for absorption on real activations ('' if none)."""
-    if (profile.dict_size >= ABSORPTION_MIN_LATENTS
-            and profile.d_model >= ABSORPTION_MIN_D_MODEL):
+    if profile.dict_size >= ABSORPTION_MIN_LATENTS and profile.d_model >= ABSORPTION_MIN_D_MODEL:
         return ""
-    return (f"caveat: SAEBench finds absorption meaningful for {ABSORPTION_MIN_LATENTS:,}+ "
-            f"latents on 1B+ models; this profile has {profile.dict_size:,} latents on "
-            f"{profile.model_name} (d_model {profile.d_model})")
+    return (
+        f"caveat: SAEBench finds absorption meaningful for {ABSORPTION_MIN_LATENTS:,}+ "
+        f"latents on 1B+ models; this profile has {profile.dict_size:,} latents on "
+        f"{profile.model_name} (d_model {profile.d_model})"
+    )
 
 
-def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIMS,
-                 ground_truth: tuple[str, str] | None = None,
-                 readings: dict[str, str] | None = None,
-                 overhead: dict | None = None) -> pd.DataFrame:
+def claims_table(
+    results: pd.DataFrame,
+    profile,
+    claims: Sequence[Claim] = CLAIMS,
+    ground_truth: tuple[str, str] | None = None,
+    readings: dict[str, str] | None = None,
+    overhead: dict | None = None,
+) -> pd.DataFrame:
     """One row per claim: the paper's numbers, ours (mean ± std over seeds), the paired
     difference, the test's power, a relative, a matched-L0 and an absolute verdict with their
     reasons, the ground-truth verdict of absorption (`ground_truth`: (verdict, reason), from
@@ -456,16 +526,20 @@ def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIM
         (mb, sb, nb), (ma, sa, na) = _summary(vb), _summary(va)
         seeds = va.index.intersection(vb.index)
         pair = paired_stats(va[seeds].to_numpy(), vb[seeds].to_numpy())
-        paper_change = (_change(c.paper_value, c.paper_baseline, c.change)
-                        if c.paper_value is not None and c.paper_baseline is not None else math.nan)
+        paper_change = (
+            _change(c.paper_value, c.paper_baseline, c.change)
+            if c.paper_value is not None and c.paper_baseline is not None
+            else math.nan
+        )
         ours_change = _change(pair["mean_a"], pair["mean_b"], c.change) if len(seeds) else math.nan
         claimed = claimed_effect(c, mb)
         mde = paired_mde(va[seeds] - vb[seeds]) if len(seeds) else math.nan
         power = power_note(mde, claimed)
         if _is_probing(metric) and len(seeds):
             test_mde, test_note = probing_test_mde(profile, mb, c.direction)
-            power = (f"{power_note(max(mde, test_mde), claimed)} (seeds: MDE {_fmt(mde)}; "
-                     f"{test_note})")
+            power = (
+                f"{power_note(max(mde, test_mde), claimed)} (seeds: MDE {_fmt(mde)}; {test_note})"
+            )
             mde = max(mde, test_mde)  # NaN (1 seed) stays NaN
         if missing:
             verdict, reason = NOT_COMPARABLE, missing
@@ -480,8 +554,9 @@ def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIM
             absent = [cfg for cfg, v in ((c.config, va), (c.baseline, vb)) if v.empty]
             verdict, reason = NOT_COMPARABLE, f"{metric} not measured for {' and '.join(absent)}"
         else:
-            verdict, reason = relative_verdict(va[seeds] - vb[seeds], c.direction,
-                                               claimed=claimed, mde=mde)
+            verdict, reason = relative_verdict(
+                va[seeds] - vb[seeds], c.direction, claimed=claimed, mde=mde
+            )
             if verdict != NOT_COMPARABLE and pair["mean_diff"] * _sign(c.direction) > 0:
                 mag = _magnitude(ours_change, paper_change, c.change)
                 reason += f"; {mag}" if mag else ""
@@ -489,44 +564,84 @@ def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIM
                 reason += f"; {c.dataset_note}"
             if "absorption" in metric and absorption_caveat(profile):
                 reason += f"; {absorption_caveat(profile)}"
-        absolute, abs_reason = ((NOT_COMPARABLE, missing) if missing
-                                else absolute_verdict(c, mismatches, ma, sa, na, analogue))
+        absolute, abs_reason = (
+            (NOT_COMPARABLE, missing)
+            if missing
+            else absolute_verdict(c, mismatches, ma, sa, na, analogue)
+        )
         matched, matched_reason = (
-            (NOT_COMPARABLE, missing) if missing else
-            (NOT_COMPARABLE, "a timing, not a fidelity at some sparsity")
-            if metric == TRAIN_STEP_RATIO else
-            matched_sparsity_verdict(results, c.config, metric, c.direction, claimed))
+            (NOT_COMPARABLE, missing)
+            if missing
+            else (NOT_COMPARABLE, "a timing, not a fidelity at some sparsity")
+            if metric == TRAIN_STEP_RATIO
+            else matched_sparsity_verdict(results, c.config, metric, c.direction, claimed)
+        )
         if same_as:
-            reason += (f"; counted once: the same data as claim {same_as}"
-                       + (f" ({c.config} repeats {first.config}'s results exactly)"
-                          if c.config != first.config else ""))
-        rows.append({
-            "id": c.id, "source": c.source, "claim": c.text, "metric": metric or c.metric or "",
-            "config": c.config, "baseline": c.baseline, "direction": c.direction,
-            "paper_baseline": c.paper_baseline, "paper_value": c.paper_value,
-            "paper": (f"{_fmt(c.paper_baseline)} -> {_fmt(c.paper_value)}"
-                      if c.paper_baseline is not None else
-                      _fmt(c.paper_value) if c.paper_value is not None else "no number"),
-            "mean_baseline": mb, "std_baseline": sb, "n_baseline": nb,
-            "mean": ma, "std": sa, "n": na,
-            "ours_baseline": format_measured(mb, sb, nb), "ours": format_measured(ma, sa, na),
-            "paper_change": _fmt_change(paper_change, c.change),
-            "ours_change": (f"{ours_change:.3g}x" if metric == TRAIN_STEP_RATIO
-                            and math.isfinite(ours_change) else _fmt_change(ours_change, c.change)),
-            "n_paired": pair["n_seeds"], "mean_diff": pair["mean_diff"],
-            "cohens_dz": pair["cohens_dz"], "p_value": pair["p_value"],
-            "claimed_effect": claimed, "mde": mde,
-            "power": ("" if missing else "one benchmark run: no test"
-                      if metric == TRAIN_STEP_RATIO else power),
-            "verdict": verdict, "reason": reason,
-            "matched_l0": matched, "matched_l0_reason": matched_reason,
-            "absolute": absolute, "absolute_reason": abs_reason,
-            "ground_truth": gt[0] if c.id == "absorption" else "",
-            "ground_truth_reason": gt[1] if c.id == "absorption" else "",
-            "sensitivity": readings.get(c.id, ""),
-            "mapping": c.mapping, "artifacts": c.artifacts, "provenance": c.provenance,
-            "same_as": same_as,
-        })
+            reason += f"; counted once: the same data as claim {same_as}" + (
+                f" ({c.config} repeats {first.config}'s results exactly)"
+                if c.config != first.config
+                else ""
+            )
+        rows.append(
+            {
+                "id": c.id,
+                "source": c.source,
+                "claim": c.text,
+                "metric": metric or c.metric or "",
+                "config": c.config,
+                "baseline": c.baseline,
+                "direction": c.direction,
+                "paper_baseline": c.paper_baseline,
+                "paper_value": c.paper_value,
+                "paper": (
+                    f"{_fmt(c.paper_baseline)} -> {_fmt(c.paper_value)}"
+                    if c.paper_baseline is not None
+                    else _fmt(c.paper_value)
+                    if c.paper_value is not None
+                    else "no number"
+                ),
+                "mean_baseline": mb,
+                "std_baseline": sb,
+                "n_baseline": nb,
+                "mean": ma,
+                "std": sa,
+                "n": na,
+                "ours_baseline": format_measured(mb, sb, nb),
+                "ours": format_measured(ma, sa, na),
+                "paper_change": _fmt_change(paper_change, c.change),
+                "ours_change": (
+                    f"{ours_change:.3g}x"
+                    if metric == TRAIN_STEP_RATIO and math.isfinite(ours_change)
+                    else _fmt_change(ours_change, c.change)
+                ),
+                "n_paired": pair["n_seeds"],
+                "mean_diff": pair["mean_diff"],
+                "cohens_dz": pair["cohens_dz"],
+                "p_value": pair["p_value"],
+                "claimed_effect": claimed,
+                "mde": mde,
+                "power": (
+                    ""
+                    if missing
+                    else "one benchmark run: no test"
+                    if metric == TRAIN_STEP_RATIO
+                    else power
+                ),
+                "verdict": verdict,
+                "reason": reason,
+                "matched_l0": matched,
+                "matched_l0_reason": matched_reason,
+                "absolute": absolute,
+                "absolute_reason": abs_reason,
+                "ground_truth": gt[0] if c.id == "absorption" else "",
+                "ground_truth_reason": gt[1] if c.id == "absorption" else "",
+                "sensitivity": readings.get(c.id, ""),
+                "mapping": c.mapping,
+                "artifacts": c.artifacts,
+                "provenance": c.provenance,
+                "same_as": same_as,
+            }
+        )
     table = pd.DataFrame(rows)
     table.attrs["profile"] = getattr(profile, "name", "")
     table.attrs["mismatches"] = mismatches
@@ -537,14 +652,28 @@ def claims_table(results: pd.DataFrame, profile, claims: Sequence[Claim] = CLAIM
 # Writing
 # ============================================================================================
 MARKDOWN_COLUMNS = {
-    "id": "id", "source": "source", "claim": "claim", "metric": "our metric", "config": "config",
-    "paper": "paper: TopK -> config", "provenance": "backed by the paper's own run?",
-    "ours_baseline": "ours: topk", "ours": "ours: config",
-    "paper_change": "change: paper", "ours_change": "change: ours", "verdict": "verdict",
-    "reason": "why", "power": "power (MDE vs claimed effect)", "matched_l0": "at matched L0", "matched_l0_reason": "at matched L0: why",
-    "absolute": "absolute", "absolute_reason": "absolute: why",
-    "ground_truth": "ground truth", "ground_truth_reason": "ground truth: why",
-    "sensitivity": "sensitivity to the readings", "same_as": "same data as",
+    "id": "id",
+    "source": "source",
+    "claim": "claim",
+    "metric": "our metric",
+    "config": "config",
+    "paper": "paper: TopK -> config",
+    "provenance": "backed by the paper's own run?",
+    "ours_baseline": "ours: topk",
+    "ours": "ours: config",
+    "paper_change": "change: paper",
+    "ours_change": "change: ours",
+    "verdict": "verdict",
+    "reason": "why",
+    "power": "power (MDE vs claimed effect)",
+    "matched_l0": "at matched L0",
+    "matched_l0_reason": "at matched L0: why",
+    "absolute": "absolute",
+    "absolute_reason": "absolute: why",
+    "ground_truth": "ground truth",
+    "ground_truth_reason": "ground truth: why",
+    "sensitivity": "sensitivity to the readings",
+    "same_as": "same data as",
     "artifacts": "the paper's run artifacts",
 }
 
@@ -558,22 +687,29 @@ def absorption_note(table: pd.DataFrame) -> str:
     full, frac = rows.loc["absorption"], rows.loc["absorption_fraction"]
     said = lambda r: f"{r['verdict']} ({r['ours_baseline']} -> {r['ours']})"  # noqa: E731
     agree = np.sign(full["mean"] - full["mean_baseline"]) == np.sign(
-        frac["mean"] - frac["mean_baseline"])
-    return (f"Absorption has two SAEBench measures, each judged as its own claim. *Full "
-            f"absorption* (`mean_full_absorption_score`, the paper's number): "
-            f"{ABSORPTION_MEASURES['mean_full_absorption_score']}. *Absorption fraction* "
-            f"(`mean_absorption_fraction_score`): "
-            f"{ABSORPTION_MEASURES['mean_absorption_fraction_score']}. Here, TopK -> "
-            f"HierarchicalSAE: full absorption {said(full)}; absorption fraction {said(frac)}: "
-            + ("the two move in the same direction (or neither moves)." if agree else
-               "they move in opposite directions, so no single verdict on absorption stands: an "
-               "SAE can avoid "
-               "all-or-nothing absorption by one latent while spreading part of the letter "
-               "signal over several."))
+        frac["mean"] - frac["mean_baseline"]
+    )
+    return (
+        f"Absorption has two SAEBench measures, each judged as its own claim. *Full "
+        f"absorption* (`mean_full_absorption_score`, the paper's number): "
+        f"{ABSORPTION_MEASURES['mean_full_absorption_score']}. *Absorption fraction* "
+        f"(`mean_absorption_fraction_score`): "
+        f"{ABSORPTION_MEASURES['mean_absorption_fraction_score']}. Here, TopK -> "
+        f"HierarchicalSAE: full absorption {said(full)}; absorption fraction {said(frac)}: "
+        + (
+            "the two move in the same direction (or neither moves)."
+            if agree
+            else "they move in opposite directions, so no single verdict on absorption stands: an "
+            "SAE can avoid "
+            "all-or-nothing absorption by one latent while spreading part of the letter "
+            "signal over several."
+        )
+    )
 
 
-def claims_markdown(table: pd.DataFrame, profile_name: str, tests: pd.DataFrame | None = None
-                    ) -> str:
+def claims_markdown(
+    table: pd.DataFrame, profile_name: str, tests: pd.DataFrame | None = None
+) -> str:
     mismatches = table.attrs.get("mismatches")
     shown = table.copy()
     columns = {k: v for k, v in MARKDOWN_COLUMNS.items() if k in shown}  # older tables: fewer
@@ -612,36 +748,68 @@ def claims_markdown(table: pd.DataFrame, profile_name: str, tests: pd.DataFrame 
         "trained on seed 42 in place of the default runs it replaces; a change on every seed "
         "assumes the reading moves each seed as it moved seed 42 (`hsae_utils/experiment/sensitivity.py`).",
         "",
-        ("Absolute values are not comparable on this profile: " + "; ".join(mismatches) + "."
-         if mismatches else "This profile is the paper's setting: absolute values compare "
-         "(except where units differ), but the paper's TopK had "
-         f"{PAPER_TOPK_DICT_SIZE:,} latents."),
+        (
+            "Absolute values are not comparable on this profile: " + "; ".join(mismatches) + "."
+            if mismatches
+            else "This profile is the paper's setting: absolute values compare "
+            "(except where units differ), but the paper's TopK had "
+            f"{PAPER_TOPK_DICT_SIZE:,} latents."
+        ),
         "",
         *([absorption_note(table), ""] if absorption_note(table) else []),
-        "Verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items())
-        + (f" ({repeats} claim{'s' if repeats > 1 else ''} on data identical to an earlier "
-           "claim's, a configuration repeating another's results exactly, counted once: "
-           "column *same data as*)" if repeats else "") + ".",
+        "Verdicts: "
+        + ", ".join(f"{k} {v}" for k, v in counts.items())
+        + (
+            f" ({repeats} claim{'s' if repeats > 1 else ''} on data identical to an earlier "
+            "claim's, a configuration repeating another's results exactly, counted once: "
+            "column *same data as*)"
+            if repeats
+            else ""
+        )
+        + ".",
         "",
         markdown_table(shown, columns),
     ]
     if tests is not None and not tests.empty:
         a, b = tests["a"].iloc[0], tests["b"].iloc[0]
-        parts += ["", f"## `{a}` versus `{b}`: paired t-tests over seeds", "",
-                  "Cohen's d_z = mean difference / std of the paired differences.", "",
-                  markdown_table(tests, {k: k for k in ("metric", "n_seeds", "mean_a", "mean_b",
-                                                        "mean_diff", "std_diff", "cohens_dz",
-                                                        "t", "p_value", "note")})]
+        parts += [
+            "",
+            f"## `{a}` versus `{b}`: paired t-tests over seeds",
+            "",
+            "Cohen's d_z = mean difference / std of the paired differences.",
+            "",
+            markdown_table(
+                tests,
+                {
+                    k: k
+                    for k in (
+                        "metric",
+                        "n_seeds",
+                        "mean_a",
+                        "mean_b",
+                        "mean_diff",
+                        "std_diff",
+                        "cohens_dz",
+                        "t",
+                        "p_value",
+                        "note",
+                    )
+                },
+            ),
+        ]
     return "\n".join(parts) + "\n"
 
 
-def write_claims(table: pd.DataFrame, out_dir: str | Path, profile_name: str,
-                 tests: pd.DataFrame | None = None) -> dict[str, Path]:
+def write_claims(
+    table: pd.DataFrame, out_dir: str | Path, profile_name: str, tests: pd.DataFrame | None = None
+) -> dict[str, Path]:
     """Write `claims_<profile>.md` and `claims_<profile>.csv` (and `paired_tests_<profile>.csv`
     when `tests` is given), each atomically. Returns the paths."""
     out_dir = Path(out_dir)
-    paths = {"md": out_dir / f"claims_{profile_name}.md",
-             "csv": out_dir / f"claims_{profile_name}.csv"}
+    paths = {
+        "md": out_dir / f"claims_{profile_name}.md",
+        "csv": out_dir / f"claims_{profile_name}.csv",
+    }
     with atomic_path(paths["csv"]) as tmp:
         table.to_csv(tmp, index=False)
     if tests is not None:

@@ -5,6 +5,7 @@ scores (notebook 12's `results/autointerp.csv`). Torch-free: only files are read
 The benchmark writes `<output root>/benchmark/hsae_overhead.json` atomically on every run of its
 section 3 (`write_overhead`); `train_time_verdict` judges the paper's "+20 % training time" on it.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,15 +65,21 @@ def train_time_verdict(claim: Claim, overhead: dict | None) -> tuple[str, str, f
     ok = ratio <= claim.paper_value
     tag = suffix or "_relu"
     every, fastest = m[f"every_step{tag}"], m[f"every_step_fastest{tag}"]
-    others = ", ".join(f"d = {k}: {v['vs_topk' if suffix else 'vs_relu']:+.1%}"
-                       for k, v in overhead["dims"].items() if k != d)
+    others = ", ".join(
+        f"d = {k}: {v['vs_topk' if suffix else 'vs_relu']:+.1%}"
+        for k, v in overhead["dims"].items()
+        if k != d
+    )
     quick = f", --quick: {overhead.get('rounds')} rounds" if overhead.get("quick") else ""
-    reason = (f"scripts/benchmark.py ({overhead.get('when', 'undated')}, "
-              f"{overhead.get('device', '?')}{quick}): step time over {base} at d = {d} "
-              f"(dictionary {d}) {total:+.1%} = every step {every:+.1%} (fastest rounds {fastest:+.1%}) + "
-              f"merge / resample amortised {m['mechanisms_amortised' + suffix]:+.1%}; "
-              f"{'at most' if ok else 'above'} the paper's +{claim.paper_value - 1:.0%}"
-              + (f"; {others}" if others else "") + "; one benchmark run, no seed noise")
+    reason = (
+        f"scripts/benchmark.py ({overhead.get('when', 'undated')}, "
+        f"{overhead.get('device', '?')}{quick}): step time over {base} at d = {d} "
+        f"(dictionary {d}) {total:+.1%} = every step {every:+.1%} (fastest rounds {fastest:+.1%}) + "
+        f"merge / resample amortised {m['mechanisms_amortised' + suffix]:+.1%}; "
+        f"{'at most' if ok else 'above'} the paper's +{claim.paper_value - 1:.0%}"
+        + (f"; {others}" if others else "")
+        + "; one benchmark run, no seed noise"
+    )
     return (HOLDS if ok else FAILS), reason, ratio
 
 
@@ -85,8 +92,10 @@ def read_autointerp(results_dir: Path) -> pd.DataFrame:
     df = pd.read_csv(path)
     missing = [c for c in ("config", "seed", "metric", "value") if c not in df]
     if missing:
-        raise ValueError(f"{path} lacks the columns {missing}: expected the tidy table "
-                         f"{TIDY_COLUMNS} (rerun notebook 12 to rewrite it).")
+        raise ValueError(
+            f"{path} lacks the columns {missing}: expected the tidy table "
+            f"{TIDY_COLUMNS} (rerun notebook 12 to rewrite it)."
+        )
     if "run" not in df:
         df["run"] = df["config"] + "/seed" + df["seed"].astype(str)
     return df[TIDY_COLUMNS]

@@ -14,6 +14,7 @@ shard, so an interrupted run resumes from the last complete shard. Shards are re
 memory-mapped; training streams them in shuffled groups, holding one group (in the cache dtype) at
 a time, and converts each batch to fp32.
 """
+
 from __future__ import annotations
 
 import functools
@@ -30,19 +31,39 @@ from tqdm.auto import tqdm
 
 from hsae_utils.config import Profile
 from hsae_utils.data.forward import layer_resid
-from hsae_utils.io import atomic_path, read_json, remove_stale_temporaries, sha256_file, write_json_atomic
 from hsae_utils.data.tokens import bos_token_id, keep_mask, make_contexts, special_token_ids
+from hsae_utils.io import (
+    atomic_path,
+    read_json,
+    remove_stale_temporaries,
+    sha256_file,
+    write_json_atomic,
+)
 
 CACHE_FORMAT = 1
 # What must match between a cache on disk and the request, or the cache is not reused.
-IDENTITY_KEYS = ("model", "model_sha256", "hook", "d_model", "context_size", "corpus_sha256",
-                 "split", "n_contexts", "bos_token_id", "massive_norm_factor", "format",
-                 "cache_dtype")
+IDENTITY_KEYS = (
+    "model",
+    "model_sha256",
+    "hook",
+    "d_model",
+    "context_size",
+    "corpus_sha256",
+    "split",
+    "n_contexts",
+    "bos_token_id",
+    "massive_norm_factor",
+    "format",
+    "cache_dtype",
+)
 # Keys added after format 1 was written, with the value every older cache has.
 _LEGACY_DEFAULTS = {"cache_dtype": "float32"}
 # How each cache dtype is stored in .npy (bf16 as its raw bits) and viewed back in torch.
-_STORAGE = {"float32": (np.float32, torch.float32), "float16": (np.float16, torch.float16),
-            "bfloat16": (np.uint16, torch.bfloat16)}
+_STORAGE = {
+    "float32": (np.float32, torch.float32),
+    "float16": (np.float16, torch.float16),
+    "bfloat16": (np.uint16, torch.bfloat16),
+}
 
 
 class CacheError(RuntimeError):
@@ -66,7 +87,11 @@ def dtype_bytes(cache_dtype: str) -> int:
 def to_storage(x_ND: torch.Tensor, cache_dtype: str) -> np.ndarray:
     """fp32 rows -> the array written to a shard (round to nearest even for bf16 / fp16)."""
     x_ND = x_ND.to(_STORAGE[cache_dtype][1]).contiguous()
-    return x_ND.view(torch.int16).numpy().view(np.uint16) if cache_dtype == "bfloat16" else x_ND.numpy()
+    return (
+        x_ND.view(torch.int16).numpy().view(np.uint16)
+        if cache_dtype == "bfloat16"
+        else x_ND.numpy()
+    )
 
 
 def from_storage(arr: np.ndarray, cache_dtype: str) -> torch.Tensor:
@@ -102,7 +127,7 @@ class Normalizer:
             x_BD = x_BD - self._mean(x_BD.dtype, x_BD.device)
         return x_BD * self.scale
 
-    @functools.lru_cache(maxsize=4)
+    @functools.lru_cache(maxsize=4)  # noqa: B019 (a few small normalizers, kept for the run)
     def _mean(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """mean_D as a tensor, made once per dtype and device (not copied to a GPU per batch)."""
         return torch.tensor(self.mean_D, dtype=dtype, device=device)
@@ -155,9 +180,11 @@ def _identity(profile: Profile, split: str, model_sha: str, corpus_sha: str, bos
 
 
 def _check_identity(manifest: dict, identity: dict, folder: Path) -> None:
-    diffs = [f"{k}: cache has {manifest.get(k, _LEGACY_DEFAULTS.get(k))!r}, requested "
-             f"{identity[k]!r}" for k in IDENTITY_KEYS
-             if manifest.get(k, _LEGACY_DEFAULTS.get(k)) != identity[k]]
+    diffs = [
+        f"{k}: cache has {manifest.get(k, _LEGACY_DEFAULTS.get(k))!r}, requested {identity[k]!r}"
+        for k in IDENTITY_KEYS
+        if manifest.get(k, _LEGACY_DEFAULTS.get(k)) != identity[k]
+    ]
     if diffs:
         raise CacheError(
             f"The activation cache at {folder} was built for something else:\n  "
@@ -177,8 +204,9 @@ def _read_manifest(path: Path) -> dict:
         raise CacheError(f"The cache manifest {path} is unreadable ({err}). {_REBUILD}") from err
 
 
-def _verify_shard(shard: dict, folder: Path, d: int, deep: bool,
-                  cache_dtype: str = "float32") -> None:
+def _verify_shard(
+    shard: dict, folder: Path, d: int, deep: bool, cache_dtype: str = "float32"
+) -> None:
     path = folder / shard["file"]
     if not path.is_file():
         raise CacheError(f"Shard {path} is missing. {_REBUILD}")
@@ -188,8 +216,10 @@ def _verify_shard(shard: dict, folder: Path, d: int, deep: bool,
     except ValueError:  # a damaged .npy header
         arr = None
     if arr is None or arr.shape != (shard["rows"], d) or arr.dtype != _STORAGE[cache_dtype][0]:
-        raise CacheError(f"Shard {path} is truncated or has the wrong shape (expected "
-                         f"{shard['rows']} x {d} {cache_dtype}). {_REBUILD}")
+        raise CacheError(
+            f"Shard {path} is truncated or has the wrong shape (expected "
+            f"{shard['rows']} x {d} {cache_dtype}). {_REBUILD}"
+        )
     if deep and sha256_file(path) != shard["sha256"]:
         raise CacheError(f"Shard {path} fails its checksum (corrupted). {_REBUILD}")
 
@@ -202,8 +232,13 @@ def _verify_shards(manifest: dict, folder: Path, deep: bool) -> None:
 NPY_HEADER_BYTES = 128  # np.save's header for these shapes (a multiple of 64 bytes)
 
 
-def cache_bytes(n_contexts: int, context_size: int, d_model: int, cache_dtype: str = "float32",
-                contexts_per_shard: int | None = None) -> int:
+def cache_bytes(
+    n_contexts: int,
+    context_size: int,
+    d_model: int,
+    cache_dtype: str = "float32",
+    contexts_per_shard: int | None = None,
+) -> int:
     """A split's size on disk, an upper bound: a row for every position but the BOS that starts
     each context (other special tokens and massive activations are dropped too, so the real cache
     is a little smaller), the int32 tokens, the .npy headers, and the manifest (its normalization
@@ -211,8 +246,12 @@ def cache_bytes(n_contexts: int, context_size: int, d_model: int, cache_dtype: s
     n_shards = -(-n_contexts // (contexts_per_shard or n_contexts))
     rows = n_contexts * (context_size - 1)
     manifest = 2048 + 24 * d_model + 150 * n_shards
-    return (rows * d_model * dtype_bytes(cache_dtype) + n_contexts * context_size * 4
-            + (n_shards + 1) * NPY_HEADER_BYTES + manifest)
+    return (
+        rows * d_model * dtype_bytes(cache_dtype)
+        + n_contexts * context_size * 4
+        + (n_shards + 1) * NPY_HEADER_BYTES
+        + manifest
+    )
 
 
 def contexts_per_shard(profile: Profile) -> int:
@@ -225,10 +264,16 @@ def _remaining_bytes(profile: Profile, split: str) -> int:
     path = profile.cache_dir / split / "manifest.json"
     if path.exists():
         m = _read_manifest(path)
-        n_contexts = 0 if m["complete"] else max(
-            0, n_contexts - len(m["shards"]) * m["contexts_per_shard"])
-    return cache_bytes(n_contexts, profile.context_size, profile.d_model, profile.cache_dtype,
-                       contexts_per_shard(profile))
+        n_contexts = (
+            0 if m["complete"] else max(0, n_contexts - len(m["shards"]) * m["contexts_per_shard"])
+        )
+    return cache_bytes(
+        n_contexts,
+        profile.context_size,
+        profile.d_model,
+        profile.cache_dtype,
+        contexts_per_shard(profile),
+    )
 
 
 def check_disk_space(folder: Path, need_bytes: int) -> None:
@@ -292,11 +337,18 @@ def build_cache(
         with atomic_path(folder / "tokens.npy") as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, tokens_SC.numpy().astype(np.int32))
-        manifest = {**identity, "code_version": code_version(), "complete": False,
-                    "shards": [], "n_tokens": 0, "normalization": None, "n_massive_dropped": 0,
-                    "special_token_ids": special_token_ids(tokenizer),
-                    "tokens_sha256": sha256_file(folder / "tokens.npy"),
-                    "contexts_per_shard": contexts_per_shard(profile)}
+        manifest = {
+            **identity,
+            "code_version": code_version(),
+            "complete": False,
+            "shards": [],
+            "n_tokens": 0,
+            "normalization": None,
+            "n_massive_dropped": 0,
+            "special_token_ids": special_token_ids(tokenizer),
+            "tokens_sha256": sha256_file(folder / "tokens.npy"),
+            "contexts_per_shard": contexts_per_shard(profile),
+        }
         write_json_atomic(manifest_path, manifest)
 
     remove_stale_temporaries(folder)  # e.g. the half-written shard of a killed run
@@ -315,16 +367,22 @@ def build_cache(
     return folder
 
 
-def _fill_shards(profile: Profile, model, tokens_SC: torch.Tensor, manifest: dict,
-                 folder: Path) -> None:
+def _fill_shards(
+    profile: Profile, model, tokens_SC: torch.Tensor, manifest: dict, folder: Path
+) -> None:
     device = next(model.parameters()).device
     special = torch.tensor(manifest["special_token_ids"])
     per_shard = manifest["contexts_per_shard"]
     n_ctx = tokens_SC.shape[0]
     n_shards = -(-n_ctx // per_shard)
     done = len(manifest["shards"])
-    bar = tqdm(total=n_ctx * profile.context_size, initial=done * per_shard * profile.context_size,
-               unit="tok", unit_scale=True, desc=f"caching {manifest['split']}")
+    bar = tqdm(
+        total=n_ctx * profile.context_size,
+        initial=done * per_shard * profile.context_size,
+        unit="tok",
+        unit_scale=True,
+        desc=f"caching {manifest['split']}",
+    )
     t0, new_tokens = time.time(), 0
     for s in range(done, n_shards):
         ctx = tokens_SC[s * per_shard : (s + 1) * per_shard]
@@ -337,9 +395,12 @@ def _fill_shards(profile: Profile, model, tokens_SC: torch.Tensor, manifest: dic
                 raise CacheError(
                     f"The model produced NaN/Inf activations at {profile.hook_name} in shard {s}: "
                     "load it in float32 (profile model_dtype='float32') or check its weights. "
-                    f"The {s} complete shard(s) before it are kept; a re-run resumes after them.")
+                    f"The {s} complete shard(s) before it are kept; a re-run resumes after them."
+                )
             keep_BS = keep_mask(toks_BS, resid_BSD, special, manifest["massive_norm_factor"])
-            manifest["n_massive_dropped"] += int((~torch.isin(toks_BS, special)).sum() - keep_BS.sum())
+            manifest["n_massive_dropped"] += int(
+                (~torch.isin(toks_BS, special)).sum() - keep_BS.sum()
+            )
             rows.append(resid_BSD[keep_BS.to(resid_BSD.device)].float().cpu())
             bar.update(toks_BS.numel())
             new_tokens += toks_BS.numel()
@@ -348,13 +409,15 @@ def _fill_shards(profile: Profile, model, tokens_SC: torch.Tensor, manifest: dic
         if acts_ND.dtype == np.float16 and not np.isfinite(acts_ND).all():
             raise CacheError(
                 f"Activations at {profile.hook_name} overflow float16 in shard {s}: use "
-                "cache_dtype='bfloat16' (same size, fp32's range) and rebuild the cache.")
+                "cache_dtype='bfloat16' (same size, fp32's range) and rebuild the cache."
+            )
         name = f"shard_{s:05d}.npy"
         with atomic_path(folder / name, nbytes=acts_ND.nbytes + 128) as tmp:  # + the .npy header
             with open(tmp, "wb") as f:
                 np.save(f, acts_ND)
-        manifest["shards"].append({"file": name, "rows": int(acts_ND.shape[0]),
-                                   "sha256": sha256_file(folder / name)})
+        manifest["shards"].append(
+            {"file": name, "rows": int(acts_ND.shape[0]), "sha256": sha256_file(folder / name)}
+        )
         manifest["n_tokens"] += int(acts_ND.shape[0])
         write_json_atomic(folder / "manifest.json", manifest)
     bar.close()
@@ -389,19 +452,28 @@ class ActivationStore:
     profile's), refuses a cache stored in another dtype.
     """
 
-    def __init__(self, folder: str | Path, group_shards: int = 8, deep_verify: bool = False,
-                 cache_dtype: str | None = None):
+    def __init__(
+        self,
+        folder: str | Path,
+        group_shards: int = 8,
+        deep_verify: bool = False,
+        cache_dtype: str | None = None,
+    ):
         self.folder = Path(folder)
         path = self.folder / "manifest.json"
         if not path.exists():
             raise CacheError(f"No activation cache at {self.folder}: run notebook 01 first.")
         self.manifest = _read_manifest(path)
         if not self.manifest.get("complete"):
-            raise CacheError(f"The cache at {self.folder} is incomplete: re-run notebook 01 to finish it.")
+            raise CacheError(
+                f"The cache at {self.folder} is incomplete: re-run notebook 01 to finish it."
+            )
         self.cache_dtype = manifest_cache_dtype(self.manifest)
         if cache_dtype is not None and cache_dtype != self.cache_dtype:
-            raise CacheError(f"The activation cache at {self.folder} is stored in "
-                             f"{self.cache_dtype}, the profile asks for {cache_dtype}. {_REBUILD}")
+            raise CacheError(
+                f"The activation cache at {self.folder} is stored in "
+                f"{self.cache_dtype}, the profile asks for {cache_dtype}. {_REBUILD}"
+            )
         _verify_shards(self.manifest, self.folder, deep=deep_verify)
         self.d_model: int = self.manifest["d_model"]
         self.rows = [s["rows"] for s in self.manifest["shards"]]
@@ -428,8 +500,9 @@ class ActivationStore:
     def _read_group(self, shards: list[int]) -> torch.Tensor:
         """The rows of some shards, concatenated, in the cache dtype: copied from the memory map
         straight into one buffer (no per-shard copies beside it)."""
-        out_ND = np.empty((sum(self.rows[s] for s in shards), self.d_model),
-                          dtype=_STORAGE[self.cache_dtype][0])
+        out_ND = np.empty(
+            (sum(self.rows[s] for s in shards), self.d_model), dtype=_STORAGE[self.cache_dtype][0]
+        )
         at = 0
         for s in shards:
             out_ND[at : at + self.rows[s]] = self._open(s)
@@ -448,15 +521,18 @@ class ActivationStore:
         while True:
             g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
             order = torch.randperm(len(self.rows), generator=g).tolist()
-            groups = [order[i : i + self.group_shards] for i in range(0, len(order), self.group_shards)]
+            groups = [
+                order[i : i + self.group_shards] for i in range(0, len(order), self.group_shards)
+            ]
             for shards in groups:
                 n = sum(self.rows[s] for s in shards)
                 # Remainder rows of a group (< batch_size) are dropped; a new order each epoch.
                 yield shards, torch.randperm(n, generator=g), n // batch_size
             epoch += 1
 
-    def iter_batches(self, batch_size: int, seed: int, start_step: int = 0,
-                     device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
+    def iter_batches(
+        self, batch_size: int, seed: int, start_step: int = 0, device: str | torch.device = "cpu"
+    ) -> Iterator[torch.Tensor]:
         """Normalized fp32 batches [batch_size, d_model] on `device`, from `start_step` on.
 
         On a GPU each group goes to the device once, in the cache dtype, when it fits in half
@@ -487,7 +563,7 @@ class ActivationStore:
     def sample(self, n_tokens: int, seed: int) -> torch.Tensor:
         """n normalized rows drawn uniformly without replacement (deterministic in seed)."""
         g = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(self.n_tokens, generator=g)[: n_tokens].sort().values
+        idx = torch.randperm(self.n_tokens, generator=g)[:n_tokens].sort().values
         bounds = np.cumsum([0] + self.rows)
         parts = []
         for i in range(len(self.rows)):
@@ -518,8 +594,9 @@ def cache_activations(profile: Profile, model=None, rebuild: bool = False) -> di
     from hsae_utils.data.model import load_model, model_fingerprint
 
     if not rebuild:  # both splits at once, so validation cannot run out of space after train
-        check_disk_space(profile.cache_dir,
-                         sum(_remaining_bytes(profile, s) for s in ("train", "validation")))
+        check_disk_space(
+            profile.cache_dir, sum(_remaining_bytes(profile, s) for s in ("train", "validation"))
+        )
     model = model if model is not None else load_model(profile)
     model_sha, corpus_sha = model_fingerprint(profile), corpus_fingerprint(profile)
 
@@ -529,13 +606,23 @@ def cache_activations(profile: Profile, model=None, rebuild: bool = False) -> di
             # Shuffle documents so a token budget samples every source, not the first one.
             ds = ds.shuffle(seed=0, buffer_size=10_000) if _is_streaming(ds) else ds.shuffle(seed=0)
             return (row[profile.dataset_text_field] for row in ds)
+
         return _iter
 
-    train = build_cache(profile, "train", model, texts("train"), model_sha, corpus_sha,
-                        rebuild=rebuild)
+    train = build_cache(
+        profile, "train", model, texts("train"), model_sha, corpus_sha, rebuild=rebuild
+    )
     norm = ActivationStore(train).normalizer
-    valid = build_cache(profile, "validation", model, texts("validation"), model_sha, corpus_sha,
-                        normalizer=norm, rebuild=rebuild)
+    valid = build_cache(
+        profile,
+        "validation",
+        model,
+        texts("validation"),
+        model_sha,
+        corpus_sha,
+        normalizer=norm,
+        rebuild=rebuild,
+    )
     return {"train": train, "validation": valid}
 
 

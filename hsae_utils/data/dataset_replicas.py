@@ -19,6 +19,7 @@ anyway.
                                                                           (+ the loading script's name,
                                                                           as on the hub)
 """
+
 from __future__ import annotations
 
 import json
@@ -34,16 +35,24 @@ N_PROFESSIONS, N_CATEGORIES = 28, 8  # bias_in_bios professions 0..27; amazon ca
 AG_NEWS_LABELS = 4
 EUROPARL_PAIRS = ("en-fr", "fr-it", "de-en", "es-fr", "nl-pt")  # SAEBench's language pairs
 CODE_LANGUAGES = ("C", "Python", "HTML", "Java", "PHP", "JavaScript")
-CODE_EXTENSION = {"C": "c", "Python": "py", "HTML": "html", "Java": "java", "PHP": "php",
-                  "JavaScript": "js"}
+CODE_EXTENSION = {
+    "C": "c",
+    "Python": "py",
+    "HTML": "html",
+    "Java": "java",
+    "PHP": "php",
+    "JavaScript": "js",
+}
 MIN_CODE_CHARS = 700  # SAEBench keeps code longer than 128 x 3 + 150 characters
 
 
 def corpus_documents(corpus_dir: Path) -> list[str]:
     path = Path(corpus_dir) / "train.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the dataset replicas are built from the "
-                                f"embedded corpus. Run `{hub.PREPARE_HINT}` (it builds it first).")
+        raise FileNotFoundError(
+            f"{path} is missing: the dataset replicas are built from the "
+            f"embedded corpus. Run `{hub.PREPARE_HINT}` (it builds it first)."
+        )
     with open(path, encoding="utf-8") as f:
         return [json.loads(line)["text"] for line in f if line.strip()]
 
@@ -74,23 +83,33 @@ def build_openwebtext(folder: Path, texts: list[str]) -> None:
 def build_bias_in_bios(folder: Path, texts: list[str]) -> None:
     docs = cycle(texts)
     groups = [(p, g) for p in range(N_PROFESSIONS) for g in (0, 1)]
-    _split_files(folder, lambda split, n: [
-        {"hard_text": t, "profession": p, "gender": g} for t, p, g in _labelled(docs, groups, n)],
-        ("train", "test", "dev"))
+    _split_files(
+        folder,
+        lambda split, n: [
+            {"hard_text": t, "profession": p, "gender": g} for t, p, g in _labelled(docs, groups, n)
+        ],
+        ("train", "test", "dev"),
+    )
 
 
 def build_amazon(folder: Path, texts: list[str]) -> None:
     docs = cycle(texts)
     groups = [(c, r) for c in range(N_CATEGORIES) for r in (1.0, 5.0)]
-    _split_files(folder, lambda split, n: [
-        {"text": t, "rating": r, "category": c} for t, c, r in _labelled(docs, groups, n)])
+    _split_files(
+        folder,
+        lambda split, n: [
+            {"text": t, "rating": r, "category": c} for t, c, r in _labelled(docs, groups, n)
+        ],
+    )
 
 
 def build_ag_news(folder: Path, texts: list[str]) -> None:
     docs = cycle(texts)
     groups = [(label,) for label in range(AG_NEWS_LABELS)]
-    _split_files(folder, lambda split, n: [
-        {"text": t, "label": label} for t, label in _labelled(docs, groups, n)])
+    _split_files(
+        folder,
+        lambda split, n: [{"text": t, "label": label} for t, label in _labelled(docs, groups, n)],
+    )
 
 
 def build_europarl(folder: Path, texts: list[str]) -> None:
@@ -99,10 +118,13 @@ def build_europarl(folder: Path, texts: list[str]) -> None:
     configs = []
     for pair in EUROPARL_PAIRS:
         l1, l2 = pair.split("-")
-        _write([{"translation": {l1: next(docs), l2: next(docs)}} for _ in range(n)],
-               folder / pair / "train-00000-of-00001.parquet")
-        configs.append(f"- config_name: {pair}\n  data_files:\n  - split: train\n"
-                       f"    path: {pair}/train-*\n")
+        _write(
+            [{"translation": {l1: next(docs), l2: next(docs)}} for _ in range(n)],
+            folder / pair / "train-00000-of-00001.parquet",
+        )
+        configs.append(
+            f"- config_name: {pair}\n  data_files:\n  - split: train\n    path: {pair}/train-*\n"
+        )
     (folder / "README.md").write_text("---\nconfigs:\n" + "".join(configs) + "---\n")
 
 
@@ -113,14 +135,23 @@ def build_github_code(folder: Path, texts: list[str]) -> None:
     for i in range(n):
         for lang in CODE_LANGUAGES:
             code = next(long_texts)
-            rows.append({"code": code, "repo_name": f"replica/{lang.lower()}",
-                         "path": f"src/file{i}.{CODE_EXTENSION[lang]}", "language": lang,
-                         "license": "mit", "size": len(code)})
+            rows.append(
+                {
+                    "code": code,
+                    "repo_name": f"replica/{lang.lower()}",
+                    "path": f"src/file{i}.{CODE_EXTENSION[lang]}",
+                    "language": lang,
+                    "license": "mit",
+                    "size": len(code),
+                }
+            )
     _write(rows, folder / "data" / "train-00000-of-00001.parquet")
     # The hub repository is a loading-script dataset; the script's presence makes a plain
     # load_dataset("codeparrot/github-code") fail on the replica exactly as on the hub.
-    (folder / "github-code.py").write_text("# The hub repository's loading script (not run by the "
-                                           "pinned `datasets`): read data/*.parquet instead.\n")
+    (folder / "github-code.py").write_text(
+        "# The hub repository's loading script (not run by the "
+        "pinned `datasets`): read data/*.parquet instead.\n"
+    )
 
 
 def _joined(texts: list[str], min_chars: int):
@@ -146,8 +177,13 @@ BUILDERS: dict[str, Callable[[Path, list[str]], None]] = {
 def recipe(repo_id: str, corpus_sha: str) -> dict:
     import pyarrow
 
-    return {"version": REPLICA_VERSION, "repo_id": repo_id, "corpus_sha256": corpus_sha,
-            "rows_per_class": ROWS_PER_CLASS, "pyarrow": pyarrow.__version__}
+    return {
+        "version": REPLICA_VERSION,
+        "repo_id": repo_id,
+        "corpus_sha256": corpus_sha,
+        "rows_per_class": ROWS_PER_CLASS,
+        "pyarrow": pyarrow.__version__,
+    }
 
 
 def ensure_dataset_replicas(corpus_dir: Path, force: bool = False) -> dict[str, Path]:
@@ -158,6 +194,13 @@ def ensure_dataset_replicas(corpus_dir: Path, force: bool = False) -> dict[str, 
     corpus_dir = Path(corpus_dir)
     texts = [t for t in corpus_documents(corpus_dir) if len(t) >= 20]
     sha = corpus_sha256(corpus_dir)
-    return {repo_id: hub.write_replica(repo_id, "dataset", lambda tmp, b=build: b(tmp, texts),
-                                       recipe(repo_id, sha), force=force)
-            for repo_id, build in BUILDERS.items()}
+    return {
+        repo_id: hub.write_replica(
+            repo_id,
+            "dataset",
+            lambda tmp, b=build: b(tmp, texts),
+            recipe(repo_id, sha),
+            force=force,
+        )
+        for repo_id, build in BUILDERS.items()
+    }

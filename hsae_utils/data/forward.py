@@ -18,6 +18,7 @@ Dtypes: the residuals handed in may be fp32 (activation caches, SAE reconstructi
 model runs in bf16; they are cast to the model's dtype on the way in, and every function here
 returns fp32, which is what the caches and metrics downstream expect.
 """
+
 from __future__ import annotations
 
 import torch
@@ -52,15 +53,23 @@ def layer_masks(hf_model, h_BSD: torch.Tensor, position_ids: torch.Tensor) -> li
 
     cfg = hf_model.config
     types = list(getattr(cfg, "layer_types", None) or ["full_attention"] * len(hf_model.layers))
-    makers = {"full_attention": create_causal_mask,
-              "sliding_attention": create_sliding_window_causal_mask}
+    makers = {
+        "full_attention": create_causal_mask,
+        "sliding_attention": create_sliding_window_causal_mask,
+    }
     unknown = sorted(set(types) - set(makers))
     if unknown:
         raise NotImplementedError(
             f"Attention layer type(s) {unknown} of {cfg.model_type!r} are not supported by "
-            "hsae_utils.data.forward: add their mask function to forward.layer_masks.")
-    kw = dict(config=cfg, inputs_embeds=h_BSD, attention_mask=None, past_key_values=None,
-              position_ids=position_ids)
+            "hsae_utils.data.forward: add their mask function to forward.layer_masks."
+        )
+    kw = dict(
+        config=cfg,
+        inputs_embeds=h_BSD,
+        attention_mask=None,
+        past_key_values=None,
+        position_ids=position_ids,
+    )
     masks = {t: makers[t](**kw) for t in set(types)}
     fallback = causal_mask(h_BSD.shape[1], h_BSD.dtype, h_BSD.device)
     return [fallback if masks[t] is None else masks[t] for t in types]
@@ -68,8 +77,12 @@ def layer_masks(hf_model, h_BSD: torch.Tensor, position_ids: torch.Tensor) -> li
 
 def _run_blocks(blocks, h_BSD, masks, position_embeddings, position_ids):
     for block, mask in zip(blocks, masks):
-        out = block(h_BSD, position_embeddings=position_embeddings, attention_mask=mask,
-                    position_ids=position_ids)
+        out = block(
+            h_BSD,
+            position_embeddings=position_embeddings,
+            attention_mask=mask,
+            position_ids=position_ids,
+        )
         h_BSD = out[0] if isinstance(out, tuple) else out
     return h_BSD
 
@@ -82,9 +95,10 @@ def _hidden_from_layer(model, resid_BSD: torch.Tensor, layer: int) -> torch.Tens
     h = resid_BSD.to(model_dtype(model))
     position_ids = torch.arange(S, device=h.device)[None].expand(B, S)
     with torch.no_grad():
-        masks = layer_masks(hf, h, position_ids)[layer + 1:]
-        return _run_blocks(model.blocks[layer + 1:], h, masks, hf.rotary_emb(h, position_ids),
-                           position_ids)
+        masks = layer_masks(hf, h, position_ids)[layer + 1 :]
+        return _run_blocks(
+            model.blocks[layer + 1 :], h, masks, hf.rotary_emb(h, position_ids), position_ids
+        )
 
 
 def logits_from_hidden(model, h_BSD: torch.Tensor) -> torch.Tensor:
@@ -120,7 +134,8 @@ def _check_logits_path(model, layer: int, seq_len: int, device) -> None:
             f"forward.logits_from_layer does not reproduce the forward of this "
             f"{model.original_model.config.model_type!r} model (max |logit difference| {err:.3g} "
             f"at layer {layer}, {seq_len} tokens): its evaluation would be wrong. Support for this "
-            "architecture needs adding in hsae_utils/data/forward.py.")
+            "architecture needs adding in hsae_utils/data/forward.py."
+        )
     checked.add((layer, seq_len))
 
 
@@ -149,8 +164,9 @@ def _manual_resid(model, tokens_BS: torch.Tensor, layer: int) -> torch.Tensor:
         h = hf.embed_tokens(tokens_BS)
         position_ids = torch.arange(S, device=h.device)[None].expand(B, S)
         masks = layer_masks(hf, h, position_ids)[: layer + 1]
-        h = _run_blocks(hf.layers[: layer + 1], h, masks, hf.rotary_emb(h, position_ids),
-                        position_ids)
+        h = _run_blocks(
+            hf.layers[: layer + 1], h, masks, hf.rotary_emb(h, position_ids), position_ids
+        )
     return h.float()
 
 
@@ -165,13 +181,23 @@ def layer_resid(model, tokens_BS: torch.Tensor, layer: int) -> torch.Tensor:
         ok = False
         hf = getattr(getattr(model, "original_model", None), "model", None)
         if hf is not None and getattr(hf.config, "model_type", "") in (
-                "llama", "mistral", "qwen2", "gemma2"):
+            "llama",
+            "mistral",
+            "qwen2",
+            "gemma2",
+        ):
             # one whole context: longer than Gemma-2's sliding window, so its mask is checked too
             probe = tokens_BS[:1]
             try:
                 ref = resid_at_layer(model, probe, layer)
-                ok = bool(torch.allclose(_manual_resid(model, probe, layer), ref,
-                                         rtol=1e-4, atol=1e-4 * ref.abs().max().item()))
+                ok = bool(
+                    torch.allclose(
+                        _manual_resid(model, probe, layer),
+                        ref,
+                        rtol=1e-4,
+                        atol=1e-4 * ref.abs().max().item(),
+                    )
+                )
             except Exception:  # any structural surprise: use the bridge
                 ok = False
         model._hsae_manual_resid_ok = ok

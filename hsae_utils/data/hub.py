@@ -17,6 +17,7 @@ Each replica folder holds `replica-manifest.json` (repo id and type, the recipe 
 and the sha256 of every file); a folder whose files or recipe do not match is rebuilt by
 `write_replica` and refused by `resolve`.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,10 @@ def replica_enabled(profile=None) -> bool:
     if env in ("0", "false", "no", "off"):
         return False
     if env:
-        raise ValueError(f"{REPLICA_ENV}={os.environ[REPLICA_ENV]!r}: use 1 (read local replicas "
-                         "of hub repositories) or 0 (read the hub), or unset it.")
+        raise ValueError(
+            f"{REPLICA_ENV}={os.environ[REPLICA_ENV]!r}: use 1 (read local replicas "
+            "of hub repositories) or 0 (read the hub), or unset it."
+        )
     return bool(getattr(profile, "hub_replica", False))
 
 
@@ -72,8 +75,14 @@ def replica_status(folder: Path, recipe: dict | None = None) -> tuple[bool, str]
     return True, "ok"
 
 
-def write_replica(repo_id: str, repo_type: str, build: Callable[[Path], None], recipe: dict,
-                  force: bool = False, verbose: bool = True) -> Path:
+def write_replica(
+    repo_id: str,
+    repo_type: str,
+    build: Callable[[Path], None],
+    recipe: dict,
+    force: bool = False,
+    verbose: bool = True,
+) -> Path:
     """Build a replica with `build(tmp_folder)` unless a valid one from `recipe` exists; the
     folder is written beside its final place, checksummed and renamed in, so an interrupted
     build leaves nothing half-written."""
@@ -82,17 +91,24 @@ def write_replica(repo_id: str, repo_type: str, build: Callable[[Path], None], r
     if ok and not force:
         return folder
     if verbose:
-        print(f"[replica] building the local replica of {repo_type} {repo_id} at {folder} "
-              f"({why if folder.exists() else 'first build'})")
+        print(
+            f"[replica] building the local replica of {repo_type} {repo_id} at {folder} "
+            f"({why if folder.exists() else 'first build'})"
+        )
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         tmp.chmod(0o755)  # mkdtemp's 0700 would make the replica private to its builder
         build(tmp)
-        files = {p.relative_to(tmp).as_posix(): sha256_file(p)
-                 for p in sorted(tmp.rglob("*")) if p.is_file()}
-        write_json_atomic(tmp / MANIFEST, {"repo_id": repo_id, "repo_type": repo_type,
-                                           "recipe": recipe, "files": files})
+        files = {
+            p.relative_to(tmp).as_posix(): sha256_file(p)
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file()
+        }
+        write_json_atomic(
+            tmp / MANIFEST,
+            {"repo_id": repo_id, "repo_type": repo_type, "recipe": recipe, "files": files},
+        )
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -114,7 +130,8 @@ def resolve(repo_id: str, repo_type: str = "model", profile=None) -> str:
         raise FileNotFoundError(
             f"The local replica of the hub {repo_type} {repo_id!r} at {folder} is {why}: build it "
             f"with `{PREPARE_HINT}`, or read the real hub with {REPLICA_ENV}=0 / a profile "
-            "without hub_replica.")
+            "without hub_replica."
+        )
     return str(folder)
 
 
@@ -150,17 +167,22 @@ def error_kind(err: BaseException) -> str:
         return any(issubclass(k, t) for k in kinds for t in types)
 
     text = " ".join(str(e) for e in chain)
-    if has(hf_errors.GatedRepoError) or any(w in text.lower() for w in ("gated repo",
-                                                                         "a gated dataset")):
+    if has(hf_errors.GatedRepoError) or any(
+        w in text.lower() for w in ("gated repo", "a gated dataset")
+    ):
         return "gated"
     if has(hf_errors.RepositoryNotFoundError):
         return "not_found"
-    if has(hf_errors.OfflineModeIsEnabled) or "outgoing traffic has been disabled" in text \
-            or "offline mode is enabled" in text:
+    if (
+        has(hf_errors.OfflineModeIsEnabled)
+        or "outgoing traffic has been disabled" in text
+        or "offline mode is enabled" in text
+    ):
         return "offline"
     if has(ConnectionError, TimeoutError, hf_errors.LocalEntryNotFoundError) or any(
-            type(e).__name__ in ("ConnectError", "ConnectTimeout", "ReadTimeout", "ProxyError")
-            for e in chain):
+        type(e).__name__ in ("ConnectError", "ConnectTimeout", "ReadTimeout", "ProxyError")
+        for e in chain
+    ):
         return "network"
     return "other"
 
@@ -181,13 +203,18 @@ def identity(repo_id: str, repo_type: str = "model", profile=None) -> str:
 # without a token, a renamed dataset): what failed, why it needs the hub, what to do.
 
 TOKEN_ADVICE = "for gated repositories, `huggingface-cli login` or HF_TOKEN"
-OFFLINE = ("use the `local` profile (./run_all.sh --profile local): it runs on the embedded "
-           "model and corpus, built from package data")
+OFFLINE = (
+    "use the `local` profile (./run_all.sh --profile local): it runs on the embedded "
+    "model and corpus, built from package data"
+)
 
 
-def hub_error(what: str, err: BaseException, why: str, token: bool = True,
-              offline: str = OFFLINE) -> RuntimeError:
+def hub_error(
+    what: str, err: BaseException, why: str, token: bool = True, offline: str = OFFLINE
+) -> RuntimeError:
     """A RuntimeError to raise `from err` when loading `what` from the hub failed."""
     access = "network access to the hub" + (f" (and, {TOKEN_ADVICE})" if token else "")
-    return RuntimeError(f"Could not load {what} from the Hugging Face hub ({type(err).__name__}: "
-                        f"{err}). {why} That needs {access}. Without the hub, {offline}.")
+    return RuntimeError(
+        f"Could not load {what} from the Hugging Face hub ({type(err).__name__}: "
+        f"{err}). {why} That needs {access}. Without the hub, {offline}."
+    )

@@ -17,6 +17,7 @@ Errors (`HubDataError`) say which of these it is, with the fix: no network; offl
 a cached copy; a gated dataset without an accepted licence or token; no such repository; a
 script-only dataset; a missing split or missing data files; a missing column.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,7 +37,9 @@ class ParquetFiles:
 
 
 SCRIPT_DATASETS: dict[str, ParquetFiles] = {
-    "Skylion007/openwebtext": ParquetFiles(PARQUET_REVISION, {"train": "plain_text/train/*.parquet"}),
+    "Skylion007/openwebtext": ParquetFiles(
+        PARQUET_REVISION, {"train": "plain_text/train/*.parquet"}
+    ),
     "codeparrot/github-code": ParquetFiles(None, {"train": "data/train-*.parquet"}),
 }
 
@@ -74,8 +77,7 @@ def offline_snapshot(repo_id: str, revision: str | None = None) -> str | None:
 
     if not constants.HF_HUB_OFFLINE:
         return None
-    return snapshot_download(repo_id, repo_type="dataset", revision=revision,
-                             local_files_only=True)
+    return snapshot_download(repo_id, repo_type="dataset", revision=revision, local_files_only=True)
 
 
 def source(repo_id: str, profile=None) -> str:
@@ -100,27 +102,41 @@ def data_files(repo_id: str, profile=None) -> dict[str, str]:
 
 
 _HELP = {
-    "offline": ("the Hugging Face hub is in offline mode (HF_HUB_OFFLINE) and the files are not in "
-                "the local cache. Where there is network, pre-download them with `{download}` "
-                "(same HF_HOME) and copy the cache here, or unset HF_HUB_OFFLINE"),
-    "network": ("the Hugging Face hub cannot be reached (no network, DNS or proxy failure). Check "
-                "the connection, or pre-download with `{download}` where there is network and "
-                "run with HF_HUB_OFFLINE=1; without the hub use ./run_all.sh --profile local"),
-    "gated": ("it is gated and this machine has no token with access to it. Accept its conditions "
-              "on https://huggingface.co/datasets/{name} while logged in, then `hf auth login` or "
-              "set HF_TOKEN"),
+    "offline": (
+        "the Hugging Face hub is in offline mode (HF_HUB_OFFLINE) and the files are not in "
+        "the local cache. Where there is network, pre-download them with `{download}` "
+        "(same HF_HOME) and copy the cache here, or unset HF_HUB_OFFLINE"
+    ),
+    "network": (
+        "the Hugging Face hub cannot be reached (no network, DNS or proxy failure). Check "
+        "the connection, or pre-download with `{download}` where there is network and "
+        "run with HF_HUB_OFFLINE=1; without the hub use ./run_all.sh --profile local"
+    ),
+    "gated": (
+        "it is gated and this machine has no token with access to it. Accept its conditions "
+        "on https://huggingface.co/datasets/{name} while logged in, then `hf auth login` or "
+        "set HF_TOKEN"
+    ),
     "not_found": "the hub has no such dataset (check the spelling) or it is private",
-    "script": ("its hub repository is a loading script, which the pinned `datasets` no longer "
-               "runs. Read its parquet files instead: add it to hsae_utils.data.hub_data."
-               "SCRIPT_DATASETS with the revision and files that hold them (for an automatically "
-               "converted dataset: revision refs/convert/parquet, <config>/<split>/*.parquet)"),
-    "split": ("the split asked for does not exist in it. Check the split name (or, for a replica, "
-              "rebuild it with `" + hub.PREPARE_HINT + "`)"),
-    "files": ("the data files the reader expects are not there (the repository's layout changed, "
-              "or a replica is incomplete): check hsae_utils.data.hub_data.SCRIPT_DATASETS against the "
-              "repository, or rebuild a replica with `" + hub.PREPARE_HINT + "`"),
-    "other": ("an unexpected error. The `paper` profile needs the hub (or a pre-downloaded hub "
-              "cache); without it, use ./run_all.sh --profile local"),
+    "script": (
+        "its hub repository is a loading script, which the pinned `datasets` no longer "
+        "runs. Read its parquet files instead: add it to hsae_utils.data.hub_data."
+        "SCRIPT_DATASETS with the revision and files that hold them (for an automatically "
+        "converted dataset: revision refs/convert/parquet, <config>/<split>/*.parquet)"
+    ),
+    "split": (
+        "the split asked for does not exist in it. Check the split name (or, for a replica, "
+        "rebuild it with `" + hub.PREPARE_HINT + "`)"
+    ),
+    "files": (
+        "the data files the reader expects are not there (the repository's layout changed, "
+        "or a replica is incomplete): check hsae_utils.data.hub_data.SCRIPT_DATASETS against the "
+        "repository, or rebuild a replica with `" + hub.PREPARE_HINT + "`"
+    ),
+    "other": (
+        "an unexpected error. The `paper` profile needs the hub (or a pre-downloaded hub "
+        "cache); without it, use ./run_all.sh --profile local"
+    ),
 }
 
 
@@ -137,8 +153,9 @@ def error_kind(err: BaseException) -> str:
         return "script"
     if "Bad split" in text or "Unknown split" in text:
         return "split"
-    if "valid data file" in text or any(isinstance(e, FileNotFoundError)
-                                        for e in hub.error_chain(err)):
+    if "valid data file" in text or any(
+        isinstance(e, FileNotFoundError) for e in hub.error_chain(err)
+    ):
         return "files"
     return "other"
 
@@ -146,26 +163,38 @@ def error_kind(err: BaseException) -> str:
 def error_help(repo_id: str, err: BaseException) -> HubDataError:
     kind = error_kind(err)
     why = _HELP[kind].format(name=repo_id, download=download_command(repo_id))
-    return HubDataError(repo_id, kind, f"Could not read the hub dataset {repo_id!r}: {why}. "
-                                       f"Original error: {type(err).__name__}: {err}")
+    return HubDataError(
+        repo_id,
+        kind,
+        f"Could not read the hub dataset {repo_id!r}: {why}. "
+        f"Original error: {type(err).__name__}: {err}",
+    )
 
 
 def check_columns(ds, columns, repo_id: str):
     """Refuse a dataset (or each split of a dataset dict) that lacks one of `columns`."""
     import datasets
 
-    parts = ds.values() if isinstance(ds, (datasets.DatasetDict, datasets.IterableDatasetDict)) \
+    parts = (
+        ds.values()
+        if isinstance(ds, (datasets.DatasetDict, datasets.IterableDatasetDict))
         else [ds]
+    )
     for part in parts:
         have = part.column_names
         if have is None:  # a streamed dataset whose features are unknown: look at a row
             have = list(next(iter(part), {}).keys())
         missing = [c for c in columns if c not in have]
         if missing:
-            raise HubDataError(repo_id, "column", (
-                f"The hub dataset {repo_id!r} has no column(s) {missing} (it has {sorted(have)}): "
-                "its schema changed, or a replica is damaged (rebuild it with "
-                f"`{hub.PREPARE_HINT}`); the reader in hsae_utils needs updating for a new schema."))
+            raise HubDataError(
+                repo_id,
+                "column",
+                (
+                    f"The hub dataset {repo_id!r} has no column(s) {missing} (it has {sorted(have)}): "
+                    "its schema changed, or a replica is damaged (rebuild it with "
+                    f"`{hub.PREPARE_HINT}`); the reader in hsae_utils needs updating for a new schema."
+                ),
+            )
     return ds
 
 
@@ -173,14 +202,26 @@ def check_splits(ds, splits, repo_id: str):
     """Refuse a dataset dict that lacks one of `splits`."""
     missing = [s for s in splits if s not in ds]
     if missing:
-        raise HubDataError(repo_id, "split", (
-            f"Could not read the hub dataset {repo_id!r}: it has no split(s) {missing} (it has "
-            f"{sorted(ds)}). " + _HELP["split"] + "."))
+        raise HubDataError(
+            repo_id,
+            "split",
+            (
+                f"Could not read the hub dataset {repo_id!r}: it has no split(s) {missing} (it has "
+                f"{sorted(ds)}). " + _HELP["split"] + "."
+            ),
+        )
     return ds
 
 
-def load_hub_dataset(repo_id: str, profile=None, config: str | None = None,
-                     split: str | None = None, streaming: bool = False, columns=(), splits=()):
+def load_hub_dataset(
+    repo_id: str,
+    profile=None,
+    config: str | None = None,
+    split: str | None = None,
+    streaming: bool = False,
+    columns=(),
+    splits=(),
+):
     """`datasets.load_dataset` of a hub dataset (or its replica), script datasets through their
     parquet files; failures become a `HubDataError` that names the cause and the fix. `columns`
     and (without `split`) `splits` are checked to exist."""
@@ -188,11 +229,13 @@ def load_hub_dataset(repo_id: str, profile=None, config: str | None = None,
 
     try:
         if repo_id in SCRIPT_DATASETS:
-            ds = datasets.load_dataset("parquet", data_files=data_files(repo_id, profile),
-                                       split=split, streaming=streaming)
+            ds = datasets.load_dataset(
+                "parquet", data_files=data_files(repo_id, profile), split=split, streaming=streaming
+            )
         else:
-            ds = datasets.load_dataset(source(repo_id, profile), config, split=split,
-                                       streaming=streaming)
+            ds = datasets.load_dataset(
+                source(repo_id, profile), config, split=split, streaming=streaming
+            )
     except FileNotFoundError as err:
         if hub.REPLICA_ENV in str(err):  # a missing replica: hub.resolve's message says it all
             raise

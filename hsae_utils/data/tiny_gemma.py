@@ -22,6 +22,7 @@ The tokenizer is a 4,096-token BPE trained with `tokenizers` on the first docume
 corpus (outputs/corpus/train.jsonl); training and the seeded initialisation are deterministic, so
 every build writes the same files.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,8 @@ from collections import Counter
 from itertools import islice
 from pathlib import Path
 
-from hsae_utils.data import hub
 from hsae_utils.config import layer_at_paper_depth
+from hsae_utils.data import hub
 from hsae_utils.io import sha256_json
 
 REPO_ID = "google/gemma-2-2b"  # the hub id this replica stands in for
@@ -72,10 +73,17 @@ def recipe(texts: list[str]) -> dict:
     import torch
     import transformers
 
-    return {"config": CONFIG, "vocab_size": VOCAB_SIZE, "n_train_docs": N_TRAIN_DOCS,
-            "texts_sha256": sha256_json(texts), "alphabet_size": ALPHABET_SIZE,
-            "seed": SEED, "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__, "torch": torch.__version__.split("+")[0]}
+    return {
+        "config": CONFIG,
+        "vocab_size": VOCAB_SIZE,
+        "n_train_docs": N_TRAIN_DOCS,
+        "texts_sha256": sha256_json(texts),
+        "alphabet_size": ALPHABET_SIZE,
+        "seed": SEED,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "torch": torch.__version__.split("+")[0],
+    }
 
 
 def corpus_texts(corpus_dir: Path, n_docs: int = N_TRAIN_DOCS) -> list[str]:
@@ -84,7 +92,8 @@ def corpus_texts(corpus_dir: Path, n_docs: int = N_TRAIN_DOCS) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} is missing: the tiny Gemma-2's tokenizer is trained on the embedded corpus. "
-            f"Run {hub.PREPARE_HINT} (it builds the corpus first).")
+            f"Run {hub.PREPARE_HINT} (it builds the corpus first)."
+        )
     with open(path, encoding="utf-8") as f:
         return [json.loads(line)["text"] for line in islice(f, n_docs)]
 
@@ -103,18 +112,24 @@ def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     tok.normalizer = normalizers.Replace(" ", "▁")
     tok.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS + BYTE_TOKENS,
-                                  initial_alphabet=alphabet, limit_alphabet=len(alphabet),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS + BYTE_TOKENS,
+        initial_alphabet=alphabet,
+        limit_alphabet=len(alphabet),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     model = json.loads(tok.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    return GemmaTokenizer(vocab=model["vocab"], merges=merges, add_bos_token=True,
-                          add_eos_token=False)
+    return GemmaTokenizer(
+        vocab=model["vocab"], merges=merges, add_bos_token=True, add_eos_token=False
+    )
 
 
-def build_tiny_gemma(out_dir: Path, texts: list[str], vocab_size: int = VOCAB_SIZE,
-                     **config_overrides) -> None:
+def build_tiny_gemma(
+    out_dir: Path, texts: list[str], vocab_size: int = VOCAB_SIZE, **config_overrides
+) -> None:
     """Write config.json, generation_config.json, model.safetensors and the tokenizer files of
     a tiny Gemma-2 into `out_dir`, as `save_pretrained` writes them for the hub."""
     import torch
@@ -127,8 +142,13 @@ def build_tiny_gemma(out_dir: Path, texts: list[str], vocab_size: int = VOCAB_SI
     Gemma2ForCausalLM(Gemma2Config(**config, dtype="float32")).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     if not (out_dir / "special_tokens_map.json").exists():  # the hub repo has one
-        special = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
-                   "unk_token": "<unk>", "mask_token": "<mask>"}
+        special = {
+            "bos_token": "<bos>",
+            "eos_token": "<eos>",
+            "pad_token": "<pad>",
+            "unk_token": "<unk>",
+            "mask_token": "<mask>",
+        }
         (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
 
 
@@ -141,7 +161,9 @@ def ensure_replica(corpus_dir: Path, force: bool = False) -> Path:
         build_tiny_gemma(tmp, texts)
         n = len(json.loads((tmp / "tokenizer.json").read_text())["model"]["vocab"])
         if n != VOCAB_SIZE:
-            raise RuntimeError(f"The tokenizer trained on {corpus_dir} has {n} tokens, expected "
-                               f"{VOCAB_SIZE}: the corpus is too small or damaged; rebuild it.")
+            raise RuntimeError(
+                f"The tokenizer trained on {corpus_dir} has {n} tokens, expected "
+                f"{VOCAB_SIZE}: the corpus is too small or damaged; rebuild it."
+            )
 
     return hub.write_replica(REPO_ID, "model", build, recipe(texts), force=force)

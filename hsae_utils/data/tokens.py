@@ -12,6 +12,7 @@ Which token is "BOS":
   pre-training stream.
 - Otherwise (Gemma-2, which saw `<bos>` at the start of every input) `tokenizer.bos_token_id`.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Iterator
@@ -60,7 +61,9 @@ def iter_contexts(
                 return
 
 
-def make_contexts(texts: Iterable[str], tokenizer, context_size: int, n_contexts: int) -> torch.Tensor:
+def make_contexts(
+    texts: Iterable[str], tokenizer, context_size: int, n_contexts: int
+) -> torch.Tensor:
     """[n_contexts, context_size] int64 tokens; raises if the texts run out first."""
     rows = list(iter_contexts(texts, tokenizer, context_size, n_contexts))
     if len(rows) < n_contexts:
@@ -71,8 +74,9 @@ def make_contexts(texts: Iterable[str], tokenizer, context_size: int, n_contexts
     return torch.tensor(rows, dtype=torch.long)
 
 
-def keep_mask(tokens_BS: torch.Tensor, resid_BSD: torch.Tensor, special_ids,
-              massive_factor: float | None) -> torch.Tensor:
+def keep_mask(
+    tokens_BS: torch.Tensor, resid_BSD: torch.Tensor, special_ids, massive_factor: float | None
+) -> torch.Tensor:
     """Positions an SAE is trained and evaluated on: not a special token, and not a "massive
     activation" (Sun et al. 2024) whose norm exceeds `massive_factor` x the median token norm of
     the batch.

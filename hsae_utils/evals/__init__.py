@@ -13,11 +13,23 @@
 Dependencies point one way: `run` -> the evaluations -> `adapter` / `cache`; no evaluation
 imports `run` or another evaluation (`probing` reads its own `probing_tasks`).
 """
+
 from hsae_utils.evals.adapter import SAEAdapter
 from hsae_utils.evals.core import build_splice_data, reconstruction_metrics, splice_metrics
 from hsae_utils.evals.loading import SAERun, external_runs, find_saes, load_adapter
 from hsae_utils.evals.run import FAMILIES, EvaluationResult, evaluate_profile, save_results
 
-__all__ = ["FAMILIES", "EvaluationResult", "SAEAdapter", "SAERun", "build_splice_data",
-           "evaluate_profile", "external_runs", "find_saes", "load_adapter",
-           "reconstruction_metrics", "save_results", "splice_metrics"]
+__all__ = [
+    "FAMILIES",
+    "EvaluationResult",
+    "SAEAdapter",
+    "SAERun",
+    "build_splice_data",
+    "evaluate_profile",
+    "external_runs",
+    "find_saes",
+    "load_adapter",
+    "reconstruction_metrics",
+    "save_results",
+    "splice_metrics",
+]

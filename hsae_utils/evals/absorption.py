@@ -36,6 +36,7 @@ Per SAE (`evaluate_absorption`):
   whose probe F1 exceeds 0.6; SAEBench requires at least 20 such letters, and so do we for
   `absorption_valid` (the scores are reported either way, with the per-letter probe F1).
 """
+
 from __future__ import annotations
 
 import math
@@ -52,10 +53,10 @@ from tqdm.auto import tqdm
 
 from hsae_utils.config import Profile
 from hsae_utils.data.forward import layer_resid
-from hsae_utils.io import sha256_json
-from hsae_utils.timing import single_thread
 from hsae_utils.data.tokens import bos_token_id, special_token_ids
 from hsae_utils.evals.cache import load_cached, model_identity, save_cached, tensor_sha
+from hsae_utils.io import sha256_json
+from hsae_utils.timing import single_thread
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 PROMPT_TEMPLATE = "{word} has the first letter:"
@@ -111,8 +112,9 @@ def sample_vocab(vocab: list[tuple[int, str]], n: int, seed: int) -> list[tuple[
     return out
 
 
-def split_vocab(words: list[tuple[int, str]], seed: int,
-                train_fraction: float = TRAIN_FRACTION) -> tuple[list, list]:
+def split_vocab(
+    words: list[tuple[int, str]], seed: int, train_fraction: float = TRAIN_FRACTION
+) -> tuple[list, list]:
     """80 / 20 split within each letter (every letter with >= 2 words gets a test word)."""
     rng = random.Random(seed + 1)
     train, test = [], []
@@ -122,7 +124,9 @@ def split_vocab(words: list[tuple[int, str]], seed: int,
     for letter in sorted(by_letter):
         ws = by_letter[letter][:]
         rng.shuffle(ws)
-        n_train = len(ws) if len(ws) < 2 else min(len(ws) - 1, max(1, round(train_fraction * len(ws))))
+        n_train = (
+            len(ws) if len(ws) < 2 else min(len(ws) - 1, max(1, round(train_fraction * len(ws))))
+        )
         train += ws[:n_train]
         test += ws[n_train:]
     return train, test
@@ -142,8 +146,12 @@ class PromptPieces:
         enc = lambda s: list(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
         before, after = PROMPT_TEMPLATE.split("{word}")
         assert before == "", "the template must start with the word"
-        return cls(bos=bos, separator=enc(ICL_SEPARATOR), suffix=enc(after),
-                   answers={L: enc(" " + L.upper()) for L in LETTERS})
+        return cls(
+            bos=bos,
+            separator=enc(ICL_SEPARATOR),
+            suffix=enc(after),
+            answers={L: enc(" " + L.upper()) for L in LETTERS},
+        )
 
     def example(self, token_id: int, word: str) -> list[int]:
         return [token_id] + self.suffix + self.answers[first_letter(word)]
@@ -156,8 +164,9 @@ class PromptPieces:
         return ids
 
 
-def make_groups(words: list[tuple[int, str]], n_icl: int, seed: int,
-                group_size: int = GROUP_SIZE) -> list[tuple[list[tuple[int, str]], list]]:
+def make_groups(
+    words: list[tuple[int, str]], n_icl: int, seed: int, group_size: int = GROUP_SIZE
+) -> list[tuple[list[tuple[int, str]], list]]:
     """(ICL examples, query words) groups over one split; examples never include the group's
     words."""
     rng = random.Random(seed + 2)
@@ -186,16 +195,21 @@ def _word_resid_kv(model, prefix: list[int], word_ids: list[int], layer: int) ->
     out = hf(input_ids=torch.tensor([prefix], device=device), use_cache=True)
     cache = out.past_key_values
     cache.batch_repeat_interleave(G)
-    out = hf(input_ids=torch.tensor(word_ids, device=device)[:, None], past_key_values=cache,
-             use_cache=True, output_hidden_states=True,
-             attention_mask=torch.ones(G, P + 1, dtype=torch.long, device=device),
-             position_ids=torch.full((G, 1), P, dtype=torch.long, device=device))
+    out = hf(
+        input_ids=torch.tensor(word_ids, device=device)[:, None],
+        past_key_values=cache,
+        use_cache=True,
+        output_hidden_states=True,
+        attention_mask=torch.ones(G, P + 1, dtype=torch.long, device=device),
+        position_ids=torch.full((G, 1), P, dtype=torch.long, device=device),
+    )
     return out.hidden_states[layer + 1][:, -1].float()
 
 
 @torch.no_grad()
-def _word_resid_full(model, prefix: list[int], word_ids: list[int], layer: int,
-                     batch: int = 32) -> Tensor:
+def _word_resid_full(
+    model, prefix: list[int], word_ids: list[int], layer: int, batch: int = 32
+) -> Tensor:
     """The same from full prompts (prefix + word), read at the last position."""
 
     device = next(model.parameters()).device
@@ -207,8 +221,9 @@ def _word_resid_full(model, prefix: list[int], word_ids: list[int], layer: int,
 
 
 @torch.no_grad()
-def word_activations(model, groups, pieces: PromptPieces, layer: int, progress: bool = True,
-                     method: str = "auto") -> tuple[Tensor, list[tuple[int, str]], str]:
+def word_activations(
+    model, groups, pieces: PromptPieces, layer: int, progress: bool = True, method: str = "auto"
+) -> tuple[Tensor, list[tuple[int, str]], str]:
     """Residuals [n, D] of every query word of `groups`, the words in that order, and the method
     used ("kv" or "full"). "auto" uses the KV path if it matches the full path on the first
     group's first words (relative error < 1e-3), else the full path."""
@@ -240,8 +255,9 @@ def _logistic(**kw):
     return LogisticRegression(**kw)
 
 
-def fit_ground_truth_probe(x_train_ND: np.ndarray, y_train_N: np.ndarray,
-                           max_iter: int = 1000) -> tuple[np.ndarray, np.ndarray, float]:
+def fit_ground_truth_probe(
+    x_train_ND: np.ndarray, y_train_N: np.ndarray, max_iter: int = 1000
+) -> tuple[np.ndarray, np.ndarray, float]:
     """One-vs-rest logistic probes for the 26 letters on activations scaled by one scalar
     (mean squared norm = D). Returns (W [26, D] and b [26] acting on raw activations, scale)."""
     D = x_train_ND.shape[1]
@@ -290,29 +306,40 @@ class AbsorptionData:
         return self.x_test_ND @ self.probe_W_LD.T + self.probe_b_L
 
     @classmethod
-    def from_arrays(cls, x_train, y_train, x_test, y_test, words_train=None, words_test=None,
-                    **kw) -> "AbsorptionData":
+    def from_arrays(
+        cls, x_train, y_train, x_test, y_test, words_train=None, words_test=None, **kw
+    ) -> "AbsorptionData":
         """Fit the ground-truth probe on the train arrays and score it on the test arrays."""
         x_train, x_test = np.asarray(x_train, np.float32), np.asarray(x_test, np.float32)
         y_train, y_test = np.asarray(y_train), np.asarray(y_test)
         W, b, _ = fit_ground_truth_probe(x_train, y_train)
         scores = x_test @ W.T + b
         f1 = np.array([f1_binary(y_test == c, scores[:, c] > 0) for c in range(len(LETTERS))])
-        return cls(torch.from_numpy(x_train), torch.from_numpy(y_train).long(),
-                   torch.from_numpy(x_test), torch.from_numpy(y_test).long(),
-                   list(words_train or []), list(words_test or []), torch.from_numpy(W),
-                   torch.from_numpy(b), torch.from_numpy(f1).float(), **kw)
+        return cls(
+            torch.from_numpy(x_train),
+            torch.from_numpy(y_train).long(),
+            torch.from_numpy(x_test),
+            torch.from_numpy(y_test).long(),
+            list(words_train or []),
+            list(words_test or []),
+            torch.from_numpy(W),
+            torch.from_numpy(b),
+            torch.from_numpy(f1).float(),
+            **kw,
+        )
 
     def probe_report(self):
         """Per-letter probe F1 and word counts (a pandas DataFrame)."""
         import pandas as pd  # heavy import, only for tables
 
-        return pd.DataFrame({
-            "letter": list(LETTERS),
-            "probe_f1": self.probe_f1_L.numpy(),
-            "n_train": np.bincount(self.y_train_N.numpy(), minlength=26),
-            "n_test": np.bincount(self.y_test_N.numpy(), minlength=26),
-        })
+        return pd.DataFrame(
+            {
+                "letter": list(LETTERS),
+                "probe_f1": self.probe_f1_L.numpy(),
+                "n_train": np.bincount(self.y_train_N.numpy(), minlength=26),
+                "n_test": np.bincount(self.y_test_N.numpy(), minlength=26),
+            }
+        )
 
     @property
     def n_good_letters(self) -> int:
@@ -325,9 +352,15 @@ def tokenizer_sha(tokenizer) -> str:
     return sha256_json([sorted(tokenizer.get_vocab().items()), tokenizer.all_special_ids])
 
 
-def build_absorption_data(model, profile: Profile, cache_root: str | Path | None = None,
-                          fingerprint: str | None = None, progress: bool = True,
-                          method: str = "auto", rebuild: bool = False) -> AbsorptionData:
+def build_absorption_data(
+    model,
+    profile: Profile,
+    cache_root: str | Path | None = None,
+    fingerprint: str | None = None,
+    progress: bool = True,
+    method: str = "auto",
+    rebuild: bool = False,
+) -> AbsorptionData:
     """Vocabulary, prompts, word activations and the ground-truth probe; cached on disk
     (`rebuild`: recomputed and overwritten)."""
 
@@ -335,22 +368,32 @@ def build_absorption_data(model, profile: Profile, cache_root: str | Path | None
     seed = profile.eval_seed
     # The prompts are a deterministic function of the tokenizer and these settings, so the key
     # uses them (cheap) and the manifest records the hash of the prompts actually built.
-    identity = {**model_identity(model, fingerprint), "hook": profile.hook_name,
-                "tokenizer_sha256": tokenizer_sha(tok), "template": PROMPT_TEMPLATE,
-                "separator": ICL_SEPARATOR, "vocab_size": profile.absorption_vocab_size,
-                "n_icl": profile.absorption_icl_examples, "group_size": GROUP_SIZE,
-                "seed": seed, "method": method}
+    identity = {
+        **model_identity(model, fingerprint),
+        "hook": profile.hook_name,
+        "tokenizer_sha256": tokenizer_sha(tok),
+        "template": PROMPT_TEMPLATE,
+        "separator": ICL_SEPARATOR,
+        "vocab_size": profile.absorption_vocab_size,
+        "n_icl": profile.absorption_icl_examples,
+        "group_size": GROUP_SIZE,
+        "seed": seed,
+        "method": method,
+    }
     if cache_root is not None:
         hit = load_cached(cache_root, "absorption", identity, rebuild=rebuild)
         if hit is not None:
             a, m = hit["arrays"], hit["meta"]
-            data = AbsorptionData(*(torch.from_numpy(a[k]) for k in
-                                    ("x_train", "y_train", "x_test", "y_test")),
-                                  m["words_train"], m["words_test"],
-                                  *(torch.from_numpy(a[k]) for k in ("probe_W", "probe_b",
-                                                                      "probe_f1")),
-                                  min_letters=profile.absorption_min_letters,
-                                  method=m["method"], folder=hit["folder"], reused=True)
+            data = AbsorptionData(
+                *(torch.from_numpy(a[k]) for k in ("x_train", "y_train", "x_test", "y_test")),
+                m["words_train"],
+                m["words_test"],
+                *(torch.from_numpy(a[k]) for k in ("probe_W", "probe_b", "probe_f1")),
+                min_letters=profile.absorption_min_letters,
+                method=m["method"],
+                folder=hit["folder"],
+                reused=True,
+            )
             data.notes = _notes(data)
             return data
 
@@ -360,51 +403,92 @@ def build_absorption_data(model, profile: Profile, cache_root: str | Path | None
     pieces = PromptPieces.from_tokenizer(tok, bos_token_id(tok))
     groups_train = make_groups(train, profile.absorption_icl_examples, seed)
     groups_test = make_groups(test, profile.absorption_icl_examples, seed + 10)
-    prompts_sha = tensor_sha(np.array([t for g in groups_train + groups_test
-                                       for t in pieces.prefix(g[0]) + [w for w, _ in g[1]]]))
-    x_tr, w_tr, method = word_activations(model, groups_train, pieces, profile.layer, progress,
-                                          method)
+    prompts_sha = tensor_sha(
+        np.array(
+            [
+                t
+                for g in groups_train + groups_test
+                for t in pieces.prefix(g[0]) + [w for w, _ in g[1]]
+            ]
+        )
+    )
+    x_tr, w_tr, method = word_activations(
+        model, groups_train, pieces, profile.layer, progress, method
+    )
     x_te, w_te, _ = word_activations(model, groups_test, pieces, profile.layer, progress, method)
     y_tr = np.array([LETTERS.index(first_letter(w)) for _, w in w_tr])
     y_te = np.array([LETTERS.index(first_letter(w)) for _, w in w_te])
-    data = AbsorptionData.from_arrays(x_tr.numpy(), y_tr, x_te.numpy(), y_te,
-                                      [w for _, w in w_tr], [w for _, w in w_te],
-                                      min_letters=profile.absorption_min_letters, method=method)
+    data = AbsorptionData.from_arrays(
+        x_tr.numpy(),
+        y_tr,
+        x_te.numpy(),
+        y_te,
+        [w for _, w in w_tr],
+        [w for _, w in w_te],
+        min_letters=profile.absorption_min_letters,
+        method=method,
+    )
     if cache_root is not None:
-        data.folder = save_cached(cache_root, "absorption", identity, {
-            "x_train": data.x_train_ND.numpy(), "y_train": data.y_train_N.numpy(),
-            "x_test": data.x_test_ND.numpy(), "y_test": data.y_test_N.numpy(),
-            "probe_W": data.probe_W_LD.numpy(), "probe_b": data.probe_b_L.numpy(),
-            "probe_f1": data.probe_f1_L.numpy()},
-            {"words_train": data.words_train, "words_test": data.words_test, "method": method,
-             "n_vocab_alphabetic": len(alpha), "prompts_sha256": prompts_sha,
-             "example_prompt": tok.decode(pieces.prefix(groups_test[0][0])
-                                          + [groups_test[0][1][0][0]] + pieces.suffix)})
+        data.folder = save_cached(
+            cache_root,
+            "absorption",
+            identity,
+            {
+                "x_train": data.x_train_ND.numpy(),
+                "y_train": data.y_train_N.numpy(),
+                "x_test": data.x_test_ND.numpy(),
+                "y_test": data.y_test_N.numpy(),
+                "probe_W": data.probe_W_LD.numpy(),
+                "probe_b": data.probe_b_L.numpy(),
+                "probe_f1": data.probe_f1_L.numpy(),
+            },
+            {
+                "words_train": data.words_train,
+                "words_test": data.words_test,
+                "method": method,
+                "n_vocab_alphabetic": len(alpha),
+                "prompts_sha256": prompts_sha,
+                "example_prompt": tok.decode(
+                    pieces.prefix(groups_test[0][0]) + [groups_test[0][1][0][0]] + pieces.suffix
+                ),
+            },
+        )
     data.notes = _notes(data)
     return data
 
 
 def _notes(data: AbsorptionData) -> list[str]:
     n = data.n_good_letters
-    note = (f"absorption: {len(data.words_train)} train / {len(data.words_test)} test words; "
-            f"ground-truth probe F1 > {MIN_PROBE_F1} on {n} of 26 letters "
-            f"(mean F1 {data.probe_f1_L.mean():.2f}); activations via the {data.method!r} path")
+    note = (
+        f"absorption: {len(data.words_train)} train / {len(data.words_test)} test words; "
+        f"ground-truth probe F1 > {MIN_PROBE_F1} on {n} of 26 letters "
+        f"(mean F1 {data.probe_f1_L.mean():.2f}); activations via the {data.method!r} path"
+    )
     notes = [note]
     if n < data.min_letters:
         notes.append(
             f"absorption: only {n} letters reach probe F1 > {MIN_PROBE_F1}; SAEBench needs "
             f"{data.min_letters} and would not report a score for this model. Scores below "
-            "average the letters that pass and are flagged absorption_valid = 0.")
+            "average the letters that pass and are flagged absorption_valid = 0."
+        )
     return notes
 
 
 # ============================================================================================
 # Per-SAE: k-sparse probing and absorption
 # ============================================================================================
-def train_l1_probe(z_NF: Tensor, y_N: Tensor, n_classes: int = len(LETTERS), l1: float = 0.01,
-                   epochs: int = 50, lr: float = 0.01, end_lr: float = 1e-5,
-                   weight_decay: float = 1e-6, steps_per_epoch: int = 20,
-                   seed: int = 0) -> Tensor:
+def train_l1_probe(
+    z_NF: Tensor,
+    y_N: Tensor,
+    n_classes: int = len(LETTERS),
+    l1: float = 0.01,
+    epochs: int = 50,
+    lr: float = 0.01,
+    end_lr: float = 1e-5,
+    weight_decay: float = 1e-6,
+    steps_per_epoch: int = 20,
+    seed: int = 0,
+) -> Tensor:
     """SAEBench's L1-regularised multi-probe over SAE latents; returns weights [classes, F].
 
     SAEBench trains with batch 4,096 on ~10^5 vocabulary words (~20 steps per epoch); with a
@@ -430,7 +514,8 @@ def train_l1_probe(z_NF: Tensor, y_N: Tensor, n_classes: int = len(LETTERS), l1:
         loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
         opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.ExponentialLR(
-            opt, gamma=math.exp(math.log(end_lr / lr) / epochs))
+            opt, gamma=math.exp(math.log(end_lr / lr) / epochs)
+        )
         batch = max(1, min(4096, math.ceil(N / steps_per_epoch)))
         for _ in range(epochs):
             perm = torch.randperm(N, generator=g).to(device)
@@ -444,9 +529,15 @@ def train_l1_probe(z_NF: Tensor, y_N: Tensor, n_classes: int = len(LETTERS), l1:
     return probe.weight.detach().cpu()
 
 
-def k_sparse_main_latents(z_train: np.ndarray, is_pos_train: np.ndarray, z_test: np.ndarray,
-                          is_pos_test: np.ndarray, ranking_F: Tensor, max_k: int = MAX_K,
-                          f1_jump: float = F1_JUMP_THRESHOLD) -> tuple[list[int], list[float]]:
+def k_sparse_main_latents(
+    z_train: np.ndarray,
+    is_pos_train: np.ndarray,
+    z_test: np.ndarray,
+    is_pos_test: np.ndarray,
+    ranking_F: Tensor,
+    max_k: int = MAX_K,
+    f1_jump: float = F1_JUMP_THRESHOLD,
+) -> tuple[list[int], list[float]]:
     """Main latents of one letter by SAEBench's F1-jump rule: k grows from 1 while the test F1 of
     a logistic regression on the top-k latents (by L1-probe weight) improves by > f1_jump.
     Returns (main latents, F1 for each k tried)."""
@@ -455,8 +546,9 @@ def k_sparse_main_latents(z_train: np.ndarray, is_pos_train: np.ndarray, z_test:
         warnings.simplefilter("ignore")
         for k in range(1, max_k + 1):
             feats = ranking_F.topk(k).indices.tolist()
-            clf = _logistic(max_iter=500, class_weight="balanced").fit(z_train[:, feats],
-                                                                        is_pos_train)
+            clf = _logistic(max_iter=500, class_weight="balanced").fit(
+                z_train[:, feats], is_pos_train
+            )
             f1 = f1_binary(is_pos_test, clf.decision_function(z_test[:, feats]) > 0)
             f1s.append(f1)
             if f1 > prev + f1_jump:
@@ -466,8 +558,9 @@ def k_sparse_main_latents(z_train: np.ndarray, is_pos_train: np.ndarray, z_test:
     return main, f1s
 
 
-def absorption_for_letter(z_NF: Tensor, act_proj_N: Tensor, cos_F: Tensor,
-                          main_ids: Sequence[int]) -> tuple[Tensor, Tensor]:
+def absorption_for_letter(
+    z_NF: Tensor, act_proj_N: Tensor, cos_F: Tensor, main_ids: Sequence[int]
+) -> tuple[Tensor, Tensor]:
     """Absorption fraction and full-absorption flag per token (SAEBench's rules).
 
     z_NF: latent activations of the letter's probe-positive test tokens; act_proj_N: their
@@ -495,13 +588,20 @@ def absorption_for_letter(z_NF: Tensor, act_proj_N: Tensor, cos_F: Tensor,
     absorbed = torch.minimum(top_abs, act - main_proj)
     partial = (absorbed / (absorbed + main_proj)).clamp(0, 1)
     fraction = torch.where(main_proj <= 0, torch.ones_like(act), partial)
-    fraction = torch.where((main_proj >= act) | (proportion < PROBE_PROJECTION_PROPORTION),
-                           torch.zeros_like(act), fraction)
+    fraction = torch.where(
+        (main_proj >= act) | (proportion < PROBE_PROJECTION_PROPORTION),
+        torch.zeros_like(act),
+        fraction,
+    )
 
     silent = (z_NF[:, main] < EPS).all(1) if main.any() else torch.ones(N, dtype=torch.bool)
     top_proj, top_idx = proj_NF.max(1)
-    full = (silent & (cos_F[top_idx] >= FULL_ABSORPTION_PROBE_COS) & positive
-            & (top_proj / safe_act >= PROBE_PROJECTION_PROPORTION))
+    full = (
+        silent
+        & (cos_F[top_idx] >= FULL_ABSORPTION_PROBE_COS)
+        & positive
+        & (top_proj / safe_act >= PROBE_PROJECTION_PROPORTION)
+    )
     return fraction.float(), full
 
 
@@ -509,9 +609,14 @@ def _as_numpy(t: Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
 
-def evaluate_absorption(adapter, data: AbsorptionData, seed: int = 42, max_k: int = MAX_K,
-                        f1_jump: float = F1_JUMP_THRESHOLD,
-                        min_probe_f1: float = MIN_PROBE_F1) -> tuple[dict[str, Any], list[dict]]:
+def evaluate_absorption(
+    adapter,
+    data: AbsorptionData,
+    seed: int = 42,
+    max_k: int = MAX_K,
+    f1_jump: float = F1_JUMP_THRESHOLD,
+    min_probe_f1: float = MIN_PROBE_F1,
+) -> tuple[dict[str, Any], list[dict]]:
     """Absorption metrics of one SAE (an `adapter.SAEAdapter`). Returns (summary, per-letter
     rows)."""
 
@@ -542,26 +647,29 @@ def _evaluate_absorption(adapter, data, seed, max_k, f1_jump, min_probe_f1):
         pos_tr, pos_te = y_tr == c, y_te == c
         if pos_tr.sum() == 0 or pos_tr.all() or pos_te.sum() == 0:
             continue
-        main, f1s = k_sparse_main_latents(ztr_np, pos_tr, zte_np, pos_te, ranking[c], max_k,
-                                          f1_jump)
+        main, f1s = k_sparse_main_latents(
+            ztr_np, pos_tr, zte_np, pos_te, ranking[c], max_k, f1_jump
+        )
         tp = torch.from_numpy(pos_te) & (scores[:, c] > 0)
         n_tp = int(tp.sum())
         frac = full = None
         if n_tp:
             frac, full = absorption_for_letter(z_te[tp], act_proj_NL[tp, c], cos_LF[c], main)
         probe_f1 = float(data.probe_f1_L[c])
-        rows.append({
-            "letter": letter,
-            "probe_f1": probe_f1,
-            "included": bool(probe_f1 > min_probe_f1 and n_tp > 0),
-            "num_probe_true_positives": n_tp,
-            "main_latents": " ".join(map(str, main)),
-            "num_split_features": len(main),
-            "k_sparse_f1": f1s[len(main) - 1] if main else float("nan"),
-            "mean_absorption_fraction": float(frac.sum() / n_tp) if n_tp else float("nan"),
-            "num_full_absorption": int(full.sum()) if n_tp else 0,
-            "full_absorption_rate": float(full.sum() / n_tp) if n_tp else float("nan"),
-        })
+        rows.append(
+            {
+                "letter": letter,
+                "probe_f1": probe_f1,
+                "included": bool(probe_f1 > min_probe_f1 and n_tp > 0),
+                "num_probe_true_positives": n_tp,
+                "main_latents": " ".join(map(str, main)),
+                "num_split_features": len(main),
+                "k_sparse_f1": f1s[len(main) - 1] if main else float("nan"),
+                "mean_absorption_fraction": float(frac.sum() / n_tp) if n_tp else float("nan"),
+                "num_full_absorption": int(full.sum()) if n_tp else 0,
+                "full_absorption_rate": float(full.sum() / n_tp) if n_tp else float("nan"),
+            }
+        )
     used = [r for r in rows if r["included"]]
     mean = lambda k: float(np.mean([r[k] for r in used])) if used else float("nan")  # noqa: E731
     std = lambda k: float(np.std([r[k] for r in used], ddof=1)) if len(used) > 1 else float("nan")  # noqa: E731

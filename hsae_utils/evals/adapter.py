@@ -1,5 +1,6 @@
 """`SAEAdapter`: an SAE trained on normalized activations, applied to raw ones (every eval's view
 of an SAE: ours, or a SAELens SAE through `external.NormalizedSpaceSAE`)."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -14,11 +15,14 @@ class SAEAdapter:
 
     def __init__(self, sae, normalization: Mapping[str, Any] | None = None):
         self.sae = sae.eval() if hasattr(sae, "eval") else sae
-        norm = dict(normalization if normalization is not None
-                    else getattr(getattr(sae, "cfg", None), "normalization", None) or {})
+        norm = dict(
+            normalization
+            if normalization is not None
+            else getattr(getattr(sae, "cfg", None), "normalization", None) or {}
+        )
         self.scale = float(norm.get("scale", 1.0) or 1.0)
         self.center = bool(norm.get("center", False)) and norm.get("mean") is not None
-        self._mean = (torch.tensor(norm["mean"], dtype=torch.float32) if self.center else None)
+        self._mean = torch.tensor(norm["mean"], dtype=torch.float32) if self.center else None
 
     @property
     def d_sae(self) -> int:
@@ -36,8 +40,10 @@ class SAEAdapter:
         raw-space norm)."""
         F, device = self.d_sae, self.W_dec.device
         zero_D = self.sae.decode(torch.zeros(1, F, device=device)).float()
-        rows = [(self.sae.decode(torch.eye(F, device=device)[i : i + chunk]).float() - zero_D)
-                .cpu() for i in range(0, F, chunk)]
+        rows = [
+            (self.sae.decode(torch.eye(F, device=device)[i : i + chunk]).float() - zero_D).cpu()
+            for i in range(0, F, chunk)
+        ]
         return torch.cat(rows)
 
     def normalize(self, x_raw: Tensor) -> Tensor:
@@ -62,5 +68,9 @@ class SAEAdapter:
         x_norm = self.normalize(x_raw.reshape(-1, shape[-1]))
         z = self.sae.encode(x_norm)
         xhat_norm = self.sae.decode(z)
-        return (self.denormalize(xhat_norm).reshape(shape), z.reshape(*shape[:-1], -1),
-                x_norm.reshape(shape), xhat_norm.reshape(shape))
+        return (
+            self.denormalize(xhat_norm).reshape(shape),
+            z.reshape(*shape[:-1], -1),
+            x_norm.reshape(shape),
+            xhat_norm.reshape(shape),
+        )

@@ -17,6 +17,7 @@ the file) and rebuilt, as is an entry of an older format; `rebuild=True` (notebo
 `rebuild_cache`, `run_all.sh --force`) rebuilds every entry it is asked for. A rebuild removes
 the manifest first, so an interrupted rebuild leaves an incomplete entry, never a stale one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -69,15 +70,18 @@ def file_check(path: str | Path) -> dict:
 def entry_problem(folder: Path, manifest: dict) -> str | None:
     """Why a complete-looking entry cannot be used (None: it passes every check)."""
     if manifest.get("format") != CACHE_FORMAT:
-        return (f"written in cache format {manifest.get('format')}, this version reads "
-                f"{CACHE_FORMAT}")
+        return (
+            f"written in cache format {manifest.get('format')}, this version reads {CACHE_FORMAT}"
+        )
     for name, spec in manifest["arrays"].items():
         path = folder / f"{name}.npy"
         if not path.is_file():
             return f"{path.name} is missing"
         size = path.stat().st_size
         if size != spec["bytes"]:
-            return f"{path.name} has {size:,} bytes, the manifest says {spec['bytes']:,} (truncated?)"
+            return (
+                f"{path.name} has {size:,} bytes, the manifest says {spec['bytes']:,} (truncated?)"
+            )
         if "sha256" in spec:
             if sha256_file(path) != spec["sha256"]:
                 return f"{path.name} does not match its sha256"
@@ -97,8 +101,9 @@ def cache_folder(root: str | Path, kind: str, identity: Mapping[str, Any]) -> Pa
     return Path(root) / f"{kind}-{sha256_json({'kind': kind, **identity})[:16]}"
 
 
-def load_cached(root: str | Path, kind: str, identity: Mapping[str, Any],
-                rebuild: bool = False) -> dict | None:
+def load_cached(
+    root: str | Path, kind: str, identity: Mapping[str, Any], rebuild: bool = False
+) -> dict | None:
     """The arrays and metadata of a complete, verified cache entry, or None (build it).
 
     Returns {"arrays": {name: np.ndarray}, "meta": dict, "folder": Path}. None when there is no
@@ -111,16 +116,21 @@ def load_cached(root: str | Path, kind: str, identity: Mapping[str, Any],
         return None
     try:
         manifest = read_json(manifest_path)
-        problem = (None if manifest.get("identity") == json.loads(json.dumps(dict(identity),
-                                                                              default=str))
-                   else "its identity differs from its folder name's")
+        problem = (
+            None
+            if manifest.get("identity") == json.loads(json.dumps(dict(identity), default=str))
+            else "its identity differs from its folder name's"
+        )
         problem = problem or entry_problem(folder, manifest)
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         problem = f"its manifest is unreadable ({err!r})"
     if problem:
-        warnings.warn(f"The evaluation cache entry {folder} is damaged: {problem}. It is rebuilt "
-                      "now (re-running the model on its inputs).", DamagedCacheWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"The evaluation cache entry {folder} is damaged: {problem}. It is rebuilt "
+            "now (re-running the model on its inputs).",
+            DamagedCacheWarning,
+            stacklevel=2,
+        )
         return None
     arrays = {}
     for name in manifest["arrays"]:
@@ -130,9 +140,13 @@ def load_cached(root: str | Path, kind: str, identity: Mapping[str, Any],
     return {"arrays": arrays, "meta": manifest.get("meta", {}), "folder": folder}
 
 
-def save_cached(root: str | Path, kind: str, identity: Mapping[str, Any],
-                arrays: Mapping[str, np.ndarray | Path], meta: Mapping[str, Any] | None = None
-                ) -> Path:
+def save_cached(
+    root: str | Path,
+    kind: str,
+    identity: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray | Path],
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
     """Write arrays (one .npy each, atomically) then the manifest, whose presence marks the entry
     complete. A Path value is an .npy file already written (e.g. a filled memory map), moved into
     place. An existing entry's manifest is removed first: until the new one is written, the
@@ -150,12 +164,21 @@ def save_cached(root: str | Path, kind: str, identity: Mapping[str, Any],
             with atomic_path(folder / f"{name}.npy") as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, arr)
-        specs[name] = {"shape": list(arr.shape), "dtype": str(arr.dtype),
-                       **file_check(folder / f"{name}.npy")}
-    write_json_atomic(folder / "manifest.json", {
-        "format": CACHE_FORMAT, "kind": kind, "identity": dict(identity), "arrays": specs,
-        "meta": dict(meta or {}),
-    })
+        specs[name] = {
+            "shape": list(arr.shape),
+            "dtype": str(arr.dtype),
+            **file_check(folder / f"{name}.npy"),
+        }
+    write_json_atomic(
+        folder / "manifest.json",
+        {
+            "format": CACHE_FORMAT,
+            "kind": kind,
+            "identity": dict(identity),
+            "arrays": specs,
+            "meta": dict(meta or {}),
+        },
+    )
     return folder
 
 
@@ -172,8 +195,12 @@ def tensor_sha(*tensors: Tensor | np.ndarray) -> str:
 def model_identity(model, fingerprint: str | None = None) -> dict:
     """What identifies the language model in a cache key."""
     cfg = model.cfg
-    return {"model": getattr(cfg, "model_name", type(model).__name__),
-            "model_sha256": fingerprint or "", "d_model": cfg.d_model, "n_layers": cfg.n_layers}
+    return {
+        "model": getattr(cfg, "model_name", type(model).__name__),
+        "model_sha256": fingerprint or "",
+        "d_model": cfg.d_model,
+        "n_layers": cfg.n_layers,
+    }
 
 
 def model_device(model) -> torch.device:

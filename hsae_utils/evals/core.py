@@ -39,6 +39,7 @@ included, as SAELens' and SAEBench's `get_recons_loss` do (`ablation="all"`, the
 - `ce_loss_without_sae`, `ce_loss_with_sae`, `ce_loss_with_ablation`: next-token cross-entropy.
 - `ce_loss_score` (fraction of CE loss recovered) = (CE_abl - CE_sae) / (CE_abl - CE_clean).
 """
+
 from __future__ import annotations
 
 import math
@@ -52,10 +53,16 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from hsae_utils.data.forward import hidden_from_layer, layer_resid, logits_from_hidden
-from hsae_utils.timing import Timer
 from hsae_utils.data.tokens import keep_mask
 from hsae_utils.evals.adapter import SAEAdapter
-from hsae_utils.evals.cache import load_cached, model_device, model_identity, save_cached, tensor_sha
+from hsae_utils.evals.cache import (
+    load_cached,
+    model_device,
+    model_identity,
+    save_cached,
+    tensor_sha,
+)
+from hsae_utils.timing import Timer
 
 
 def _batches(x: Tensor | Iterable[Tensor], batch_size: int) -> Iterator[Tensor]:
@@ -69,9 +76,13 @@ def _batches(x: Tensor | Iterable[Tensor], batch_size: int) -> Iterator[Tensor]:
 
 
 @torch.no_grad()
-def reconstruction_metrics(adapter: SAEAdapter, x_raw_ND: Tensor, batch_size: int = 4096,
-                           mean_raw_D: Tensor | None = None,
-                           saebench_batch_tokens: int = 16 * 128) -> dict[str, float]:
+def reconstruction_metrics(
+    adapter: SAEAdapter,
+    x_raw_ND: Tensor,
+    batch_size: int = 4096,
+    mean_raw_D: Tensor | None = None,
+    saebench_batch_tokens: int = 16 * 128,
+) -> dict[str, float]:
     """Reconstruction and sparsity metrics on raw activation rows (special tokens already
     removed). See the module docstring for the definitions."""
     device = adapter.W_dec.device
@@ -80,8 +91,21 @@ def reconstruction_metrics(adapter: SAEAdapter, x_raw_ND: Tensor, batch_size: in
     mean_norm_D = adapter.normalize(mean_raw_D.float()[None].to(device)).double()[0]
     F = adapter.d_sae
     D = x_raw_ND.shape[1]
-    acc = {k: 0.0 for k in ("n", "sse", "sse_raw", "ev_legacy", "l0", "l1", "cos", "l2_ratio",
-                            "xhat_sq", "x_dot_xhat")}
+    acc = {
+        k: 0.0
+        for k in (
+            "n",
+            "sse",
+            "sse_raw",
+            "ev_legacy",
+            "l0",
+            "l1",
+            "cos",
+            "l2_ratio",
+            "xhat_sq",
+            "x_dot_xhat",
+        )
+    }
     s_x, s_x2 = torch.zeros(D, dtype=torch.float64), torch.zeros(D, dtype=torch.float64)
     s_e, s_e2 = torch.zeros(D, dtype=torch.float64), torch.zeros(D, dtype=torch.float64)
     fired_F = torch.zeros(F, dtype=torch.bool, device=device)
@@ -184,9 +208,15 @@ LOGIT_CHUNK_TOKENS = 512
 
 
 @torch.no_grad()
-def splice_losses(model, clean_BSD: Tensor, others: list[Tensor], tokens_BS: Tensor, layer: int,
-                  chunk_tokens: int = LOGIT_CHUNK_TOKENS, timers: list | None = None
-                  ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+def splice_losses(
+    model,
+    clean_BSD: Tensor,
+    others: list[Tensor],
+    tokens_BS: Tensor,
+    layer: int,
+    chunk_tokens: int = LOGIT_CHUNK_TOKENS,
+    timers: list | None = None,
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """Per-position next-token CE of the clean run, and CE and KL(clean || other) for each
     residual in `others` put at `blocks.{layer}.hook_resid_post` ([B, S] each; the last position
     is 0). The logits are computed `chunk_tokens` positions at a time; the result equals the
@@ -232,20 +262,33 @@ def splice_losses(model, clean_BSD: Tensor, others: list[Tensor], tokens_BS: Ten
 
     if timers is not None:
         timers.append([clean_time])  # the clean share, last
-    return (per_position(ce_clean, True), [per_position(c, True) for c in ce_o],
-            [per_position(k, False) for k in kl_o])
+    return (
+        per_position(ce_clean, True),
+        [per_position(c, True) for c in ce_o],
+        [per_position(k, False) for k in kl_o],
+    )
 
 
-ABLATIONS = {"all": "zero at every position (SAEBench)",
-             "non_special": "zero at non-special positions"}
+ABLATIONS = {
+    "all": "zero at every position (SAEBench)",
+    "non_special": "zero at non-special positions",
+}
 
 
 @torch.no_grad()
-def build_splice_data(model, tokens_NS: Tensor, layer: int, special_ids: Iterable[int],
-                      cache_root: str | Path | None = None, fingerprint: str | None = None,
-                      batch_contexts: int = 8, progress: bool = True,
-                      massive_factor: float | None = None, ablation: str = "all",
-                      rebuild: bool = False) -> SpliceData:
+def build_splice_data(
+    model,
+    tokens_NS: Tensor,
+    layer: int,
+    special_ids: Iterable[int],
+    cache_root: str | Path | None = None,
+    fingerprint: str | None = None,
+    batch_contexts: int = 8,
+    progress: bool = True,
+    massive_factor: float | None = None,
+    ablation: str = "all",
+    rebuild: bool = False,
+) -> SpliceData:
     """Run the model once on the splice contexts: the layer output, the clean and zero-ablated
     per-token CE, and the ablation KL; stored in (or reused from) `cache_root`.
 
@@ -257,46 +300,84 @@ def build_splice_data(model, tokens_NS: Tensor, layer: int, special_ids: Iterabl
         raise ValueError(f"ablation must be one of {sorted(ABLATIONS)}, got {ablation!r}.")
     tokens_NS = tokens_NS.long().cpu()
     special = torch.tensor(sorted(set(int(i) for i in special_ids)), dtype=torch.long)
-    identity = {**model_identity(model, fingerprint), "hook": f"blocks.{layer}.hook_resid_post",
-                "tokens_sha256": tensor_sha(tokens_NS), "special_ids": special.tolist(),
-                "ablation": ABLATIONS[ablation], "massive_factor": massive_factor}
+    identity = {
+        **model_identity(model, fingerprint),
+        "hook": f"blocks.{layer}.hook_resid_post",
+        "tokens_sha256": tensor_sha(tokens_NS),
+        "special_ids": special.tolist(),
+        "ablation": ABLATIONS[ablation],
+        "massive_factor": massive_factor,
+    }
     if cache_root is not None:
         hit = load_cached(cache_root, "splice", identity, rebuild=rebuild)
         if hit is not None:
             a = hit["arrays"]
-            return SpliceData(torch.from_numpy(a["tokens"]).long(), torch.from_numpy(a["keep"]),
-                              torch.from_numpy(a["resid"]), torch.from_numpy(a["ce_clean"]),
-                              torch.from_numpy(a["ce_zero"]), torch.from_numpy(a["kl_zero"]),
-                              folder=hit["folder"], reused=True)
+            return SpliceData(
+                torch.from_numpy(a["tokens"]).long(),
+                torch.from_numpy(a["keep"]),
+                torch.from_numpy(a["resid"]),
+                torch.from_numpy(a["ce_clean"]),
+                torch.from_numpy(a["ce_zero"]),
+                torch.from_numpy(a["kl_zero"]),
+                folder=hit["folder"],
+                reused=True,
+            )
     device = model_device(model)
     resid, keeps, ce_clean, ce_zero, kl_zero = [], [], [], [], []
-    for i in tqdm(range(0, tokens_NS.shape[0], batch_contexts), disable=not progress,
-                  desc="splice set (model)"):
+    for i in tqdm(
+        range(0, tokens_NS.shape[0], batch_contexts),
+        disable=not progress,
+        desc="splice set (model)",
+    ):
         toks = tokens_NS[i : i + batch_contexts].to(device)
         r = layer_resid(model, toks, layer).float()
         keep = keep_mask(toks, r, special, massive_factor)
         keeps.append(keep.cpu())
-        r_zero = (torch.zeros_like(r) if ablation == "all"
-                  else torch.where(keep[..., None], torch.zeros_like(r), r))
+        r_zero = (
+            torch.zeros_like(r)
+            if ablation == "all"
+            else torch.where(keep[..., None], torch.zeros_like(r), r)
+        )
         c_clean, (c_zero,), (k_zero,) = splice_losses(model, r, [r_zero], toks, layer)
         resid.append(r.cpu())
         ce_clean.append(c_clean.cpu())
         ce_zero.append(c_zero.cpu())
         kl_zero.append(k_zero.cpu())
-    data = SpliceData(tokens_NS, torch.cat(keeps), torch.cat(resid), torch.cat(ce_clean),
-                      torch.cat(ce_zero), torch.cat(kl_zero))
+    data = SpliceData(
+        tokens_NS,
+        torch.cat(keeps),
+        torch.cat(resid),
+        torch.cat(ce_clean),
+        torch.cat(ce_zero),
+        torch.cat(kl_zero),
+    )
     if cache_root is not None:
-        data.folder = save_cached(cache_root, "splice", identity, {
-            "tokens": data.tokens_NS.numpy(), "keep": data.keep_NS.numpy(),
-            "resid": data.resid_NSD.numpy(), "ce_clean": data.ce_clean_NS.numpy(),
-            "ce_zero": data.ce_zero_NS.numpy(), "kl_zero": data.kl_zero_NS.numpy()})
+        data.folder = save_cached(
+            cache_root,
+            "splice",
+            identity,
+            {
+                "tokens": data.tokens_NS.numpy(),
+                "keep": data.keep_NS.numpy(),
+                "resid": data.resid_NSD.numpy(),
+                "ce_clean": data.ce_clean_NS.numpy(),
+                "ce_zero": data.ce_zero_NS.numpy(),
+                "kl_zero": data.kl_zero_NS.numpy(),
+            },
+        )
     return data
 
 
 @torch.no_grad()
-def splice_metrics(model, data: SpliceData, adapters: Mapping[str, SAEAdapter], layer: int,
-                   batch_contexts: int = 8, timer: Timer | None = None,
-                   progress: bool = True) -> dict[str, dict[str, float]]:
+def splice_metrics(
+    model,
+    data: SpliceData,
+    adapters: Mapping[str, SAEAdapter],
+    layer: int,
+    batch_contexts: int = 8,
+    timer: Timer | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
     """KL and CE metrics for every SAE in `adapters` (name -> adapter), sharing one clean pass
     through the remaining layers per batch of contexts."""
     device = model_device(model)
@@ -337,7 +418,8 @@ def splice_metrics(model, data: SpliceData, adapters: Mapping[str, SAEAdapter], 
     if not math.isclose(clean_check / n_ce, ce_clean, rel_tol=1e-4, abs_tol=1e-5):
         raise RuntimeError(
             f"Clean CE recomputed from the cached layer output ({clean_check / n_ce:.6f}) differs "
-            f"from the cached clean CE ({ce_clean:.6f}): the model changed; delete {data.folder}.")
+            f"from the cached clean CE ({ce_clean:.6f}): the model changed; delete {data.folder}."
+        )
     ce_zero = (data.ce_zero_NS * ce_mask_all).double().sum().item() / n_ce
     kl_zero = (data.kl_zero_NS * keep_all).double().sum().item() / n_kl
     out = {}

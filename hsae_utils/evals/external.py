@@ -13,6 +13,7 @@ normalization). A SAELens SAE acts on raw activations; `NormalizedSpaceSAE` show
 normalized space of our activation cache (x_norm = x * scale), where our SAEs live, so the evaluation
 treats both alike and every metric, `mse_norm` (normalized space) included, is comparable.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,12 +23,11 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import Tensor
 
-from hsae_utils.data.activations import Normalizer
-from hsae_utils.method.checkpoint import SAE_LENS_CFG
 from hsae_utils.config import Profile
+from hsae_utils.data.activations import Normalizer
 from hsae_utils.data.hub import hub_error
 from hsae_utils.evals.adapter import SAEAdapter
-
+from hsae_utils.method.checkpoint import SAE_LENS_CFG
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,8 @@ def parse_spec(text: str) -> ExternalSpec:
     if not sep or not release or not sae_id:
         raise FileNotFoundError(
             f"External SAE {text!r} is neither a folder nor `release:sae_id` (e.g. "
-            "gemma-scope-2b-pt-res-canonical:layer_19/width_16k/canonical).")
+            "gemma-scope-2b-pt-res-canonical:layer_19/width_16k/canonical)."
+        )
     return ExternalSpec(text, release=release, sae_id=sae_id)
 
 
@@ -92,10 +93,15 @@ def check_compatible(d_in: int, hook_name: str | None, profile: Profile, spec: s
     if d_in != profile.d_model:
         problems.append(f"d_in {d_in} but {profile.model_name} has d_model {profile.d_model}")
     if hook_name is not None and hook_name != profile.hook_name:
-        problems.append(f"hook {hook_name!r} but profile {profile.name!r} reads {profile.hook_name!r}")
+        problems.append(
+            f"hook {hook_name!r} but profile {profile.name!r} reads {profile.hook_name!r}"
+        )
     if problems:
-        raise ValueError(f"External SAE {spec!r} does not fit profile {profile.name!r}: "
-                         + "; ".join(problems) + ".")
+        raise ValueError(
+            f"External SAE {spec!r} does not fit profile {profile.name!r}: "
+            + "; ".join(problems)
+            + "."
+        )
 
 
 def load_sae_lens(spec: str | ExternalSpec, device: str | torch.device = "cpu"):
@@ -106,17 +112,20 @@ def load_sae_lens(spec: str | ExternalSpec, device: str | torch.device = "cpu"):
     except ImportError as err:
         raise ImportError(
             "Evaluating SAELens-format SAEs needs the `sae-lens` package (pinned in "
-            "requirements.lock; ./scripts/setup.sh installs it).") from err
+            "requirements.lock; ./scripts/setup.sh installs it)."
+        ) from err
     if spec.folder is not None:
         sae = SAE.load_from_disk(spec.folder, device=str(device))
     else:
         try:
             sae = SAE.from_pretrained(spec.release, spec.sae_id, device=str(device))
         except (OSError, ValueError, ConnectionError) as err:
-            raise hub_error(f"the SAELens SAE {spec.text!r}", err,
-                            "A `release:sae_id` spec is downloaded from the hub.",
-                            offline="download the SAE folder elsewhere and pass the folder "
-                                    "instead") from err
+            raise hub_error(
+                f"the SAELens SAE {spec.text!r}",
+                err,
+                "A `release:sae_id` spec is downloaded from the hub.",
+                offline="download the SAE folder elsewhere and pass the folder instead",
+            ) from err
     return sae.eval()
 
 
@@ -129,12 +138,16 @@ class NormalizedSpaceSAE(torch.nn.Module):
         super().__init__()
         self.sae = sae
         norm = dict(normalization or {})
-        self.normalization = {"scale": float(norm.get("scale", 1.0) or 1.0),
-                              "center": bool(norm.get("center", False)),
-                              "mean": norm.get("mean")}
-        self.normalizer = Normalizer(scale=self.normalization["scale"],
-                                     mean_D=tuple(norm.get("mean") or ()),
-                                     center=self.normalization["center"])
+        self.normalization = {
+            "scale": float(norm.get("scale", 1.0) or 1.0),
+            "center": bool(norm.get("center", False)),
+            "mean": norm.get("mean"),
+        }
+        self.normalizer = Normalizer(
+            scale=self.normalization["scale"],
+            mean_D=tuple(norm.get("mean") or ()),
+            center=self.normalization["center"],
+        )
 
     @property
     def W_dec(self) -> Tensor:
@@ -152,14 +165,18 @@ class NormalizedSpaceSAE(torch.nn.Module):
         return self.normalizer(self.sae.decode(z.to(self.dtype)).float())
 
 
-def load_external_adapter(spec: str, device: str | torch.device = "cpu",
-                          profile: Profile | None = None,
-                          normalization: Mapping[str, Any] | None = None) -> SAEAdapter:
+def load_external_adapter(
+    spec: str,
+    device: str | torch.device = "cpu",
+    profile: Profile | None = None,
+    normalization: Mapping[str, Any] | None = None,
+) -> SAEAdapter:
     """An `SAEAdapter` for an external SAE, in the normalized space `normalization`
     (the activation cache's; None = raw space). Checked against `profile` when given."""
     sae = load_sae_lens(spec, device)
     if profile is not None:
-        check_compatible(int(sae.cfg.d_in), getattr(sae.cfg.metadata, "hook_name", None),
-                         profile, spec)
+        check_compatible(
+            int(sae.cfg.d_in), getattr(sae.cfg.metadata, "hook_name", None), profile, spec
+        )
     view = NormalizedSpaceSAE(sae, normalization)
     return SAEAdapter(view, view.normalization)

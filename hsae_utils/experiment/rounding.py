@@ -13,6 +13,7 @@ other, a nudge swaps which latent fires, the swapped latent's gradient goes else
 trajectories part. `scripts/rounding_effect.py` measures it at a profile's budget;
 docs/reproducibility.md states the tolerance; `tests/test_rounding.py` checks it.
 """
+
 from __future__ import annotations
 
 import torch

@@ -23,6 +23,7 @@ with-like comparisons of each recomputed verdict:
   noise and power; it assumes the reading moves every seed as it moved seed 42.
 A verdict "changes" under an alternative when either comparison changes it; the table says which.
 """
+
 from __future__ import annotations
 
 import copy
@@ -33,25 +34,32 @@ from pathlib import Path
 import pandas as pd
 
 from hsae_utils.analysis import claims as cl
-from hsae_utils.config import Profile
 from hsae_utils.analysis.paper_claims import CLAIMS
-from hsae_utils.experiment.readings import OPT_IN, READINGS
 from hsae_utils.analysis.report.tables import fmt_number
-from hsae_utils.runs import ABLATIONS, HSAE, RUNS, TOPK, run_dir
+from hsae_utils.config import Profile
+from hsae_utils.experiment.readings import OPT_IN, READINGS
+from hsae_utils.runs import HSAE, RUNS, TOPK, run_dir
 
 # The mechanism that reads each "sae" reading's field (None: every stage reads it).
-MECHANISM = {"recon_units": "adaptive_sparsity", "firing_reading": "window_tracking",
-             "merge_similarity": "clustering", "merge_reinit": "clustering",
-             "lambda0_basis": None}
+MECHANISM = {
+    "recon_units": "adaptive_sparsity",
+    "firing_reading": "window_tracking",
+    "merge_similarity": "clustering",
+    "merge_reinit": "clustering",
+    "lambda0_basis": None,
+}
 KINDS = {"verdict": "direction", "matched_l0": "matched L0", "absolute": "absolute"}
 NOT_RETRAINED, NOT_RECOMPUTED = "not retrained", "not recomputed"  # statuses of a verdict
 RESULTS_NAME = "readings.csv"  # under results_dir: one row per alternative, claim and verdict kind
 EVALUATION_NAME = "readings_evaluation.csv"  # the alternatives' tidy evaluation table
 # Headline metrics of the figure: the claims' metrics, HierarchicalSAE minus TopK.
-FIGURE_METRICS = (("explained_variance_legacy", "explained variance"), ("l0", "L0"),
-                  ("kl_div_with_sae", "KL divergence"),
-                  ("mean_full_absorption_score", "full absorption"),
-                  ("sae_top_1_test_accuracy", "probing top-1"))
+FIGURE_METRICS = (
+    ("explained_variance_legacy", "explained variance"),
+    ("l0", "L0"),
+    ("kl_div_with_sae", "KL divergence"),
+    ("mean_full_absorption_score", "full absorption"),
+    ("sae_top_1_test_accuracy", "probing top-1"),
+)
 
 
 @dataclass(frozen=True)
@@ -96,20 +104,24 @@ def readings_dir(profile: Profile) -> Path:
     return profile.output_dir / "readings"
 
 
-def alternatives(profile: Profile | None = None, include: tuple[str, ...] = ()
-                 ) -> list[Alternative]:
+def alternatives(
+    profile: Profile | None = None, include: tuple[str, ...] = ()
+) -> list[Alternative]:
     """Every alternative of `readings.READINGS`, with the runs retrained under it; the costly
     `readings.OPT_IN` ones (the width) only when named in `include`, and a "profile" alternative
     only where it differs from `profile`'s own value (the width 2,304 is the paper's d_model)."""
     unknown = sorted(set(include) - set(OPT_IN))
     if unknown:
         raise ValueError(f"include={unknown}: only the opt-in readings {OPT_IN} can be included.")
-    return [Alternative(r.name, r.where, r.field, alt,
-                        (HSAE,) if r.where == "sae" else (TOPK, HSAE))
-            for r in READINGS if r.name not in OPT_IN or r.name in include
-            for alt in r.alternatives
-            if not (r.where == "profile" and profile is not None
-                    and _profile_value(profile, r.field) == alt)]
+    return [
+        Alternative(r.name, r.where, r.field, alt, (HSAE,) if r.where == "sae" else (TOPK, HSAE))
+        for r in READINGS
+        if r.name not in OPT_IN or r.name in include
+        for alt in r.alternatives
+        if not (
+            r.where == "profile" and profile is not None and _profile_value(profile, r.field) == alt
+        )
+    ]
 
 
 def _profile_value(profile: Profile, field: str):
@@ -120,8 +132,11 @@ def alt_profile(profile: Profile, alt: Alternative) -> Profile:
     """The profile a run of `alt` trains under: the same, or with the "profile" field changed."""
     import dataclasses
 
-    return dataclasses.replace(profile, **{alt.field: alt.value}) if alt.where == "profile" \
+    return (
+        dataclasses.replace(profile, **{alt.field: alt.value})
+        if alt.where == "profile"
         else profile
+    )
 
 
 def seed_of(profile: Profile) -> int:
@@ -155,15 +170,27 @@ def _job(profile: Profile, alt: Alternative, run: str, seed: int):
     prof = alt_profile(profile, alt)  # the width: d_sae, and k / lambda_0 that follow it
     sae_cfg = config_from_profile(spec.arch, prof, **{**spec.overrides, **sae_over})
     cfg = TrainConfig.from_profile(prof, seed, **train_over)
-    return TrainJob(ARCHITECTURES[spec.arch](sae_cfg, seed=seed), cfg,
-                    alt.folder(profile, run, seed),
-                    {"profile": profile.name, "run": alt.config(run),
-                     "label": f"{spec.label} [{alt.label}]", "seed": seed,
-                     "overrides": alt.overrides, "reading": alt.reading})
+    return TrainJob(
+        ARCHITECTURES[spec.arch](sae_cfg, seed=seed),
+        cfg,
+        alt.folder(profile, run, seed),
+        {
+            "profile": profile.name,
+            "run": alt.config(run),
+            "label": f"{spec.label} [{alt.label}]",
+            "seed": seed,
+            "overrides": alt.overrides,
+            "reading": alt.reading,
+        },
+    )
 
 
-def train_alternatives(profile: Profile, alts: list[Alternative] | None = None,
-                       force: bool = False, progress: bool = True) -> pd.DataFrame:
+def train_alternatives(
+    profile: Profile,
+    alts: list[Alternative] | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Train every (alternative, run) on the profile's first seed, or reuse a finished one. The
     runs read the cache in one shared pass (`train_many`), the centered ones in a second.
     Returns one row per run: alternative, run, folder, trained (False: reused)."""
@@ -187,16 +214,24 @@ def train_alternatives(profile: Profile, alts: list[Alternative] | None = None,
                 shutil.rmtree(folder)
             if force or not done:
                 passes[alt.where == "store"].append(job)
-            rows.append({"alternative": alt.label, "run": run, "config": alt.config(run),
-                         "folder": str(folder), "trained": force or not done})
+            rows.append(
+                {
+                    "alternative": alt.label,
+                    "run": run,
+                    "config": alt.config(run),
+                    "folder": str(folder),
+                    "trained": force or not done,
+                }
+            )
     for centered, jobs in passes.items():
         if jobs:
             train_many(jobs, centered_store(store) if centered else store, progress=progress)
     return pd.DataFrame(rows)
 
 
-def evaluate_alternatives(profile: Profile, alts: list[Alternative] | None = None,
-                          progress: bool = True):
+def evaluate_alternatives(
+    profile: Profile, alts: list[Alternative] | None = None, progress: bool = True
+):
     """Evaluate every alternative's runs as notebook 08 evaluates the default ones (the same
     model-side cache, `evals.evaluate_profile`); writes `results/readings_evaluation.csv`.
     Returns the `EvaluationResult`."""
@@ -207,8 +242,7 @@ def evaluate_alternatives(profile: Profile, alts: list[Alternative] | None = Non
     alts = alternatives() if alts is None else alts
     seed = seed_of(profile)
     root = readings_dir(profile)
-    runs = [export_run(alt.folder(profile, run, seed), root)
-            for alt in alts for run in alt.runs]
+    runs = [export_run(alt.folder(profile, run, seed), root) for alt in alts for run in alt.runs]
     result = evaluate_profile(profile, runs, progress=progress)
     profile.results_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(profile.results_dir / EVALUATION_NAME) as tmp:
@@ -248,24 +282,29 @@ def _variant_rows(variant: pd.DataFrame, alt: Alternative, run: str) -> pd.DataF
     return variant[variant["config"] == alt.config(run)].assign(config=run)
 
 
-def substituted(default: pd.DataFrame, variant: pd.DataFrame, alt: Alternative,
-                seed: int) -> pd.DataFrame:
+def substituted(
+    default: pd.DataFrame, variant: pd.DataFrame, alt: Alternative, seed: int
+) -> pd.DataFrame:
     """Seed `seed`'s default results with the alternative's runs in place of the ones it
     retrained (configuration names as the default's)."""
     base = _seed_rows(default, seed)
     keep = base[~base["config"].isin(alt.runs)]
-    return pd.concat([keep] + [_variant_rows(variant, alt, run) for run in alt.runs],
-                     ignore_index=True)
+    return pd.concat(
+        [keep] + [_variant_rows(variant, alt, run) for run in alt.runs], ignore_index=True
+    )
 
 
-def shifted(default: pd.DataFrame, variant: pd.DataFrame, alt: Alternative,
-            seed: int) -> pd.DataFrame:
+def shifted(
+    default: pd.DataFrame, variant: pd.DataFrame, alt: Alternative, seed: int
+) -> pd.DataFrame:
     """Every seed of the default results, each retrained configuration moved metric by metric by
     the alternative's change at `seed` (variant - default there); metrics the alternative lacks
     are dropped for that configuration."""
     parts = [default[~default["config"].isin(alt.runs)]]
     for run in alt.runs:
-        at_seed = _seed_rows(default[default["config"] == run], seed).groupby("metric")["value"].mean()
+        at_seed = (
+            _seed_rows(default[default["config"] == run], seed).groupby("metric")["value"].mean()
+        )
         new = _variant_rows(variant, alt, run).groupby("metric")["value"].mean()
         delta = (new - at_seed).dropna()
         rows = default[(default["config"] == run) & default["metric"].isin(delta.index)].copy()
@@ -281,8 +320,13 @@ def _status(alt: Alternative, claim) -> str:
     return "recomputed" if all(r in alt.runs for r in touched) else NOT_RETRAINED
 
 
-def compare_verdicts(default: pd.DataFrame, variant: pd.DataFrame, profile,
-                     alts: list[Alternative] | None = None, claims=CLAIMS) -> pd.DataFrame:
+def compare_verdicts(
+    default: pd.DataFrame,
+    variant: pd.DataFrame,
+    profile,
+    alts: list[Alternative] | None = None,
+    claims=CLAIMS,
+) -> pd.DataFrame:
     """One row per alternative, claim and verdict kind (direction, matched L0, absolute): the
     default's verdict and the alternative's, on every seed (shifted) and on seed 42 alone, and
     whether it changed. `status`: recomputed, unaffected (the reading does not apply to either
@@ -300,24 +344,38 @@ def compare_verdicts(default: pd.DataFrame, variant: pd.DataFrame, profile,
         for c in claims:
             status = _status(alt, c) if evaluated else "not evaluated"
             for kind in KINDS:
-                kind_status = (f"{NOT_RECOMPUTED} (sweep baselines not retrained)"
-                               if status == "recomputed" and kind == "matched_l0"
-                               and alt.where != "sae" else status)
-                row = {"reading": alt.reading, "alternative": alt.label, "where": alt.where,
-                       "retrained": ", ".join(alt.runs), "claim": c.id, "kind": kind,
-                       "status": kind_status, "seed": seed, "n_seeds_default": n_seeds,
-                       "default": base_all.loc[c.id, kind],
-                       "default_seed": base_seed.loc[c.id, kind]}
+                kind_status = (
+                    f"{NOT_RECOMPUTED} (sweep baselines not retrained)"
+                    if status == "recomputed" and kind == "matched_l0" and alt.where != "sae"
+                    else status
+                )
+                row = {
+                    "reading": alt.reading,
+                    "alternative": alt.label,
+                    "where": alt.where,
+                    "retrained": ", ".join(alt.runs),
+                    "claim": c.id,
+                    "kind": kind,
+                    "status": kind_status,
+                    "seed": seed,
+                    "n_seeds_default": n_seeds,
+                    "default": base_all.loc[c.id, kind],
+                    "default_seed": base_seed.loc[c.id, kind],
+                }
                 if kind_status == "recomputed":
-                    row.update(variant=alt_all.loc[c.id, kind],
-                               variant_seed=alt_seed.loc[c.id, kind])
+                    row.update(
+                        variant=alt_all.loc[c.id, kind], variant_seed=alt_seed.loc[c.id, kind]
+                    )
                 else:  # unchanged by construction, or not known
                     same = kind_status == "unaffected"
-                    row.update(variant=row["default"] if same else "",
-                               variant_seed=row["default_seed"] if same else "")
+                    row.update(
+                        variant=row["default"] if same else "",
+                        variant_seed=row["default_seed"] if same else "",
+                    )
                 row["changed"] = kind_status == "recomputed" and row["variant"] != row["default"]
-                row["changed_seed"] = (kind_status == "recomputed"
-                                       and row["variant_seed"] != row["default_seed"])
+                row["changed_seed"] = (
+                    kind_status == "recomputed" and row["variant_seed"] != row["default_seed"]
+                )
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -325,12 +383,15 @@ def compare_verdicts(default: pd.DataFrame, variant: pd.DataFrame, profile,
 def _change_text(r) -> str:
     parts = []
     if r["changed"]:
-        parts.append(f"{KINDS[r['kind']]}: {r['default']} -> {r['variant']}"
-                     + (f" ({int(r['n_seeds_default'])} seeds, shifted)"
-                        if r["n_seeds_default"] > 1 else ""))
+        parts.append(
+            f"{KINDS[r['kind']]}: {r['default']} -> {r['variant']}"
+            + (f" ({int(r['n_seeds_default'])} seeds, shifted)" if r["n_seeds_default"] > 1 else "")
+        )
     if r["changed_seed"] and (not r["changed"] or r["n_seeds_default"] > 1):
-        parts.append(f"{KINDS[r['kind']]} at seed {int(r['seed'])}: {r['default_seed']} -> "
-                     f"{r['variant_seed']}")
+        parts.append(
+            f"{KINDS[r['kind']]} at seed {int(r['seed'])}: {r['default_seed']} -> "
+            f"{r['variant_seed']}"
+        )
     return "; ".join(parts)
 
 
@@ -349,10 +410,15 @@ def summary(detail: pd.DataFrame) -> pd.DataFrame:
         skipped = sorted(set(g.loc[_not_retrained(g), "claim"]))
         if g["status"].str.startswith(NOT_RECOMPUTED).any():
             skipped.append("the matched-L0 verdicts (the sweep baselines were not retrained)")
-        rows.append({"reading": reading, "alternative": label.split("=", 1)[1],
-                     "retrained": g["retrained"].iloc[0],
-                     "verdicts that change": "; ".join(lines) or "none",
-                     "not recomputed": ", ".join(skipped)})
+        rows.append(
+            {
+                "reading": reading,
+                "alternative": label.split("=", 1)[1],
+                "retrained": g["retrained"].iloc[0],
+                "verdicts that change": "; ".join(lines) or "none",
+                "not recomputed": ", ".join(skipped),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -372,11 +438,13 @@ def sensitivity_column(detail: pd.DataFrame | None) -> dict[str, str]:
         # of the train / store readings concerns every claim: said in the summary)
         skipped = sorted(set(g.loc[_not_retrained(g), "alternative"]))
         if by_alt:
-            text = "changes under: " + "; ".join(f"{a} ({'; '.join(t)})"
-                                                 for a, t in by_alt.items())
+            text = "changes under: " + "; ".join(f"{a} ({'; '.join(t)})" for a, t in by_alt.items())
         else:
-            text = (f"stable under the {n_alts - len(skipped)} other alternatives" if skipped
-                    else f"stable under all {n_alts} alternatives")
+            text = (
+                f"stable under the {n_alts - len(skipped)} other alternatives"
+                if skipped
+                else f"stable under all {n_alts} alternatives"
+            )
         if skipped:
             text += f" (not recomputed: {', '.join(skipped)})"
         out[claim] = text
@@ -402,9 +470,13 @@ def save_detail(detail: pd.DataFrame, profile) -> Path:
 # ============================================================================================
 # The effect on the headline differences, and the figure
 # ============================================================================================
-def metric_effects(default: pd.DataFrame, variant: pd.DataFrame, profile,
-                   alts: list[Alternative] | None = None,
-                   metrics=tuple(m for m, _ in FIGURE_METRICS)) -> pd.DataFrame:
+def metric_effects(
+    default: pd.DataFrame,
+    variant: pd.DataFrame,
+    profile,
+    alts: list[Alternative] | None = None,
+    metrics=tuple(m for m, _ in FIGURE_METRICS),
+) -> pd.DataFrame:
     """Per alternative and metric at seed 42: each retrained run's value, default and
     alternative, and HierarchicalSAE minus TopK (default, alternative; the default's mean and
     std over its seeds), the difference the claims test."""
@@ -421,10 +493,14 @@ def metric_effects(default: pd.DataFrame, variant: pd.DataFrame, profile,
         for m in metrics:
             sub = substituted(default, variant, alt, seed)
             d_all = value(default, HSAE, m, False) - value(default, TOPK, m, False)
-            row = {"alternative": alt.label, "metric": m,
-                   "diff_default": (value(default, HSAE, m) - value(default, TOPK, m)).mean(),
-                   "diff_alternative": (value(sub, HSAE, m) - value(sub, TOPK, m)).mean(),
-                   "diff_default_mean": d_all.mean(), "diff_default_std": d_all.std(ddof=1)}
+            row = {
+                "alternative": alt.label,
+                "metric": m,
+                "diff_default": (value(default, HSAE, m) - value(default, TOPK, m)).mean(),
+                "diff_alternative": (value(sub, HSAE, m) - value(sub, TOPK, m)).mean(),
+                "diff_default_mean": d_all.mean(),
+                "diff_default_std": d_all.std(ddof=1),
+            }
             for run in alt.runs:
                 row[f"{run}: default"] = value(default, run, m).mean()
                 row[f"{run}: alternative"] = value(sub, run, m).mean()
@@ -439,30 +515,38 @@ def figure(effects: pd.DataFrame, title: str = ""):
     import matplotlib.pyplot as plt
 
     labels = list(dict.fromkeys(effects["alternative"]))
-    fig, axes = plt.subplots(1, len(FIGURE_METRICS), figsize=(3.1 * len(FIGURE_METRICS),
-                                                              0.35 * len(labels) + 1.6),
-                             sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(FIGURE_METRICS),
+        figsize=(3.1 * len(FIGURE_METRICS), 0.35 * len(labels) + 1.6),
+        sharey=True,
+        squeeze=False,
+    )
     for ax, (metric, name) in zip(axes[0], FIGURE_METRICS):
         e = effects[effects["metric"] == metric].set_index("alternative").reindex(labels)
         y = range(len(labels))
         if e["diff_default"].notna().any():
-            d0, mu, sd = (e[c].dropna().iloc[0] if e[c].notna().any() else math.nan
-                          for c in ("diff_default", "diff_default_mean", "diff_default_std"))
+            d0, mu, sd = (
+                e[c].dropna().iloc[0] if e[c].notna().any() else math.nan
+                for c in ("diff_default", "diff_default_mean", "diff_default_std")
+            )
             if math.isfinite(sd):
                 ax.axvspan(mu - sd, mu + sd, color="0.85", label="default, mean ± std over seeds")
             ax.axvline(d0, color="0.5", ls="--", label="default, seed 42")
         ax.axvline(0, color="k", lw=0.8)
         flips = (e["diff_alternative"] * e["diff_default"] < 0).to_numpy()
-        ax.scatter(e["diff_alternative"], list(y), c=["C3" if f else "C0" for f in flips],
-                   zorder=3)
+        ax.scatter(e["diff_alternative"], list(y), c=["C3" if f else "C0" for f in flips], zorder=3)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("HSAE - TopK", fontsize=8)
         ax.tick_params(labelsize=8)
     axes[0][0].set_yticks(list(range(len(labels))), labels)
     axes[0][0].invert_yaxis()
     axes[0][0].legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.12))
-    fig.suptitle(title or "HierarchicalSAE minus TopK under each alternative reading "
-                 "(red: sign flipped)", fontsize=11, y=1.0)
+    fig.suptitle(
+        title or "HierarchicalSAE minus TopK under each alternative reading (red: sign flipped)",
+        fontsize=11,
+        y=1.0,
+    )
     fig.tight_layout()
     return fig
 
@@ -473,30 +557,35 @@ def format_effects(effects: pd.DataFrame) -> pd.DataFrame:
     cell = lambda r: f"{fmt_number(r['diff_default'])} -> {fmt_number(r['diff_alternative'])}"  # noqa: E731
     shown = effects.assign(change=effects.apply(cell, axis=1))
     return shown.pivot(index="alternative", columns="metric", values="change").reindex(
-        list(dict.fromkeys(effects["alternative"])))[[m for m, _ in FIGURE_METRICS
-                                                       if m in set(effects["metric"])]]
+        list(dict.fromkeys(effects["alternative"]))
+    )[[m for m, _ in FIGURE_METRICS if m in set(effects["metric"])]]
 
 
 # ============================================================================================
 # The width (an opt-in reading): density, fidelity at matched L0 and absorption
 # ============================================================================================
-WIDTH_METRICS = (("l0", "L0"), ("frac_alive", "alive fraction"),
-                 ("explained_variance_legacy", "explained variance"),
-                 ("ce_loss_score", "CE loss recovered"),
-                 ("mean_absorption_fraction_score", "absorption fraction"),
-                 ("mean_full_absorption_score", "full absorption"))
+WIDTH_METRICS = (
+    ("l0", "L0"),
+    ("frac_alive", "alive fraction"),
+    ("explained_variance_legacy", "explained variance"),
+    ("ce_loss_score", "CE loss recovered"),
+    ("mean_absorption_fraction_score", "absorption fraction"),
+    ("mean_full_absorption_score", "full absorption"),
+)
 
 
-def width_effects(default: pd.DataFrame, variant: pd.DataFrame, profile,
-                  alt: Alternative) -> pd.DataFrame:
+def width_effects(
+    default: pd.DataFrame, variant: pd.DataFrame, profile, alt: Alternative
+) -> pd.DataFrame:
     """TopK and the HierarchicalSAE at the profile's width and at `alt`'s (seed 42), and, for
     fidelity at matched L0, the default-width run of the same family whose L0 is nearest the
     wide run's (the sweep: TopK k = 320 at 576 latents matches TopK k = 320 at 2,304)."""
     from hsae_utils.runs import family
 
     seed = seed_of(profile)
-    means = _seed_rows(default, seed).pivot_table(index="config", columns="metric",
-                                                  values="value", aggfunc="mean")
+    means = _seed_rows(default, seed).pivot_table(
+        index="config", columns="metric", values="value", aggfunc="mean"
+    )
     wide = variant.pivot_table(index="config", columns="metric", values="value", aggfunc="mean")
     metrics = [m for m, _ in WIDTH_METRICS]
     rows = []
@@ -506,11 +595,22 @@ def width_effects(default: pd.DataFrame, variant: pd.DataFrame, profile,
         w = wide.loc[alt.config(run)]
         same = means[[family(c) == family(run) for c in means.index]].dropna(subset=["l0"])
         nearest = (same["l0"] - w["l0"]).abs().idxmin()
-        for label, config, src, width in (("default", run, means, profile.dict_size),
-                                          ("wide", alt.config(run), wide, alt.value),
-                                          ("default width, L0 nearest the wide run's", nearest,
-                                           means, profile.dict_size)):
-            rows.append({"run": run, "which": label, "config": config, "d_sae": width,
-                         **{name: src.loc[config].get(m, math.nan)
-                            for m, name in WIDTH_METRICS if m in metrics}})
+        for label, config, src, width in (
+            ("default", run, means, profile.dict_size),
+            ("wide", alt.config(run), wide, alt.value),
+            ("default width, L0 nearest the wide run's", nearest, means, profile.dict_size),
+        ):
+            rows.append(
+                {
+                    "run": run,
+                    "which": label,
+                    "config": config,
+                    "d_sae": width,
+                    **{
+                        name: src.loc[config].get(m, math.nan)
+                        for m, name in WIDTH_METRICS
+                        if m in metrics
+                    },
+                }
+            )
     return pd.DataFrame(rows)

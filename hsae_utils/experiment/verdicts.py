@@ -3,6 +3,7 @@ notebook 11's sensitivity to the readings (notebooks 09, 10 and 11 each rewrite 
 
 It lives above `analysis.claims`, which takes those columns as arguments and never imports the
 experiments that make them."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from hsae_utils.analysis.claims import (NOT_COMPARABLE, claims_table, paired_tests, power_note,
-                                        write_claims)
+from hsae_utils.analysis.claims import (
+    NOT_COMPARABLE,
+    claims_table,
+    paired_tests,
+    power_note,
+    write_claims,
+)
 from hsae_utils.analysis.measured import read_autointerp, read_overhead
 from hsae_utils.analysis.report.tables import fmt_number as _fmt
 from hsae_utils.experiment.ground_truth.experiment import absorption_verdict
@@ -36,9 +42,10 @@ def ground_truth_verdict(gt: pd.DataFrame) -> tuple[str, str]:
         f"synthetic hierarchy, {v['n_seeds']} seeds: {v['a']} {_fmt(v['mean_a'])} (L0 "
         f"{_fmt(v['l0_a'])}) vs {v['b']} {_fmt(v['mean_b'])} (L0 {_fmt(v['l0_b'])}), diff "
         f"{v['mean_diff']:+.3g}, p = {p:.2g}; {power_note(v['mde'], v['claimed_effect'])}"
-        if math.isfinite(p) else
-        f"synthetic hierarchy, {v['n_seeds']} seed(s): diff {v['mean_diff']:+.3g}, no test; "
-        f"{power_note(v['mde'], v['claimed_effect'])}")
+        if math.isfinite(p)
+        else f"synthetic hierarchy, {v['n_seeds']} seed(s): diff {v['mean_diff']:+.3g}, no test; "
+        f"{power_note(v['mde'], v['claimed_effect'])}"
+    )
 
 
 def refresh_claims(profile, out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict] | None:
@@ -56,8 +63,11 @@ def refresh_claims(profile, out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataF
     if len(autointerp):
         tidy = pd.concat([tidy, autointerp], ignore_index=True)
     gt = load_ground_truth(profile)
-    table = claims_table(tidy, profile,
-                         ground_truth=ground_truth_verdict(gt) if gt is not None else None,
-                         readings=sensitivity_column(load_detail(profile)),
-                         overhead=read_overhead())
+    table = claims_table(
+        tidy,
+        profile,
+        ground_truth=ground_truth_verdict(gt) if gt is not None else None,
+        readings=sensitivity_column(load_detail(profile)),
+        overhead=read_overhead(),
+    )
     return table, tests, write_claims(table, out_dir, profile.name, tests)

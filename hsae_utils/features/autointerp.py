@@ -17,6 +17,7 @@ A score depends on the explaining model: one too small to explain features measu
 not the SAE. `run_autointerp` therefore records the model's name with every score, and nothing
 in this repository reports a score as a finding.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,9 +27,11 @@ from dataclasses import dataclass
 import torch
 
 ENV = ("HSAE_AUTOINTERP_BASE_URL", "HSAE_AUTOINTERP_MODEL", "HSAE_AUTOINTERP_API_KEY")
-HOW_TO = ("Auto-interpretation is not configured: set HSAE_AUTOINTERP_BASE_URL (an "
-          "OpenAI-compatible endpoint, e.g. http://localhost:8000/v1) and HSAE_AUTOINTERP_MODEL "
-          "(and HSAE_AUTOINTERP_API_KEY if the server needs one), then re-run this cell.")
+HOW_TO = (
+    "Auto-interpretation is not configured: set HSAE_AUTOINTERP_BASE_URL (an "
+    "OpenAI-compatible endpoint, e.g. http://localhost:8000/v1) and HSAE_AUTOINTERP_MODEL "
+    "(and HSAE_AUTOINTERP_API_KEY if the server needs one), then re-run this cell."
+)
 ACT_THRESHOLD_FRAC = 0.01  # SAEBench's act_threshold_frac: active = above 1 % of the max
 
 
@@ -42,8 +45,10 @@ def _sae_bench():
     try:
         import sae_bench.evals.autointerp.main as main
     except ImportError as err:
-        raise ImportError("Auto-interpretation uses SAEBench's prompts: install the test "
-                          "dependencies (scripts/install_test_deps.sh: sae-bench, openai).") from err
+        raise ImportError(
+            "Auto-interpretation uses SAEBench's prompts: install the test "
+            "dependencies (scripts/install_test_deps.sh: sae-bench, openai)."
+        ) from err
     return main
 
 
@@ -77,8 +82,10 @@ def examples(windows: list[tuple[list[int], list[float]]], max_act: float, token
     """SAEBench `Example`s for (token ids, activations) windows, active above its threshold."""
     Example = _sae_bench().Example
 
-    return [Example(toks, acts, ACT_THRESHOLD_FRAC * max_act, _Tokens(token_str))
-            for toks, acts in windows]
+    return [
+        Example(toks, acts, ACT_THRESHOLD_FRAC * max_act, _Tokens(token_str))
+        for toks, acts in windows
+    ]
 
 
 def window_ids(tokens_SC: torch.Tensor, ctx: dict) -> list[int]:
@@ -107,8 +114,13 @@ class Prompts:
         return self.ai.get_scoring_prompts(explanation, self.scoring_examples)
 
 
-def build_prompts(latent: dict, negatives: list[tuple[list[int], list[float]]],
-                  tokens_SC: torch.Tensor, token_str, seed: int = 0) -> Prompts:
+def build_prompts(
+    latent: dict,
+    negatives: list[tuple[list[int], list[float]]],
+    tokens_SC: torch.Tensor,
+    token_str,
+    seed: int = 0,
+) -> Prompts:
     """SAEBench's prompts for one latent record of `features.stats`: generation on half its top
     contexts and half its interval samples, scoring on the other halves plus `negatives`
     (windows where it is silent), shuffled with `seed`."""
@@ -125,8 +137,11 @@ def build_prompts(latent: dict, negatives: list[tuple[list[int], list[float]]],
     scoring = examples(held, max_act, token_str) + examples(negatives, max_act, token_str)
     rng.shuffle(scoring)
     ai = _sae_bench_autointerp(len(scoring), len(held))
-    return Prompts(ai.get_generation_prompts(Examples(examples(gen, max_act, token_str))),
-                   in_order(scoring), ai)
+    return Prompts(
+        ai.get_generation_prompts(Examples(examples(gen, max_act, token_str))),
+        in_order(scoring),
+        ai,
+    )
 
 
 def _chat(messages: list[dict], max_tokens: int, timeout: float = 120) -> str:
@@ -136,18 +151,30 @@ def _chat(messages: list[dict], max_tokens: int, timeout: float = 120) -> str:
     import urllib.request
 
     url = os.environ[ENV[0]].rstrip("/") + "/chat/completions"
-    body = json.dumps({"model": os.environ[ENV[1]], "messages": messages,
-                       "max_tokens": max_tokens}).encode()
-    req = urllib.request.Request(url, body, {
-        "Content-Type": "application/json",
-        "Authorization": f"Bearer {os.environ.get(ENV[2]) or 'none'}"})
+    body = json.dumps(
+        {"model": os.environ[ENV[1]], "messages": messages, "max_tokens": max_tokens}
+    ).encode()
+    req = urllib.request.Request(
+        url,
+        body,
+        {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {os.environ.get(ENV[2]) or 'none'}",
+        },
+    )
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         out = json.loads(resp.read())
     return (out["choices"][0]["message"]["content"] or "").strip()
 
 
-def run_autointerp(data: dict, latent_ids: list[int], negatives: dict[int, list],
-                   tokens_SC: torch.Tensor, token_str, seed: int = 0) -> list[dict]:
+def run_autointerp(
+    data: dict,
+    latent_ids: list[int],
+    negatives: dict[int, list],
+    tokens_SC: torch.Tensor,
+    token_str,
+    seed: int = 0,
+) -> list[dict]:
     """Explain and score some latents of a `features.stats` data dict with the configured
     endpoint; `negatives[latent]`: silent windows for its scoring set. Each row names the
     explaining model."""
@@ -159,16 +186,26 @@ def run_autointerp(data: dict, latent_ids: list[int], negatives: dict[int, list]
         p = build_prompts(by_id[f], negatives.get(f, []), tokens_SC, token_str, seed)
         explanation = p.ai.parse_explanation(_chat(p.generation, 60))
         predictions = p.ai.parse_predictions(
-            _chat(p.scoring(explanation), p.ai.cfg.max_tokens_in_prediction))
-        score = (None if predictions is None
-                 else p.ai.score_predictions(predictions, p.scoring_examples))
-        rows.append({"latent": f, "explanation": explanation, "detection_score": score,
-                     "n_scoring": len(p.scoring_examples), "explainer": os.environ[ENV[1]]})
+            _chat(p.scoring(explanation), p.ai.cfg.max_tokens_in_prediction)
+        )
+        score = (
+            None if predictions is None else p.ai.score_predictions(predictions, p.scoring_examples)
+        )
+        rows.append(
+            {
+                "latent": f,
+                "explanation": explanation,
+                "detection_score": score,
+                "n_scoring": len(p.scoring_examples),
+                "explainer": os.environ[ENV[1]],
+            }
+        )
     return rows
 
 
-def silent_windows(encode, rows, latent: int, n: int, left: int = 8, right: int = 3,
-                   seed: int = 0) -> list[tuple[list[int], list[float]]]:
+def silent_windows(
+    encode, rows, latent: int, n: int, left: int = 8, right: int = 3, seed: int = 0
+) -> list[tuple[list[int], list[float]]]:
     """Up to n random windows of the validation tokens (`features.rows.ValidationRows`) on which
     `latent` is zero at every token: the negatives of the scoring set."""
     from hsae_utils.features.stats import Codes, window_acts

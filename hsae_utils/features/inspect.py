@@ -6,6 +6,7 @@ Statistics live in `<SAE folder>/features/` for our exports (for an external SAE
 the validation tokens and cache shards, the parameters) and `data.json`'s sha256. They are reused
 only when all of it matches; a damaged or stale file is recomputed, never served.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,8 @@ import torch
 from hsae_utils.config import Profile, get_profile
 from hsae_utils.evals.cache import tensor_sha
 from hsae_utils.evals.loading import SAERun, export_run, external_runs, load_adapter
-from hsae_utils.features.rows import ValidationRows
 from hsae_utils.features.browser import write_browser
+from hsae_utils.features.rows import ValidationRows
 from hsae_utils.features.stats import StatsParams, feature_data
 from hsae_utils.io import read_json, sha256_file, sha256_json, write_json_atomic
 from hsae_utils.method.checkpoint import HSAE_CONFIG
@@ -37,9 +38,12 @@ def resolve_sae(sae: Any, profile: Profile) -> SAERun:
     text = str(sae)
     for folder in (profile.sae_dir / text, Path(text).expanduser()):
         if (folder / HSAE_CONFIG).is_file():
-            return export_run(folder.resolve(), profile.sae_dir.resolve()
-                              if folder.resolve().is_relative_to(profile.sae_dir.resolve())
-                              else None)
+            return export_run(
+                folder.resolve(),
+                profile.sae_dir.resolve()
+                if folder.resolve().is_relative_to(profile.sae_dir.resolve())
+                else None,
+            )
     return external_runs([text], profile)[0]  # raises, naming the accepted forms
 
 
@@ -56,8 +60,13 @@ def stats_folder(run: SAERun, profile: Profile) -> Path:
 def sae_sha256(adapter) -> str:
     """Checksum of the SAE's tensors and its normalization (what its latents depend on)."""
     state = adapter.sae.state_dict()
-    return sha256_json({"tensors": tensor_sha(*(state[k] for k in sorted(state))),
-                        "scale": adapter.scale, "center": adapter.center})
+    return sha256_json(
+        {
+            "tensors": tensor_sha(*(state[k] for k in sorted(state))),
+            "scale": adapter.scale,
+            "center": adapter.center,
+        }
+    )
 
 
 def _read_valid(folder: Path, identity: dict) -> dict | None:
@@ -67,8 +76,10 @@ def _read_valid(folder: Path, identity: dict) -> dict | None:
     except (OSError, ValueError):
         return None
     if manifest.get("identity") != identity:
-        print(f"Feature statistics in {folder} were computed for another SAE, data or "
-              "parameters: recomputing.")
+        print(
+            f"Feature statistics in {folder} were computed for another SAE, data or "
+            "parameters: recomputing."
+        )
         return None
     if not data_path.is_file() or sha256_file(data_path) != manifest.get("data_sha256"):
         print(f"{data_path} is missing or fails its checksum (damaged): recomputing.")
@@ -112,12 +123,19 @@ def token_strings(tokenizer):
         if t not in memo:
             memo[t] = tokenizer.decode([t])
         return memo[t]
+
     return token_str
 
 
-def sae_stats(sae: Any, profile: Profile, model=None, rows: ValidationRows | None = None,
-              params: StatsParams = StatsParams(), progress: bool = True,
-              device: str = "cpu") -> dict:
+def sae_stats(
+    sae: Any,
+    profile: Profile,
+    model=None,
+    rows: ValidationRows | None = None,
+    params: StatsParams = StatsParams(),  # noqa: B008 (frozen: an immutable default)
+    progress: bool = True,
+    device: str = "cpu",
+) -> dict:
     """The browser data dict of `sae` (any form `resolve_sae` takes) on the profile's validation
     tokens: read from its stats folder when valid, else computed and stored (atomically)."""
     from hsae_utils.data.model import load_model
@@ -127,20 +145,44 @@ def sae_stats(sae: Any, profile: Profile, model=None, rows: ValidationRows | Non
     model = model if model is not None else load_model(profile, device=device)
     rows = rows if rows is not None else ValidationRows(profile, model, eval_cache_root(profile))
     adapter = load_adapter(run, device, profile, rows.normalization)
-    identity = json.loads(json.dumps({"format": STATS_FORMAT, "sae_sha256": sae_sha256(adapter),
-                                      **rows.identity, "params": params.to_dict()}))
+    identity = json.loads(
+        json.dumps(
+            {
+                "format": STATS_FORMAT,
+                "sae_sha256": sae_sha256(adapter),
+                **rows.identity,
+                "params": params.to_dict(),
+            }
+        )
+    )
     folder = stats_folder(run, profile)
     data = _read_valid(folder, identity)
     if data is not None:
         return data
-    info = {"name": run.run, "arch": run.architecture, "label": run.label,
-            "model": profile.model_name, "hook": profile.hook_name}
+    info = {
+        "name": run.run,
+        "arch": run.architecture,
+        "label": run.label,
+        "model": profile.model_name,
+        "hook": profile.hook_name,
+    }
     with torch.no_grad():
-        data = feature_data(adapter, rows.x_ND, rows.positions_R2, rows.tokens_SC,
-                            token_strings(model.tokenizer), info, model, params, progress)
+        data = feature_data(
+            adapter,
+            rows.x_ND,
+            rows.positions_R2,
+            rows.tokens_SC,
+            token_strings(model.tokenizer),
+            info,
+            model,
+            params,
+            progress,
+        )
     write_json_atomic(folder / "data.json", data)
-    write_json_atomic(folder / "manifest.json", {"identity": identity,
-                                                 "data_sha256": sha256_file(folder / "data.json")})
+    write_json_atomic(
+        folder / "manifest.json",
+        {"identity": identity, "data_sha256": sha256_file(folder / "data.json")},
+    )
     return data
 
 
@@ -148,8 +190,14 @@ def browser_path(run: SAERun, profile: Profile, out_dir: str | Path | None = Non
     return Path(out_dir or profile.output_dir / "features") / f"{safe_name(run)}.html"
 
 
-def inspect_sae(sae: Any, profile: Profile | str = "local", out_dir: str | Path | None = None,
-                model=None, rows: ValidationRows | None = None, progress: bool = True) -> Path:
+def inspect_sae(
+    sae: Any,
+    profile: Profile | str = "local",
+    out_dir: str | Path | None = None,
+    model=None,
+    rows: ValidationRows | None = None,
+    progress: bool = True,
+) -> Path:
     """Statistics of `sae` (see `sae_stats`) and its feature browser, written to
     `outputs/<profile>/features/<name>.html` (or `out_dir`); returns the page's path."""
     profile = get_profile(profile) if isinstance(profile, str) else profile

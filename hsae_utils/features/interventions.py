@@ -17,6 +17,7 @@ at `blocks.L.hook_out`). A forward hook at `blocks.L.hook_resid_post` changes no
 (tested against the rest of the model run by hand), works for every `SAEAdapter` (ours and
 external SAEs alike) and leaves the shared model as it was.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,14 +41,17 @@ class InterventionResult:
         """Change of the log-probability of `token_ids` as the next token after position `pos`."""
         return self.delta_BSV[batch, pos, torch.as_tensor(token_ids)]
 
-    def top_changes(self, tokenizer, pos: int = -1, k: int = 5, batch: int = 0
-                    ) -> dict[str, list[tuple[str, float]]]:
+    def top_changes(
+        self, tokenizer, pos: int = -1, k: int = 5, batch: int = 0
+    ) -> dict[str, list[tuple[str, float]]]:
         """The k next tokens whose log-probability rose / fell most."""
         d = self.delta_BSV[batch, pos]
         up, down = d.topk(k), (-d).topk(k)
         name = lambda i: tokenizer.decode([int(i)])  # noqa: E731
-        return {"up": [(name(i), float(v)) for v, i in zip(up.values, up.indices)],
-                "down": [(name(i), float(-v)) for v, i in zip(down.values, down.indices)]}
+        return {
+            "up": [(name(i), float(v)) for v, i in zip(up.values, up.indices)],
+            "down": [(name(i), float(-v)) for v, i in zip(down.values, down.indices)],
+        }
 
 
 def raw_direction(adapter, latent: int) -> Tensor:
@@ -74,9 +78,16 @@ def _log_probs(model, tokens_BS: Tensor, hook_name: str | None = None, fn=None) 
     return logits.float().log_softmax(-1)
 
 
-def intervene(model, adapter, tokens_BS: Tensor, latent: int, hook_name: str,
-              mode: str = "ablate", coef: float = 0.0, positions: Tensor | None = None
-              ) -> InterventionResult:
+def intervene(
+    model,
+    adapter,
+    tokens_BS: Tensor,
+    latent: int,
+    hook_name: str,
+    mode: str = "ablate",
+    coef: float = 0.0,
+    positions: Tensor | None = None,
+) -> InterventionResult:
     """Run the model clean and with `latent` ablated (`mode="ablate"`) or its decoder direction
     added `coef` times (`mode="steer"`) at `positions` (bool [B, S]; default all but BOS)."""
     if mode not in ("ablate", "steer"):
@@ -94,5 +105,6 @@ def intervene(model, adapter, tokens_BS: Tensor, latent: int, hook_name: str,
         x = x + torch.where(mask_BS[..., None], delta_BSD, torch.zeros_like(delta_BSD))
         return x.to(resid_BSD.dtype)
 
-    return InterventionResult(_log_probs(model, tokens_BS), _log_probs(model, tokens_BS,
-                                                                        hook_name, edit))
+    return InterventionResult(
+        _log_probs(model, tokens_BS), _log_probs(model, tokens_BS, hook_name, edit)
+    )

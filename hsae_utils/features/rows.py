@@ -8,6 +8,7 @@ is recomputed batch by batch as notebook 01 cached it (same contexts per model b
 and the recomputed rows are checked against the cached ones. The map is stored in the evaluation
 cache (`evals.cache`), keyed by the cache's tokens and shard checksums.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,14 @@ from hsae_utils.data.tokens import keep_mask
 from hsae_utils.evals.cache import load_cached, model_device, save_cached
 
 
-def _kept_by_model(model, tokens_SC: torch.Tensor, special: torch.Tensor, layer: int,
-                   batch: int, factor: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _kept_by_model(
+    model,
+    tokens_SC: torch.Tensor,
+    special: torch.Tensor,
+    layer: int,
+    batch: int,
+    factor: float | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """keep mask [S, C] and the kept rows (fp32) of some contexts, in the cache's model batches."""
     device = model_device(model)
     keeps, rows = [], []
@@ -36,17 +43,20 @@ def _kept_by_model(model, tokens_SC: torch.Tensor, special: torch.Tensor, layer:
     return torch.cat(keeps), torch.cat(rows)
 
 
-def row_positions(profile: Profile, model=None, cache_root: str | Path | None = None
-                  ) -> np.ndarray:
+def row_positions(profile: Profile, model=None, cache_root: str | Path | None = None) -> np.ndarray:
     """[n_rows, 2] int64 (context, position) of every row of the profile's validation cache.
 
     `model` is needed only when the cache dropped massive activations (their positions are
     recomputed); `cache_root` (e.g. `outputs/<profile>/eval_cache`) stores the map."""
     store = ActivationStore(profile.cache_dir / "validation", cache_dtype=profile.cache_dtype)
     m = store.manifest
-    identity = {"tokens_sha256": m["tokens_sha256"], "shards": [s["sha256"] for s in m["shards"]],
-                "special_ids": m["special_token_ids"], "massive_factor": m["massive_norm_factor"],
-                "model_batch_size": profile.model_batch_size}
+    identity = {
+        "tokens_sha256": m["tokens_sha256"],
+        "shards": [s["sha256"] for s in m["shards"]],
+        "special_ids": m["special_token_ids"],
+        "massive_factor": m["massive_norm_factor"],
+        "model_batch_size": profile.model_batch_size,
+    }
     if cache_root is not None:
         hit = load_cached(cache_root, "rowmap", identity)
         if hit is not None:
@@ -62,22 +72,33 @@ def row_positions(profile: Profile, model=None, cache_root: str | Path | None = 
         if model is None:
             raise ValueError(
                 f"The validation cache dropped massive activations in shard {s}: mapping its rows "
-                "to tokens needs the model (pass model=load_model(profile)).")
-        keep, rows_ND = _kept_by_model(model, tokens_SC[ctx], special, profile.layer,
-                                       profile.model_batch_size, m["massive_norm_factor"])
+                "to tokens needs the model (pass model=load_model(profile))."
+            )
+        keep, rows_ND = _kept_by_model(
+            model,
+            tokens_SC[ctx],
+            special,
+            profile.layer,
+            profile.model_batch_size,
+            m["massive_norm_factor"],
+        )
         cached_ND = from_storage(store._open(s), store.cache_dtype).float()
         tol = 1e-3 if store.cache_dtype == "float32" else 2e-2
-        if (rows_ND.shape != cached_ND.shape or not torch.allclose(
-                rows_ND, cached_ND, rtol=tol, atol=tol * cached_ND.abs().max().item())):
+        if rows_ND.shape != cached_ND.shape or not torch.allclose(
+            rows_ND, cached_ND, rtol=tol, atol=tol * cached_ND.abs().max().item()
+        ):
             raise CacheError(
                 f"Recomputing shard {s} of {store.folder} does not give its cached rows "
                 f"({rows_ND.shape[0]} vs {cached_ND.shape[0]} rows): the cache was built with "
-                "another model or model_batch_size. Rebuild it (notebook 01, rebuild_cache=True).")
+                "another model or model_batch_size. Rebuild it (notebook 01, rebuild_cache=True)."
+            )
         keep_SC[ctx] = keep
     positions = torch.nonzero(keep_SC).numpy().astype(np.int64)  # row-major, as cached
     if positions.shape[0] != store.n_tokens:
-        raise CacheError(f"{store.folder}: {positions.shape[0]} kept positions for "
-                         f"{store.n_tokens} cached rows. Rebuild the cache (notebook 01).")
+        raise CacheError(
+            f"{store.folder}: {positions.shape[0]} kept positions for "
+            f"{store.n_tokens} cached rows. Rebuild the cache (notebook 01)."
+        )
     if cache_root is not None:
         save_cached(cache_root, "rowmap", identity, {"positions": positions})
     return positions
@@ -93,7 +114,9 @@ class ValidationRows:
         self.normalization = store.manifest["normalization"]
         self.positions_R2 = row_positions(profile, model, cache_root)
         self.tokens_SC = store.tokens()
-        self.identity = {"tokens_sha256": store.manifest["tokens_sha256"],
-                         "shards": [s["sha256"] for s in store.manifest["shards"]],
-                         "model_sha256": store.manifest.get("model_sha256", ""),
-                         "hook": store.manifest["hook"]}
+        self.identity = {
+            "tokens_sha256": store.manifest["tokens_sha256"],
+            "shards": [s["sha256"] for s in store.manifest["shards"]],
+            "model_sha256": store.manifest.get("model_sha256", ""),
+            "hook": store.manifest["hook"],
+        }

@@ -1,6 +1,7 @@
 """Notebook 12's choices, made by rule: which latents to show (the absorption eval's main latents,
 the sparse-probing eval's top latents, random alive ones), their text rendering, and the
 first-letter intervention."""
+
 from __future__ import annotations
 
 import random
@@ -20,8 +21,11 @@ def main_latents(letters_csv: str | Path, run: str) -> dict[str, list[int]]:
 
     df = pd.read_csv(letters_csv, keep_default_na=False)
     df = df[(df["run"] == run) & (df["included"].astype(str) == "True")]
-    return {r.letter: [int(i) for i in str(r.main_latents).split()] for r in df.itertuples()
-            if str(r.main_latents).strip()}
+    return {
+        r.letter: [int(i) for i in str(r.main_latents).split()]
+        for r in df.itertuples()
+        if str(r.main_latents).strip()
+    }
 
 
 def shared_letters(letters_csv: str | Path, runs: list[str], n: int = 2) -> list[str]:
@@ -68,8 +72,10 @@ def latent_text(rec: dict, why: str, n_top: int = 3, n_samples: int = 2) -> str:
     """A latent as plain text: its numbers, logit effects and a few contexts, the highlighted
     token in [[ ]] (readable in a notebook's saved output)."""
     dens = rec["density"]
-    lines = [f"latent {rec['id']} ({why}): density {100 * dens:.2f} %, max {rec['max_act']:.3g}, "
-             f"median {rec['quantiles'].get('0.5', 0):.3g}"]
+    lines = [
+        f"latent {rec['id']} ({why}): density {100 * dens:.2f} %, max {rec['max_act']:.3g}, "
+        f"median {rec['quantiles'].get('0.5', 0):.3g}"
+    ]
     if rec["top_logits"]:
         up = ", ".join(repr(t) for t, _ in rec["top_logits"][:5])
         down = ", ".join(repr(t) for t, _ in rec["bottom_logits"][:5])
@@ -86,8 +92,9 @@ def latent_text(rec: dict, why: str, n_top: int = 3, n_samples: int = 2) -> str:
 _VOCAB: dict[int, list] = {}  # tokenizer id -> its alphabetic vocabulary (seconds to build)
 
 
-def letter_prompt(tokenizer, bos: int, letter: str, word: str | None, n_icl: int, seed: int
-                  ) -> tuple[torch.Tensor, int, int, str]:
+def letter_prompt(
+    tokenizer, bos: int, letter: str, word: str | None, n_icl: int, seed: int
+) -> tuple[torch.Tensor, int, int, str]:
     """The absorption eval's prompt (`evals.absorption.PromptPieces`) for one word of `letter`:
     (tokens [1, S], the word's position, the answer token " L", the word). `word`: a token text
     starting with the letter (None: the first such vocabulary word in a seeded order)."""

@@ -13,6 +13,7 @@ A few passes over the validation rows, each encoding chunks of rows and keeping 
 4. the latent's activation on the tokens around each chosen row, for its context.
 Density is the fraction of tokens on which the latent is nonzero, log10 as in SAEBench / Anthropic.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,15 +52,25 @@ class Codes:
     """The latents [rows, F] of raw rows `x_ND`, read by index: held in memory when they fit in
     `max_bytes`, else encoded on demand."""
 
-    def __init__(self, encode: Callable[[Tensor], Tensor], x_ND: Tensor, chunk: int = 4096,
-                 max_bytes: int | None = None, progress: bool = False):
+    def __init__(
+        self,
+        encode: Callable[[Tensor], Tensor],
+        x_ND: Tensor,
+        chunk: int = 4096,
+        max_bytes: int | None = None,
+        progress: bool = False,
+    ):
         max_bytes = MAX_CODE_BYTES if max_bytes is None else max_bytes
         self.encode, self.x_ND = encode, x_ND
         self.n_latents = int(encode(x_ND[:1]).shape[1])
         self.z_NF = None
         if x_ND.shape[0] * self.n_latents * 4 <= max_bytes:
-            self.z_NF = torch.cat([encode(x_ND[a : a + chunk]).float().cpu() for a in
-                                   _chunks(x_ND.shape[0], chunk, "encoding", progress)])
+            self.z_NF = torch.cat(
+                [
+                    encode(x_ND[a : a + chunk]).float().cpu()
+                    for a in _chunks(x_ND.shape[0], chunk, "encoding", progress)
+                ]
+            )
 
     def __call__(self, idx) -> Tensor:
         if self.z_NF is not None:
@@ -88,8 +99,9 @@ def decoder_neighbours(dirs_FD: Tensor, k: int, chunk: int = 1024) -> tuple[Tens
     return torch.cat(ids), torch.cat(cos)
 
 
-def _merge_topk(best_vals: Tensor, best_rows: Tensor, vals_nF: Tensor, rows_n: Tensor,
-                k: int) -> tuple[Tensor, Tensor]:
+def _merge_topk(
+    best_vals: Tensor, best_rows: Tensor, vals_nF: Tensor, rows_n: Tensor, k: int
+) -> tuple[Tensor, Tensor]:
     """Running top-k per column: the previous best [k, F] and a chunk's values [n, F]."""
     vals_Fn = torch.cat([best_vals, vals_nF]).T.contiguous()  # top-k along rows: 3x faster
     rows = torch.cat([best_rows, rows_n[:, None].expand_as(vals_nF)])
@@ -99,8 +111,13 @@ def _merge_topk(best_vals: Tensor, best_rows: Tensor, vals_nF: Tensor, rows_n: T
 
 
 @torch.no_grad()
-def latent_stats(encode: Callable[[Tensor], Tensor], x_ND: Tensor, neighbour_ids_FK: Tensor,
-                 params: StatsParams = StatsParams(), progress: bool = True) -> dict[str, Tensor]:
+def latent_stats(
+    encode: Callable[[Tensor], Tensor],
+    x_ND: Tensor,
+    neighbour_ids_FK: Tensor,
+    params: StatsParams = StatsParams(),
+    progress: bool = True,
+) -> dict[str, Tensor]:
     """Passes 1-3 over the rows `x_ND` (raw activations; `encode` gives latents [n, F]).
 
     Returns tensors: count_F, sum_F, max_F, cofire_FK (rows where latent and neighbour both fire),
@@ -110,8 +127,9 @@ def latent_stats(encode: Callable[[Tensor], Tensor], x_ND: Tensor, neighbour_ids
     N = x_ND.shape[0]
     codes = Codes(encode, x_ND, params.chunk, progress=progress)
     # held codes are read in steps of ~16M values (one step at `local`), else encoded per chunk
-    step = (max(params.chunk, (1 << 24) // codes.n_latents) if codes.z_NF is not None
-            else params.chunk)
+    step = (
+        max(params.chunk, (1 << 24) // codes.n_latents) if codes.z_NF is not None else params.chunk
+    )
     p = params
     K = p.n_top
     count = sum_ = max_ = cofire = None
@@ -132,8 +150,9 @@ def latent_stats(encode: Callable[[Tensor], Tensor], x_ND: Tensor, neighbour_ids
         for k in range(neighbour_ids_FK.shape[1]):  # float products: BLAS-speed, exact counts
             cofire[:, k] += (on_nF * on_nF[:, neighbour_ids_FK[:, k]]).sum(0).long()
         masked = torch.where(fired_nF, z_nF, torch.full_like(z_nF, -float("inf")))
-        top_vals, top_rows = _merge_topk(top_vals, top_rows, masked,
-                                         torch.arange(a, a + z_nF.shape[0]), K)
+        top_vals, top_rows = _merge_topk(
+            top_vals, top_rows, masked, torch.arange(a, a + z_nF.shape[0]), K
+        )
     top_rows = torch.where(torch.isfinite(top_vals), top_rows, torch.full_like(top_rows, -1))
     F = count.shape[0]
 
@@ -162,16 +181,27 @@ def latent_stats(encode: Callable[[Tensor], Tensor], x_ND: Tensor, neighbour_ids
             interval_nF += z_nF >= bounds_FQ[:, q]
         rows_n = torch.arange(a, a + z_nF.shape[0])
         for i in range(n_int):
-            score = torch.where((z_nF > 0) & (interval_nF == i), key_nF,
-                                torch.full_like(key_nF, -1.0))
+            score = torch.where(
+                (z_nF > 0) & (interval_nF == i), key_nF, torch.full_like(key_nF, -1.0)
+            )
             best[i] = _merge_topk(*best[i], score, rows_n, J)
     sample_rows = torch.full((n_int, J, F), -1, dtype=torch.long)
     for i, (vals, rows) in enumerate(best):
         sample_rows[i, : vals.shape[0]] = torch.where(vals >= 0, rows, torch.full_like(rows, -1))
-    return {"count_F": count, "sum_F": sum_, "max_F": max_, "cofire_FK": cofire,
-            "top_vals_KF": top_vals, "top_rows_KF": top_rows, "fine_hist_FB": hist,
-            "quantile_levels": levels, "quantiles_FQ": quantiles, "sample_rows_IJF": sample_rows,
-            "n_tokens": N, "codes": codes}
+    return {
+        "count_F": count,
+        "sum_F": sum_,
+        "max_F": max_,
+        "cofire_FK": cofire,
+        "top_vals_KF": top_vals,
+        "top_rows_KF": top_rows,
+        "fine_hist_FB": hist,
+        "quantile_levels": levels,
+        "quantiles_FQ": quantiles,
+        "sample_rows_IJF": sample_rows,
+        "n_tokens": N,
+        "codes": codes,
+    }
 
 
 def hist_quantiles(hist_FB: Tensor, max_F: Tensor, levels: Tensor) -> Tensor:
@@ -182,8 +212,9 @@ def hist_quantiles(hist_FB: Tensor, max_F: Tensor, levels: Tensor) -> Tensor:
     total_F = cum_FB[:, -1:]
     target_FQ = levels.double()[None] * total_F
     b_FQ = torch.searchsorted(cum_FB.contiguous(), target_FQ.contiguous()).clamp(max=B - 1)
-    below_FQ = torch.where(b_FQ > 0, cum_FB.gather(1, (b_FQ - 1).clamp_min(0)),
-                           torch.zeros_like(target_FQ))
+    below_FQ = torch.where(
+        b_FQ > 0, cum_FB.gather(1, (b_FQ - 1).clamp_min(0)), torch.zeros_like(target_FQ)
+    )
     in_bin_FQ = hist_FB.double().gather(1, b_FQ).clamp_min(1)
     frac_FQ = ((target_FQ - below_FQ) / in_bin_FQ).clamp(0, 1)
     width_F = max_F.double()[:, None] / B
@@ -218,9 +249,15 @@ def _group_name(lo: float, hi: float) -> str:
     return f"q {100 * lo:g}-{100 * hi:g} %"
 
 
-def contexts(stats: dict[str, Tensor], encode, x_ND: Tensor, positions_R2: np.ndarray,
-             tokens_SC: Tensor, token_str: Callable[[int], str],
-             params: StatsParams = StatsParams()) -> list[list[dict]]:
+def contexts(
+    stats: dict[str, Tensor],
+    encode,
+    x_ND: Tensor,
+    positions_R2: np.ndarray,
+    tokens_SC: Tensor,
+    token_str: Callable[[int], str],
+    params: StatsParams = StatsParams(),
+) -> list[list[dict]]:
     """Pass 4: per latent, its top contexts (strongest first) then its interval samples, as the
     contract's dicts. The highlighted token is the row's own token; `acts` holds the latent on
     every shown token, 0 on tokens without a cache row (special tokens, massive activations)."""
@@ -250,18 +287,36 @@ def contexts(stats: dict[str, Tensor], encode, x_ND: Tensor, positions_R2: np.nd
     inside_PW = (win_PW >= 0) & (win_PW < C)
     clamped = win_PW.clamp(0, C - 1)
     win_rows_PW = torch.where(inside_PW, row_of_SC[seq[:, None], clamped], -1)
-    acts_PW = window_acts(codes, win_rows_PW.reshape(-1),
-                          lat[:, None].expand_as(win_PW).reshape(-1)).view(win_PW.shape)
+    acts_PW = window_acts(
+        codes, win_rows_PW.reshape(-1), lat[:, None].expand_as(win_PW).reshape(-1)
+    ).view(win_PW.shape)
     toks_PW = tokens_SC[seq[:, None], clamped]
-    items = zip(lat.tolist(), g.tolist(), rows.tolist(), seq.tolist(), ctr.tolist(),
-                toks_PW.tolist(), acts_PW.tolist(), inside_PW.tolist())
+    items = zip(
+        lat.tolist(),
+        g.tolist(),
+        rows.tolist(),
+        seq.tolist(),
+        ctr.tolist(),
+        toks_PW.tolist(),
+        acts_PW.tolist(),
+        inside_PW.tolist(),
+    )
     for f, grp, r, s_, c_, toks, acts, inside in items:
         keep = [k for k, ok in enumerate(inside) if ok]
         center = sum(1 for k in keep if k < p.left)
         shown = [round(acts[k], 5) for k in keep]
-        out[f].append({"group": names[grp], "tokens": [token_str(toks[k]) for k in keep],
-                       "acts": shown, "center": center, "act": shown[center], "row": r,
-                       "seq": s_, "pos": c_})
+        out[f].append(
+            {
+                "group": names[grp],
+                "tokens": [token_str(toks[k]) for k in keep],
+                "acts": shown,
+                "center": center,
+                "act": shown[center],
+                "row": r,
+                "seq": s_,
+                "pos": c_,
+            }
+        )
     return out
 
 
@@ -288,14 +343,21 @@ def logit_note(model) -> str:
     if not hasattr(model, "ln_final"):
         return "W_dec·W_U (the model has no final norm)"
     norm = type(getattr(model.ln_final, "original_component", model.ln_final)).__name__
-    return (f"ln_final(W_dec[i])·W_U: each decoder row through the model's final norm ({norm}: "
-            "rescaled as a residual would be, its weight applied), then the unembedding; "
-            "the output soft-cap, if any, is left out")
+    return (
+        f"ln_final(W_dec[i])·W_U: each decoder row through the model's final norm ({norm}: "
+        "rescaled as a residual would be, its weight applied), then the unembedding; "
+        "the output soft-cap, if any, is left out"
+    )
 
 
-def latent_records(stats: dict[str, Tensor], neighbour_ids: Tensor, neighbour_cos: Tensor,
-                   logits: tuple[Tensor, ...] | None, token_str: Callable[[int], str],
-                   ctx: list[list[dict]]) -> list[dict]:
+def latent_records(
+    stats: dict[str, Tensor],
+    neighbour_ids: Tensor,
+    neighbour_cos: Tensor,
+    logits: tuple[Tensor, ...] | None,
+    token_str: Callable[[int], str],
+    ctx: list[list[dict]],
+) -> list[dict]:
     """The contract's per-latent dicts."""
     N = stats["n_tokens"]
     count, max_ = stats["count_F"], stats["max_F"]
@@ -307,31 +369,53 @@ def latent_records(stats: dict[str, Tensor], neighbour_ids: Tensor, neighbour_co
         c = int(count[f])
         density = c / N
         rec = {
-            "id": f, "density": density,
+            "id": f,
+            "density": density,
             "log10_density": math.log10(density) if c else None,
-            "max_act": float(max_[f]), "mean_act": float(stats["sum_F"][f] / c) if c else 0.0,
-            "quantiles": dict(zip(levels, [round(v, 6) for v in stats["quantiles_FQ"][f].tolist()])),
-            "hist": {"edges": [round(e, 6) for e in edges_FE[f].tolist()],
-                     "counts": coarse[f].tolist()},
-            "top_logits": [], "bottom_logits": [],
-            "neighbours": [{"id": int(j), "cos": round(float(cs), 5),
-                            "cofire": round(float(stats["cofire_FK"][f, n]) / c, 5) if c else 0.0}
-                           for n, (j, cs) in enumerate(zip(neighbour_ids[f], neighbour_cos[f]))],
+            "max_act": float(max_[f]),
+            "mean_act": float(stats["sum_F"][f] / c) if c else 0.0,
+            "quantiles": dict(
+                zip(levels, [round(v, 6) for v in stats["quantiles_FQ"][f].tolist()])
+            ),
+            "hist": {
+                "edges": [round(e, 6) for e in edges_FE[f].tolist()],
+                "counts": coarse[f].tolist(),
+            },
+            "top_logits": [],
+            "bottom_logits": [],
+            "neighbours": [
+                {
+                    "id": int(j),
+                    "cos": round(float(cs), 5),
+                    "cofire": round(float(stats["cofire_FK"][f, n]) / c, 5) if c else 0.0,
+                }
+                for n, (j, cs) in enumerate(zip(neighbour_ids[f], neighbour_cos[f]))
+            ],
             "contexts": ctx[f],
         }
         if logits is not None:
             tv, ti, bv, bi = logits
-            rec["top_logits"] = [[token_str(int(t)), round(float(v), 4)]
-                                 for t, v in zip(ti[f], tv[f])]
-            rec["bottom_logits"] = [[token_str(int(t)), round(float(v), 4)]
-                                    for t, v in zip(bi[f], bv[f])]
+            rec["top_logits"] = [
+                [token_str(int(t)), round(float(v), 4)] for t, v in zip(ti[f], tv[f])
+            ]
+            rec["bottom_logits"] = [
+                [token_str(int(t)), round(float(v), 4)] for t, v in zip(bi[f], bv[f])
+            ]
         out.append(rec)
     return out
 
 
-def feature_data(adapter, x_ND: Tensor, positions_R2: np.ndarray, tokens_SC: Tensor,
-                 token_str: Callable[[int], str], sae_info: dict, model=None,
-                 params: StatsParams = StatsParams(), progress: bool = True) -> dict:
+def feature_data(
+    adapter,
+    x_ND: Tensor,
+    positions_R2: np.ndarray,
+    tokens_SC: Tensor,
+    token_str: Callable[[int], str],
+    sae_info: dict,
+    model=None,
+    params: StatsParams = StatsParams(),
+    progress: bool = True,
+) -> dict:
     """The browser's data dict for an SAE (`evals.adapter.SAEAdapter`) on raw rows `x_ND`, whose
     row r is token `tokens_SC[positions_R2[r]]`:
 
@@ -349,7 +433,11 @@ def feature_data(adapter, x_ND: Tensor, positions_R2: np.ndarray, tokens_SC: Ten
     stats = latent_stats(adapter.encode, x_ND, nb_ids, params, progress)
     ctx = contexts(stats, adapter.encode, x_ND, positions_R2, tokens_SC, token_str, params)
     logits = logit_effects(model, dirs_FD, params.n_logits) if model is not None else None
-    sae = {**sae_info, "d_sae": int(dirs_FD.shape[0]), "d_in": int(dirs_FD.shape[1]),
-           "n_tokens": int(x_ND.shape[0]),
-           "logit_note": logit_note(model) if model is not None else "not computed (no model)"}
+    sae = {
+        **sae_info,
+        "d_sae": int(dirs_FD.shape[0]),
+        "d_in": int(dirs_FD.shape[1]),
+        "n_tokens": int(x_ND.shape[0]),
+        "logit_note": logit_note(model) if model is not None else "not computed (no model)",
+    }
     return {"sae": sae, "latents": latent_records(stats, nb_ids, nb_cos, logits, token_str, ctx)}

@@ -20,6 +20,7 @@ Architectures: ReLUSAE and HierarchicalSAE export as SAELens "standard", TopKSAE
 "jumprelu" with its global threshold copied to every latent (as SAELens' own BatchTopK export).
 Every file is written atomically.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,8 +45,10 @@ LOG_NAME = "train_log.jsonl"
 EXPORT_FORMAT = 1
 # The exported files whose sha256 hsae_config.json records (the log is append-only, not checked).
 EXPORT_FILES = (SAE_LENS_CFG, SAE_LENS_WEIGHTS, SAE_LENS_SPARSITY, HSAE_WEIGHTS)
-_RETRAIN = ("Retrain it: delete the folder (or run the notebook with force_retrain=True); "
-            "an interrupted training run resumes from its checkpoint.pt.")
+_RETRAIN = (
+    "Retrain it: delete the folder (or run the notebook with force_retrain=True); "
+    "an interrupted training run resumes from its checkpoint.pt."
+)
 
 
 class CheckpointError(RuntimeError):
@@ -156,23 +159,31 @@ def save_sae(
     write_json_atomic(folder / SAE_LENS_CFG, sae_lens_config(sae, metadata))
     counter = sae.firing
     if bool((counter.tokens_seen_F > 0).any()):
-        _save_tensors(folder / SAE_LENS_SPARSITY,
-                      {"sparsity": torch.log10(counter.frequency().double() + 1e-10).float()})
+        _save_tensors(
+            folder / SAE_LENS_SPARSITY,
+            {"sparsity": torch.log10(counter.frequency().double() + 1e-10).float()},
+        )
     _save_tensors(folder / HSAE_WEIGHTS, sae.state_dict())
     if log_path is not None and Path(log_path).resolve() != (folder / LOG_NAME).resolve():
         with atomic_path(folder / LOG_NAME) as tmp:
             shutil.copyfile(log_path, tmp)
-    write_json_atomic(folder / HSAE_CONFIG, {
-        "format": EXPORT_FORMAT,
-        "architecture": type(sae).__name__,
-        "config": sae.cfg.to_dict(),
-        "normalization": sae.cfg.normalization,
-        "sae_lens_architecture": sae.sae_lens_architecture,
-        "train": train_config,
-        "metadata": metadata or {},
-        "files": {name: sha256_file(folder / name) for name in EXPORT_FILES
-                  if (folder / name).exists()},
-    })
+    write_json_atomic(
+        folder / HSAE_CONFIG,
+        {
+            "format": EXPORT_FORMAT,
+            "architecture": type(sae).__name__,
+            "config": sae.cfg.to_dict(),
+            "normalization": sae.cfg.normalization,
+            "sae_lens_architecture": sae.sae_lens_architecture,
+            "train": train_config,
+            "metadata": metadata or {},
+            "files": {
+                name: sha256_file(folder / name)
+                for name in EXPORT_FILES
+                if (folder / name).exists()
+            },
+        },
+    )
     return folder
 
 
@@ -206,7 +217,9 @@ def _export_problems(folder: Path) -> dict[str, str]:
     try:
         info = read_json(folder / HSAE_CONFIG)
     except (OSError, ValueError) as err:
-        return {HSAE_CONFIG: f"{folder / HSAE_CONFIG} is missing or unreadable ({type(err).__name__})"}
+        return {
+            HSAE_CONFIG: f"{folder / HSAE_CONFIG} is missing or unreadable ({type(err).__name__})"
+        }
     recorded = info.get("files")
     problems = {}
     for name in EXPORT_FILES:
@@ -242,8 +255,10 @@ def repair_export(folder: str | Path) -> list[str]:
         return list(problems.values())
     info = read_json(folder / HSAE_CONFIG)
     sae = _load_ours(folder)
-    print(f"Note: rebuilding the SAELens files of {folder} from its own weights "
-          f"({'; '.join(problems.values())}).")
+    print(
+        f"Note: rebuilding the SAELens files of {folder} from its own weights "
+        f"({'; '.join(problems.values())})."
+    )
     save_sae(sae, folder, train_config=info.get("train"), metadata=info.get("metadata"))
     return verify_export(folder)
 
@@ -309,11 +324,13 @@ def restore_training_state(
     device, else re-seeded (`restore_generator`; `seed`: the run's seed)."""
     if state["architecture"] != type(sae).__name__:
         raise ValueError(
-            f"The checkpoint is for {state['architecture']}, not {type(sae).__name__}.")
+            f"The checkpoint is for {state['architecture']}, not {type(sae).__name__}."
+        )
     sae.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    restore_generator(generator, state["generator"], state.get("generator_device"), seed,
-                      state["step"])
+    restore_generator(
+        generator, state["generator"], state.get("generator_device"), seed, state["step"]
+    )
     torch.set_rng_state(state["torch_rng"])
     cuda_states = state["cuda_rng"]
     if cuda_states and torch.cuda.is_available():  # as many GPUs as both machines have
@@ -326,8 +343,13 @@ def restore_training_state(
 _CPU_GENERATOR_STATE_BYTES = 5056
 
 
-def restore_generator(generator: torch.Generator, saved_state: torch.Tensor,
-                      saved_device: str | None, seed: int, step: int) -> bool:
+def restore_generator(
+    generator: torch.Generator,
+    saved_state: torch.Tensor,
+    saved_device: str | None,
+    seed: int,
+    step: int,
+) -> bool:
     """Restore the mechanisms' generator from a checkpoint; True when exactly.
 
     A CPU generator's state (Mersenne Twister) and a CUDA one's (Philox seed and offset) have
@@ -345,5 +367,7 @@ def restore_generator(generator: torch.Generator, saved_state: torch.Tensor,
         f"The checkpoint (step {step}) was written on {saved_device} and is resumed on "
         f"{generator.device.type}: its random generator cannot move between them, so it is "
         "re-seeded from the run's seed and step. The run continues; its later resampling draws "
-        "differ from an uninterrupted run's.", stacklevel=2)
+        "differ from an uninterrupted run's.",
+        stacklevel=2,
+    )
     return False

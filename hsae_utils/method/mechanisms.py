@@ -5,6 +5,7 @@ W_dec [F,D] can use. Per-step work is O(F) on a firing count the forward pass al
 the O(F^2) similarity and the resampling run only every `merge_every` / `resample_every` steps.
 Counters are registered buffers, so they travel with `state_dict()` into training checkpoints.
 """
+
 from __future__ import annotations
 
 import torch

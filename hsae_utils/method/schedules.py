@@ -2,6 +2,7 @@
 
 Plain functions of the step and of detached scalars, so they are testable alone and cost nothing.
 """
+
 from __future__ import annotations
 
 import math

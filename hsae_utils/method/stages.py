@@ -1,5 +1,6 @@
 """The HierarchicalSAE's five mechanisms and the cumulative ablation of section 5.4: stage n
 switches on the first n. Torch-free (the run registry reads it)."""
+
 from __future__ import annotations
 
 MECHANISMS = ("linear_sparsity", "resampling", "window_tracking", "adaptive_sparsity", "clustering")

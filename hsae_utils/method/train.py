@@ -15,6 +15,7 @@ weights on CPU (same data batches via the store's `start_step`, same optimizer /
 state). Training several SAEs from one pass over the store, each exactly as `train` would:
 `hsae_utils.method.train_many`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,9 +29,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from hsae_utils.method.checkpoint import (LOG_NAME, load_training_checkpoint, restore_training_state, save_sae,
-                         save_training_checkpoint)
 from hsae_utils.io import atomic_path, remove_stale_temporaries
+from hsae_utils.method.checkpoint import (
+    LOG_NAME,
+    load_training_checkpoint,
+    restore_training_state,
+    save_sae,
+    save_training_checkpoint,
+)
 from hsae_utils.method.mechanisms import reset_adam_state
 from hsae_utils.method.saes import BaseSAE, StepOutput
 from hsae_utils.method.saes.sparse_decode import DECODE_MODES
@@ -39,8 +45,17 @@ CHECKPOINT_NAME = "checkpoint.pt"
 # Readings of the paper's "Adam with weight decay 0.01" (TrainConfig.optimizer).
 OPTIMIZER_READINGS = ("adamw", "adam_l2", "none")
 # TrainConfig fields that change the result: a checkpoint is only resumed if they match.
-_RESULT_FIELDS = ("steps", "batch_size", "lr", "betas", "weight_decay", "optimizer", "grad_clip",
-                  "seed", "init_weights")
+_RESULT_FIELDS = (
+    "steps",
+    "batch_size",
+    "lr",
+    "betas",
+    "weight_decay",
+    "optimizer",
+    "grad_clip",
+    "seed",
+    "init_weights",
+)
 
 
 class BatchSource(Protocol):
@@ -52,8 +67,9 @@ class BatchSource(Protocol):
     d_model: int
     n_tokens: int
 
-    def iter_batches(self, batch_size: int, seed: int, start_step: int = 0,
-                     device: str | torch.device = "cpu") -> Iterator[Tensor]: ...
+    def iter_batches(
+        self, batch_size: int, seed: int, start_step: int = 0, device: str | torch.device = "cpu"
+    ) -> Iterator[Tensor]: ...
 
     def sample(self, n_tokens: int, seed: int) -> Tensor: ...
 
@@ -97,24 +113,35 @@ class TrainConfig:
     decode: str = "auto"
 
     def __post_init__(self):
-        bad = [f"{k}={getattr(self, k)!r}" for k in ("steps", "batch_size", "lr", "log_every",
-                                                      "checkpoint_every") if getattr(self, k) <= 0]
+        bad = [
+            f"{k}={getattr(self, k)!r}"
+            for k in ("steps", "batch_size", "lr", "log_every", "checkpoint_every")
+            if getattr(self, k) <= 0
+        ]
         if self.optimizer not in OPTIMIZER_READINGS:
-            raise ValueError(f"TrainConfig: optimizer must be one of {OPTIMIZER_READINGS}, got "
-                             f"{self.optimizer!r} ('adam' is now 'adam_l2').")
+            raise ValueError(
+                f"TrainConfig: optimizer must be one of {OPTIMIZER_READINGS}, got "
+                f"{self.optimizer!r} ('adam' is now 'adam_l2')."
+            )
         if self.grad_clip is not None and self.grad_clip <= 0:
             bad.append(f"grad_clip={self.grad_clip!r} (None disables clipping)")
         if bad:
             raise ValueError(f"TrainConfig: {', '.join(bad)} must be positive.")
         if self.decode not in DECODE_MODES:
-            raise ValueError(f"TrainConfig: decode must be one of {DECODE_MODES}, got "
-                             f"{self.decode!r}.")
+            raise ValueError(
+                f"TrainConfig: decode must be one of {DECODE_MODES}, got {self.decode!r}."
+            )
 
     @classmethod
     def from_profile(cls, profile, seed: int, **overrides: Any) -> "TrainConfig":
-        kw = dict(steps=profile.train_steps, batch_size=profile.train_batch_size, seed=seed,
-                  log_every=profile.log_every, checkpoint_every=profile.checkpoint_every,
-                  device=profile.resolve_device())
+        kw = dict(
+            steps=profile.train_steps,
+            batch_size=profile.train_batch_size,
+            seed=seed,
+            log_every=profile.log_every,
+            checkpoint_every=profile.checkpoint_every,
+            device=profile.resolve_device(),
+        )
         return cls(**{**kw, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,23 +179,41 @@ def make_optimizer(sae: BaseSAE, cfg: TrainConfig) -> torch.optim.Optimizer:
     # The fused kernel does the whole update in one pass over each tensor: the same formula as
     # the default multi-tensor path, equal up to float rounding, and ~10x faster on CPU (a 2-4 %
     # faster training step; scripts/benchmark.py section 1).
-    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point()
-                for p in sae.parameters())
-    return opt_cls(sae.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
-                   weight_decay=weight_decay, fused=fused or None)
+    fused = all(
+        p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in sae.parameters()
+    )
+    return opt_cls(
+        sae.parameters(),
+        lr=cfg.lr,
+        betas=tuple(cfg.betas),
+        weight_decay=weight_decay,
+        fused=fused or None,
+    )
 
 
-def train_step(sae: BaseSAE, optimizer: torch.optim.Optimizer, x_BD: Tensor, step: int,
-               total_steps: int, grad_clip: float | None = 1.0,
-               generator: torch.Generator | None = None) -> tuple[StepOutput, list[dict]]:
+def train_step(
+    sae: BaseSAE,
+    optimizer: torch.optim.Optimizer,
+    x_BD: Tensor,
+    step: int,
+    total_steps: int,
+    grad_clip: float | None = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[StepOutput, list[dict]]:
     """One whole step as `train` takes it (0-based `step`); no host syncs except inside rare
     mechanism events (and, on CPU only, where a sync costs nothing)."""
     out = optimizer_step(sae, optimizer, x_BD, step, total_steps, grad_clip)
     return out, after_step(sae, optimizer, x_BD, step, out, generator)
 
 
-def optimizer_step(sae: BaseSAE, optimizer: torch.optim.Optimizer, x_BD: Tensor, step: int,
-                   total_steps: int, grad_clip: float | None = 1.0) -> StepOutput:
+def optimizer_step(
+    sae: BaseSAE,
+    optimizer: torch.optim.Optimizer,
+    x_BD: Tensor,
+    step: int,
+    total_steps: int,
+    grad_clip: float | None = 1.0,
+) -> StepOutput:
     """The gradient part of a step: loss, backward, decoder-gradient projection, clipping, the
     optimizer's update and the decoder renormalization."""
     out = sae.loss(x_BD, step, total_steps)
@@ -182,8 +227,14 @@ def optimizer_step(sae: BaseSAE, optimizer: torch.optim.Optimizer, x_BD: Tensor,
     return out
 
 
-def after_step(sae: BaseSAE, optimizer: torch.optim.Optimizer, x_BD: Tensor, step: int,
-               out: StepOutput, generator: torch.Generator | None = None) -> list[dict]:
+def after_step(
+    sae: BaseSAE,
+    optimizer: torch.optim.Optimizer,
+    x_BD: Tensor,
+    step: int,
+    out: StepOutput,
+    generator: torch.Generator | None = None,
+) -> list[dict]:
     """The bookkeeping part of a step: statistics and the SAE's mechanisms (`sae.after_step`);
     latents a mechanism re-initialised get their Adam moments reset."""
     events = sae.after_step(step, x_BD, out, generator)
@@ -269,12 +320,17 @@ def train(
     optimizer, generator, resumed_from = setup_run(sae, store, cfg, out_dir)
     start = resumed_from or 0
     files = RunFiles(out_dir, cfg, sae, optimizer, generator, resumed_from)
-    batches = (store.iter_batches(cfg.batch_size, cfg.seed, start_step=start,
-                                  device=torch.device(cfg.device))
-               if start < cfg.steps else iter(()))
+    batches = (
+        store.iter_batches(
+            cfg.batch_size, cfg.seed, start_step=start, device=torch.device(cfg.device)
+        )
+        if start < cfg.steps
+        else iter(())
+    )
     t0 = time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=start, disable=not progress, unit="step",
-               desc=type(sae).__name__)
+    bar = tqdm(
+        total=cfg.steps, initial=start, disable=not progress, unit="step", desc=type(sae).__name__
+    )
     try:
         for step in range(start, cfg.steps):
             x_BD = next(batches)
@@ -293,8 +349,9 @@ def train(
     return finish_run(sae, cfg, out_dir, metadata, resumed_from, time.perf_counter() - t0)
 
 
-def setup_run(sae: BaseSAE, store: BatchSource, cfg: TrainConfig,
-              out_dir: Path) -> tuple[torch.optim.Optimizer, torch.Generator, int | None]:
+def setup_run(
+    sae: BaseSAE, store: BatchSource, cfg: TrainConfig, out_dir: Path
+) -> tuple[torch.optim.Optimizer, torch.Generator, int | None]:
     """Check the store against the SAE, put the SAE on `cfg.device` in training mode, make its
     optimizer and RNG, and restore them from out_dir/checkpoint.pt (the log is cut back to it) or
     start fresh (weights re-initialised from `cfg.seed` if `cfg.init_weights`, no log). Returns
@@ -305,8 +362,11 @@ def setup_run(sae: BaseSAE, store: BatchSource, cfg: TrainConfig,
     normalizer = getattr(store, "normalizer", None)
     if normalizer is not None:
         norm = normalizer.to_dict()
-        sae.cfg.normalization = {"scale": norm["scale"], "center": norm["center"],
-                                 "mean": norm["mean"]}
+        sae.cfg.normalization = {
+            "scale": norm["scale"],
+            "center": norm["center"],
+            "mean": norm["mean"],
+        }
     device = torch.device(cfg.device)
     sae.to(device).train()
     if hasattr(sae, "decode_mode"):
@@ -332,22 +392,30 @@ class RunFiles:
     The first non-finite loss is tracked on the device and checked only on steps that log,
     checkpoint or act, so other steps never wait for the device."""
 
-    def __init__(self, out_dir: Path, cfg: TrainConfig, sae: BaseSAE,
-                 optimizer: torch.optim.Optimizer, generator: torch.Generator,
-                 resumed_from: int | None):
+    def __init__(
+        self,
+        out_dir: Path,
+        cfg: TrainConfig,
+        sae: BaseSAE,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        resumed_from: int | None,
+    ):
         self.cfg, self.sae, self.optimizer, self.generator = cfg, sae, optimizer, generator
         self.ckpt_path, self.log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
         self.last_ckpt = resumed_from  # the step of the checkpoint on disk (None: none yet)
         self.first_bad = torch.full((), -1, dtype=torch.long, device=torch.device(cfg.device))
         self.log = open(self.log_path, "a")
 
-    def record(self, step: int, x_BD: Tensor, out: StepOutput, events: list[dict],
-               t0: float) -> dict[str, Any] | None:
+    def record(
+        self, step: int, x_BD: Tensor, out: StepOutput, events: list[dict], t0: float
+    ) -> dict[str, Any] | None:
         """After step `step` (0-based): NaN check, events, metrics row, checkpoint. Returns the
         metrics row on log steps."""
         cfg, done, row = self.cfg, step + 1, None
-        self.first_bad = torch.where(torch.isfinite(out.loss) | (self.first_bad >= 0),
-                                     self.first_bad, step)
+        self.first_bad = torch.where(
+            torch.isfinite(out.loss) | (self.first_bad >= 0), self.first_bad, step
+        )
         is_log = done % cfg.log_every == 0 or done == cfg.steps
         is_ckpt = done % cfg.checkpoint_every == 0 or done == cfg.steps
         if is_log or is_ckpt or events:
@@ -355,17 +423,26 @@ class RunFiles:
         for event in events:
             self.log.write(json.dumps({"kind": "event", **event}) + "\n")
         if is_log:
-            row = {"kind": "metrics", "step": done, "tokens": done * cfg.batch_size,
-                   **step_metrics(self.sae, x_BD, out),
-                   "elapsed_s": round(time.perf_counter() - t0, 3)}
+            row = {
+                "kind": "metrics",
+                "step": done,
+                "tokens": done * cfg.batch_size,
+                **step_metrics(self.sae, x_BD, out),
+                "elapsed_s": round(time.perf_counter() - t0, 3),
+            }
             self.log.write(json.dumps(row) + "\n")
         if is_log or events:
             self.log.flush()
         if is_ckpt:
             _raise_if_weights_bad(self.sae, done, self.ckpt_path, self.last_ckpt)
-            save_training_checkpoint(self.ckpt_path, step=done, sae=self.sae,
-                                     optimizer=self.optimizer, generator=self.generator,
-                                     train_config=cfg.to_dict())
+            save_training_checkpoint(
+                self.ckpt_path,
+                step=done,
+                sae=self.sae,
+                optimizer=self.optimizer,
+                generator=self.generator,
+                train_config=cfg.to_dict(),
+            )
             self.last_ckpt = done
         return row
 
@@ -373,32 +450,49 @@ class RunFiles:
         self.log.close()
 
 
-def finish_run(sae: BaseSAE, cfg: TrainConfig, out_dir: Path, metadata: dict[str, Any] | None,
-               resumed_from: int | None, seconds: float, shared_steps: int = 0) -> TrainResult:
+def finish_run(
+    sae: BaseSAE,
+    cfg: TrainConfig,
+    out_dir: Path,
+    metadata: dict[str, Any] | None,
+    resumed_from: int | None,
+    seconds: float,
+    shared_steps: int = 0,
+) -> TrainResult:
     """Export the trained SAE (eval mode) next to its log and return the run's TrainResult."""
     n_new = cfg.steps - (resumed_from or 0)
     sae.eval()
     save_sae(sae, out_dir, train_config=cfg, metadata=metadata)
     rows = read_log(out_dir / LOG_NAME)
     return TrainResult(
-        folder=out_dir, steps=cfg.steps, trained_steps=n_new, resumed_from=resumed_from,
+        folder=out_dir,
+        steps=cfg.steps,
+        trained_steps=n_new,
+        resumed_from=resumed_from,
         log=[r for r in rows if r["kind"] == "metrics"],
         events=[r for r in rows if r["kind"] == "event"],
         seconds=seconds,
         tokens_per_s=n_new * cfg.batch_size / seconds if n_new and seconds else 0.0,
-        shared_steps=shared_steps, sae=sae,
-        name=(metadata or {}).get("run", out_dir.name), seed=cfg.seed,
+        shared_steps=shared_steps,
+        sae=sae,
+        name=(metadata or {}).get("run", out_dir.name),
+        seed=cfg.seed,
     )
 
 
-_NONFINITE_FIX = ("Check the activation cache for NaN/Inf (rebuild it: notebook 01 with "
-                  "rebuild_cache=True) or lower `lr`, then delete the checkpoint to start over "
-                  "(resuming replays the same batches).")
+_NONFINITE_FIX = (
+    "Check the activation cache for NaN/Inf (rebuild it: notebook 01 with "
+    "rebuild_cache=True) or lower `lr`, then delete the checkpoint to start over "
+    "(resuming replays the same batches)."
+)
 
 
 def _kept(ckpt_path: Path, last_ckpt: int | None) -> str:
-    return (f"the last good checkpoint ({ckpt_path}, step {last_ckpt}) is kept"
-            if last_ckpt is not None else "no checkpoint had been written yet")
+    return (
+        f"the last good checkpoint ({ckpt_path}, step {last_ckpt}) is kept"
+        if last_ckpt is not None
+        else "no checkpoint had been written yet"
+    )
 
 
 def _raise_if_bad(first_bad: Tensor, ckpt_path: Path, last_ckpt: int | None) -> None:
@@ -422,8 +516,10 @@ def _raise_if_weights_bad(sae: BaseSAE, step: int, ckpt_path: Path, last_ckpt: i
 def _check_store_matches(store: BatchSource, sae: BaseSAE, cfg: TrainConfig) -> None:
     """Refuse activations of another width, hook or model before any step is taken."""
     if store.d_model != sae.cfg.d_in:
-        raise ValueError(f"store.d_model = {store.d_model} but the SAE has d_in = {sae.cfg.d_in}: "
-                         "build the SAE config from the same profile as the cache.")
+        raise ValueError(
+            f"store.d_model = {store.d_model} but the SAE has d_in = {sae.cfg.d_in}: "
+            "build the SAE config from the same profile as the cache."
+        )
     manifest = getattr(store, "manifest", {})
     for key, mine in (("hook", sae.cfg.hook_name), ("model", sae.cfg.model_name)):
         if mine and manifest.get(key) not in (None, mine):
@@ -433,20 +529,29 @@ def _check_store_matches(store: BatchSource, sae: BaseSAE, cfg: TrainConfig) -> 
                 "profile."
             )
     if cfg.batch_size > store.n_tokens:
-        raise ValueError(f"batch_size {cfg.batch_size} exceeds the cache's {store.n_tokens} "
-                         "tokens: cache more tokens or pass a smaller batch_size.")
+        raise ValueError(
+            f"batch_size {cfg.batch_size} exceeds the cache's {store.n_tokens} "
+            "tokens: cache more tokens or pass a smaller batch_size."
+        )
 
 
 def _check_resumable(state: dict, sae: BaseSAE, cfg: TrainConfig, path: Path) -> None:
     saved, now = state["train_config"], cfg.to_dict()
-    diffs = [] if state["architecture"] == type(sae).__name__ else [
-        f"architecture: checkpoint {state['architecture']}, now {type(sae).__name__}"]
-    diffs += [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}" for k in _RESULT_FIELDS
-             if comparable(saved.get(k)) != comparable(now[k])]
+    diffs = (
+        []
+        if state["architecture"] == type(sae).__name__
+        else [f"architecture: checkpoint {state['architecture']}, now {type(sae).__name__}"]
+    )
+    diffs += [
+        f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}"
+        for k in _RESULT_FIELDS
+        if comparable(saved.get(k)) != comparable(now[k])
+    ]
     if comparable(state["sae_config"]) != comparable(sae.cfg.to_dict()):
         diffs.append("the SAE config differs")
     if diffs:
         raise ValueError(
-            f"Cannot resume from {path}: " + "; ".join(diffs)
+            f"Cannot resume from {path}: "
+            + "; ".join(diffs)
             + ". Delete the checkpoint (or use another out_dir) to start over."
         )

@@ -9,6 +9,7 @@ Twins: SAEs that differ only in mechanisms that act through rare events (the Hie
 resampling, window tracking, clustering: `trajectory_neutral_fields`) take identical gradient
 steps until one of them acts; such twins share one gradient step (`pair_twins`) until then.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,8 +22,17 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from hsae_utils.method.saes import BaseSAE, StepOutput
-from hsae_utils.method.train import (BatchSource, RunFiles, TrainConfig, TrainResult, after_step,
-                                     comparable, finish_run, optimizer_step, setup_run)
+from hsae_utils.method.train import (
+    BatchSource,
+    RunFiles,
+    TrainConfig,
+    TrainResult,
+    after_step,
+    comparable,
+    finish_run,
+    optimizer_step,
+    setup_run,
+)
 
 
 @dataclass
@@ -35,8 +45,9 @@ class TrainJob:
     metadata: dict[str, Any] | None = None
 
 
-def train_many(jobs: list[TrainJob], store: BatchSource, progress: bool = True,
-               share_trajectories: bool = True) -> list[TrainResult]:
+def train_many(
+    jobs: list[TrainJob], store: BatchSource, progress: bool = True, share_trajectories: bool = True
+) -> list[TrainResult]:
     """Train several SAEs from one pass over the store, each as `train` would alone: the jobs
     must share the batch order (seed and batch_size) and the device; their step counts may
     differ. Jobs resume from their own checkpoints; the pass starts at the earliest one. An error
@@ -53,7 +64,8 @@ def train_many(jobs: list[TrainJob], store: BatchSource, progress: bool = True,
             if getattr(job.cfg, key) != getattr(first, key):
                 raise ValueError(
                     f"train_many: jobs read different batches ({key} {getattr(first, key)!r} vs "
-                    f"{getattr(job.cfg, key)!r}); group jobs by seed, batch_size and device.")
+                    f"{getattr(job.cfg, key)!r}); group jobs by seed, batch_size and device."
+                )
     out_dirs = [Path(job.out_dir).resolve() for job in jobs]
     if len(set(out_dirs)) < len(out_dirs):
         raise ValueError("train_many: two jobs share an out_dir; give each its own folder.")
@@ -69,8 +81,12 @@ def train_many(jobs: list[TrainJob], store: BatchSource, progress: bool = True,
         t0 = time.perf_counter()
         with tqdm(total=end, initial=start, disable=not progress, unit="step", desc=desc) as bar:
             if start < end:
-                batches = store.iter_batches(first.batch_size, first.seed, start_step=start,
-                                             device=torch.device(first.device))
+                batches = store.iter_batches(
+                    first.batch_size,
+                    first.seed,
+                    start_step=start,
+                    device=torch.device(first.device),
+                )
             for step in range(start, end):
                 x_BD = next(batches)
                 # leaders as the step begins: a follower the step hands on to is done with it
@@ -79,8 +95,9 @@ def train_many(jobs: list[TrainJob], store: BatchSource, progress: bool = True,
                         row = run.step(step, x_BD, t0)
                         if row is not None and len(runs) == 1:
                             bar.set_postfix(loss=f"{row['loss']:.4g}", l0=f"{row['l0']:.1f}")
-                if share_trajectories and any(r.acted for r in runs
-                                              if r.start <= step < r.cfg.steps):
+                if share_trajectories and any(
+                    r.acted for r in runs if r.start <= step < r.cfg.steps
+                ):
                     pair_twins(runs)  # runs that acted alike (the same resample) are twins again
                 bar.update(1)
         seconds = time.perf_counter() - t0
@@ -133,7 +150,8 @@ def _twins(a: "_Run", b: "_Run") -> bool:
     sa, sb = (o.state_dict()["state"] for o in (a.optimizer, b.optimizer))
     return sa.keys() == sb.keys() and all(
         sa[i].keys() == sb[i].keys() and all(torch.equal(sa[i][k], sb[i][k]) for k in sa[i])
-        for i in sa)
+        for i in sa
+    )
 
 
 class _Run:
@@ -144,10 +162,12 @@ class _Run:
         self.sae, self.cfg, self.metadata = job.sae, job.cfg, job.metadata
         self.out_dir = Path(job.out_dir)
         self.optimizer, self.generator, self.resumed_from = setup_run(
-            self.sae, store, self.cfg, self.out_dir)
+            self.sae, store, self.cfg, self.out_dir
+        )
         self.start = self.resumed_from or 0
-        self.files = RunFiles(self.out_dir, self.cfg, self.sae, self.optimizer, self.generator,
-                              self.resumed_from)
+        self.files = RunFiles(
+            self.out_dir, self.cfg, self.sae, self.optimizer, self.generator, self.resumed_from
+        )
         # Sharing a gradient step with twins (`share_trajectories`).
         self.leader: _Run | None = None
         self.followers: list[_Run] = []
@@ -157,8 +177,9 @@ class _Run:
     def step(self, step: int, x_BD: Tensor, t0: float) -> dict[str, Any] | None:
         """Train on batch `step` (and the followers' copies of it); returns the metrics row on
         log steps."""
-        out = optimizer_step(self.sae, self.optimizer, x_BD, step, self.cfg.steps,
-                             self.cfg.grad_clip)
+        out = optimizer_step(
+            self.sae, self.optimizer, x_BD, step, self.cfg.steps, self.cfg.grad_clip
+        )
         for follower in list(self.followers):
             follower.copy_state(self)
             follower.shared_steps += 1
@@ -187,13 +208,21 @@ class _Run:
                 else:
                     mine[key] = value.clone()
 
-    def bookkeep(self, step: int, x_BD: Tensor, out: StepOutput,
-                 t0: float) -> tuple[dict[str, Any] | None, list[dict]]:
+    def bookkeep(
+        self, step: int, x_BD: Tensor, out: StepOutput, t0: float
+    ) -> tuple[dict[str, Any] | None, list[dict]]:
         """After the gradient step, as `train`: mechanisms, then NaN check, log, checkpoint."""
         events = after_step(self.sae, self.optimizer, x_BD, step, out, self.generator)
         self.acted = bool(events)
         return self.files.record(step, x_BD, out, events, t0), events
 
     def finish(self, seconds: float) -> TrainResult:
-        return finish_run(self.sae, self.cfg, self.out_dir, self.metadata, self.resumed_from,
-                          seconds, self.shared_steps)
+        return finish_run(
+            self.sae,
+            self.cfg,
+            self.out_dir,
+            self.metadata,
+            self.resumed_from,
+            seconds,
+            self.shared_steps,
+        )

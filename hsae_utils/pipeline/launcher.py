@@ -14,6 +14,7 @@ Afterwards `pipeline.run` runs the remaining notebooks here; they find the runs 
 `--launcher local-executor` runs the same jobs as local subprocesses (submitit's LocalExecutor):
 the test suite's way to run this code without a cluster.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,19 +51,25 @@ class Request:
     cpus: int = CPUS_PER_JOB
 
     def parameters(self) -> dict[str, Any]:
-        return {"gpus_per_node": self.gpus, "mem_gb": self.mem_gb,
-                "timeout_min": self.timeout_min, "cpus_per_task": self.cpus}
+        return {
+            "gpus_per_node": self.gpus,
+            "mem_gb": self.mem_gb,
+            "timeout_min": self.timeout_min,
+            "cpus_per_task": self.cpus,
+        }
 
     def __str__(self) -> str:
-        return (f"{self.gpus} GPU, {self.cpus} CPUs, {self.mem_gb} GB, {self.timeout_min} min")
+        return f"{self.gpus} GPU, {self.cpus} CPUs, {self.mem_gb} GB, {self.timeout_min} min"
 
 
 def request(profile: Profile, host_ram: float, seconds: float) -> Request:
     from hsae_utils.pipeline.resources import GB, on_gpu
 
-    return Request(gpus=1 if on_gpu(profile) else 0,
-                   mem_gb=math.ceil(MEM_FACTOR * host_ram / GB) + MEM_BASE_GB,
-                   timeout_min=max(MIN_TIMEOUT_MIN, math.ceil(TIME_FACTOR * seconds / 60)))
+    return Request(
+        gpus=1 if on_gpu(profile) else 0,
+        mem_gb=math.ceil(MEM_FACTOR * host_ram / GB) + MEM_BASE_GB,
+        timeout_min=max(MIN_TIMEOUT_MIN, math.ceil(TIME_FACTOR * seconds / 60)),
+    )
 
 
 @dataclass
@@ -82,18 +89,21 @@ def notebook_job(nb: Path, opts: Options) -> str:
     """Inside a job: execute one notebook as the pipeline does (executed copy, finish marker)."""
     os.environ["HSAE_OUTPUT_ROOT"] = str(opts.output_root)
     if not run_stage(nb, opts):
-        raise RuntimeError(f"notebook {nb.name} failed; the executed copy with the error is "
-                           f"{opts.out_dir / nb.name}")
+        raise RuntimeError(
+            f"notebook {nb.name} failed; the executed copy with the error is "
+            f"{opts.out_dir / nb.name}"
+        )
     return f"{nb.name} executed -> {opts.out_dir / nb.name}"
 
 
-def training_job(profile_name: str, output_root: Path, names: tuple[str, ...], seed: int,
-                 force: bool) -> str:
+def training_job(
+    profile_name: str, output_root: Path, names: tuple[str, ...], seed: int, force: bool
+) -> str:
     """Inside a job: train `names` for `seed` in one pass over the cache; interrupted runs resume
     from their checkpoints (the trainer's rule), finished ones are reused."""
     os.environ["HSAE_OUTPUT_ROOT"] = str(output_root)
-    from hsae_utils.method.checkpoint import load_training_checkpoint
     from hsae_utils.experiment.paper_runs import train_runs
+    from hsae_utils.method.checkpoint import load_training_checkpoint
     from hsae_utils.method.train import CHECKPOINT_NAME
 
     profile = get_profile(profile_name)
@@ -105,8 +115,9 @@ def training_job(profile_name: str, output_root: Path, names: tuple[str, ...], s
     if resumed:
         print(f"seed {seed}: resuming {', '.join(resumed)}", flush=True)
     train_runs(profile, list(names), seeds=(seed,), force=force)
-    return (f"seed {seed}: {len(names)} runs trained"
-            + (f" (resumed {', '.join(resumed)})" if resumed else ""))
+    return f"seed {seed}: {len(names)} runs trained" + (
+        f" (resumed {', '.join(resumed)})" if resumed else ""
+    )
 
 
 # ----------------------------------------------------------------------------- planning
@@ -117,9 +128,15 @@ def _selected(opts: Options, name: str) -> Path | None:
 
 
 def _notebook_spec(nb: Path, opts: Options, req: Request, what: str) -> JobSpec:
-    return JobSpec(f"hsae-{opts.profile}-{nb.name[:2]}", notebook_job, (nb, opts), req, what,
-                   f"fix the cause, then run the same command again (the executed copy: "
-                   f"{opts.out_dir / nb.name})")
+    return JobSpec(
+        f"hsae-{opts.profile}-{nb.name[:2]}",
+        notebook_job,
+        (nb, opts),
+        req,
+        what,
+        f"fix the cause, then run the same command again (the executed copy: "
+        f"{opts.out_dir / nb.name})",
+    )
 
 
 def training_notebooks(opts: Options, profile: Profile) -> list[Path]:
@@ -149,25 +166,46 @@ def plan_jobs(opts: Options) -> list[list[JobSpec]]:
     nb = _selected(opts, CACHING)
     if nb and not is_done(nb, opts, stage_stamp(nb, opts.profile)):
         need = caching_need(profile)
-        phases.append([_notebook_spec(nb, opts, request(profile, need.host_ram, need.seconds),
-                                      "activation caching (notebook 01)")])
+        phases.append(
+            [
+                _notebook_spec(
+                    nb,
+                    opts,
+                    request(profile, need.host_ram, need.seconds),
+                    "activation caching (notebook 01)",
+                )
+            ]
+        )
     one = training_run_need(profile)
     training = []
     for seed, names in sorted(runs_by_seed(opts, profile).items()):
         req = request(profile, one.host_ram, one.seconds * len(names))
-        training.append(JobSpec(
-            f"hsae-{opts.profile}-train-seed{seed}", training_job,
-            (opts.profile, opts.output_root, tuple(names), seed, opts.force), req,
-            f"training seed {seed}: {', '.join(names)}",
-            "run the same command again: finished runs are kept and the interrupted ones resume "
-            "from their last checkpoint"))
+        training.append(
+            JobSpec(
+                f"hsae-{opts.profile}-train-seed{seed}",
+                training_job,
+                (opts.profile, opts.output_root, tuple(names), seed, opts.force),
+                req,
+                f"training seed {seed}: {', '.join(names)}",
+                "run the same command again: finished runs are kept and the interrupted ones resume "
+                "from their last checkpoint",
+            )
+        )
     if training:
         phases.append(training)
     nb = _selected(opts, EVALUATION)
     if nb and not is_done(nb, opts, stage_stamp(nb, opts.profile)):
         need = evaluation_need(profile)
-        phases.append([_notebook_spec(nb, opts, request(profile, need.host_ram, need.seconds),
-                                      "evaluation (notebook 08)")])
+        phases.append(
+            [
+                _notebook_spec(
+                    nb,
+                    opts,
+                    request(profile, need.host_ram, need.seconds),
+                    "evaluation (notebook 08)",
+                )
+            ]
+        )
     return phases
 
 
@@ -180,9 +218,11 @@ def make_executor(launcher: str, folder: Path):
     try:
         import submitit
     except ImportError:
-        raise UsageError(f"--launcher {launcher} needs submitit, which is not installed in "
-                         f"{sys.prefix}: run ./scripts/setup.sh (it installs the pinned "
-                         "submitit of requirements.lock), or use --launcher local.") from None
+        raise UsageError(
+            f"--launcher {launcher} needs submitit, which is not installed in "
+            f"{sys.prefix}: run ./scripts/setup.sh (it installs the pinned "
+            "submitit of requirements.lock), or use --launcher local."
+        ) from None
     executor = submitit.AutoExecutor(folder=folder, cluster=CLUSTERS[launcher])
     raw = os.environ.get(PARAMETERS_ENV, "").strip()
     try:
@@ -191,8 +231,10 @@ def make_executor(launcher: str, folder: Path):
             raise ValueError("not a JSON object")
         executor.update_parameters(**extra)
     except (ValueError, NameError, TypeError, AssertionError) as err:
-        raise UsageError(f"{PARAMETERS_ENV}={raw!r} is not valid ({err}): give a JSON object of "
-                         """submitit parameters, e.g. '{"slurm_partition": "gpu"}'.""") from None
+        raise UsageError(
+            f"{PARAMETERS_ENV}={raw!r} is not valid ({err}): give a JSON object of "
+            """submitit parameters, e.g. '{"slurm_partition": "gpu"}'."""
+        ) from None
     return executor
 
 
@@ -212,10 +254,14 @@ def wait(jobs: list[tuple[JobSpec, Any]]) -> bool:
         except Exception as err:  # the job raised, was killed, or timed out
             ok = False
             lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
-            print(f"error: job {spec.name} (job {job.job_id}, {spec.what}) failed: "
-                  f"{lines[-1] if lines else type(err).__name__}\n"
-                  f"  its logs: {job.paths.stdout} and {job.paths.stderr}\n"
-                  f"  then: {spec.on_failure}", file=sys.stderr, flush=True)
+            print(
+                f"error: job {spec.name} (job {job.job_id}, {spec.what}) failed: "
+                f"{lines[-1] if lines else type(err).__name__}\n"
+                f"  its logs: {job.paths.stdout} and {job.paths.stderr}\n"
+                f"  then: {spec.on_failure}",
+                file=sys.stderr,
+                flush=True,
+            )
         else:
             print(f"    job {spec.name} done: {result}", flush=True)
     return ok
@@ -235,8 +281,11 @@ def launch(opts: Options) -> Launched | None:
     done = Launched()
     for phase in plan_jobs(opts):
         jobs = [(spec, submit(executor, spec)) for spec in phase]
-        print(f"=== waiting for {len(jobs)} job(s) ({opts.launcher}; logs under "
-              f"{opts.output_root / opts.profile / 'jobs'})", flush=True)
+        print(
+            f"=== waiting for {len(jobs)} job(s) ({opts.launcher}; logs under "
+            f"{opts.output_root / opts.profile / 'jobs'})",
+            flush=True,
+        )
         try:
             if not wait(jobs):
                 return None

@@ -4,6 +4,7 @@ The kernel releases the lock when its holder dies, however it dies (kill -9 incl
 is never a stale lock to delete by hand; the PID in the file only names the holder in messages.
 Different profiles or output roots lock different files and run in parallel.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -28,8 +29,9 @@ def _holder(fd: int) -> str:
 @contextmanager
 def run_lock(folder: str | Path, wait: bool = False, poll_s: float = 0.5) -> Iterator[int]:
     """Hold `folder`'s run lock for the block; yields the lock file's descriptor (a child
-    process given it, e.g. with subprocess's pass_fds, holds the lock too). Raises LockHeld (naming the holder's PID) when
-    another process holds it, or with `wait=True` waits until it is released."""
+    process given it, e.g. with subprocess's pass_fds, holds the lock too). Raises LockHeld
+    (naming the holder's PID) when another process holds it, or with `wait=True` waits until it
+    is released."""
     path = Path(folder) / LOCK_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -45,9 +47,12 @@ def run_lock(folder: str | Path, wait: bool = False, poll_s: float = 0.5) -> Ite
                     raise LockHeld(
                         f"Another run (PID {holder}) is writing {path.parent}. Wait for it to "
                         "finish (or pass --wait to queue behind it); a killed run releases the "
-                        "lock by itself, so there is nothing to delete.") from None
+                        "lock by itself, so there is nothing to delete."
+                    ) from None
                 if not announced:
-                    print(f"Waiting for the run with PID {holder} to release {path} ...", flush=True)
+                    print(
+                        f"Waiting for the run with PID {holder} to release {path} ...", flush=True
+                    )
                     announced = True
                 time.sleep(poll_s)
         os.ftruncate(fd, 0)

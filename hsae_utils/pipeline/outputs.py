@@ -11,6 +11,7 @@ still complete and valid (not merely because the notebook once finished).
 The runs a training notebook produces come from the run registry (`runs.NOTEBOOK_RUNS`). A notebook
 this module does not know (a new one) has no outputs to check: its finish marker decides alone.
 """
+
 from __future__ import annotations
 
 import sys
@@ -26,11 +27,15 @@ def output_problems(profile: Profile, notebook: str) -> list[str]:
     if stem == "01_activation_caching":
         return _cache_problems(profile)
     if stem == "11_readings":
-        from hsae_utils.experiment.sensitivity import output_problems as readings_problems  # pandas: only for 11
+        from hsae_utils.experiment.sensitivity import (
+            output_problems as readings_problems,
+        )  # pandas: only for 11
 
         return readings_problems(profile)
     if stem == "12_features":
-        from hsae_utils.features.inspect import output_problems as features_problems  # torch: only for 12
+        from hsae_utils.features.inspect import (
+            output_problems as features_problems,
+        )  # torch: only for 12
 
         return features_problems(profile)
     if stem == "08_evaluation":
@@ -47,7 +52,10 @@ def output_problems(profile: Profile, notebook: str) -> list[str]:
 
 
 def _cache_problems(profile: Profile) -> list[str]:
-    from hsae_utils.data.activations import ActivationStore, CacheError  # torch: only for notebook 01's check
+    from hsae_utils.data.activations import (
+        ActivationStore,
+        CacheError,
+    )  # torch: only for notebook 01's check
 
     problems = []
     for split in ("train", "validation"):
@@ -59,13 +67,17 @@ def _cache_problems(profile: Profile) -> list[str]:
 
 
 def _is_finished(folder, steps: int) -> bool:
-    from hsae_utils.experiment.paper_runs import is_finished  # torch: only for the training notebooks' check
+    from hsae_utils.experiment.paper_runs import (
+        is_finished,
+    )  # torch: only for the training notebooks' check
 
     return is_finished(folder, steps)
 
 
 def _repair_export(folder) -> list[str]:
-    from hsae_utils.method.checkpoint import repair_export  # torch: only for the training notebooks' check
+    from hsae_utils.method.checkpoint import (
+        repair_export,
+    )  # torch: only for the training notebooks' check
 
     return repair_export(folder)
 

@@ -10,13 +10,14 @@ it is cheap to run before every job):
 - hub profiles (paper, colab-gemma): nothing; the model and datasets come from the hub (or a
   pre-downloaded hub cache with HF_HUB_OFFLINE=1) when the notebooks run.
 """
+
 from __future__ import annotations
 
 import argparse
 import time
 
-from hsae_utils.data import hub
 from hsae_utils.config import PROFILES, Profile, get_profile
+from hsae_utils.data import hub
 
 
 def _corpus_dir(profile: Profile):
@@ -34,8 +35,10 @@ def prepare_embedded(profile: Profile) -> None:
     manifest = build_corpus(_corpus_dir(profile), tokenizer=tokenizer)
     totals = manifest["totals"]
     print(f"[setup] model: {folder}")
-    print(f"[setup] corpus: {_corpus_dir(profile)} ({totals['documents']:,} documents, "
-          f"{totals['words']:,} words, {totals['tokens'] or 0:,} tokens)")
+    print(
+        f"[setup] corpus: {_corpus_dir(profile)} ({totals['documents']:,} documents, "
+        f"{totals['words']:,} words, {totals['tokens'] or 0:,} tokens)"
+    )
 
 
 def prepare_replicas(profile: Profile) -> None:
@@ -45,8 +48,10 @@ def prepare_replicas(profile: Profile) -> None:
     manifest = build_corpus(_corpus_dir(profile))
     print(f"[setup] corpus: {_corpus_dir(profile)} ({manifest['totals']['documents']:,} documents)")
     if profile.model_name != REPO_ID:
-        raise ValueError(f"Profile {profile.name!r} reads hub replicas, but there is a replica "
-                         f"builder only for {REPO_ID}, not {profile.model_name!r}.")
+        raise ValueError(
+            f"Profile {profile.name!r} reads hub replicas, but there is a replica "
+            f"builder only for {REPO_ID}, not {profile.model_name!r}."
+        )
     print(f"[setup] model replica of {REPO_ID}: {ensure_replica(_corpus_dir(profile))}")
     from hsae_utils.data.dataset_replicas import ensure_dataset_replicas
 
@@ -62,17 +67,22 @@ def prepare(profile_name: str | None = None) -> None:
     elif hub.replica_enabled(profile):
         prepare_replicas(profile)
     else:
-        print(f"[setup] profile {profile.name!r} reads {profile.model_name} and "
-              f"{profile.dataset} from the Hugging Face hub (or its local cache with "
-              "HF_HUB_OFFLINE=1): nothing to build.")
+        print(
+            f"[setup] profile {profile.name!r} reads {profile.model_name} and "
+            f"{profile.dataset} from the Hugging Face hub (or its local cache with "
+            "HF_HUB_OFFLINE=1): nothing to build."
+        )
     print(f"[setup] ready in {time.time() - t0:.0f} s")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default=None,
-                        help="build only what this profile needs (default: the embedded model "
-                             "and corpus)")
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default=None,
+        help="build only what this profile needs (default: the embedded model and corpus)",
+    )
     prepare(parser.parse_args(argv).profile)
 
 

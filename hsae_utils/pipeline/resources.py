@@ -12,6 +12,7 @@ Every quantity is one function of the profile. The activation-cache size is exac
 special tokens dropped (tests/test_resources.py checks it against a real cache); the others are
 estimates with their assumptions stated next to them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from hsae_utils.data.activations import cache_bytes, contexts_per_shard, dtype_bytes
 from hsae_utils.config import EMBEDDED_MODEL, Profile, get_profile
+from hsae_utils.data.activations import cache_bytes, contexts_per_shard, dtype_bytes
 
 GB = 1e9
 
@@ -70,12 +71,15 @@ def run_dtype(profile: Profile) -> str:
 
 
 def weight_bytes(profile: Profile) -> int:
-    return model_size(profile).n_params * (2 if run_dtype(profile) in ("bfloat16", "float16") else 4)
+    return model_size(profile).n_params * (
+        2 if run_dtype(profile) in ("bfloat16", "float16") else 4
+    )
 
 
 @dataclass(frozen=True)
 class Rates:
     """Effective throughputs (FLOP/s of useful matmul work, bytes/s of cache reads)."""
+
     model_flops: float  # language-model forward
     sae_flops: float  # SAE training step, data loading included on CPU
     read_bytes: float  # reading the activation cache during training
@@ -92,6 +96,7 @@ CPU_RATES = Rates(model_flops=80e9, sae_flops=116e9, read_bytes=1e9, measured=Tr
 @dataclass(frozen=True)
 class Card:
     """A GPU's published dense peaks (vendor datasheets; no sparsity)."""
+
     name: str
     memory_bytes: float
     fp32_flops: float  # CUDA cores, no TF32
@@ -132,8 +137,12 @@ def rates(profile: Profile) -> Rates:
     if card is None:
         return CPU_RATES
     peak = card.bf16_flops if run_dtype(profile) == "bfloat16" else card.fp32_flops
-    return Rates(model_flops=peak * MODEL_EFFICIENCY, sae_flops=card.fp32_flops * SAE_EFFICIENCY,
-                 read_bytes=GPU_READ_BYTES, measured=False)
+    return Rates(
+        model_flops=peak * MODEL_EFFICIENCY,
+        sae_flops=card.fp32_flops * SAE_EFFICIENCY,
+        read_bytes=GPU_READ_BYTES,
+        measured=False,
+    )
 
 
 def on_gpu(profile: Profile) -> bool:
@@ -150,8 +159,13 @@ def n_contexts(profile: Profile, split: str) -> int:
 
 def split_cache_bytes(profile: Profile, split: str) -> int:
     """The activation cache of one split on disk (shards, tokens, headers)."""
-    return cache_bytes(n_contexts(profile, split), profile.context_size, profile.d_model,
-                       profile.cache_dtype, contexts_per_shard(profile))
+    return cache_bytes(
+        n_contexts(profile, split),
+        profile.context_size,
+        profile.d_model,
+        profile.cache_dtype,
+        contexts_per_shard(profile),
+    )
 
 
 def shard_bytes(profile: Profile, itemsize: int) -> int:
@@ -243,15 +257,21 @@ class Need:
 
 def caching_need(profile: Profile) -> Need:
     r = rates(profile)
-    tokens = (n_contexts(profile, "train") + n_contexts(profile, "validation")) * profile.context_size
+    tokens = (
+        n_contexts(profile, "train") + n_contexts(profile, "validation")
+    ) * profile.context_size
     flops = tokens * 2 * layer_params(profile) * (profile.layer + 1)
     # The shard being built: its fp32 rows, their concatenation, and the cache-dtype copy.
     host = 2 * shard_bytes(profile, 4) + shard_bytes(profile, dtype_bytes(profile.cache_dtype))
     gpu = weight_bytes(profile) + forward_workspace_bytes(profile, profile.model_batch_size)
-    return Need("caching (notebook 01)",
-                split_cache_bytes(profile, "train") + split_cache_bytes(profile, "validation"),
-                host + weight_bytes(profile), gpu if on_gpu(profile) else 0, flops / r.model_flops,
-                f"{tokens:,} tokens in {profile.cache_dtype}")
+    return Need(
+        "caching (notebook 01)",
+        split_cache_bytes(profile, "train") + split_cache_bytes(profile, "validation"),
+        host + weight_bytes(profile),
+        gpu if on_gpu(profile) else 0,
+        flops / r.model_flops,
+        f"{tokens:,} tokens in {profile.cache_dtype}",
+    )
 
 
 def training_run_need(profile: Profile) -> Need:
@@ -264,35 +284,60 @@ def training_run_need(profile: Profile) -> Need:
     read = profile.train_steps * B * d * dtype_bytes(profile.cache_dtype)
     seconds = flops / r.sae_flops + (read / r.read_bytes if on_gpu(profile) else 0)
     device = 4 * sae_param_bytes(profile) + B * (6 * F + 4 * d) * 4
-    return Need("training, one run", 4 * sae_param_bytes(profile), group + B * d * 4,
-                device if on_gpu(profile) else 0, seconds,
-                f"{profile.train_steps:,} steps x {B:,}, d_sae {F:,}")
+    return Need(
+        "training, one run",
+        4 * sae_param_bytes(profile),
+        group + B * d * 4,
+        device if on_gpu(profile) else 0,
+        seconds,
+        f"{profile.train_steps:,} steps x {B:,}, d_sae {F:,}",
+    )
 
 
 def training_need(profile: Profile) -> Need:
     from hsae_utils.runs import RUNS, sweep_runs
 
     one, n = training_run_need(profile), n_runs(profile)
-    per_pass = len(RUNS) + len(sweep_runs(profile))  # the largest seed's runs, on the device at once
+    per_pass = len(RUNS) + len(
+        sweep_runs(profile)
+    )  # the largest seed's runs, on the device at once
     r = rates(profile)
     # train_many reads the cache once per seed for all of the seed's runs: the read term once per
     # seed (on the GPU; on the CPU the measured step rate includes the reads)
     passes = len(set(profile.seeds) | set(profile.sweep_seeds))
-    read = profile.train_steps * profile.train_batch_size * profile.d_model * dtype_bytes(
-        profile.cache_dtype)
-    seconds = (n * profile.train_steps * 12 * profile.train_batch_size * profile.d_model
-               * profile.dict_size / r.sae_flops
-               + (passes * read / r.read_bytes if on_gpu(profile) else 0))
-    return Need(f"training, all {n} runs (notebook 02)", one.disk * n, one.host_ram,
-                one.gpu * per_pass, seconds,
-                f"one pass over the cache per seed ({passes}), every run of the seed on the "
-                "device at once; steps as if one after another (twins share steps: less)")
+    read = (
+        profile.train_steps
+        * profile.train_batch_size
+        * profile.d_model
+        * dtype_bytes(profile.cache_dtype)
+    )
+    seconds = (
+        n
+        * profile.train_steps
+        * 12
+        * profile.train_batch_size
+        * profile.d_model
+        * profile.dict_size
+        / r.sae_flops
+        + (passes * read / r.read_bytes if on_gpu(profile) else 0)
+    )
+    return Need(
+        f"training, all {n} runs (notebook 02)",
+        one.disk * n,
+        one.host_ram,
+        one.gpu * per_pass,
+        seconds,
+        f"one pass over the cache per seed ({passes}), every run of the seed on the "
+        "device at once; steps as if one after another (twins share steps: less)",
+    )
 
 
 def after_hook_flops(profile: Profile) -> float:
     """FLOPs per token of the layers after the hook and the unembedding."""
-    return 2 * (layer_params(profile) * (profile.n_layers - profile.layer - 1)
-                + model_size(profile).vocab_size * profile.d_model)
+    return 2 * (
+        layer_params(profile) * (profile.n_layers - profile.layer - 1)
+        + model_size(profile).vocab_size * profile.d_model
+    )
 
 
 def per_sae_eval_flops(profile: Profile) -> float:
@@ -312,10 +357,19 @@ def readings_need(profile: Profile) -> Need:
     from hsae_utils.experiment.sensitivity import alternatives  # pandas; only the plan needs it
 
     one, n = training_run_need(profile), sum(len(a.runs) for a in alternatives())
-    seconds = (one.seconds * n + per_sae_eval_flops(profile) * n / rates(profile).model_flops
-               + n * host_seconds_per_sae(profile))
-    return Need("sensitivity to the readings (notebook 11)", one.disk * n, one.host_ram,
-                one.gpu * n, seconds, f"{n} runs on one seed, trained and evaluated")
+    seconds = (
+        one.seconds * n
+        + per_sae_eval_flops(profile) * n / rates(profile).model_flops
+        + n * host_seconds_per_sae(profile)
+    )
+    return Need(
+        "sensitivity to the readings (notebook 11)",
+        one.disk * n,
+        one.host_ram,
+        one.gpu * n,
+        seconds,
+        f"{n} runs on one seed, trained and evaluated",
+    )
 
 
 # Host-side (CPU) evaluation work per SAE that no device speeds up: scikit-learn probe fits
@@ -331,8 +385,9 @@ def absorption_words(profile: Profile) -> int:
 
 def host_seconds_per_sae(profile: Profile) -> float:
     local = get_profile("local")
-    scale = ((absorption_words(profile) + probing_n_texts(profile))
-             / (absorption_words(local) + probing_n_texts(local)))
+    scale = (absorption_words(profile) + probing_n_texts(profile)) / (
+        absorption_words(local) + probing_n_texts(local)
+    )
     return LOCAL_HOST_S_PER_SAE * scale
 
 
@@ -347,21 +402,35 @@ def evaluation_need(profile: Profile) -> Need:
     lp, after = layer_params(profile), after_hook_flops(profile)
     splice_tokens = profile.n_eval_contexts * profile.context_size
     probe_tokens = probing_n_texts(profile) * profile.probe_max_tokens
-    absorb_tokens = absorption_words(profile) * 6 * (profile.absorption_icl_examples + 1)  # ~6 tokens per example
+    absorb_tokens = (
+        absorption_words(profile) * 6 * (profile.absorption_icl_examples + 1)
+    )  # ~6 tokens per example
     to_layer = 2 * lp * (profile.layer + 1)
-    model_side = (splice_tokens * (to_layer + 2 * after) + (probe_tokens + absorb_tokens) * to_layer)
-    seconds = ((model_side + per_sae_eval_flops(profile) * n_saes) / r.model_flops
-               + n_saes * host_seconds_per_sae(profile)
-               + (n_saes * l1_probe_flops(profile) / r.sae_flops if on_gpu(profile) else 0))
-    disk = splice_cache_bytes(profile) + absorption_cache_bytes(profile) + probing_cache_bytes(profile)
+    model_side = splice_tokens * (to_layer + 2 * after) + (probe_tokens + absorb_tokens) * to_layer
+    seconds = (
+        (model_side + per_sae_eval_flops(profile) * n_saes) / r.model_flops
+        + n_saes * host_seconds_per_sae(profile)
+        + (n_saes * l1_probe_flops(profile) / r.sae_flops if on_gpu(profile) else 0)
+    )
+    disk = (
+        splice_cache_bytes(profile) + absorption_cache_bytes(profile) + probing_cache_bytes(profile)
+    )
     valid_rows = n_contexts(profile, "validation") * (profile.context_size - 1) * profile.d_model
-    host = valid_rows * (4 + 8) + splice_cache_bytes(profile) + weight_bytes(profile)  # fp32 + fp64 mean
+    host = (
+        valid_rows * (4 + 8) + splice_cache_bytes(profile) + weight_bytes(profile)
+    )  # fp32 + fp64 mean
     gpu = weight_bytes(profile) + splice_gpu_bytes(profile, n_saes)
-    return Need("evaluation (notebook 08)", disk, host, gpu if on_gpu(profile) else 0, seconds,
-                f"{n_saes} SAEs; host (CPU) {host_seconds_per_sae(profile):,.0f} s per SAE; "
-                f"splice {profile.n_eval_contexts:,} contexts; probing "
-                f"{probing_n_texts(profile):,} texts ({probing_cache_bytes(profile) / GB:.1f} GB "
-                "memmap)")
+    return Need(
+        "evaluation (notebook 08)",
+        disk,
+        host,
+        gpu if on_gpu(profile) else 0,
+        seconds,
+        f"{n_saes} SAEs; host (CPU) {host_seconds_per_sae(profile):,.0f} s per SAE; "
+        f"splice {profile.n_eval_contexts:,} contexts; probing "
+        f"{probing_n_texts(profile):,} texts ({probing_cache_bytes(profile) / GB:.1f} GB "
+        "memmap)",
+    )
 
 
 def figures_need(profile: Profile) -> Need:
@@ -382,26 +451,44 @@ def features_need(profile: Profile) -> Need:
     tokens = n_contexts(profile, "validation") * profile.context_size
     rows = n_contexts(profile, "validation") * (profile.context_size - 1)
     row_map = tokens * 2 * layer_params(profile) * (profile.layer + 1) / r.model_flops
-    per_sae = (FEATURE_PASSES * rows * 2 * profile.d_model * profile.dict_size / r.sae_flops
-               + profile.dict_size * 2 * profile.d_model * model_size(profile).vocab_size
-               / r.model_flops)
+    per_sae = (
+        FEATURE_PASSES * rows * 2 * profile.d_model * profile.dict_size / r.sae_flops
+        + profile.dict_size * 2 * profile.d_model * model_size(profile).vocab_size / r.model_flops
+    )
     host = rows * profile.d_model * 4 + weight_bytes(profile)
-    return Need("features (notebook 12)",
-                FEATURE_SAES * FEATURE_BYTES_PER_LATENT * profile.dict_size, host, 0,
-                row_map + FEATURE_SAES * per_sae, f"{FEATURE_SAES} SAEs, statistics and browser")
+    return Need(
+        "features (notebook 12)",
+        FEATURE_SAES * FEATURE_BYTES_PER_LATENT * profile.dict_size,
+        host,
+        0,
+        row_map + FEATURE_SAES * per_sae,
+        f"{FEATURE_SAES} SAEs, statistics and browser",
+    )
 
 
 def plan(profile: Profile) -> list[Need]:
-    return [caching_need(profile), training_run_need(profile), training_need(profile),
-            evaluation_need(profile), figures_need(profile), ground_truth_need(profile),
-            readings_need(profile), features_need(profile)]
+    return [
+        caching_need(profile),
+        training_run_need(profile),
+        training_need(profile),
+        evaluation_need(profile),
+        figures_need(profile),
+        ground_truth_need(profile),
+        readings_need(profile),
+        features_need(profile),
+    ]
 
 
 def totals(needs: list[Need]) -> Need:
     """Disk and time add up (the single-run row is inside the all-runs row); memory is a peak."""
     counted = [n for n in needs if n.stage != "training, one run"]
-    return Need("whole run", sum(n.disk for n in counted), max(n.host_ram for n in needs),
-                max(n.gpu for n in needs), sum(n.seconds for n in counted))
+    return Need(
+        "whole run",
+        sum(n.disk for n in counted),
+        max(n.host_ram for n in needs),
+        max(n.gpu for n in needs),
+        sum(n.seconds for n in counted),
+    )
 
 
 # ============================================================================================
@@ -417,25 +504,35 @@ def _time(s: float) -> str:
 
 def format_plan(profile: Profile, markdown: bool = False) -> str:
     needs = plan(profile)
-    rows = [(n.stage, _gb(n.disk), _gb(n.host_ram), _gb(n.gpu), _time(n.seconds), n.note)
-            for n in needs + [totals(needs)]]
+    rows = [
+        (n.stage, _gb(n.disk), _gb(n.host_ram), _gb(n.gpu), _time(n.seconds), n.note)
+        for n in needs + [totals(needs)]
+    ]
     head = ("stage", "disk", "host RAM", "GPU memory", "time", "what")
     card = target_card(profile)
-    where = ("CPU throughputs measured on a 2-core machine" if card is None else
-             f"planned for one {card.name} (its published peak x the stated efficiencies; model "
-             f"forward in {run_dtype(profile)}): GPU times and memory are ESTIMATES")
-    title = (f"Resources of profile `{profile.name}` ({profile.model_name}, layer {profile.layer}, "
-             f"{profile.n_train_tokens:,} train tokens, cache {profile.cache_dtype}); {where}. "
-             "Generated by `python -m hsae_utils.pipeline.resources plan "
-             f"{profile.name}{' --markdown' if markdown else ''}`.")
+    where = (
+        "CPU throughputs measured on a 2-core machine"
+        if card is None
+        else f"planned for one {card.name} (its published peak x the stated efficiencies; model "
+        f"forward in {run_dtype(profile)}): GPU times and memory are ESTIMATES"
+    )
+    title = (
+        f"Resources of profile `{profile.name}` ({profile.model_name}, layer {profile.layer}, "
+        f"{profile.n_train_tokens:,} train tokens, cache {profile.cache_dtype}); {where}. "
+        "Generated by `python -m hsae_utils.pipeline.resources plan "
+        f"{profile.name}{' --markdown' if markdown else ''}`."
+    )
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return title + "\n\n" + "\n".join(lines) + "\n" + target_line(profile, needs) + "\n"
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([title, fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
-                      + [target_line(profile, needs)])
+    return "\n".join(
+        [title, fmt(head), fmt(["-" * w for w in widths])]
+        + [fmt(r) for r in rows]
+        + [target_line(profile, needs)]
+    )
 
 
 def target_line(profile: Profile, needs: list[Need]) -> str:
@@ -446,9 +543,11 @@ def target_line(profile: Profile, needs: list[Need]) -> str:
     total = totals(needs).seconds
     largest = max((n for n in needs if n.stage != "training, one run"), key=lambda n: n.seconds)
     card = target_card(profile)
-    return (f"\nTime target: the whole run within {_time(target)} on one "
-            f"{card.name if card else 'CPU'}: {'PASS' if total <= target else 'MISS'} "
-            f"(estimate {_time(total)}; largest stage: {largest.stage}, {_time(largest.seconds)}).")
+    return (
+        f"\nTime target: the whole run within {_time(target)} on one "
+        f"{card.name if card else 'CPU'}: {'PASS' if total <= target else 'MISS'} "
+        f"(estimate {_time(total)}; largest stage: {largest.stage}, {_time(largest.seconds)})."
+    )
 
 
 # ============================================================================================
@@ -491,8 +590,11 @@ def hub_repos(profile: Profile) -> list[tuple[str, str]]:
     if profile.dataset != "embedded":
         repos.append(("dataset", profile.dataset))
     for name in SAEBENCH_DATASETS:
-        repo = ("LabHC/bias_in_bios" if name.startswith("LabHC/bias_in_bios")
-                else name.removesuffix("_sentiment"))
+        repo = (
+            "LabHC/bias_in_bios"
+            if name.startswith("LabHC/bias_in_bios")
+            else name.removesuffix("_sentiment")
+        )
         if ("dataset", repo) not in repos:
             repos.append(("dataset", repo))
     return repos
@@ -511,23 +613,32 @@ def hub_problem(repo_type: str, repo: str) -> str | None:
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     url = f"https://huggingface.co/{'datasets/' if repo_type == 'dataset' else ''}{repo}"
-    no_network = (f"{repo_type} {repo}: no network access to the Hugging Face hub"
-                  "{why}, and it is not in the local hub cache: run where huggingface.co is "
-                  f"reachable, or download it there first (`hf download {repo}"
-                  f"{' --repo-type dataset' if repo_type == 'dataset' else ''}`) and copy the hub "
-                  "cache (HF_HOME) here, then run with HF_HUB_OFFLINE=1.")
+    no_network = (
+        f"{repo_type} {repo}: no network access to the Hugging Face hub"
+        "{why}, and it is not in the local hub cache: run where huggingface.co is "
+        f"reachable, or download it there first (`hf download {repo}"
+        f"{' --repo-type dataset' if repo_type == 'dataset' else ''}`) and copy the hub "
+        "cache (HF_HOME) here, then run with HF_HUB_OFFLINE=1."
+    )
     if constants.HF_HUB_OFFLINE:
-        return None if _in_local_cache(repo_type, repo) else no_network.format(
-            why=" (HF_HUB_OFFLINE=1)")
+        return (
+            None
+            if _in_local_cache(repo_type, repo)
+            else no_network.format(why=" (HF_HUB_OFFLINE=1)")
+        )
     try:
         auth_check(repo, repo_type=repo_type)
         return None
     except GatedRepoError:
-        return (f"{repo_type} {repo} is gated: accept its licence at {url} with your account, then "
-                "set HF_TOKEN or run `hf auth login` on this machine.")
+        return (
+            f"{repo_type} {repo} is gated: accept its licence at {url} with your account, then "
+            "set HF_TOKEN or run `hf auth login` on this machine."
+        )
     except RepositoryNotFoundError:
-        return (f"{repo_type} {repo} was not found on the hub (or is private): check the id in "
-                "hsae_utils/config.py, or log in with `hf auth login` if it is private.")
+        return (
+            f"{repo_type} {repo} was not found on the hub (or is private): check the id in "
+            "hsae_utils/config.py, or log in with `hf auth login` if it is private."
+        )
     except Exception as err:  # connection refused, DNS, timeout, proxy
         if _in_local_cache(repo_type, repo):
             return None
@@ -548,25 +659,32 @@ def check(profile: Profile, hub: bool = True, here: bool = True) -> list[str]:
         problems.append(
             f"disk: the run writes about {_gb(total.disk)} under {profile.output_dir} "
             f"({have / GB:,.2f} GB already there) but {root} has {_gb(free)} free: free space, or point "
-            "HSAE_OUTPUT_ROOT at a larger disk.")
+            "HSAE_OUTPUT_ROOT at a larger disk."
+        )
     ram = available_ram() if here else None
     if ram is not None and total.host_ram > ram:
         stage = max(needs, key=lambda n: n.host_ram).stage
-        problems.append(f"host RAM: {stage} needs about {_gb(total.host_ram)}, {_gb(ram)} is "
-                        "available: use a larger machine or smaller shard_tokens.")
+        problems.append(
+            f"host RAM: {stage} needs about {_gb(total.host_ram)}, {_gb(ram)} is "
+            "available: use a larger machine or smaller shard_tokens."
+        )
     if on_gpu(profile) and here:
         import torch
 
         if not torch.cuda.is_available():
-            problems.append(f"GPU: profile {profile.name} runs on a CUDA GPU and none is visible "
-                            "here: run on a GPU machine (or a CPU profile: --profile local).")
+            problems.append(
+                f"GPU: profile {profile.name} runs on a CUDA GPU and none is visible "
+                "here: run on a GPU machine (or a CPU profile: --profile local)."
+            )
         else:
             gpu = torch.cuda.get_device_properties(0).total_memory
             if total.gpu > gpu:
                 stage = max(needs, key=lambda n: n.gpu).stage
-                problems.append(f"GPU memory: {stage} needs about {_gb(total.gpu)}, the GPU has "
-                                f"{_gb(gpu)}: use a larger GPU or smaller eval_batch_contexts / "
-                                "model_batch_size.")
+                problems.append(
+                    f"GPU memory: {stage} needs about {_gb(total.gpu)}, the GPU has "
+                    f"{_gb(gpu)}: use a larger GPU or smaller eval_batch_contexts / "
+                    "model_batch_size."
+                )
     if hub:
         for repo_type, repo in hub_repos(profile):
             problem = hub_problem(repo_type, repo)
@@ -576,14 +694,18 @@ def check(profile: Profile, hub: bool = True, here: bool = True) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hsae_utils.pipeline.resources",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hsae_utils.pipeline.resources", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("command", choices=("plan", "check"))
     parser.add_argument("profile")
     parser.add_argument("--markdown", action="store_true", help="plan: a markdown table")
     parser.add_argument("--no-hub", action="store_true", help="check: skip the hub access checks")
-    parser.add_argument("--jobs", action="store_true",
-                        help="check: the stages run as cluster jobs; skip the host RAM and GPU checks")
+    parser.add_argument(
+        "--jobs",
+        action="store_true",
+        help="check: the stages run as cluster jobs; skip the host RAM and GPU checks",
+    )
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits 2 on bad usage, 0 on --help
@@ -604,10 +726,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     checked = ["disk"] + ([] if args.jobs else ["memory"] + (["GPU"] if on_gpu(profile) else []))
     checked += ["hub access"] if hub_repos(profile) and not args.no_hub else []
-    print(f"\nPreflight of profile {profile.name}: "
-          f"{', '.join(checked[:-1]) + ' and ' if len(checked) > 1 else ''}{checked[-1]} "
-          f"{'are' if len(checked) > 1 else 'is'} fine"
-          f"{' (cluster jobs request their own RAM and GPU)' if args.jobs else ''}.")
+    print(
+        f"\nPreflight of profile {profile.name}: "
+        f"{', '.join(checked[:-1]) + ' and ' if len(checked) > 1 else ''}{checked[-1]} "
+        f"{'are' if len(checked) > 1 else 'is'} fine"
+        f"{' (cluster jobs request their own RAM and GPU)' if args.jobs else ''}."
+    )
     return 0
 
 

@@ -1,6 +1,7 @@
 """One notebook as a pipeline stage: the options every stage shares, papermill's call, the
 "already done" stamp and its skip-check, and the timing record. Used by the command line
 (`cli.py`) and by the cluster launcher (`launcher.py`), so neither imports the other."""
+
 from __future__ import annotations
 
 import ast
@@ -43,8 +44,10 @@ def notebook_sha256(path: Path) -> str:
     """The hash of a notebook's code: cell types and sources, not outputs or execution counts,
     so a notebook committed with its outputs keeps its finish marker."""
     cells = json.loads(Path(path).read_text())["cells"]
-    code = [(c["cell_type"], "".join(c["source"]) if isinstance(c["source"], list) else c["source"])
-            for c in cells]
+    code = [
+        (c["cell_type"], "".join(c["source"]) if isinstance(c["source"], list) else c["source"])
+        for c in cells
+    ]
     return hashlib.sha256(json.dumps(code).encode()).hexdigest()
 
 
@@ -53,8 +56,13 @@ def declared_parameters(path: Path) -> set[str]:
     for cell in json.loads(Path(path).read_text())["cells"]:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
             source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-            return {t.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Assign)
-                    for t in node.targets if isinstance(t, ast.Name)}
+            return {
+                t.id
+                for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.Assign)
+                for t in node.targets
+                if isinstance(t, ast.Name)
+            }
     return set()
 
 
@@ -72,9 +80,19 @@ def run_notebook(nb: Path, opts: Options, lock_fd: int | None = None) -> bool:
     """Execute one notebook into opts.out_dir with papermill; True when it finished. The lock's
     descriptor is inherited, so the lock stays held while papermill runs."""
     env = {**os.environ, "HSAE_PROFILE": opts.profile, "HSAE_OUTPUT_ROOT": str(opts.output_root)}
-    cmd = [sys.executable, "-m", "papermill", str(nb), str(opts.out_dir / nb.name),
-           *papermill_parameters(nb, opts.profile, opts.force),
-           "--cwd", str(opts.nb_dir), "--kernel", "python3", "--progress-bar"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "papermill",
+        str(nb),
+        str(opts.out_dir / nb.name),
+        *papermill_parameters(nb, opts.profile, opts.force),
+        "--cwd",
+        str(opts.nb_dir),
+        "--kernel",
+        "python3",
+        "--progress-bar",
+    ]
     proc = subprocess.Popen(cmd, env=env, pass_fds=(lock_fd,) if lock_fd is not None else ())
     # `kill PID` of this runner stops the notebook too (Ctrl-C reaches the whole process group)
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.terminate())
@@ -91,8 +109,11 @@ def record_time(path: Path, name: str, seconds: float) -> None:
 
     t = read_json(path) if path.exists() else {"notebooks": {}}
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in open("/proc/cpuinfo")
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         cpu = platform.processor()
     nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -100,8 +121,11 @@ def record_time(path: Path, name: str, seconds: float) -> None:
     # the 1-minute load average as the notebook ended: a time measured on a busy machine says so
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     t["notebooks"][name] = {"seconds": seconds, "date": now, "load_1min": load}
-    t.update(date=now, total_s=sum(n["seconds"] for n in t["notebooks"].values()),
-             machine={"nproc": nproc, "cpu_model": cpu})
+    t.update(
+        date=now,
+        total_s=sum(n["seconds"] for n in t["notebooks"].values()),
+        machine={"nproc": nproc, "cpu_model": cpu},
+    )
     write_json_atomic(path, t)
 
 
@@ -142,8 +166,11 @@ def run_stage(nb: Path, opts: Options, lock_fd: int | None = None) -> bool:
     marker.unlink(missing_ok=True)
     t0 = time.time()
     if not run_notebook(nb, opts, lock_fd):
-        print(f"error: notebook {nb.name} failed; the executed copy with the error is "
-              f"{opts.out_dir / nb.name}", file=sys.stderr)
+        print(
+            f"error: notebook {nb.name} failed; the executed copy with the error is "
+            f"{opts.out_dir / nb.name}",
+            file=sys.stderr,
+        )
         return False
     marker.write_text(stamp + "\n")
     secs = round(time.time() - t0)

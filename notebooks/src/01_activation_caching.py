@@ -35,13 +35,16 @@ import json
 import matplotlib.pyplot as plt
 import torch
 
-from hsae_utils.data import activations, corpus, model as lm
 from hsae_utils import config
+from hsae_utils.data import activations, corpus
+from hsae_utils.data import model as lm
 
 P = config.get_profile(profile)
 torch.manual_seed(0)
-print(f"profile {P.name}: {P.model_name}, hook {P.hook_name}, d_model {P.d_model}, "
-      f"{P.n_train_tokens:,} train + {P.n_valid_tokens:,} validation tokens, device {P.resolve_device()}")
+print(
+    f"profile {P.name}: {P.model_name}, hook {P.hook_name}, d_model {P.d_model}, "
+    f"{P.n_train_tokens:,} train + {P.n_valid_tokens:,} validation tokens, device {P.resolve_device()}"
+)
 
 # %% [markdown]
 # ## The model
@@ -51,7 +54,9 @@ print(f"profile {P.name}: {P.model_name}, hook {P.hook_name}, d_model {P.d_model
 # %%
 model = lm.load_model(P)
 prompt = "The capital of France is Paris. The capital of Germany is"
-next_token = model.tokenizer.decode(model(model.to_tokens(prompt, prepend_bos=False))[0, -1].argmax())
+next_token = model.tokenizer.decode(
+    model(model.to_tokens(prompt, prepend_bos=False))[0, -1].argmax()
+)
 print(f"{prompt!r} -> {next_token!r}")
 
 # %% [markdown]
@@ -65,8 +70,10 @@ print(f"{prompt!r} -> {next_token!r}")
 if P.dataset == "embedded":
     corpus_manifest = corpus.build_corpus(corpus.corpus_dir(P))  # reuses the set-up build
     corpus.print_summary(corpus_manifest)
-    print(f"{corpus_manifest['files']['train.jsonl']['documents']:,} train / "
-          f"{corpus_manifest['files']['validation.jsonl']['documents']:,} validation documents")
+    print(
+        f"{corpus_manifest['files']['train.jsonl']['documents']:,} train / "
+        f"{corpus_manifest['files']['validation.jsonl']['documents']:,} validation documents"
+    )
 else:
     print(f"streaming {P.dataset} from the Hugging Face hub")
 
@@ -79,11 +86,31 @@ else:
 folders = activations.cache_activations(P, model=model, rebuild=rebuild_cache)
 train = activations.ActivationStore(folders["train"])
 valid = activations.ActivationStore(folders["validation"])
-print(f"train: {train.n_tokens:,} activation rows, validation: {valid.n_tokens:,} rows, d_model {train.d_model}")
-print(f"massive activations left out (norm > {P.massive_norm_factor} x batch median): "
-      f"{train.manifest['n_massive_dropped']:,} train, {valid.manifest['n_massive_dropped']:,} validation tokens")
-print(json.dumps({k: train.manifest[k] for k in ("model", "hook", "d_model", "context_size",
-                                                   "n_contexts", "bos_token_id", "code_version")}, indent=1))
+print(
+    f"train: {train.n_tokens:,} activation rows, validation: {valid.n_tokens:,} rows, d_model {train.d_model}"
+)
+print(
+    f"massive activations left out (norm > {P.massive_norm_factor} x batch median): "
+    f"{train.manifest['n_massive_dropped']:,} train, "
+    f"{valid.manifest['n_massive_dropped']:,} validation tokens"
+)
+print(
+    json.dumps(
+        {
+            k: train.manifest[k]
+            for k in (
+                "model",
+                "hook",
+                "d_model",
+                "context_size",
+                "n_contexts",
+                "bos_token_id",
+                "code_version",
+            )
+        },
+        indent=1,
+    )
+)
 
 # %% [markdown]
 # ## Normalization
@@ -95,8 +122,10 @@ print(json.dumps({k: train.manifest[k] for k in ("model", "hook", "d_model", "co
 norm = train.normalizer
 sample_ND = train.sample(min(4096, train.n_tokens), seed=0)
 raw_norms = norm.inverse(sample_ND).norm(dim=-1)
-print(f"scale = {norm.scale:.4f} (fitted on {train.manifest['normalization']['n_tokens']:,} tokens); "
-      f"mean squared norm after scaling = {sample_ND.pow(2).sum(-1).mean():.1f} (d_model = {P.d_model})")
+print(
+    f"scale = {norm.scale:.4f} (fitted on {train.manifest['normalization']['n_tokens']:,} tokens); "
+    f"mean squared norm after scaling = {sample_ND.pow(2).sum(-1).mean():.1f} (d_model = {P.d_model})"
+)
 fig, axes = plt.subplots(1, 2, figsize=(9, 3))
 axes[0].hist(raw_norms.numpy(), bins=60)
 axes[0].set(title="raw ||x||", xlabel="norm", ylabel="tokens")

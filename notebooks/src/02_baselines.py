@@ -33,15 +33,17 @@ force_retrain = False  # True retrains every run (baselines, stages, sweep) that
 import matplotlib.pyplot as plt
 
 from hsae_utils import config, runs
-from hsae_utils.experiment import paper_runs as experiments
 from hsae_utils.analysis import report
 from hsae_utils.data.activations import ActivationStore
+from hsae_utils.experiment import paper_runs as experiments
 
 P = config.get_profile(profile)
 store = ActivationStore(P.cache_dir / "train")
-print(f"{store.n_tokens:,} training tokens; {P.train_steps} steps x {P.train_batch_size} "
-      f"= {P.train_steps * P.train_batch_size / store.n_tokens:.1f} epochs; seeds {P.seeds}; "
-      f"d_sae {P.dict_size}, TopK k = {P.topk_k}")
+print(
+    f"{store.n_tokens:,} training tokens; {P.train_steps} steps x {P.train_batch_size} "
+    f"= {P.train_steps * P.train_batch_size / store.n_tokens:.1f} epochs; seeds {P.seeds}; "
+    f"d_sae {P.dict_size}, TopK k = {P.topk_k}"
+)
 
 # %% [markdown]
 # ## Training every run, one pass over the cache per seed
@@ -100,7 +102,8 @@ print("sweep:", ", ".join(spec.label for spec in sweep), "· seeds", P.sweep_see
 sweep_results = [r for spec in sweep for r in trained[spec.name]]
 sweep_summary = experiments.final_metrics(sweep_results)
 sweep_summary.assign(base=[runs.sweep_base(r, P) for r in sweep_summary["run"]]).sort_values(
-    ["base", "l0"])
+    ["base", "l0"]
+)
 
 # %%
 assert len(sweep_summary) == len(sweep) * len(P.sweep_seeds)

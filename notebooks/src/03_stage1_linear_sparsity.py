@@ -27,14 +27,17 @@ import matplotlib.pyplot as plt
 
 from hsae_utils import config
 from hsae_utils.analysis import report
-from hsae_utils.analysis.report import stage_traces, worked_examples as examples
+from hsae_utils.analysis.report import stage_traces
+from hsae_utils.analysis.report import worked_examples as examples
 from hsae_utils.experiment import paper_runs as experiments
 from hsae_utils.runs import ABLATIONS, get_run
 
 P = config.get_profile(profile)
 RUN = "stage1_linear_sparsity"
 spec = get_run(RUN)
-print(spec.label, "| switches:", {k: v for k, v in spec.overrides.items()}, "| overrides:", overrides)
+print(
+    spec.label, "| switches:", {k: v for k, v in spec.overrides.items()}, "| overrides:", overrides
+)
 
 # %% [markdown]
 # ## The schedule, worked out
@@ -55,8 +58,9 @@ schedule.iloc[[0, T // 4, T // 2, 3 * T // 4, T - 1]].set_index("step")
 # (`experiments.train_runs`); each run ends bit-identical (CPU) to training it alone.
 
 # %%
-stage_runs = experiments.train_runs(P, [s.name for s in ABLATIONS] if not overrides else [RUN],
-                                    overrides=overrides)
+stage_runs = experiments.train_runs(
+    P, [s.name for s in ABLATIONS] if not overrides else [RUN], overrides=overrides
+)
 print(experiments.sharing_report(stage_runs))
 runs = stage_runs[RUN]
 

@@ -28,14 +28,17 @@ import matplotlib.pyplot as plt
 
 from hsae_utils import config
 from hsae_utils.analysis import report
-from hsae_utils.analysis.report import stage_traces, worked_examples as examples
+from hsae_utils.analysis.report import stage_traces
+from hsae_utils.analysis.report import worked_examples as examples
 from hsae_utils.experiment import paper_runs as experiments
 from hsae_utils.runs import get_run
 
 P = config.get_profile(profile)
 RUN = "stage2_resampling"
 spec = get_run(RUN)
-print(spec.label, "| switches:", {k: v for k, v in spec.overrides.items()}, "| overrides:", overrides)
+print(
+    spec.label, "| switches:", {k: v for k, v in spec.overrides.items()}, "| overrides:", overrides
+)
 
 # %% [markdown]
 # ## A dead latent resampled, worked out
@@ -52,9 +55,11 @@ print(spec.label, "| switches:", {k: v for k, v in spec.overrides.items()}, "| o
 toy = examples.dead_latent_example()
 print("events:", toy["events"])
 print(f"firing rate of latent 2 over the 10 steps before: {toy['rate_before']:.3f}")
-print(f"drawn input: #{toy['drawn_input']}, loss rank {toy['loss_rank']} of {toy['batch']} "
-      f"(the {toy['n_loud']} large inputs rank 1-{toy['n_loud']}); cosine of the new decoder row "
-      f"with it {toy['cos_with_input']:.3f}")
+print(
+    f"drawn input: #{toy['drawn_input']}, loss rank {toy['loss_rank']} of {toy['batch']} "
+    f"(the {toy['n_loud']} large inputs rank 1-{toy['n_loud']}); cosine of the new decoder row "
+    f"with it {toy['cos_with_input']:.3f}"
+)
 toy["table"]
 
 # %% [markdown]

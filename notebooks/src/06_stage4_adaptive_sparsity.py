@@ -28,14 +28,17 @@ import matplotlib.pyplot as plt
 
 from hsae_utils import config
 from hsae_utils.analysis import report
-from hsae_utils.analysis.report import stage_traces, worked_examples as examples
+from hsae_utils.analysis.report import stage_traces
+from hsae_utils.analysis.report import worked_examples as examples
 from hsae_utils.experiment import paper_runs as experiments
 from hsae_utils.runs import get_run
 
 P = config.get_profile(profile)
 RUN = "stage4_adaptive_sparsity"
 spec = get_run(RUN)
-print(spec.label, "| switches:", {k: v for k, v in spec.overrides.items()}, "| overrides:", overrides)
+print(
+    spec.label, "| switches:", {k: v for k, v in spec.overrides.items()}, "| overrides:", overrides
+)
 
 # %% [markdown]
 # ## The adaptive factor, worked out

@@ -68,13 +68,19 @@ P = config.get_profile(profile, skip_unavailable_probing=skip_unavailable_probin
 runs = evals.find_saes(P.sae_dir) + evals.external_runs(external_saes, P)
 families = tuple(m.strip() for m in metrics.split(",") if m.strip())
 print(f"profile {P.name}: {P.model_name}, hook {P.hook_name}")
-print(f"budgets: splice {P.n_eval_contexts} contexts x {P.context_size} tokens; absorption "
-      f"{P.absorption_vocab_size or 'all'} words, {P.absorption_icl_examples} ICL examples; probing "
-      f"{P.probe_train_per_class} + {P.probe_test_per_class} texts per class, <= {P.probe_max_tokens} tokens")
+print(
+    f"budgets: splice {P.n_eval_contexts} contexts x {P.context_size} tokens; absorption "
+    f"{P.absorption_vocab_size or 'all'} words, {P.absorption_icl_examples} ICL examples; probing "
+    f"{P.probe_train_per_class} + {P.probe_test_per_class} texts per class, <= {P.probe_max_tokens} tokens"
+)
 if runs:
     print(f"{len(runs)} SAEs (ours under {P.sae_dir}, then the external ones):")
-    display(pd.DataFrame([(r.config, r.seed, r.label, r.architecture) for r in runs],
-                         columns=["config", "seed", "label", "architecture"]))
+    display(
+        pd.DataFrame(
+            [(r.config, r.seed, r.label, r.architecture) for r in runs],
+            columns=["config", "seed", "label", "architecture"],
+        )
+    )
 else:
     print(f"No trained SAEs under {P.sae_dir}: run notebooks 02-07 first. Nothing to evaluate.")
 
@@ -129,16 +135,28 @@ plt.show()
 # %%
 if not result.probing_tasks.empty:
     tasks = result.probing_tasks
-    llm = tasks.groupby("dataset", sort=False)[["llm_test_accuracy", "llm_top_1_test_accuracy"]].first()
-    top1 = tasks.pivot_table(index="dataset", columns="config", values="sae_top_1_test_accuracy",
-                             aggfunc="mean", sort=False)
+    llm = tasks.groupby("dataset", sort=False)[
+        ["llm_test_accuracy", "llm_top_1_test_accuracy"]
+    ].first()
+    top1 = tasks.pivot_table(
+        index="dataset",
+        columns="config",
+        values="sae_top_1_test_accuracy",
+        aggfunc="mean",
+        sort=False,
+    )
     display(llm.join(top1.add_prefix("SAE top-1 · ")).round(3))
 
 # %%
 if not result.absorption_letters.empty:
     letters = result.absorption_letters
-    table = letters.pivot_table(index="letter", columns="config", values="mean_absorption_fraction",
-                                aggfunc="mean", sort=False)
+    table = letters.pivot_table(
+        index="letter",
+        columns="config",
+        values="mean_absorption_fraction",
+        aggfunc="mean",
+        sort=False,
+    )
     table.insert(0, "probe_f1", letters.groupby("letter")["probe_f1"].first())
     display(table.round(3))
 

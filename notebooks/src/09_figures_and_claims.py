@@ -18,16 +18,20 @@
 import matplotlib.pyplot as plt
 from IPython.display import Markdown
 
-from hsae_utils.analysis import claims, findings, report
 from hsae_utils import config, runs
+from hsae_utils.analysis import claims, findings, report
 from hsae_utils.experiment import verdicts
 
 P = config.get_profile(profile)
 R = report.load_results(P)
-print(f"profile {P.name}: {P.model_name}, {P.hook_name}, {P.dict_size} latents, "
-      f"{P.train_steps} steps x {P.train_batch_size}")
-print(f"{R.tidy['run'].nunique()} evaluated SAEs in {len(R.configs)} configurations; "
-      f"seeds {sorted(R.tidy['seed'].dropna().unique().astype(int).tolist())}")
+print(
+    f"profile {P.name}: {P.model_name}, {P.hook_name}, {P.dict_size} latents, "
+    f"{P.train_steps} steps x {P.train_batch_size}"
+)
+print(
+    f"{R.tidy['run'].nunique()} evaluated SAEs in {len(R.configs)} configurations; "
+    f"seeds {sorted(R.tidy['seed'].dropna().unique().astype(int).tolist())}"
+)
 saved = []
 
 # %% [markdown]
@@ -122,7 +126,8 @@ fig = report.plot_frontier(R)
 saved += report.save_figure(fig, "fig5_sparsity_fidelity_frontier", P.name)
 plt.show()
 report.frontier_points(R, ["explained_variance_legacy", "ce_loss_score"])[
-    ["label", "method", "n", "l0", "explained_variance_legacy", "ce_loss_score"]].round(4)
+    ["label", "method", "n", "l0", "explained_variance_legacy", "ce_loss_score"]
+].round(4)
 
 # %% [markdown]
 # ## Statistics: HierarchicalSAE versus TopK
@@ -160,8 +165,21 @@ tests
 
 # %%
 display(Markdown(claims.absorption_note(claims_table)))
-claims_table[["id", "paper", "provenance", "ours_baseline", "ours", "verdict", "power",
-              "matched_l0", "absolute", "ground_truth", "same_as"]]
+claims_table[
+    [
+        "id",
+        "paper",
+        "provenance",
+        "ours_baseline",
+        "ours",
+        "verdict",
+        "power",
+        "matched_l0",
+        "absolute",
+        "ground_truth",
+        "same_as",
+    ]
+]
 
 # %%
 print("Written:")

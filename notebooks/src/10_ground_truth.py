@@ -11,9 +11,10 @@
 #
 # Metrics: SAELens' ground-truth evaluations (MCC of decoder rows vs true features, per-latent
 # precision / recall / F1 against the best-matched true feature, dead latents, L0, explained
-# variance) and a direct absorption measure on the hierarchy (`hsae_utils.experiment.ground_truth.absorption`):
-# the recall the parent's latent loses exactly when a child is active, and which latent carried the
-# parent direction instead. Logic: `hsae_utils/experiment/ground_truth/`.
+# variance) and a direct absorption measure on the hierarchy
+# (`hsae_utils.experiment.ground_truth.absorption`): the recall the parent's latent loses exactly
+# when a child is active, and which latent carried the parent direction instead. Logic:
+# `hsae_utils/experiment/ground_truth/`.
 
 # %% parameters
 
@@ -22,22 +23,34 @@ import time
 
 import pandas as pd
 
-from hsae_utils.analysis import claims, report
 from hsae_utils import config
+from hsae_utils.analysis import report
 from hsae_utils.experiment import verdicts
-from hsae_utils.experiment.ground_truth import (absorption_verdict, build_world, ground_truth_figure,
-                                     run_ground_truth, setup_for_profile, summarize)
+from hsae_utils.experiment.ground_truth import (
+    absorption_verdict,
+    build_world,
+    ground_truth_figure,
+    run_ground_truth,
+    setup_for_profile,
+    summarize,
+)
 from hsae_utils.experiment.ground_truth.curves import absorption_l0_figure, curve_points, run_sweep
-from hsae_utils.experiment.ground_truth.experiment import (VERDICT_CONFIGS, save_table,
-                                                           seeds_for_power, verdict_seeds)
+from hsae_utils.experiment.ground_truth.experiment import (
+    VERDICT_CONFIGS,
+    save_table,
+    seeds_for_power,
+    verdict_seeds,
+)
 
 P = config.get_profile(profile)
 t0 = time.perf_counter()
 world = build_world(setup_for_profile(P))
 s = world.setup
-print(f"{s.num_features} features in {s.hidden_dim} dimensions, {s.n_parents} parents with "
-      f"{s.children[0]}-{s.children[1]} exclusive children; SAEs of {s.d_sae} latents; "
-      f"true L0 {float((world.eval_feats_NF > 0).sum(1).float().mean()):.2f}")
+print(
+    f"{s.num_features} features in {s.hidden_dim} dimensions, {s.n_parents} parents with "
+    f"{s.children[0]}-{s.children[1]} exclusive children; SAEs of {s.d_sae} latents; "
+    f"true L0 {float((world.eval_feats_NF > 0).sum(1).float().mean()):.2f}"
+)
 
 # %% [markdown]
 # ## Train and evaluate every configuration
@@ -92,19 +105,24 @@ points.drop(columns=["family"]).round(3)
 
 # %%
 extra = tuple(s for s in verdict_seeds(P) if s not in P.seeds)
-df = pd.concat([df, run_ground_truth(P, world, seeds=extra, configs=VERDICT_CONFIGS)],
-               ignore_index=True)
+df = pd.concat(
+    [df, run_ground_truth(P, world, seeds=extra, configs=VERDICT_CONFIGS)], ignore_index=True
+)
 save_table(df, P.results_dir / "ground_truth.csv")
 print(f"{len(df)} runs, {time.perf_counter() - t0:.0f} s so far")
 
 # %%
 v = absorption_verdict(df)
 if v["std_diff"] > 0 and v["claimed_effect"] > 0:
-    print(f"seeds needed for MDE <= claimed effect at this spread: "
-          f"{seeds_for_power(v['std_diff'], v['claimed_effect'])} (ran {v['n_seeds']})")
-print(f"absorption: HierarchicalSAE {v['mean_a']:.4f} (L0 {v['l0_a']:.1f}) vs TopK at matched L0 "
-      f"{v['mean_b']:.4f} (L0 {v['l0_b']:.1f}); diff {v['mean_diff']:+.4f}, p = {v['p_value']:.3g}, "
-      f"{v['n_seeds']} seeds; MDE {v['mde']:.4f} vs claimed effect {v['claimed_effect']:.4f}")
+    print(
+        f"seeds needed for MDE <= claimed effect at this spread: "
+        f"{seeds_for_power(v['std_diff'], v['claimed_effect'])} (ran {v['n_seeds']})"
+    )
+print(
+    f"absorption: HierarchicalSAE {v['mean_a']:.4f} (L0 {v['l0_a']:.1f}) vs TopK at matched L0 "
+    f"{v['mean_b']:.4f} (L0 {v['l0_b']:.1f}); diff {v['mean_diff']:+.4f}, p = {v['p_value']:.3g}, "
+    f"{v['n_seeds']} seeds; MDE {v['mde']:.4f} vs claimed effect {v['claimed_effect']:.4f}"
+)
 print("verdict:", v["verdict"], f"({v['matched_note'].rstrip('; ')})" if v["matched_note"] else "")
 pd.Series(v).to_frame("value")
 
@@ -119,5 +137,9 @@ if refreshed is None:
     print("No evaluation results yet (notebook 08): the claims table is not written.")
 else:
     table = refreshed[0]
-    display(table.loc[table["ground_truth"].fillna("") != "",
-                      ["id", "verdict", "ground_truth", "ground_truth_reason"]])
+    display(
+        table.loc[
+            table["ground_truth"].fillna("") != "",
+            ["id", "verdict", "ground_truth", "ground_truth_reason"],
+        ]
+    )

@@ -35,19 +35,27 @@ import time
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from hsae_utils.analysis import claims, report
 from hsae_utils import config
-from hsae_utils.experiment import verdicts
-from hsae_utils.experiment import sensitivity
+from hsae_utils.analysis import report
+from hsae_utils.experiment import sensitivity, verdicts
 from hsae_utils.experiment.readings import READINGS
 
 P = config.get_profile(profile)
 t0 = time.perf_counter()
 alts = sensitivity.alternatives(P, include=("width",) if include_width else ())
 default = report.load_results(P).tidy
-pd.DataFrame([{"reading": r.name, "where": r.where, "default": r.default,
-               "alternatives": ", ".join(map(str, r.alternatives)), "the paper": r.paper}
-              for r in READINGS])
+pd.DataFrame(
+    [
+        {
+            "reading": r.name,
+            "where": r.where,
+            "default": r.default,
+            "alternatives": ", ".join(map(str, r.alternatives)),
+            "the paper": r.paper,
+        }
+        for r in READINGS
+    ]
+)
 
 # %% [markdown]
 # ## Train
@@ -56,8 +64,10 @@ pd.DataFrame([{"reading": r.name, "where": r.where, "default": r.default,
 
 # %%
 trained = sensitivity.train_alternatives(P, alts, force=force_retrain)
-print(f"{len(trained)} runs ({int(trained['trained'].sum())} trained now) on seed "
-      f"{sensitivity.seed_of(P)} in {time.perf_counter() - t0:.0f} s")
+print(
+    f"{len(trained)} runs ({int(trained['trained'].sum())} trained now) on seed "
+    f"{sensitivity.seed_of(P)} in {time.perf_counter() - t0:.0f} s"
+)
 trained.drop(columns="folder")
 
 # %% [markdown]
@@ -95,8 +105,10 @@ plt.show()
 # %%
 width_alt = next((a for a in alts if a.reading == "width"), None)
 if width_alt is None:
-    print("the width reading is opt-in (include_width = True) or the profile's width already "
-          "is the paper's")
+    print(
+        "the width reading is opt-in (include_width = True) or the profile's width already "
+        "is the paper's"
+    )
 else:
     display(sensitivity.width_effects(default, variant, P, width_alt).round(4))
 

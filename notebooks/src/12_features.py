@@ -51,14 +51,19 @@ t_start = time.perf_counter()
 folders = {name: run_dir(P, name, seed) for name in FEATURE_RUNS}
 missing = [str(f) for f in folders.values() if not (f / "hsae_config.json").is_file()]
 if missing:
-    raise FileNotFoundError("Notebook 12 shows the seed-42 SAEs that notebooks 02-07 train; missing: "
-                            + ", ".join(missing) + ". Run notebooks 01-08 first.")
+    raise FileNotFoundError(
+        "Notebook 12 shows the seed-42 SAEs that notebooks 02-07 train; missing: "
+        + ", ".join(missing)
+        + ". Run notebooks 01-08 first."
+    )
 runs = {name: export_run(folder, P.sae_dir) for name, folder in folders.items()}
 labels = {name: RUNS[name].label for name in FEATURE_RUNS}
 model = load_model(P)
 rows = ValidationRows(P, model, eval_cache_root(P))
-print(f"profile {P.name}: {P.model_name}, hook {P.hook_name}; {rows.x_ND.shape[0]:,} validation "
-      f"tokens in {rows.tokens_SC.shape[0]} contexts")
+print(
+    f"profile {P.name}: {P.model_name}, hook {P.hook_name}; {rows.x_ND.shape[0]:,} validation "
+    f"tokens in {rows.tokens_SC.shape[0]} contexts"
+)
 
 # %% [markdown]
 # ## Statistics
@@ -73,14 +78,24 @@ for name, run in runs.items():
     t0 = time.perf_counter()
     data[name] = sae_stats(run, P, model=model, rows=rows)
     seconds[name] = time.perf_counter() - t0
-summary = pd.DataFrame([{
-    "SAE": labels[name], "latents": len(d["latents"]),
-    "dead": sum(r["density"] == 0 for r in d["latents"]),
-    "dense (> 10 % of tokens)": sum(r["density"] > 0.1 for r in d["latents"]),
-    "median density (alive)": np.median([r["density"] for r in d["latents"] if r["density"] > 0]),
-    "max decoder cos > 0.9": sum(r["neighbours"][0]["cos"] > 0.9 for r in d["latents"]
-                                 if r["neighbours"]),
-    "seconds": round(seconds[name], 1)} for name, d in data.items()])
+summary = pd.DataFrame(
+    [
+        {
+            "SAE": labels[name],
+            "latents": len(d["latents"]),
+            "dead": sum(r["density"] == 0 for r in d["latents"]),
+            "dense (> 10 % of tokens)": sum(r["density"] > 0.1 for r in d["latents"]),
+            "median density (alive)": np.median(
+                [r["density"] for r in d["latents"] if r["density"] > 0]
+            ),
+            "max decoder cos > 0.9": sum(
+                r["neighbours"][0]["cos"] > 0.9 for r in d["latents"] if r["neighbours"]
+            ),
+            "seconds": round(seconds[name], 1),
+        }
+        for name, d in data.items()
+    ]
+)
 out_dir = P.output_dir / "features"
 out_dir.mkdir(parents=True, exist_ok=True)
 summary.to_csv(out_dir / "summary.csv", index=False)
@@ -100,8 +115,13 @@ fig, ax = plt.subplots(figsize=(7, 3.8))
 for name, d in data.items():
     logd = [r["log10_density"] for r in d["latents"] if r["log10_density"] is not None]
     dead = len(d["latents"]) - len(logd)
-    ax.hist(logd, bins=np.linspace(np.log10(1 / rows.x_ND.shape[0]), 0, 41), histtype="step",
-            lw=1.6, label=f"{labels[name]} ({dead} dead)")
+    ax.hist(
+        logd,
+        bins=np.linspace(np.log10(1 / rows.x_ND.shape[0]), 0, 41),
+        histtype="step",
+        lw=1.6,
+        label=f"{labels[name]} ({dead} dead)",
+    )
 ax.axvline(-1, color="0.4", ls=":", lw=1)
 ax.text(-0.97, ax.get_ylim()[1] * 0.9, "dense: fires on\n> 10 % of tokens", fontsize=8, va="top")
 ax.set_xlabel("log10 firing density (fraction of validation tokens)")
@@ -121,8 +141,7 @@ plt.show()
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.8))
 for name, d in data.items():
-    top = sorted((r["neighbours"][0]["cos"] for r in d["latents"] if r["neighbours"]),
-                 reverse=True)
+    top = sorted((r["neighbours"][0]["cos"] for r in d["latents"] if r["neighbours"]), reverse=True)
     ax.plot(np.arange(1, len(top) + 1) / len(top), top, lw=1.6, label=labels[name])
 ax.axhline(0.9, color="k", ls=":", lw=1, label="merge threshold 0.9")
 ax.set_xlabel("fraction of latents (sorted by their largest cosine)")
@@ -131,8 +150,12 @@ ax.set_title("Nearest decoder direction of each latent (merging needs > 0.9)")
 ax.legend(fontsize=8)
 fig.savefig(out_dir / "max_decoder_cosine.png", dpi=150, bbox_inches="tight")
 plt.show()
-print({labels[n]: round(max(r["neighbours"][0]["cos"] for r in d["latents"]), 3)
-       for n, d in data.items()})
+print(
+    {
+        labels[n]: round(max(r["neighbours"][0]["cos"] for r in d["latents"]), 3)
+        for n, d in data.items()
+    }
+)
 
 # %% [markdown]
 # ## Six latents of each SAE, chosen by rule
@@ -152,17 +175,26 @@ from hsae_utils.evals import probing as probing_mod
 
 letters_csv = P.results_dir / "absorption_per_letter.csv"
 letters = showcase.shared_letters(letters_csv, [r.run for r in runs.values()])
-probing_data = probing_mod.build_probing_data(model, P, cache_root=eval_cache_root(P),
-                                              fingerprint=model_fingerprint(P), progress=False)
+probing_data = probing_mod.build_probing_data(
+    model, P, cache_root=eval_cache_root(P), fingerprint=model_fingerprint(P), progress=False
+)
 chosen = {}
 for name, run in runs.items():
     adapter = load_adapter(run, "cpu", P, rows.normalization)
-    picks = [(showcase.main_latents(letters_csv, run.run)[L][0], f"main latent of letter {L!r}")
-             for L in letters]
-    picks += [(f, f"top probing latent, {task}: {cls}")
-              for task, cls, f in showcase.probing_top_latents(adapter, probing_data)]
-    picks += [(f, "random alive") for f in showcase.random_alive(
-        data[name], 6 - len(picks), seed, exclude=[f for f, _ in picks])]
+    picks = [
+        (showcase.main_latents(letters_csv, run.run)[L][0], f"main latent of letter {L!r}")
+        for L in letters
+    ]
+    picks += [
+        (f, f"top probing latent, {task}: {cls}")
+        for task, cls, f in showcase.probing_top_latents(adapter, probing_data)
+    ]
+    picks += [
+        (f, "random alive")
+        for f in showcase.random_alive(
+            data[name], 6 - len(picks), seed, exclude=[f for f, _ in picks]
+        )
+    ]
     chosen[name] = picks
     print(f"=== {labels[name]} ===")
     for f, why in picks:
@@ -190,17 +222,24 @@ for name, run in runs.items():
         L = why.split("'")[1]
         word = showcase.word_from_contexts(data[name]["latents"][f], L)
         tokens, at, answer, word = showcase.letter_prompt(
-            model.tokenizer, bos_token_id(model.tokenizer), L, word, P.absorption_icl_examples,
-            seed)
+            model.tokenizer, bos_token_id(model.tokenizer), L, word, P.absorption_icl_examples, seed
+        )
         at_word = torch.zeros(tokens.shape, dtype=torch.bool)
         at_word[0, at] = True
         res = intervene(model, adapter, tokens, f, P.hook_name, mode="ablate", positions=at_word)
         z_word = float(adapter.encode(layer_resid(model, tokens, P.layer))[0, at, f])
-        rows_iv.append({"SAE": labels[name], "letter": L, "word": word, "latent": f,
-                        "activation at the word": z_word,
-                        "p(answer) clean": showcase.probability(res.logp_clean_BSV, answer),
-                        "p(answer) ablated": showcase.probability(res.logp_edit_BSV, answer),
-                        "Δ log p": float(res.change([answer])[0])})
+        rows_iv.append(
+            {
+                "SAE": labels[name],
+                "letter": L,
+                "word": word,
+                "latent": f,
+                "activation at the word": z_word,
+                "p(answer) clean": showcase.probability(res.logp_clean_BSV, answer),
+                "p(answer) ablated": showcase.probability(res.logp_edit_BSV, answer),
+                "Δ log p": float(res.change([answer])[0]),
+            }
+        )
 interventions = pd.DataFrame(rows_iv)
 interventions.to_csv(out_dir / "interventions.csv", index=False)
 interventions
@@ -237,10 +276,12 @@ if autointerp.autointerp_configured():
     for name, run in runs.items():
         adapter = load_adapter(run, "cpu", P, rows.normalization)
         ids = [f for f, _ in chosen[name][:autointerp_latents]]
-        negatives = {f: autointerp.silent_windows(adapter.encode, rows, f, 4, seed=seed)
-                     for f in ids}
-        for r in autointerp.run_autointerp(data[name], ids, negatives, rows.tokens_SC, token_str,
-                                           seed):
+        negatives = {
+            f: autointerp.silent_windows(adapter.encode, rows, f, 4, seed=seed) for f in ids
+        }
+        for r in autointerp.run_autointerp(
+            data[name], ids, negatives, rows.tokens_SC, token_str, seed
+        ):
             ai_rows.append({"SAE": labels[name], **r})
     display(pd.DataFrame(ai_rows))
 else:

@@ -12,8 +12,9 @@ if "google.colab" in sys.modules:
     REPO_URL = "https://github.com/hsae-reproduction/hierarchical-sae"
     BRANCH, REPO_DIR = "main", "/content/hierarchical-sae"
     if not os.path.isdir(REPO_DIR):
-        subprocess.run(["git", "clone", "--depth", "1", "--branch", BRANCH, REPO_URL, REPO_DIR],
-                       check=True)
+        subprocess.run(
+            ["git", "clone", "--depth", "1", "--branch", BRANCH, REPO_URL, REPO_DIR], check=True
+        )
     sys.path.insert(0, REPO_DIR)
     from hsae_utils.pipeline.colab import set_up
 

@@ -1,6 +1,7 @@
 """Evaluation results as the tables and figures read them: the tidy table (run, config, seed,
 metric, value) of one profile with the labels of its configurations, from a fresh evaluation
 (notebook 08) or from `results_dir/evaluation.csv` plus the training logs (notebook 09)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,9 +16,20 @@ from hsae_utils.runs import PAPER_RUNS, family
 
 # The metrics a summary shows and the paired tests compare, in this order.
 HEADLINE_METRICS = (
-    "explained_variance_legacy", "frac_variance_explained", "mse_norm", "mse", "l0", "l1", "frac_alive",
-    "kl_div_with_sae", "kl_div_score", "ce_loss_score", "mean_absorption_fraction_score",
-    "mean_full_absorption_score", "sae_top_1_test_accuracy", "sae_top_5_test_accuracy",
+    "explained_variance_legacy",
+    "frac_variance_explained",
+    "mse_norm",
+    "mse",
+    "l0",
+    "l1",
+    "frac_alive",
+    "kl_div_with_sae",
+    "kl_div_score",
+    "ce_loss_score",
+    "mean_absorption_fraction_score",
+    "mean_full_absorption_score",
+    "sae_top_1_test_accuracy",
+    "sae_top_5_test_accuracy",
     "sae_top_20_test_accuracy",
 )
 # Probes on the residual stream itself: the same for every SAE, a reference for the SAE probes.
@@ -59,8 +71,14 @@ class Results:
         for c in configs or self.configs:
             v = self.values(metric, c)
             if v.size:
-                rows.append({"config": c, "mean": v.mean(),
-                             "std": v.std(ddof=1) if v.size > 1 else np.nan, "n": v.size})
+                rows.append(
+                    {
+                        "config": c,
+                        "mean": v.mean(),
+                        "std": v.std(ddof=1) if v.size > 1 else np.nan,
+                        "n": v.size,
+                    }
+                )
         return pd.DataFrame(rows, columns=["config", "mean", "std", "n"]).set_index("config")
 
     def has(self, metric: str) -> bool:
@@ -80,14 +98,20 @@ def load_results(profile: Profile) -> Results:
     if not path.exists():
         raise FileNotFoundError(
             f"No evaluation results at {path}. Run the evaluation notebook first: "
-            f"./run_all.sh --profile {profile.name} (or --only 08 once the SAEs are trained).")
+            f"./run_all.sh --profile {profile.name} (or --only 08 once the SAEs are trained)."
+        )
     tidy = pd.read_csv(path)
     runs_path = profile.results_dir / "evaluation_runs.csv"
-    runs = (pd.read_csv(runs_path) if runs_path.exists()
-            else pd.DataFrame(columns=["config", "label"]))
+    runs = (
+        pd.read_csv(runs_path) if runs_path.exists() else pd.DataFrame(columns=["config", "label"])
+    )
     labels = dict(zip(runs["config"], runs["label"]))
-    return Results(profile, pd.concat([tidy, train_losses(profile, runs)], ignore_index=True),
-                   labels, weight_checksums(profile, runs["run"]))
+    return Results(
+        profile,
+        pd.concat([tidy, train_losses(profile, runs)], ignore_index=True),
+        labels,
+        weight_checksums(profile, runs["run"]),
+    )
 
 
 def log_rows(run_folder: Path) -> list[dict]:
@@ -114,13 +138,19 @@ def train_losses(profile: Profile, runs: pd.DataFrame) -> pd.DataFrame:
         if not log:
             continue
         events = [x for x in entries if x.get("kind") == "event"]
-        values = {"train_loss": log[-1]["loss"],
-                  "resampled_latents": sum(e.get("n_latents", 0) for e in events
-                                           if e.get("event") == "resample"),
-                  "merged_pairs": sum(len(e.get("pairs", [])) for e in events
-                                      if e.get("event") == "merge")}
-        rows += [{"run": r.run, "config": r.config, "seed": r.seed, "metric": m, "value": v}
-                 for m, v in values.items()]
+        values = {
+            "train_loss": log[-1]["loss"],
+            "resampled_latents": sum(
+                e.get("n_latents", 0) for e in events if e.get("event") == "resample"
+            ),
+            "merged_pairs": sum(
+                len(e.get("pairs", [])) for e in events if e.get("event") == "merge"
+            ),
+        }
+        rows += [
+            {"run": r.run, "config": r.config, "seed": r.seed, "metric": m, "value": v}
+            for m, v in values.items()
+        ]
     return pd.DataFrame(rows, columns=TIDY_COLUMNS)
 
 

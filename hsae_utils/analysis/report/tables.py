@@ -1,5 +1,6 @@
 """Tables of evaluation results: configurations x metrics as "mean ± std over seeds", the
 paper's Table 1, per-letter absorption and the frontier points; written as Markdown and CSV."""
+
 from __future__ import annotations
 
 import math
@@ -9,10 +10,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from hsae_utils.analysis.report.results import HEADLINE_METRICS, PROBING_REFERENCES, Results
 from hsae_utils.config import REPO_ROOT
 from hsae_utils.io import write_text_atomic
 from hsae_utils.runs import HSAE, PAPER_RUNS, TOPK, family
-from hsae_utils.analysis.report.results import HEADLINE_METRICS, PROBING_REFERENCES, Results
 
 FIGURES_DIR = REPO_ROOT / "figures"
 TABLE1_COLUMNS = (  # (metric, column title, digits)
@@ -37,8 +38,9 @@ def mean_std(values: np.ndarray, digits: int) -> str:
     return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
 
 
-def metric_table(results: Results, columns: Sequence[tuple[str, str, int]],
-                 configs: Sequence[str] | None = None) -> pd.DataFrame:
+def metric_table(
+    results: Results, columns: Sequence[tuple[str, str, int]], configs: Sequence[str] | None = None
+) -> pd.DataFrame:
     """One row per configuration, one column per (metric, title, digits) present:
     "mean ± std" over seeds (std left out for one seed); "Seeds" counts the first column's."""
     configs = [c for c in (configs or results.configs) if c in results.configs]
@@ -47,21 +49,25 @@ def metric_table(results: Results, columns: Sequence[tuple[str, str, int]],
         return pd.DataFrame()
     table = pd.DataFrame(
         {t: [mean_std(results.values(m, c), d) for c in configs] for m, t, d in cols},
-        index=pd.Index([results.label(c) for c in configs], name="Configuration"))
+        index=pd.Index([results.label(c) for c in configs], name="Configuration"),
+    )
     table.insert(0, "Seeds", [int(results.values(cols[0][0], c).size) for c in configs])
     return table
 
 
-def identical_configs(tidy: pd.DataFrame, checksums: dict[str, str] | None = None
-                      ) -> dict[str, str]:
+def identical_configs(
+    tidy: pd.DataFrame, checksums: dict[str, str] | None = None
+) -> dict[str, str]:
     """config -> the earlier configuration (PAPER_RUNS order, then by name) whose results it
     repeats exactly: the same seeds and, on every seed, the same value of every metric (e.g. an
     ablation stage whose mechanism never acted: no latent died, nothing merged). `checksums`
     (run -> sha256 of its exported weights) also counts: identical weights on every seed."""
     order = [c for c in PAPER_RUNS if c in set(tidy["config"])]
     order += sorted(set(tidy["config"]) - set(order))
-    keyed = {c: g.set_index(["seed", "metric"])["value"].astype(float).sort_index()
-             for c, g in tidy.groupby("config")}
+    keyed = {
+        c: g.set_index(["seed", "metric"])["value"].astype(float).sort_index()
+        for c, g in tidy.groupby("config")
+    }
     runs = {c: sorted(tidy.loc[tidy["config"] == c, "run"].unique()) for c in order}
     same: dict[str, str] = {}
     for i, c in enumerate(order):
@@ -69,20 +75,27 @@ def identical_configs(tidy: pd.DataFrame, checksums: dict[str, str] | None = Non
             if earlier in same or family(earlier) != family(c):
                 continue
             a, b = keyed[c], keyed[earlier]
-            by_metrics = a.index.equals(b.index) and np.array_equal(a.to_numpy(), b.to_numpy(),
-                                                                     equal_nan=True)
+            by_metrics = a.index.equals(b.index) and np.array_equal(
+                a.to_numpy(), b.to_numpy(), equal_nan=True
+            )
             sums = [checksums.get(r) for r in runs[c] + runs[earlier]] if checksums else []
-            by_weights = (bool(sums) and None not in sums and len(runs[c]) == len(runs[earlier])
-                          and [checksums[r] for r in runs[c]] == [checksums[r] for r in
-                                                                   runs[earlier]])
+            by_weights = (
+                bool(sums)
+                and None not in sums
+                and len(runs[c]) == len(runs[earlier])
+                and [checksums[r] for r in runs[c]] == [checksums[r] for r in runs[earlier]]
+            )
             if by_metrics or by_weights:
                 same[c] = earlier
                 break
     return same
 
 
-def summary_table(results: Results, metrics: Sequence[str] = HEADLINE_METRICS + PROBING_REFERENCES,
-                  digits: int = 3) -> pd.DataFrame:
+def summary_table(
+    results: Results,
+    metrics: Sequence[str] = HEADLINE_METRICS + PROBING_REFERENCES,
+    digits: int = 3,
+) -> pd.DataFrame:
     """Every configuration x the headline metrics (notebook 08)."""
     return metric_table(results, [(m, m, digits) for m in metrics])
 
@@ -107,8 +120,10 @@ def table1(results: Results, configs: Sequence[str] = PAPER_RUNS) -> pd.DataFram
 def absorption_by_letter(results: Results, configs: Sequence[str] = (TOPK, HSAE)) -> pd.DataFrame:
     """Per-letter absorption fraction (mean over seeds), letters as rows, configurations as
     columns; only letters the ground-truth probe detects (SAEBench's F1 > 0.6 rule)."""
-    df = results.tidy[results.tidy["metric"].str.startswith("absorption_fraction:")
-                      & results.tidy["config"].isin(configs)]
+    df = results.tidy[
+        results.tidy["metric"].str.startswith("absorption_fraction:")
+        & results.tidy["config"].isin(configs)
+    ]
     if df.empty:
         return pd.DataFrame()
     df = df.assign(letter=df["metric"].str.split(":").str[1])
@@ -116,17 +131,20 @@ def absorption_by_letter(results: Results, configs: Sequence[str] = (TOPK, HSAE)
     return table[[c for c in configs if c in table.columns]].sort_index()
 
 
-def absorption_letter_stats(results: Results, configs: Sequence[str] = (TOPK, HSAE),
-                            measure: str = "absorption_fraction") -> pd.DataFrame:
+def absorption_letter_stats(
+    results: Results, configs: Sequence[str] = (TOPK, HSAE), measure: str = "absorption_fraction"
+) -> pd.DataFrame:
     """mean, std (over seeds; NaN for one) and n of a per-letter absorption measure
     (`absorption_fraction` or `full_absorption`), indexed by (letter, config)."""
-    df = results.tidy[results.tidy["metric"].str.startswith(measure + ":")
-                      & results.tidy["config"].isin(configs)]
+    df = results.tidy[
+        results.tidy["metric"].str.startswith(measure + ":") & results.tidy["config"].isin(configs)
+    ]
     if df.empty:
         return pd.DataFrame(columns=["mean", "std", "n"])
     df = df.assign(letter=df["metric"].str.split(":").str[1])
     return df.groupby(["letter", "config"])["value"].agg(
-        mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else np.nan, n="size")
+        mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else np.nan, n="size"
+    )
 
 
 def frontier_method(config: str) -> str | None:
@@ -140,7 +158,7 @@ def frontier_method(config: str) -> str | None:
     fam = family(config)
     if fam != "hierarchical":
         return fam
-    stage = config[len("stage"):].split("_")[0] if config.startswith("stage") else ""
+    stage = config[len("stage") :].split("_")[0] if config.startswith("stage") else ""
     if stage == "1":
         return "stage1"
     return None if stage in ("2", "3", "4") else "hierarchical"
@@ -154,9 +172,15 @@ def frontier_points(results: Results, metrics: Sequence[str]) -> pd.DataFrame:
         l0 = results.values("l0", c)
         if l0.size == 0:
             continue
-        row = {"config": c, "label": results.label(c), "family": family(c),
-               "method": frontier_method(c), "n": l0.size, "l0": l0.mean(),
-               "l0_std": l0.std(ddof=1) if l0.size > 1 else np.nan}
+        row = {
+            "config": c,
+            "label": results.label(c),
+            "family": family(c),
+            "method": frontier_method(c),
+            "n": l0.size,
+            "l0": l0.mean(),
+            "l0_std": l0.std(ddof=1) if l0.size > 1 else np.nan,
+        }
         for m in metrics:
             v = results.values(m, c)
             row[m] = v.mean() if v.size else np.nan
@@ -183,19 +207,24 @@ def fmt_number(x: float) -> str:
 def markdown_table(df: pd.DataFrame, columns: dict[str, str] | None = None) -> str:
     """A GitHub Markdown table (no `tabulate` needed); floats as `fmt_number`."""
     columns = columns or {c: c for c in df.columns}
-    cell = lambda v: (fmt_number(v) if isinstance(v, float) else str(v)).replace(  # noqa: E731
-        "|", "\\|").replace("\n", " ")
+
+    def cell(v) -> str:
+        text = fmt_number(v) if isinstance(v, float) else str(v)
+        return text.replace("|", "\\|").replace("\n", " ")
+
     lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |"
-              for _, r in df.iterrows()]
+    lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for _, r in df.iterrows()]
     return "\n".join(lines)
 
 
-def write_table(table: pd.DataFrame, name: str, profile_name: str,
-                out_dir: Path = FIGURES_DIR) -> dict[str, Path]:
+def write_table(
+    table: pd.DataFrame, name: str, profile_name: str, out_dir: Path = FIGURES_DIR
+) -> dict[str, Path]:
     """`<name>_<profile>.md` (GitHub Markdown) and `.csv`, atomically."""
-    paths = {"md": out_dir / f"{name}_{profile_name}.md",
-             "csv": out_dir / f"{name}_{profile_name}.csv"}
+    paths = {
+        "md": out_dir / f"{name}_{profile_name}.md",
+        "csv": out_dir / f"{name}_{profile_name}.csv",
+    }
     write_text_atomic(paths["md"], markdown_table(table.reset_index()) + "\n")
     write_text_atomic(paths["csv"], table.to_csv())
     return paths

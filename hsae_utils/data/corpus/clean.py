@@ -1,5 +1,6 @@
 """Text cleaning: each source's raw file bytes -> plain-English documents (Wikipedia markup,
 POS-tagged sentences, rated sentences, reviews, speeches), and the text helpers they share."""
+
 from __future__ import annotations
 
 import bz2
@@ -196,7 +197,7 @@ _RE_CLITIC = re.compile(r"^(?:'s|'re|'ve|'m|'ll|'d|n't)$", re.I)
 
 
 def strip_pos_tags(line: str) -> list[str]:
-    """"The/DT cat/NN ./." -> ["The", "cat", "."] (the tag is what follows the last slash)."""
+    """ "The/DT cat/NN ./." -> ["The", "cat", "."] (the tag is what follows the last slash)."""
     tokens = []
     for item in line.split():
         word, slash, _tag = item.rpartition("/")

@@ -1,5 +1,6 @@
 """The profile's text as a `datasets` object, and its identity for downstream caches: the embedded
 corpus (`build`), or a dataset streamed from the hub (`hub`)."""
+
 from __future__ import annotations
 
 from hsae_utils.data.corpus.build import SPLITS, build_corpus, corpus_dir

@@ -1,5 +1,6 @@
 """Text datasets streamed from the Hugging Face hub (the `paper` profile's openwebtext), with a
 deterministic held-out split: such datasets have only a train split."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,8 +24,13 @@ def stream_hub_dataset(profile, split: str):
 
     # Script datasets (openwebtext) are read from their parquet files (hsae_utils.data.hub_data); the
     # id resolves to its local replica with the profile's hub_replica switch (paper-tiny).
-    ds = load_hub_dataset(profile.dataset, profile, split="train", streaming=True,
-                          columns=(profile.dataset_text_field,))
+    ds = load_hub_dataset(
+        profile.dataset,
+        profile,
+        split="train",
+        streaming=True,
+        columns=(profile.dataset_text_field,),
+    )
     if profile.dataset_text_field != "text":
         ds = ds.rename_column(profile.dataset_text_field, "text")
     want_validation = split == "validation"

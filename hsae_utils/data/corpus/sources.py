@@ -1,14 +1,22 @@
 """The texts of the embedded corpus: which package archive, which file, which licence, which
 cleaner."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
 from hsae_utils.data.corpus.archives import Package
-from hsae_utils.data.corpus.clean import (conll_documents, convention_documents, lines_documents,
-                    rotten_tomatoes_documents, tagged_documents, vader_documents, wiki_documents,
-                    VADER_FILES)
+from hsae_utils.data.corpus.clean import (
+    VADER_FILES,
+    conll_documents,
+    convention_documents,
+    lines_documents,
+    rotten_tomatoes_documents,
+    tagged_documents,
+    vader_documents,
+    wiki_documents,
+)
 
 
 @dataclass(frozen=True)

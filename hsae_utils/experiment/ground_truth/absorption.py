@@ -16,6 +16,7 @@ For each (parent, child) pair, with the parent latent = the latent whose decoder
                    is the child's latent
     child_parent_cos   cos(decoder row of the child latent, parent direction)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,8 +39,13 @@ def hierarchy_pairs(hierarchy) -> list[HierarchyPair]:
     def walk(node) -> None:
         for child in node.children:
             if node.feature_index is not None and child.feature_index is not None:
-                pairs.append(HierarchyPair(node.feature_index, child.feature_index,
-                                           bool(node.mutually_exclusive_children)))
+                pairs.append(
+                    HierarchyPair(
+                        node.feature_index,
+                        child.feature_index,
+                        bool(node.mutually_exclusive_children),
+                    )
+                )
             walk(child)
 
     for root in hierarchy.roots if hierarchy is not None else []:
@@ -52,13 +58,20 @@ def _unit(x_ND: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def absorption_scores(z_NL: Tensor, W_dec_LD: Tensor, features_FD: Tensor, feats_NF: Tensor,
-                      pairs: list[HierarchyPair]) -> list[dict]:
+def absorption_scores(
+    z_NL: Tensor,
+    W_dec_LD: Tensor,
+    features_FD: Tensor,
+    feats_NF: Tensor,
+    pairs: list[HierarchyPair],
+) -> list[dict]:
     """One row per pair (see the module docstring). z_NL: the SAE's codes of tokens whose true
     feature activations are feats_NF; W_dec_LD: its decoder; features_FD: the true directions."""
     if not pairs:
-        raise ValueError("No hierarchy pairs: build the synthetic world with a hierarchy "
-                         "(GroundTruthSetup.n_parents > 0).")
+        raise ValueError(
+            "No hierarchy pairs: build the synthetic world with a hierarchy "
+            "(GroundTruthSetup.n_parents > 0)."
+        )
     cos_LF = _unit(W_dec_LD.float()) @ _unit(features_FD.float()).T
     best_latent_F = cos_LF.abs().argmax(0)
     fires_NL, active_NF = z_NL != 0, feats_NF > 0
@@ -78,15 +91,25 @@ def absorption_scores(z_NL: Tensor, W_dec_LD: Tensor, features_FD: Tensor, feats
         # the latent that carries the parent direction on the tokens the parent latent missed
         carried_NL = z_NL[missed].float() * cos_LF[:, p.parent]
         absorber_N = carried_NL.argmax(1)
-        rows.append({
-            "parent": p.parent, "child": p.child, "parent_latent": lp, "child_latent": lc,
-            "n_child_tokens": int(with_child.sum()), "n_alone_tokens": int(alone.sum()),
-            "recall_alone": recall_alone, "recall_child": recall_child,
-            "absorption": (max(0.0, recall_alone - recall_child)
-                           if recall_alone == recall_alone else float("nan")),
-            "absorbed_by_child": _mean(absorber_N == lc) if len(absorber_N) else float("nan"),
-            "child_parent_cos": float(cos_LF[lc, p.parent]),
-        })
+        rows.append(
+            {
+                "parent": p.parent,
+                "child": p.child,
+                "parent_latent": lp,
+                "child_latent": lc,
+                "n_child_tokens": int(with_child.sum()),
+                "n_alone_tokens": int(alone.sum()),
+                "recall_alone": recall_alone,
+                "recall_child": recall_child,
+                "absorption": (
+                    max(0.0, recall_alone - recall_child)
+                    if recall_alone == recall_alone
+                    else float("nan")
+                ),
+                "absorbed_by_child": _mean(absorber_N == lc) if len(absorber_N) else float("nan"),
+                "child_parent_cos": float(cos_LF[lc, p.parent]),
+            }
+        )
     return rows
 
 

@@ -3,9 +3,11 @@
 A lower absorption at a denser code says little (a code with every latent on absorbs nothing), so
 each method is trained at several sparsity levels, the run registry's sweeps (`runs.sweep_runs`)
 sized for the synthetic SAE (`experiment.gt_profile`: k scaled by d_sae, lambda_0 = factor x
-1/sqrt(d_sae); TopK's k factors its own, `GT_K_FACTORS`), and absorption is read as a curve against L0, one per swept run (`runs.sweep_base`:
-TopK, BatchTopK, L1, the HierarchicalSAE and its stage 1), together with the default runs.
+1/sqrt(d_sae); TopK's k factors its own, `GT_K_FACTORS`), and absorption is read as a curve
+against L0, one per swept run (`runs.sweep_base`: TopK, BatchTopK, L1, the HierarchicalSAE and
+its stage 1), together with the default runs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,16 +33,22 @@ CURVE_METRICS = ("l0", "absorption", "mcc", "f1", "ev")
 GT_K_FACTORS = (0.25, 2.0)
 
 
-def run_sweep(profile, world: SyntheticWorld, seeds: tuple[int, ...] | None = None,
-              optimizer: str = "adamw", threads: int | None = 1, progress: bool = True
-              ) -> pd.DataFrame:
+def run_sweep(
+    profile,
+    world: SyntheticWorld,
+    seeds: tuple[int, ...] | None = None,
+    optimizer: str = "adamw",
+    threads: int | None = 1,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Train (or reuse) and evaluate every sweep run on the synthetic world, for each seed
     (default `profile.seeds`); one row per run, with its `base` run and `family`. Saved beside
     `run_ground_truth`'s runs (same world id), so a finished run is reused."""
     from tqdm.auto import tqdm
 
-    specs = sweep_runs(dataclasses.replace(gt_profile(profile, world.setup),
-                                           sweep_k_factors=GT_K_FACTORS))
+    specs = sweep_runs(
+        dataclasses.replace(gt_profile(profile, world.setup), sweep_k_factors=GT_K_FACTORS)
+    )
     root = profile.output_dir / "ground_truth" / _world_id(world, optimizer)
     n_threads = torch.get_num_threads()
     if threads is not None:
@@ -50,12 +58,29 @@ def run_sweep(profile, world: SyntheticWorld, seeds: tuple[int, ...] | None = No
         todo = [(seed, spec) for seed in seeds or profile.seeds for spec in specs]
         for seed, spec in tqdm(todo, desc="sweep runs", disable=not progress):
             t0 = time.perf_counter()
-            sae, train_s = _train_one(profile, world, spec.name, seed,
-                                      root / spec.name / f"seed{seed}", optimizer, None, False,
-                                      spec=spec)
-            rows.append({"config": spec.name, "label": spec.label, "base": spec.base,
-                         "family": family(spec.name), "seed": seed, **evaluate_sae(sae, world),
-                         "train_s": train_s, "total_s": time.perf_counter() - t0})
+            sae, train_s = _train_one(
+                profile,
+                world,
+                spec.name,
+                seed,
+                root / spec.name / f"seed{seed}",
+                optimizer,
+                None,
+                False,
+                spec=spec,
+            )
+            rows.append(
+                {
+                    "config": spec.name,
+                    "label": spec.label,
+                    "base": spec.base,
+                    "family": family(spec.name),
+                    "seed": seed,
+                    **evaluate_sae(sae, world),
+                    "train_s": train_s,
+                    "total_s": time.perf_counter() - t0,
+                }
+            )
     finally:
         torch.set_num_threads(n_threads)
     return pd.DataFrame(rows)
@@ -64,8 +89,9 @@ def run_sweep(profile, world: SyntheticWorld, seeds: tuple[int, ...] | None = No
 def curve_points(main: pd.DataFrame, sweep: pd.DataFrame) -> pd.DataFrame:
     """Means over seeds per configuration of the default runs (`run_ground_truth`'s, in `RUNS`)
     and the sweep runs, with the base run each curve is drawn for; sorted by base, then L0."""
-    main = main[main["config"].isin(RUNS)].assign(base=lambda d: d["config"].map(sweep_base),
-                                                  family=lambda d: d["config"].map(family))
+    main = main[main["config"].isin(RUNS)].assign(
+        base=lambda d: d["config"].map(sweep_base), family=lambda d: d["config"].map(family)
+    )
     both = pd.concat([main, sweep], ignore_index=True)
     g = both.groupby(["base", "config"], sort=False)
     out = g[list(CURVE_METRICS)].mean()
@@ -79,8 +105,9 @@ def curve_points(main: pd.DataFrame, sweep: pd.DataFrame) -> pd.DataFrame:
 CURVE_BASES = ("topk", "batchtopk", "relu_l1", "stage1_linear_sparsity", "stage5_clustering")
 
 
-def absorption_l0_figure(points: pd.DataFrame, profile_name: str, out_dir: Path | None = None
-                         ) -> list[Path]:
+def absorption_l0_figure(
+    points: pd.DataFrame, profile_name: str, out_dir: Path | None = None
+) -> list[Path]:
     """Absorption and MCC against L0, one line per swept run (means over seeds, band: one std of
     absorption over seeds), saved as `figures/ground_truth_absorption_l0_<profile>.{png,pdf}`."""
     import matplotlib.pyplot as plt
@@ -98,24 +125,41 @@ def absorption_l0_figure(points: pd.DataFrame, profile_name: str, out_dir: Path 
         dashed = base.startswith("stage1")
         label = RUNS[base].label if family(base) == "hierarchical" else name
         for ax, m in zip(axes, ("absorption", "mcc")):
-            ax.plot(p["l0"], p[m], ls="--" if dashed else "-", marker=marker,
-                    mfc="white" if dashed else color, color=color, label=label)
+            ax.plot(
+                p["l0"],
+                p[m],
+                ls="--" if dashed else "-",
+                marker=marker,
+                mfc="white" if dashed else color,
+                color=color,
+                label=label,
+            )
             if m == "absorption":
                 sd = p["absorption_std"].fillna(0).to_numpy()
                 ax.fill_between(p["l0"], p[m] - sd, p[m] + sd, color=color, alpha=0.1)
-    for ax, (title, ylabel, better) in zip(axes, (
+    for ax, (title, ylabel, better) in zip(
+        axes,
+        (
             ("Absorption", "absorption (mean over parent-child pairs)", "lower"),
-            ("MCC", "MCC (decoder rows vs true features)", "higher"))):
+            ("MCC", "MCC (decoder rows vs true features)", "higher"),
+        ),
+    ):
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
         arrow = "\u2193" if better == "lower" else "\u2191"
-        ax.set(xlabel="L0 (active latents per token, log scale)", ylabel=ylabel,
-               title=f"{title} vs L0 ({better} is better {arrow})")
+        ax.set(
+            xlabel="L0 (active latents per token, log scale)",
+            ylabel=ylabel,
+            title=f"{title} vs L0 ({better} is better {arrow})",
+        )
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Ground truth: each method swept over its sparsity knob on the synthetic "
-                 "hierarchy (means over seeds; band: absorption ± 1 std)", fontsize=10)
+    fig.suptitle(
+        "Ground truth: each method swept over its sparsity knob on the synthetic "
+        "hierarchy (means over seeds; band: absorption ± 1 std)",
+        fontsize=10,
+    )
     fig.tight_layout()
     paths = save_figure(fig, "ground_truth_absorption_l0", profile_name, out_dir or FIGURES_DIR)
     plt.close(fig)

@@ -7,6 +7,7 @@ mutually exclusive, firing probabilities compensated so children keep their nomi
 The world is drawn once per profile (`world_seed`); the SAE seeds vary the SAE's initialisation,
 batch order and mechanisms, as on real activations.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,11 +46,15 @@ class GroundTruthSetup:
 
     def __post_init__(self):
         if self.num_features <= self.hidden_dim:
-            raise ValueError(f"GroundTruthSetup: num_features ({self.num_features}) must exceed "
-                             f"hidden_dim ({self.hidden_dim}) for superposition.")
+            raise ValueError(
+                f"GroundTruthSetup: num_features ({self.num_features}) must exceed "
+                f"hidden_dim ({self.hidden_dim}) for superposition."
+            )
         if self.n_parents * (1 + self.children[1]) > self.num_features:
-            raise ValueError("GroundTruthSetup: the hierarchy needs n_parents x (1 + max children)"
-                             f" <= num_features; lower n_parents or raise num_features.")
+            raise ValueError(
+                "GroundTruthSetup: the hierarchy needs n_parents x (1 + max children)"
+                " <= num_features; lower n_parents or raise num_features."
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -58,14 +63,32 @@ class GroundTruthSetup:
 # `local`: 27 runs (9 configurations x 3 seeds) of the profile's 500 steps at batch 1,024,
 # d = 32, F = 128 in about 3 minutes on 2 cores; `smoke`: seconds. GPU profiles: a larger world.
 SETUPS = {
-    "smoke": GroundTruthSetup(num_features=48, hidden_dim=16, d_sae=48, n_parents=4,
-                              n_train_tokens=4096, n_eval_tokens=2048),
-    "local": GroundTruthSetup(num_features=128, hidden_dim=32, d_sae=128, n_parents=12,
-                              n_train_tokens=65_536, n_eval_tokens=16_384,
-                              train_batch_size=1024),
+    "smoke": GroundTruthSetup(
+        num_features=48,
+        hidden_dim=16,
+        d_sae=48,
+        n_parents=4,
+        n_train_tokens=4096,
+        n_eval_tokens=2048,
+    ),
+    "local": GroundTruthSetup(
+        num_features=128,
+        hidden_dim=32,
+        d_sae=128,
+        n_parents=12,
+        n_train_tokens=65_536,
+        n_eval_tokens=16_384,
+        train_batch_size=1024,
+    ),
 }
-GPU_SETUP = GroundTruthSetup(num_features=1024, hidden_dim=256, d_sae=1024, n_parents=64,
-                             n_train_tokens=524_288, n_eval_tokens=32_768)
+GPU_SETUP = GroundTruthSetup(
+    num_features=1024,
+    hidden_dim=256,
+    d_sae=1024,
+    n_parents=64,
+    n_train_tokens=524_288,
+    n_eval_tokens=32_768,
+)
 
 
 _CHUNK = 65_536
@@ -99,28 +122,50 @@ class SyntheticWorld:
 def build_world(setup: GroundTruthSetup) -> SyntheticWorld:
     """Draw the synthetic model and its samples (deterministic in `setup.world_seed`), and
     normalize as the real cache does (one scalar, E||x||^2 = d, fitted on the first 10k tokens)."""
-    from sae_lens.synthetic import (HierarchyConfig, SyntheticModel, SyntheticModelConfig,
-                                    ZipfianFiringProbabilityConfig)
+    from sae_lens.synthetic import (
+        HierarchyConfig,
+        SyntheticModel,
+        SyntheticModelConfig,
+        ZipfianFiringProbabilityConfig,
+    )
     from sae_lens.util import temporary_seed
 
     cfg = SyntheticModelConfig(
-        num_features=setup.num_features, hidden_dim=setup.hidden_dim,
+        num_features=setup.num_features,
+        hidden_dim=setup.hidden_dim,
         firing_probability=ZipfianFiringProbabilityConfig(
-            exponent=setup.zipf_exponent, max_prob=setup.max_prob, min_prob=setup.min_prob),
-        hierarchy=HierarchyConfig(total_root_nodes=setup.n_parents,
-                                  branching_factor=setup.children, max_depth=1,
-                                  mutually_exclusive_portion=1.0, compensate_probabilities=True),
-        std_firing_magnitudes=setup.magnitude_std, mean_firing_magnitudes=1.0,
-        seed=setup.world_seed)
+            exponent=setup.zipf_exponent, max_prob=setup.max_prob, min_prob=setup.min_prob
+        ),
+        hierarchy=HierarchyConfig(
+            total_root_nodes=setup.n_parents,
+            branching_factor=setup.children,
+            max_depth=1,
+            mutually_exclusive_portion=1.0,
+            compensate_probabilities=True,
+        ),
+        std_firing_magnitudes=setup.magnitude_std,
+        mean_firing_magnitudes=1.0,
+        seed=setup.world_seed,
+    )
     model = SyntheticModel(cfg)
     with temporary_seed(setup.world_seed + 1000):  # the library samples from torch's global RNG
         # in chunks: the feature activations of the training tokens are not kept
-        train_x = torch.cat([model.sample(min(_CHUNK, setup.n_train_tokens - i))
-                             for i in range(0, setup.n_train_tokens, _CHUNK)])
+        train_x = torch.cat(
+            [
+                model.sample(min(_CHUNK, setup.n_train_tokens - i))
+                for i in range(0, setup.n_train_tokens, _CHUNK)
+            ]
+        )
         eval_x, eval_feats = model.sample_with_features(setup.n_eval_tokens)
     normalizer = Normalizer.fit(train_x[:10_000])
-    return SyntheticWorld(setup, model, normalizer, normalizer(train_x).contiguous(),
-                          normalizer(eval_x).contiguous(), eval_feats)
+    return SyntheticWorld(
+        setup,
+        model,
+        normalizer,
+        normalizer(train_x).contiguous(),
+        normalizer(eval_x).contiguous(),
+        eval_feats,
+    )
 
 
 class TensorStore:
@@ -132,19 +177,22 @@ class TensorStore:
         self.n_tokens, self.d_model = x_ND.shape
         self.normalizer = normalizer  # recorded in the exported SAE's config
 
-    def iter_batches(self, batch_size: int, seed: int, start_step: int = 0,
-                     device: str | torch.device = "cpu") -> Iterator[Tensor]:
+    def iter_batches(
+        self, batch_size: int, seed: int, start_step: int = 0, device: str | torch.device = "cpu"
+    ) -> Iterator[Tensor]:
         per_epoch = self.n_tokens // batch_size
         if per_epoch == 0:
-            raise ValueError(f"batch_size {batch_size} exceeds the store's {self.n_tokens} "
-                             "tokens: pass a smaller batch_size or more tokens.")
+            raise ValueError(
+                f"batch_size {batch_size} exceeds the store's {self.n_tokens} "
+                "tokens: pass a smaller batch_size or more tokens."
+            )
         step, perm, perm_epoch = start_step, None, -1
         while True:
             epoch, b = divmod(step, per_epoch)
             if epoch != perm_epoch:
                 g = torch.Generator().manual_seed(seed * 100_003 + epoch)
                 perm, perm_epoch = torch.randperm(self.n_tokens, generator=g), epoch
-            yield self.x_ND[perm[b * batch_size:(b + 1) * batch_size]].to(device)
+            yield self.x_ND[perm[b * batch_size : (b + 1) * batch_size]].to(device)
             step += 1
 
     def sample(self, n_tokens: int, seed: int) -> Tensor:

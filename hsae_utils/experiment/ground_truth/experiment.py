@@ -6,6 +6,7 @@ Configurations: the three baselines and the five cumulative stages exactly as
 the profile's steps / batch / windows), plus `topk_matched`: TopK with k = the L0 the
 HierarchicalSAE (stage 5) reached on the same seed, for the comparison at matched sparsity.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,23 +20,38 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hsae_utils.method.checkpoint import load_sae
-from hsae_utils.experiment.paper_runs import is_finished
 from hsae_utils.analysis.stats import ALPHA, POWER, minimum_detectable_effect, paired_stats
-from hsae_utils.runs import RUNS, RunSpec
-from hsae_utils.io import atomic_path
-from hsae_utils.method.saes import ARCHITECTURES, BaseSAE, config_from_profile
-from hsae_utils.method.train import TrainConfig, train
 from hsae_utils.experiment.ground_truth.absorption import absorption_scores, hierarchy_pairs
 from hsae_utils.experiment.ground_truth.data import SyntheticWorld, TensorStore
+from hsae_utils.experiment.paper_runs import is_finished
+from hsae_utils.io import atomic_path
+from hsae_utils.method.checkpoint import load_sae
+from hsae_utils.method.saes import ARCHITECTURES, BaseSAE, config_from_profile
+from hsae_utils.method.train import TrainConfig, train
+from hsae_utils.runs import RUNS, RunSpec
 
 HSAE, TOPK_MATCHED = "stage5_clustering", "topk_matched"
 GT_CONFIGS = (*RUNS, TOPK_MATCHED)
 VERDICT_CONFIGS = (HSAE, TOPK_MATCHED)  # the absorption verdict's pair, run on more seeds
-LABELS = {**{name: spec.label for name, spec in RUNS.items()},
-          TOPK_MATCHED: "TopK (k = HierarchicalSAE's L0)"}
-METRICS = ("mcc", "f1", "precision", "recall", "uniqueness", "dead", "l0", "ev", "shrinkage",
-           "absorption", "recall_child", "recall_alone", "absorbed_by_child")
+LABELS = {
+    **{name: spec.label for name, spec in RUNS.items()},
+    TOPK_MATCHED: "TopK (k = HierarchicalSAE's L0)",
+}
+METRICS = (
+    "mcc",
+    "f1",
+    "precision",
+    "recall",
+    "uniqueness",
+    "dead",
+    "l0",
+    "ev",
+    "shrinkage",
+    "absorption",
+    "recall_child",
+    "recall_alone",
+    "absorbed_by_child",
+)
 CLAIMED_RELATIVE_REDUCTION = 0.34  # the paper: absorption 0.0088 -> 0.0058
 
 
@@ -47,9 +63,14 @@ def evaluate_sae(sae: BaseSAE, world: SyntheticWorld, batch_size: int = 8192) ->
     """SAELens' ground-truth metrics (its own calculators) and the absorption measure, on the
     world's eval tokens. Metrics are invariant to the store's scalar normalization."""
     from sae_lens.evals import ExplainedVarianceCalculator
-    from sae_lens.synthetic import (ClassificationMetricsCalculator, DeadLatentsCalculator,
-                                    L0Calculator, ShrinkageCalculator, feature_uniqueness,
-                                    mean_correlation_coefficient)
+    from sae_lens.synthetic import (
+        ClassificationMetricsCalculator,
+        DeadLatentsCalculator,
+        L0Calculator,
+        ShrinkageCalculator,
+        feature_uniqueness,
+        mean_correlation_coefficient,
+    )
 
     sae = sae.eval().cpu()
     W_dec_LD, true_FD = sae.W_dec.detach(), world.feature_vectors_FD
@@ -58,22 +79,37 @@ def evaluate_sae(sae: BaseSAE, world: SyntheticWorld, batch_size: int = 8192) ->
     cls = ClassificationMetricsCalculator(W_dec_LD, true_FD)
     codes = []
     for i in range(0, len(world.eval_x_ND), batch_size):
-        x_BD, f_BF = world.eval_x_ND[i:i + batch_size], world.eval_feats_NF[i:i + batch_size]
+        x_BD, f_BF = world.eval_x_ND[i : i + batch_size], world.eval_feats_NF[i : i + batch_size]
         xhat_BD, z_BL = sae(x_BD)
-        for calc, args in ((l0, (z_BL,)), (dead, (z_BL,)), (shrink, (xhat_BD, x_BD)),
-                           (ev, (xhat_BD, x_BD)), (cls, (z_BL, f_BF))):
+        for calc, args in (
+            (l0, (z_BL,)),
+            (dead, (z_BL,)),
+            (shrink, (xhat_BD, x_BD)),
+            (ev, (xhat_BD, x_BD)),
+            (cls, (z_BL, f_BF)),
+        ):
             calc.add_batch(*args)
         codes.append(z_BL)
     c = cls.compute()
-    rows = absorption_scores(torch.cat(codes), W_dec_LD, true_FD, world.eval_feats_NF,
-                             hierarchy_pairs(world.hierarchy))
+    rows = absorption_scores(
+        torch.cat(codes), W_dec_LD, true_FD, world.eval_feats_NF, hierarchy_pairs(world.hierarchy)
+    )
     pairs = pd.DataFrame(rows)
-    return {"mcc": mean_correlation_coefficient(W_dec_LD, true_FD),
-            "f1": c.f1_score, "precision": c.precision, "recall": c.recall,
-            "uniqueness": feature_uniqueness(W_dec_LD, true_FD), "dead": dead.compute(),
-            "l0": l0.compute(), "ev": ev.compute(), "shrinkage": shrink.compute(),
-            **{k: float(pairs[k].mean()) for k in ("absorption", "recall_child", "recall_alone",
-                                                    "absorbed_by_child")}}
+    return {
+        "mcc": mean_correlation_coefficient(W_dec_LD, true_FD),
+        "f1": c.f1_score,
+        "precision": c.precision,
+        "recall": c.recall,
+        "uniqueness": feature_uniqueness(W_dec_LD, true_FD),
+        "dead": dead.compute(),
+        "l0": l0.compute(),
+        "ev": ev.compute(),
+        "shrinkage": shrink.compute(),
+        **{
+            k: float(pairs[k].mean())
+            for k in ("absorption", "recall_child", "recall_alone", "absorbed_by_child")
+        },
+    }
 
 
 # ----------------------------------------------------------------------------- training
@@ -88,32 +124,55 @@ def gt_profile(profile, setup):
     """The profile with the synthetic world's sizes (d, d_sae, steps, batch): the registry's
     runs and sweeps (k scaled by d_sae, lambda_0 = 1/sqrt(d_sae)) as they apply there."""
     return dataclasses.replace(
-        profile, d_model=setup.hidden_dim, d_sae=setup.d_sae,
+        profile,
+        d_model=setup.hidden_dim,
+        d_sae=setup.d_sae,
         train_steps=setup.train_steps or profile.train_steps,
-        train_batch_size=setup.train_batch_size or profile.train_batch_size)
+        train_batch_size=setup.train_batch_size or profile.train_batch_size,
+    )
 
 
-def _train_one(profile, world, config: str, seed: int, folder: Path, optimizer: str,
-               k: int | None, progress: bool, spec: RunSpec | None = None
-               ) -> tuple[BaseSAE, float | None]:
+def _train_one(
+    profile,
+    world,
+    config: str,
+    seed: int,
+    folder: Path,
+    optimizer: str,
+    k: int | None,
+    progress: bool,
+    spec: RunSpec | None = None,
+) -> tuple[BaseSAE, float | None]:
     spec = spec or RUNS["topk" if config == TOPK_MATCHED else config]
     gt = gt_profile(profile, world.setup)
     cfg = dataclasses.replace(TrainConfig.from_profile(gt, seed), optimizer=optimizer)
     if is_finished(folder, cfg.steps, cfg.optimizer):
         return load_sae(folder), None
     overrides = {**spec.overrides, **({"k": k} if k is not None else {})}
-    sae_cfg = config_from_profile(spec.arch, gt, hook_name="synthetic",
-                                  model_name="synthetic", **overrides)
+    sae_cfg = config_from_profile(
+        spec.arch, gt, hook_name="synthetic", model_name="synthetic", **overrides
+    )
     sae = ARCHITECTURES[spec.arch](sae_cfg, seed=seed)
-    res = train(sae, TensorStore(world.train_x_ND, world.normalizer), cfg, folder,
-                progress=progress, metadata={"profile": profile.name, "run": config,
-                                             "ground_truth": world.setup.to_dict()})
+    res = train(
+        sae,
+        TensorStore(world.train_x_ND, world.normalizer),
+        cfg,
+        folder,
+        progress=progress,
+        metadata={"profile": profile.name, "run": config, "ground_truth": world.setup.to_dict()},
+    )
     return res.sae, res.seconds
 
 
-def run_ground_truth(profile, world: SyntheticWorld, seeds: tuple[int, ...] | None = None,
-                     configs: tuple[str, ...] = GT_CONFIGS, optimizer: str = "adamw",
-                     progress: bool = False, threads: int | None = 1) -> pd.DataFrame:
+def run_ground_truth(
+    profile,
+    world: SyntheticWorld,
+    seeds: tuple[int, ...] | None = None,
+    configs: tuple[str, ...] = GT_CONFIGS,
+    optimizer: str = "adamw",
+    progress: bool = False,
+    threads: int | None = 1,
+) -> pd.DataFrame:
     """Train (or reuse) and evaluate each configuration x seed; one tidy row per run.
 
     Runs are saved under `<output_dir>/ground_truth/<world id>/<config>/seed<seed>/` (the world
@@ -136,8 +195,9 @@ def _run(profile, world, seeds, configs, optimizer, progress) -> pd.DataFrame:
         raise ValueError(f"Unknown ground-truth configuration(s) {unknown}; valid: {GT_CONFIGS}.")
     if TOPK_MATCHED in configs and HSAE not in configs:
         raise ValueError(f"{TOPK_MATCHED} needs {HSAE} (its k is the HierarchicalSAE's L0).")
-    order = [c for c in configs if c != TOPK_MATCHED] + ([TOPK_MATCHED] if TOPK_MATCHED in configs
-                                                         else [])
+    order = [c for c in configs if c != TOPK_MATCHED] + (
+        [TOPK_MATCHED] if TOPK_MATCHED in configs else []
+    )
     root = profile.output_dir / "ground_truth" / _world_id(world, optimizer)
     rows = []
     for seed in seeds or profile.seeds:
@@ -149,9 +209,15 @@ def _run(profile, world, seeds, configs, optimizer, progress) -> pd.DataFrame:
             folder = root / (config if k is None else f"{config}_k{k}") / f"seed{seed}"
             t0 = time.perf_counter()
             sae, train_s = _train_one(profile, world, config, seed, folder, optimizer, k, progress)
-            row = {"config": config, "label": LABELS[config], "seed": seed, "k": k,
-                   **evaluate_sae(sae, world), "train_s": train_s,
-                   "total_s": time.perf_counter() - t0}
+            row = {
+                "config": config,
+                "label": LABELS[config],
+                "seed": seed,
+                "k": k,
+                **evaluate_sae(sae, world),
+                "train_s": train_s,
+                "total_s": time.perf_counter() - t0,
+            }
             if config == HSAE:
                 hsae_l0 = row["l0"]
             rows.append(row)
@@ -170,18 +236,21 @@ def save_table(df: pd.DataFrame, path: str | Path) -> Path:
 # ----------------------------------------------------------------------------- seeds
 
 
-def seeds_for_power(std_diff: float, effect: float, alpha: float = ALPHA,
-                    power: float = POWER) -> int:
+def seeds_for_power(
+    std_diff: float, effect: float, alpha: float = ALPHA, power: float = POWER
+) -> int:
     """Pairs a two-sided paired t-test needs to detect a mean difference `effect` with `power`
     when the paired differences spread by `std_diff` (statsmodels' TTestPower, as
     `minimum_detectable_effect` inverts it). At least 2."""
     from statsmodels.stats.power import TTestPower
 
     if not (std_diff > 0 and effect > 0):
-        raise ValueError(f"seeds_for_power needs std_diff > 0 and effect > 0, got {std_diff}, "
-                         f"{effect}.")
-    n = TTestPower().solve_power(effect_size=effect / std_diff, nobs=None, alpha=alpha,
-                                 power=power, alternative="two-sided")
+        raise ValueError(
+            f"seeds_for_power needs std_diff > 0 and effect > 0, got {std_diff}, {effect}."
+        )
+    n = TTestPower().solve_power(
+        effect_size=effect / std_diff, nobs=None, alpha=alpha, power=power, alternative="two-sided"
+    )
     return max(2, math.ceil(n))
 
 
@@ -200,9 +269,19 @@ def verdict_seeds(profile) -> tuple[int, ...]:
 # ----------------------------------------------------------------------------- summaries
 
 
-def summarize(df: pd.DataFrame, metrics: tuple[str, ...] = ("mcc", "f1", "precision", "recall",
-                                                             "dead", "l0", "ev", "absorption")
-              ) -> pd.DataFrame:
+def summarize(
+    df: pd.DataFrame,
+    metrics: tuple[str, ...] = (
+        "mcc",
+        "f1",
+        "precision",
+        "recall",
+        "dead",
+        "l0",
+        "ev",
+        "absorption",
+    ),
+) -> pd.DataFrame:
     """Mean ± std over seeds per configuration, in Table 1 order, as 'mean ± std' strings."""
     g = df.groupby("config", sort=False)
     out = pd.DataFrame({"label": g["label"].first(), "seeds": g["seed"].nunique()})
@@ -230,7 +309,7 @@ def absorption_verdict(df: pd.DataFrame, a: str = HSAE, b: str = TOPK_MATCHED) -
     seeds = sorted(set(va.index) & set(vb.index))
     st = paired_stats(va[seeds].to_numpy(), vb[seeds].to_numpy())
     claimed = CLAIMED_RELATIVE_REDUCTION * st["mean_b"] if seeds else math.nan
-    mde = (0.0 if st["std_diff"] == 0 else minimum_detectable_effect(st["std_diff"], len(seeds)))
+    mde = 0.0 if st["std_diff"] == 0 else minimum_detectable_effect(st["std_diff"], len(seeds))
     lower = st["mean_diff"] < 0
     significant = st["p_value"] < ALPHA
     if lower and significant:
@@ -241,25 +320,48 @@ def absorption_verdict(df: pd.DataFrame, a: str = HSAE, b: str = TOPK_MATCHED) -
         verdict = "inconclusive (underpowered)"
     l0_a, l0_b = float(df[df.config == a]["l0"].mean()), float(df[df.config == b]["l0"].mean())
     matched = l0_b >= l0_a - 0.5
-    note = "" if matched else (f"{b} is sparser (L0 {l0_b:.1f} < {l0_a:.1f}): a win of {a} "
-                               "cannot be told from its extra density; ")
+    note = (
+        ""
+        if matched
+        else (
+            f"{b} is sparser (L0 {l0_b:.1f} < {l0_a:.1f}): a win of {a} "
+            "cannot be told from its extra density; "
+        )
+    )
     if not matched and verdict == "holds":
         verdict = "not comparable"
-    return {**st, "a": a, "b": b, "claimed_effect": claimed, "mde": mde, "verdict": verdict,
-            "l0_a": l0_a, "l0_b": l0_b, "matched": matched, "matched_note": note}
+    return {
+        **st,
+        "a": a,
+        "b": b,
+        "claimed_effect": claimed,
+        "mde": mde,
+        "verdict": verdict,
+        "l0_a": l0_a,
+        "l0_b": l0_b,
+        "matched": matched,
+        "matched_note": note,
+    }
 
 
 GT_PANELS = (  # (metric, title with the better direction, x label)
-    ("mcc", "MCC ↑ (higher is better)",
-     "mean |cosine| of matched decoder and true features (SAELens)"),
+    (
+        "mcc",
+        "MCC ↑ (higher is better)",
+        "mean |cosine| of matched decoder and true features (SAELens)",
+    ),
     ("f1", "F1 ↑ (higher is better)", "mean F1 of latents detecting their true feature (SAELens)"),
-    ("absorption", "absorption ↓ (lower is better)",
-     "parent-latent recall lost where the child fires"),
+    (
+        "absorption",
+        "absorption ↓ (lower is better)",
+        "parent-latent recall lost where the child fires",
+    ),
 )
 
 
-def ground_truth_figure(df: pd.DataFrame, profile_name: str, out_dir: Path | None = None
-                        ) -> list[Path]:
+def ground_truth_figure(
+    df: pd.DataFrame, profile_name: str, out_dir: Path | None = None
+) -> list[Path]:
     """MCC, F1 and absorption per configuration (dots = seeds, bar = mean), saved as
     `figures/ground_truth_<profile>.png` and `.pdf` (atomically)."""
     import matplotlib.pyplot as plt
@@ -273,16 +375,19 @@ def ground_truth_figure(df: pd.DataFrame, profile_name: str, out_dir: Path | Non
     for ax, (metric, title, xlabel) in zip(axes, GT_PANELS):
         for i, c in enumerate(configs):
             v = df[df.config == c][metric].to_numpy(float)
-            ax.barh(i, np.nanmean(v), color=colors[i], alpha=.6)
+            ax.barh(i, np.nanmean(v), color=colors[i], alpha=0.6)
             ax.plot(v, np.full(len(v), i), "k.", ms=5)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(xlabel, fontsize=8)
-        ax.grid(axis="x", alpha=.3)
+        ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(configs)), [LABELS.get(c, c) for c in configs])
     axes[0].set_ylabel("SAE configuration")
     axes[0].invert_yaxis()
-    fig.suptitle("Ground truth: synthetic activations with a known feature hierarchy "
-                 "(bars: mean over seeds; dots: seeds)", fontsize=11)
+    fig.suptitle(
+        "Ground truth: synthetic activations with a known feature hierarchy "
+        "(bars: mean over seeds; dots: seeds)",
+        fontsize=11,
+    )
     fig.tight_layout()
     paths = save_figure(fig, "ground_truth", profile_name, out_dir or FIGURES_DIR)
     plt.close(fig)

@@ -13,6 +13,7 @@ Conventions (all architectures):
   it (`normalize_decoder_`), as SAELens and dictionary_learning do. The second is needed because
   Adam's weight decay and the finite step both change the row norms.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,8 +54,10 @@ class SAEConfig:
         for name in ("d_in", "d_sae", "dead_after_tokens"):
             value = getattr(self, name)
             if not isinstance(value, Integral) or value <= 0:
-                raise ValueError(f"{type(self).__name__}: {name} must be a positive integer, "
-                                 f"got {value!r}; pass {name}=<a positive int>.")
+                raise ValueError(
+                    f"{type(self).__name__}: {name} must be a positive integer, "
+                    f"got {value!r}; pass {name}=<a positive int>."
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -155,8 +158,14 @@ class BaseSAE(nn.Module):
     def loss(self, x_BD: Tensor, step: int, total_steps: int) -> StepOutput:
         raise NotImplementedError
 
-    def _output(self, loss: Tensor, xhat_BD: Tensor, z_BF: Tensor,
-                sq_err_B: Tensor, **metrics: Tensor | float) -> StepOutput:
+    def _output(
+        self,
+        loss: Tensor,
+        xhat_BD: Tensor,
+        z_BF: Tensor,
+        sq_err_B: Tensor,
+        **metrics: Tensor | float,
+    ) -> StepOutput:
         z_BF = z_BF.detach()
         with torch.no_grad():
             # int32 accumulation is about 3x faster than the default int64 on CPU.
@@ -177,8 +186,9 @@ class BaseSAE(nn.Module):
 
     # ------------------------------------------------------------------ after the optimizer step
     @torch.no_grad()
-    def after_step(self, step: int, x_BD: Tensor, out: StepOutput,
-                   generator: torch.Generator | None = None) -> list[dict[str, Any]]:
+    def after_step(
+        self, step: int, x_BD: Tensor, out: StepOutput, generator: torch.Generator | None = None
+    ) -> list[dict[str, Any]]:
         """Update statistics (and, in subclasses, run mechanisms) after step `step` (0-based).
 
         Returns events, each a dict with "event", "step" (1-based, completed steps) and "reset":

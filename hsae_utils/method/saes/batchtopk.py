@@ -1,4 +1,5 @@
 """BatchTopK SAE (Bussmann, Leask & Nanda, "BatchTopK Sparse Autoencoders", 2024)."""
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,9 @@ class BatchTopKSAEConfig(TopKSAEConfig):
     def __post_init__(self):
         super().__post_init__()
         if not 0 < self.threshold_lr <= 1:
-            raise ValueError(f"BatchTopKSAEConfig: threshold_lr must be in (0, 1], got "
-                             f"{self.threshold_lr}.")
+            raise ValueError(
+                f"BatchTopKSAEConfig: threshold_lr must be in (0, 1], got {self.threshold_lr}."
+            )
 
 
 def kth_largest(v_N: Tensor, m: int) -> Tensor:
@@ -82,8 +84,9 @@ class BatchTopKSAE(TopKSAE):
 
     def train_codes_sparse(self, pre_BF: Tensor) -> tuple[Tensor, SparseCodes]:
         acts_BF = pre_BF.relu()  # the kept positive values (kept zeros add nothing)
-        return mask_sparse(pre_BF, (acts_BF >= batch_topk_threshold(acts_BF, self.cfg.k))
-                           & (acts_BF > 0))
+        return mask_sparse(
+            pre_BF, (acts_BF >= batch_topk_threshold(acts_BF, self.cfg.k)) & (acts_BF > 0)
+        )
 
     def activation(self, pre_BF: Tensor) -> Tensor:
         return self.threshold_codes(pre_BF) if not self.training else self.train_codes(pre_BF)
@@ -97,11 +100,15 @@ class BatchTopKSAE(TopKSAE):
         return self.threshold_codes(pre_BF) if use_threshold else self.train_codes(pre_BF)
 
     @torch.no_grad()
-    def after_step(self, step: int, x_BD: Tensor, out: StepOutput,
-                   generator: torch.Generator | None = None) -> list[dict]:
+    def after_step(
+        self, step: int, x_BD: Tensor, out: StepOutput, generator: torch.Generator | None = None
+    ) -> list[dict]:
         # min over kept (positive) activations, without boolean indexing (no host sync)
         min_kept = torch.where(out.z_BF > 0, out.z_BF, float("inf")).amin()
         lr = self.cfg.threshold_lr
-        self.threshold.copy_(torch.where(
-            torch.isfinite(min_kept), (1 - lr) * self.threshold + lr * min_kept, self.threshold))
+        self.threshold.copy_(
+            torch.where(
+                torch.isfinite(min_kept), (1 - lr) * self.threshold + lr * min_kept, self.threshold
+            )
+        )
         return super().after_step(step, x_BD, out, generator)

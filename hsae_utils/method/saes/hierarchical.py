@@ -1,4 +1,5 @@
 """HierarchicalSAE (paper section 4): the ReLU SAE plus five switchable mechanisms."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,10 +9,11 @@ import torch
 from torch import Tensor
 
 from hsae_utils.method import mechanisms as mech
-from hsae_utils.method.stages import stage_switches
-from hsae_utils.method.schedules import adaptive_alpha, default_lambda0, linear_decay
 from hsae_utils.method.saes.base import StepOutput
 from hsae_utils.method.saes.relu import ReLUSAE, ReLUSAEConfig
+from hsae_utils.method.schedules import adaptive_alpha, default_lambda0, linear_decay
+from hsae_utils.method.stages import stage_switches
+
 
 @dataclass
 class HierarchicalSAEConfig(ReLUSAEConfig):
@@ -107,21 +109,35 @@ class HierarchicalSAE(ReLUSAE):
     # Config fields of mechanisms that change the weights only through events (a resample, a
     # merge): two SAEs that differ only here take identical gradient steps until one of them
     # acts, so `train_many` computes those steps once (`train_many.pair_twins`).
-    trajectory_neutral_fields = ("resampling", "resample_every", "resample_enc_scale",
-                                 "window_tracking", "window_size", "dead_rate", "firing_reading",
-                                 "clustering", "merge_every", "merge_threshold",
-                                 "merge_similarity", "merge_reinit")
+    trajectory_neutral_fields = (
+        "resampling",
+        "resample_every",
+        "resample_enc_scale",
+        "window_tracking",
+        "window_size",
+        "dead_rate",
+        "firing_reading",
+        "clustering",
+        "merge_every",
+        "merge_threshold",
+        "merge_similarity",
+        "merge_reinit",
+    )
 
     def __init__(self, cfg: HierarchicalSAEConfig, seed: int = 0):
         super().__init__(cfg, seed)
         if cfg.window_tracking:
             self.window = mech.WindowTracker(cfg.window_size, cfg.d_sae)
 
-    def l1_weight(self, step: int, total_steps: int,
-                  l_recon: Tensor) -> tuple[float, Tensor | float]:
+    def l1_weight(
+        self, step: int, total_steps: int, l_recon: Tensor
+    ) -> tuple[float, Tensor | float]:
         cfg = self.cfg
-        lam = linear_decay(cfg.l1_coefficient, step, total_steps) if cfg.linear_sparsity \
+        lam = (
+            linear_decay(cfg.l1_coefficient, step, total_steps)
+            if cfg.linear_sparsity
             else cfg.l1_coefficient
+        )
         if not cfg.adaptive_sparsity:
             return lam, 1.0
         l_ref = l_recon if cfg.recon_units == "sum" else l_recon / cfg.d_in
@@ -139,8 +155,9 @@ class HierarchicalSAE(ReLUSAE):
         return self.firing.dead_mask(self.cfg.resample_every * n_tokens)
 
     @torch.no_grad()
-    def after_step(self, step: int, x_BD: Tensor, out: StepOutput,
-                   generator: torch.Generator | None = None) -> list[dict[str, Any]]:
+    def after_step(
+        self, step: int, x_BD: Tensor, out: StepOutput, generator: torch.Generator | None = None
+    ) -> list[dict[str, Any]]:
         events = super().after_step(step, x_BD, out, generator)
         cfg, done, B = self.cfg, step + 1, x_BD.shape[0]
         if cfg.window_tracking:
@@ -157,20 +174,33 @@ class HierarchicalSAE(ReLUSAE):
                 else:
                     to_init.append(freed_P)
                 self._forget(freed_P)
-                events.append({"event": "merge", "step": done, "pairs": pairs_P2.tolist(),
-                               "reset": freed_P.tolist()})
+                events.append(
+                    {
+                        "event": "merge",
+                        "step": done,
+                        "pairs": pairs_P2.tolist(),
+                        "reset": freed_P.tolist(),
+                    }
+                )
         if cfg.resampling and done % cfg.resample_every == 0:
             dead_L = self.resample_mask(B).nonzero().squeeze(1)
             if to_init:  # latents freed by a merge this step are re-initialised once, not twice
                 dead_L = dead_L[~torch.isin(dead_L, to_init[0])]
             if len(dead_L):
                 to_init.append(dead_L)
-                events.append({"event": "resample", "step": done, "n_latents": len(dead_L),
-                               "reset": dead_L.tolist()})
+                events.append(
+                    {
+                        "event": "resample",
+                        "step": done,
+                        "n_latents": len(dead_L),
+                        "reset": dead_L.tolist(),
+                    }
+                )
         if to_init:
             latents_L = torch.cat(to_init)
-            mech.resample_latents(self, latents_L, x_BD, out.sq_err_B, generator,
-                                  cfg.resample_enc_scale)
+            mech.resample_latents(
+                self, latents_L, x_BD, out.sq_err_B, generator, cfg.resample_enc_scale
+            )
             self._forget(latents_L)
         return events
 

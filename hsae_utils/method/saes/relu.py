@@ -1,4 +1,5 @@
 """The L1-regularised ReLU SAE (the paper's "L1-regularized SAE" baseline, lambda = 0.04)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ class ReLUSAE(BaseSAE):
     def activation(self, pre_BF: Tensor) -> Tensor:
         return torch.relu(pre_BF)
 
-    def l1_weight(self, step: int, total_steps: int,
-                  l_recon: Tensor) -> tuple[float, Tensor | float]:
+    def l1_weight(
+        self, step: int, total_steps: int, l_recon: Tensor
+    ) -> tuple[float, Tensor | float]:
         """(lambda_t, alpha_t); the L1 term is weighted by their product."""
         return self.cfg.l1_coefficient, 1.0
 
@@ -42,5 +44,13 @@ class ReLUSAE(BaseSAE):
         l1 = z_BF.sum() / x_BD.shape[0]  # z >= 0, so the L1 norm is the plain sum
         lam, alpha = self.l1_weight(step, total_steps, l_recon)
         loss = l_recon + (lam * alpha) * l1
-        return self._output(loss, xhat_BD, z_BF, sq_err_B,
-                            mse=l_recon.detach(), l1=l1.detach(), lambda_t=lam, alpha_t=alpha)
+        return self._output(
+            loss,
+            xhat_BD,
+            z_BF,
+            sq_err_B,
+            mse=l_recon.detach(),
+            l1=l1.detach(),
+            lambda_t=lam,
+            alpha_t=alpha,
+        )

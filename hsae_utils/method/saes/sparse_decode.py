@@ -21,6 +21,7 @@ per 2 D FLOPs (no reuse, memory-bound) where the dense GEMM reuses its tiles. `a
 sparse path at or below `SPARSE_MAX_DENSITY`, and only on CPU: the CUDA kernels have not been
 measured or tested here yet. scripts/benchmark.py section 7 measures both steps.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -43,8 +44,9 @@ SAMPLED_MAX_DENSITY = 0.10
 def use_sparse(mode: str, k: int, d_sae: int, device_type: str = "cpu") -> bool:
     if mode not in DECODE_MODES:
         raise ValueError(f"decode mode must be one of {DECODE_MODES}, got {mode!r}.")
-    return mode == "sparse" or (mode == "auto" and device_type == "cpu"
-                                and k / d_sae <= SPARSE_MAX_DENSITY)
+    return mode == "sparse" or (
+        mode == "auto" and device_type == "cpu" and k / d_sae <= SPARSE_MAX_DENSITY
+    )
 
 
 @dataclass
@@ -63,8 +65,9 @@ class SparseCodes:
     @classmethod
     def build(cls, crow_B1: Tensor, cols_N: Tensor, d_sae: int) -> "SparseCodes":
         counts_B = crow_B1.diff()
-        rows_N = torch.repeat_interleave(torch.arange(len(counts_B), device=cols_N.device),
-                                         counts_B, output_size=cols_N.numel())
+        rows_N = torch.repeat_interleave(
+            torch.arange(len(counts_B), device=cols_N.device), counts_B, output_size=cols_N.numel()
+        )
         # int32 keys: the stable sort runs ~3x faster than on int64 (CPU)
         by_latent_N = torch.argsort(cols_N.to(torch.int32), stable=True)
         counts_F = torch.bincount(cols_N, minlength=d_sae)
@@ -73,14 +76,16 @@ class SparseCodes:
 
     def row_sums(self, weights_N: Tensor, table_FD: Tensor) -> Tensor:
         """[B, D]: row b = sum over its entries n of weights_N[n] table_FD[cols_N[n]]."""
-        return F.embedding_bag(self.cols_N, table_FD, self.crow_B1[:-1], mode="sum",
-                               per_sample_weights=weights_N)
+        return F.embedding_bag(
+            self.cols_N, table_FD, self.crow_B1[:-1], mode="sum", per_sample_weights=weights_N
+        )
 
     def latent_sums(self, weights_N: Tensor, table_BD: Tensor) -> Tensor:
         """[F, D]: row f = sum over latent f's entries n of weights_N[n] table_BD[rows_N[n]]."""
         p = self.by_latent_N
-        return F.embedding_bag(self.rows_N[p], table_BD, self.offsets_F, mode="sum",
-                               per_sample_weights=weights_N[p])
+        return F.embedding_bag(
+            self.rows_N[p], table_BD, self.offsets_F, mode="sum", per_sample_weights=weights_N[p]
+        )
 
     def sampled_dot(self, a_BD: Tensor, b_FD: Tensor) -> Tensor:
         """[N]: entry n = a_BD[rows_N[n]] . b_FD[cols_N[n]] (a_BD b_FD^T at the entries only)."""
@@ -89,8 +94,12 @@ class SparseCodes:
         with warnings.catch_warnings():  # "CSR support is in beta": the op used here is tested
             warnings.simplefilter("ignore", UserWarning)
             pattern = torch.sparse_csr_tensor(
-                self.crow_B1, self.cols_N, a_BD.new_zeros(self.cols_N.numel()),
-                (self.crow_B1.numel() - 1, self.d_sae), check_invariants=False)
+                self.crow_B1,
+                self.cols_N,
+                a_BD.new_zeros(self.cols_N.numel()),
+                (self.crow_B1.numel() - 1, self.d_sae),
+                check_invariants=False,
+            )
         return torch.sparse.sampled_addmm(pattern, a_BD, b_FD.T).values()
 
     def dense(self, vals_N: Tensor) -> Tensor:
@@ -104,8 +113,9 @@ class _SparseEncode(torch.autograd.Function):
     selection needs all of them), with the backward of x W_enc + b_enc over those entries."""
 
     @staticmethod
-    def forward(ctx, pre_N: Tensor, x_BD: Tensor, W_enc_DF: Tensor, b_enc_F: Tensor,
-                codes: SparseCodes) -> Tensor:
+    def forward(
+        ctx, pre_N: Tensor, x_BD: Tensor, W_enc_DF: Tensor, b_enc_F: Tensor, codes: SparseCodes
+    ) -> Tensor:
         ctx.codes = codes
         ctx.save_for_backward(x_BD, W_enc_DF)
         return pre_N.detach().clone()
@@ -143,15 +153,15 @@ class _SparseDecode(torch.autograd.Function):
         return grad_vals, grad_W, None
 
 
-def sparse_encode(pre_N: Tensor, x_BD: Tensor, W_enc_DF: Tensor, b_enc_F: Tensor,
-                  codes: SparseCodes) -> Tensor:
+def sparse_encode(
+    pre_N: Tensor, x_BD: Tensor, W_enc_DF: Tensor, b_enc_F: Tensor, codes: SparseCodes
+) -> Tensor:
     """pre_N (the values of x W_enc + b_enc at the code's entries, computed without gradient),
     differentiable in x, W_enc and b_enc as that expression is."""
     return _SparseEncode.apply(pre_N, x_BD, W_enc_DF, b_enc_F, codes)
 
 
-def sparse_decode(vals_N: Tensor, W_dec_FD: Tensor, b_dec_D: Tensor,
-                  codes: SparseCodes) -> Tensor:
+def sparse_decode(vals_N: Tensor, W_dec_FD: Tensor, b_dec_D: Tensor, codes: SparseCodes) -> Tensor:
     """xhat_BD = z W_dec + b_dec for the code with values vals_N at `codes`' entries
     (differentiable in vals_N, W_dec_FD and b_dec_D)."""
     return _SparseDecode.apply(vals_N, W_dec_FD, codes) + b_dec_D

@@ -1,4 +1,5 @@
 """TopK SAE (Gao et al., "Scaling and evaluating sparse autoencoders", 2024) with the AuxK loss."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,8 +10,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hsae_utils.method.saes.base import BaseSAE, SAEConfig, StepOutput, squared_error
-from hsae_utils.method.saes.sparse_decode import (SparseCodes, sparse_decode, sparse_encode,
-                                                  topk_sparse, use_sparse)
+from hsae_utils.method.saes.sparse_decode import (
+    SparseCodes,
+    sparse_decode,
+    sparse_encode,
+    topk_sparse,
+    use_sparse,
+)
 
 
 @dataclass
@@ -37,9 +43,11 @@ class TopKSAEConfig(SAEConfig):
     def __post_init__(self):
         super().__post_init__()
         if not isinstance(self.k, Integral) or not 0 < self.k <= self.d_sae:
-            raise ValueError(f"{type(self).__name__}: k must be an integer in 1..d_sae (= "
-                             f"{self.d_sae}), got {self.k!r}; pass k=1..{self.d_sae} or a "
-                             "larger d_sae.")
+            raise ValueError(
+                f"{type(self).__name__}: k must be an integer in 1..d_sae (= "
+                f"{self.d_sae}), got {self.k!r}; pass k=1..{self.d_sae} or a "
+                "larger d_sae."
+            )
         if self.auxk and self.aux_k <= 0:
             raise ValueError(f"{type(self).__name__}: aux_k must be positive, got {self.aux_k}.")
 
@@ -75,8 +83,9 @@ class TopKSAE(BaseSAE):
         return topk_sparse(pre_BF, self.cfg.k)
 
     def loss(self, x_BD: Tensor, step: int, total_steps: int) -> StepOutput:
-        sparse = x_BD.dim() == 2 and use_sparse(self.decode_mode, self.cfg.k, self.cfg.d_sae,
-                                                x_BD.device.type)
+        sparse = x_BD.dim() == 2 and use_sparse(
+            self.decode_mode, self.cfg.k, self.cfg.d_sae, x_BD.device.type
+        )
         if sparse:  # the dense pre-activations select; gradients flow through the entries only
             with torch.no_grad():
                 pre_BF = self.pre_acts(x_BD)
@@ -103,15 +112,23 @@ class TopKSAE(BaseSAE):
                 loss = loss + (self.cfg.aux_coefficient * x_var) * aux
             else:
                 aux = torch.zeros((), device=x_BD.device)
-        return self._output(loss, xhat_BD, z_BF, sq_err_B, mse=l_recon.detach(),
-                            l1=z_BF.detach().sum() / x_BD.shape[0], aux=aux.detach())
+        return self._output(
+            loss,
+            xhat_BD,
+            z_BF,
+            sq_err_B,
+            mse=l_recon.detach(),
+            l1=z_BF.detach().sum() / x_BD.shape[0],
+            aux=aux.detach(),
+        )
 
     @property
     def aux_k_max(self) -> int:
         return min(self.cfg.aux_k, self.cfg.d_sae // 2)
 
-    def aux_nmse_gathered(self, x_BD: Tensor, pre_BF: Tensor, dead_F: Tensor, resid_BD: Tensor,
-                          sparse: bool) -> Tensor | None:
+    def aux_nmse_gathered(
+        self, x_BD: Tensor, pre_BF: Tensor, dead_F: Tensor, resid_BD: Tensor, sparse: bool
+    ) -> Tensor | None:
         """Gao et al.'s normalized_mse(ehat, e) (see `aux_nmse`) over the dead latents' columns
         only, found with `nonzero` (a host sync: the CPU path); None when no latent is dead."""
         dead_L = dead_F.nonzero().squeeze(1)
@@ -119,30 +136,35 @@ class TopKSAE(BaseSAE):
             return None
         # The dead latents' pre-activations with their gradient: the sparse step recomputes
         # these columns (pre_BF has none there).
-        pre_BL = (torch.addmm(self.b_enc[dead_L], x_BD, self.W_enc[:, dead_L]) if sparse
-                  else pre_BF[:, dead_L])
+        pre_BL = (
+            torch.addmm(self.b_enc[dead_L], x_BD, self.W_enc[:, dead_L])
+            if sparse
+            else pre_BF[:, dead_L]
+        )
         # Only the dead latents' columns: the cost is O(B x n_dead x D), not O(B x F x D).
         z_aux_BL = topk_codes(pre_BL, min(self.aux_k_max, len(dead_L)))
         return aux_nmse(z_aux_BL @ self.W_dec[dead_L], resid_BD)
 
-    def aux_nmse_masked(self, x_BD: Tensor, pre_BF: Tensor, dead_F: Tensor, resid_BD: Tensor,
-                        sparse: bool) -> Tensor:
+    def aux_nmse_masked(
+        self, x_BD: Tensor, pre_BF: Tensor, dead_F: Tensor, resid_BD: Tensor, sparse: bool
+    ) -> Tensor:
         """The same loss without a host sync (the GPU path): the top `aux_k_max` of the
         pre-activations with the live latents masked to -inf. When fewer latents are dead, the
         extra picks are -inf, 0 after the ReLU, so they add nothing; with none dead the loss is 0
         (`gathered` skips it). Equal to `aux_nmse_gathered` up to float summation order
         (tests/test_train.py)."""
         vals_BK, idx_BK = pre_BF.masked_fill(~dead_F, float("-inf")).topk(
-            self.aux_k_max, dim=-1, sorted=False)
+            self.aux_k_max, dim=-1, sorted=False
+        )
         if sparse:  # pre_BF has no gradient: recompute the picked entries' with theirs
             B, K = idx_BK.shape
             crow_B1 = torch.arange(0, (B + 1) * K, K, device=x_BD.device)
             codes = SparseCodes.build(crow_B1, idx_BK.flatten(), self.cfg.d_sae)
-            vals_BK = sparse_encode(vals_BK.flatten(), x_BD, self.W_enc, self.b_enc,
-                                    codes).view(B, K)
+            vals_BK = sparse_encode(vals_BK.flatten(), x_BD, self.W_enc, self.b_enc, codes).view(
+                B, K
+            )
         # ehat = one weighted sum of K decoder rows per token (no [B, F] x [F, D] product)
-        ehat_BD = F.embedding_bag(idx_BK, self.W_dec, mode="sum",
-                                  per_sample_weights=vals_BK.relu())
+        ehat_BD = F.embedding_bag(idx_BK, self.W_dec, mode="sum", per_sample_weights=vals_BK.relu())
         return torch.where(dead_F.any(), aux_nmse(ehat_BD, resid_BD), 0.0)
 
 
