@@ -165,3 +165,14 @@ def test_papermill_bad_values_stop_before_work(notebook, tmp_path, args, message
     proc, got = _papermill(notebook, tmp_path, *args)
     assert proc.returncode != 0 and got is None  # the cell after the check never ran
     assert "ParameterError" in proc.stderr and message in proc.stderr
+
+
+def test_every_notebook_parameter_has_a_check():
+    """A parameter a notebook declares but CHECKS lacks fails only when papermill runs it."""
+    from hsae_utils.config import REPO_ROOT
+    from hsae_utils.pipeline.params import CHECKS
+    from hsae_utils.pipeline.stages import declared_parameters
+
+    for nb in sorted((REPO_ROOT / "notebooks").glob("[0-9]*.ipynb")):
+        missing = declared_parameters(nb) - set(CHECKS)
+        assert not missing, f"{nb.name}: no check for {sorted(missing)}"

@@ -116,6 +116,7 @@ CHECKS: dict[str, Callable[..., Any]] = {
     "rebuild_cache": _bool,
     "force_retrain": _bool,
     "skip_unavailable_probing": _bool,
+    "include_width": _bool,
     "overrides": _overrides,
     "metrics": _metrics,
     "external_saes": _text,
