@@ -185,3 +185,18 @@ def test_sweep_curves_every_family_on_the_synthetic_world(world, tmp_path, monke
     assert pts.loc["stage5_clustering", "base"] == "stage5_clustering"
     paths = absorption_l0_figure(pts.reset_index(), "smoke", out_dir=tmp_path)
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_seeds_for_power_with_a_large_effect_is_two_not_an_error():
+    """statsmodels' root solver returns NaN when 2 pairs already give the power (paper-tiny)."""
+    from statsmodels.stats.power import TTestPower
+
+    from hsae_utils.experiment.ground_truth.experiment import seeds_for_power
+
+    assert seeds_for_power(0.001, 0.5) == 2
+    n = seeds_for_power(1.0, 0.3)  # against the power function directly: n reaches 0.8, n-1 not
+    assert (
+        TTestPower().power(0.3, nobs=n, alpha=0.05)
+        >= 0.8
+        > TTestPower().power(0.3, nobs=n - 1, alpha=0.05)
+    )

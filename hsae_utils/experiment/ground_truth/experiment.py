@@ -248,10 +248,11 @@ def seeds_for_power(
         raise ValueError(
             f"seeds_for_power needs std_diff > 0 and effect > 0, got {std_diff}, {effect}."
         )
-    n = TTestPower().solve_power(
-        effect_size=effect / std_diff, nobs=None, alpha=alpha, power=power, alternative="two-sided"
-    )
-    return max(2, math.ceil(n))
+    solver, d_z = TTestPower(), effect / std_diff
+    n = 2  # the smallest n whose power reaches `power` (the root solver fails for large d_z)
+    while solver.power(d_z, nobs=n, alpha=alpha, alternative="two-sided") < power:
+        n += 1
+    return n
 
 
 def verdict_seeds(profile) -> tuple[int, ...]:
