@@ -284,7 +284,7 @@ def importable(repo: Path) -> None:
 
 def _prepare(repo: Path, profile: str) -> None:
     """`python -m hsae_utils.pipeline.prepare`, with --profile where that version of prepare takes it."""
-    source = (repo / "hsae_utils" / "prepare.py").read_text()
+    source = (repo / "hsae_utils" / "pipeline" / "prepare.py").read_text()
     args = ["--profile", profile] if "--profile" in source else []
     subprocess.run(
         [sys.executable, "-m", "hsae_utils.pipeline.prepare", *args], cwd=repo, check=True
