@@ -117,7 +117,8 @@ def test_mean_pool_in_chunks_and_from_fp16_arrays():
     )
 
 
-def test_probing_cache_streams_to_disk_and_is_reused(tiny_model, tmp_path):
+def toy_probing_setup():
+    """A smoke profile on the tiny model and one two-class toy probing task."""
     from hsae_utils.config import get_profile
 
     P = get_profile(
@@ -139,6 +140,11 @@ def test_probing_cache_streams_to_disk_and_is_reused(tiny_model, tmp_path):
             [(t, "ab"[i % 2]) for i, t in enumerate(texts[8:] * 2)],
         )
     }
+    return P, tasks
+
+
+def test_probing_cache_streams_to_disk_and_is_reused(tiny_model, tmp_path):
+    P, tasks = toy_probing_setup()
     a = pr.build_probing_data(
         tiny_model, P, cache_root=tmp_path, fingerprint="tiny", progress=False, tasks=tasks
     )

@@ -9,11 +9,10 @@ import torch
 
 from hsae_utils.data.activations import to_storage
 from hsae_utils.evals import probing as pr
-from hsae_utils.evals import probing_tasks
 from hsae_utils.evals.adapter import SAEAdapter
 
 from .conftest import TINY_D
-from .test_probing import DimSAE, synthetic_probing_data
+from .test_probing import DimSAE, synthetic_probing_data, toy_probing_setup
 
 
 def test_store_dtype_is_fp32_then_bf16_never_fp16():
@@ -64,27 +63,7 @@ def test_padding_is_not_checked(tiny_model, monkeypatch):
 
 
 def test_a_bf16_store_is_cached_and_read_back_as_bf16(tiny_model, tmp_path, monkeypatch):
-    from hsae_utils.config import get_profile
-
-    P = get_profile(
-        "smoke",
-        model_name="tiny",
-        n_layers=4,
-        d_model=TINY_D,
-        layer=1,
-        probe_max_tokens=8,
-        probe_k_values=(1, 2),
-    )
-    words = "the cat sat on the mat and the dog ran".split()
-    texts = [" ".join(words[i:] + words[:i]) for i in range(10)]
-    tasks = {
-        "toy": probing_tasks.ProbingTask(
-            "toy",
-            ["a", "b"],
-            [(t, "ab"[i % 2]) for i, t in enumerate(texts[:8])],
-            [(t, "ab"[i % 2]) for i, t in enumerate(texts[8:] * 2)],
-        )
-    }
+    P, tasks = toy_probing_setup()
     fp32 = pr.build_probing_data(tiny_model, P, progress=False, tasks=tasks)
     monkeypatch.setattr(pr, "FP32_STORE_BYTES", 0)
     a = pr.build_probing_data(
