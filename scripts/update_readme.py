@@ -45,9 +45,15 @@ def timing_line(profile_name: str) -> str:
         f"{name[:2]} {v['seconds'] / 60:.1f}" for name, v in sorted(t["notebooks"].items())
     )
     m = t.get("machine", {})
+    setup = (
+        f"; the set-up before them (`scripts/setup.sh`, as `run_all.sh` last ran it) "
+        f"{t['setup_s'] / 60:.1f} minutes"
+        if "setup_s" in t
+        else ""
+    )
     line = (
         f"Wall time of the notebooks: **{t['total_s'] / 60:.1f} minutes** in total "
-        f"(per notebook, minutes: {per}) on {m.get('nproc', '?')} cores of "
+        f"(per notebook, minutes: {per}){setup}; on {m.get('nproc', '?')} cores of "
         f"{m.get('cpu_model', 'an unknown CPU')}, finished {t.get('date', '?')}."
     )
     loads = [v["load_1min"] for v in t["notebooks"].values() if v.get("load_1min") is not None]

@@ -544,3 +544,20 @@ def test_readme_timing_line_checks_the_pipeline_budgets(tmp_path, monkeypatch):
     )
     line = ur.timing_line("local")
     assert "01-09 22.0 min <= 22 min: MISS" in line and "all 40.0 min <= 35 min: MISS" in line
+
+
+def test_budget_counts_the_setup_that_run_all_recorded(tmp_path, monkeypatch):
+    """`run_all.sh` exports the set-up's seconds; the pipeline writes them into timings.json and
+    the "all" budget adds them to the notebooks' (set-up included, issue 25)."""
+    from hsae_utils.io import read_json
+    from hsae_utils.pipeline.cli import budget_checks
+    from hsae_utils.pipeline.stages import record_setup, record_time
+
+    path = tmp_path / "timings.json"
+    record_time(path, "01_a.ipynb", 1500)
+    record_setup(path, 600)
+    record_time(path, "02_b.ipynb", 300)  # a later notebook keeps the set-up's seconds
+    t = read_json(path)
+    assert t["setup_s"] == 600 and t["total_s"] == 1800
+    (part, minutes, limit, ok), *_ = [c for c in budget_checks(t, "local") if c[0] == "all"]
+    assert (minutes, limit, ok) == (40.0, 35.0, False)  # 30 min of notebooks + 10 of set-up

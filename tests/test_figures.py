@@ -274,3 +274,13 @@ def test_absorption_by_letter_says_when_it_is_zero_everywhere(tmp_path, monkeypa
     assert not any(ax.get_ylabel() for ax in fig.axes)
     assert "absorption is 0 for every letter" in " ".join(t.get_text() for t in fig.axes[0].texts)
     plt.close(fig)
+
+
+def test_mean_std_counts_that_differ_over_seeds_keep_a_decimal():
+    """A count column (0 digits) whose seeds differ prints its mean and spread with one decimal:
+    resamples 0, 0, 1 are 0.3 ± 0.6, not the misleading '0 ± 1'; equal counts stay integers."""
+    from hsae_utils.analysis.report.tables import mean_std
+
+    assert mean_std(np.array([0.0, 0.0, 1.0]), 0) == "0.3 ± 0.6"
+    assert mean_std(np.array([2.0, 2.0, 2.0]), 0) == "2 ± 0"
+    assert mean_std(np.array([0.12, 0.13]), 2) == "0.12 ± 0.01"

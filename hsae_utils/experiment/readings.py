@@ -36,7 +36,8 @@ class Reading:
 PAPER_WIDTH = 2304  # the paper's dictionary: Gemma-2-2B's d_model
 PAPER_LAMBDA0 = 1 / math.sqrt(PAPER_WIDTH)
 # Readings whose runs cost well above the others' (`sensitivity.alternatives` leaves them out
-# unless asked): the width's SAEs are four times as large at `local`.
+# unless asked; notebook 11 asks by default, `include_width`): the width's SAEs are four times
+# as large at `local`.
 OPT_IN = ("width",)
 
 READINGS: tuple[Reading, ...] = (
@@ -108,8 +109,8 @@ READINGS: tuple[Reading, ...] = (
         '"dictionary size matched to d" (5.1); 2,304 latents, Gemma-2-2B\'s d (5.4)',
         "None = d_model, the rule (576 latents on SmolLM2); the alternative is the paper's "
         "literal width, 4 x 576 at local, with the rules that follow the width (TopK "
-        "k = 320, lambda_0 = 1/48). Opt-in in notebook 11 (`include_width`): two runs at "
-        "four times the cost of one",
+        "k = 320, lambda_0 = 1/48). Notebook 11 trains it by default (`include_width`): two "
+        "runs at four times the cost of one each",
     ),
     Reading(
         "input_center",

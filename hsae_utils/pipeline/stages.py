@@ -129,6 +129,17 @@ def record_time(path: Path, name: str, seconds: float) -> None:
     write_json_atomic(path, t)
 
 
+def record_setup(path: Path, seconds: float) -> None:
+    """The wall seconds of `scripts/setup.sh` as `run_all.sh` last ran it, beside the notebooks'
+    in timings.json: the budgets count the set-up (a fresh machine's is minutes)."""
+    from hsae_utils.io import read_json, write_json_atomic
+
+    t = read_json(path) if path.exists() else {"notebooks": {}}
+    t["setup_s"] = float(seconds)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, t)
+
+
 # Wall-time budgets of the default pipelines on 2 cores, in minutes, per part: "01-09" the
 # notebooks of the first pipeline, "all" every notebook (issue 16; docs/results.md's timing line and
 # scripts/benchmark.py section 6 both check them).

@@ -35,6 +35,8 @@ def mean_std(values: np.ndarray, digits: int) -> str:
         return "–"
     if values.size == 1:
         return f"{values[0]:.{digits}f}"
+    if digits == 0 and np.ptp(values) > 0:  # counts that differ over seeds: 0.3 ± 0.6, not 0 ± 1
+        digits = 1
     return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
 
 
