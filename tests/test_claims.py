@@ -79,7 +79,7 @@ def test_claim_that_holds():
     r = row(cl.claims_table(RESULTS, LOCAL), "explained_variance")
     assert r["verdict"] == cl.HOLDS
     assert "t-test" in r["reason"] and r["n_paired"] == 3
-    assert r["ours"] == "0.907 ± 0.00764 (3 seeds)"
+    assert r["ours"] == "0.9067 ± 0.0076 (3 seeds)"
     assert r["ours_baseline"].endswith("(3 seeds)")
     assert r["paper_change"] == "+7.8 pp" and r["ours_change"] == "+10.7 pp"
     assert math.isclose(r["mean_diff"], 0.32 / 3)
@@ -561,3 +561,14 @@ def test_budget_counts_the_setup_that_run_all_recorded(tmp_path, monkeypatch):
     assert t["setup_s"] == 600 and t["total_s"] == 1800
     (part, minutes, limit, ok), *_ = [c for c in budget_checks(t, "local") if c[0] == "all"]
     assert (minutes, limit, ok) == (40.0, 35.0, False)  # 30 min of notebooks + 10 of set-up
+
+
+def test_measured_values_print_at_their_spread():
+    """Mean and std share the std's second significant digit (0.110 ± 0.020, not 0.11 ± 0.0204)."""
+    from hsae_utils.analysis.claims import format_measured
+
+    assert format_measured(0.11, 0.0204, 3) == "0.110 ± 0.020 (3 seeds)"
+    assert format_measured(570.31, 0.52, 3) == "570.31 ± 0.52 (3 seeds)"
+    assert format_measured(0.0111, 0.0116, 3) == "0.011 ± 0.012 (3 seeds)"
+    assert format_measured(2.0, 0.0, 3) == "2 ± 0 (3 seeds)"
+    assert format_measured(0.5, float("nan"), 1) == "0.5 (1 seed)"

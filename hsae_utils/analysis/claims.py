@@ -323,6 +323,9 @@ def format_measured(mean: float, std: float, n: int) -> str:
         return "not measured"
     if n == 1 or not math.isfinite(std):
         return f"{_fmt(mean)} (1 seed)"
+    if std > 0 and math.isfinite(mean):  # both at the std's second significant digit
+        d = min(6, max(0, 1 - math.floor(math.log10(std))))
+        return f"{mean:,.{d}f} ± {std:,.{d}f} ({n} seeds)"
     return f"{_fmt(mean)} ± {_fmt(std)} ({n} seeds)"
 
 
