@@ -148,3 +148,48 @@ def test_the_paper_plan_states_its_time_target():
     text = res.format_plan(get_profile("paper"))
     assert "Time target: the whole run within 60 min on one NVIDIA H100" in text
     assert ("PASS" in text.splitlines()[-1]) != ("MISS" in text.splitlines()[-1])
+
+
+def test_batches_follow_the_cards_memory():
+    """fit_to_card on plain card sizes, against arithmetic done here: fp32 Gemma-2 weights
+    (2,614,341,888 x 4 B) and a context's forward workspace 128 x (4 d + 3 d_mlp + 8 x 128) x 4 B;
+    the model batch is the profile's x 4, halved until it fits 80 % of the card."""
+    cards = {"8 GB": 8e9, "14 GB": 14e9, "T4": 16e9, "H100": 80e9}
+    colab_gemma = get_profile("colab-gemma")
+    weights = 2_614_341_888 * 4
+    per_context = 128 * (4 * 2304 + 3 * 9216 + 8 * 128) * 4
+    fits = int((0.8 * cards["14 GB"] - weights) // per_context)
+    assert fits == 38
+    sized = res.fit_to_card(colab_gemma, cards["14 GB"])
+    assert sized.model_batch_size == 32  # 64 -> 32: the largest halving within 38
+    assert res.fit_to_card(colab_gemma, cards["T4"]).model_batch_size == 4 * 16  # capped at 4x
+    with pytest.raises(ValueError, match="use a larger GPU"):
+        res.fit_to_card(colab_gemma, cards["8 GB"])
+    assert res.gpu_problems(colab_gemma, cards["8 GB"])[0].startswith("GPU memory:")
+    assert res.gpu_problems(colab_gemma, cards["T4"]) == []
+    # larger cards never get smaller batches; paper on its H100 gets at least its own
+    paper = get_profile("paper")
+    small, large = res.fit_to_card(paper, 40e9), res.fit_to_card(paper, cards["H100"])
+    assert large.model_batch_size >= small.model_batch_size >= 1
+    assert large.eval_batch_contexts >= small.eval_batch_contexts >= 1
+    assert large.model_batch_size >= paper.model_batch_size
+    assert large.eval_batch_contexts >= paper.eval_batch_contexts
+    # the plan is the target card's sizes; the profile itself is unchanged
+    assert res.sized_for_target(paper) == large
+    assert res.sized_for_target(get_profile("local")) == get_profile("local")
+
+
+def test_probe_fits_count_as_device_work_on_a_gpu_profile():
+    """On CUDA the probe fits run on the device (evals.logreg): the host keeps the measured
+    bookkeeping only; on the CPU profiles the whole measured host time, and no device fits."""
+    paper, local = get_profile("paper"), get_profile("local")
+    scale = res.host_seconds_per_sae(local) / res.LOCAL_HOST_S_PER_SAE
+    assert scale == pytest.approx(1.0)
+    assert res.probe_fit_seconds(local) == 0
+    ratio = res.host_seconds_per_sae(paper) / res.LOCAL_BOOKKEEPING_S_PER_SAE
+    words = 0.4 * 256_000 + 36 * 2500  # paper: ~40 % of the vocabulary, 36 classes x 2,500 texts
+    local_words = res.absorption_words(local) + res.probing_n_texts(local)
+    assert ratio == pytest.approx((int(0.4 * 256_000) + 36 * 2500) / local_words)
+    assert words > 100 * 1000
+    assert 0 < res.probe_fit_seconds(paper) < res.host_seconds_per_sae(paper)
+    assert "probe fits on the device" in res.evaluation_need(paper).note

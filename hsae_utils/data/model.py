@@ -214,9 +214,48 @@ def forward_dtype(profile: Profile, device: str, bf16_supported: bool | None = N
     return torch.bfloat16 if bf16_supported else dtype
 
 
+def placement(device: str | torch.device) -> dict:
+    """How boot_transformers places the weights: on CUDA a one-device `device_map`, so that
+    from_pretrained writes each tensor straight to the GPU (with `device=` it loads the whole
+    model into host RAM first, then copies it: 10.5 GB of fp32 Gemma-2 through a Colab
+    runtime's 12 GB); on the CPU `device=` as before."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return {"device": str(device)}
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return {"device_map": {"": f"cuda:{index}"}}
+
+
+def use_tf32_in_forward(model) -> None:
+    """Let the model's fp32 matmuls use TF32 on CUDA, and only the model's: each decoder layer
+    and the unembedding run their forward with `torch.backends.cuda.matmul.allow_tf32` on and
+    set it back in a `finally`, so the SAE maths around them stay exact fp32, also when the
+    bridge's `stop_at_layer` stops the forward by raising inside a layer."""
+    hf = model.original_model
+    layers = getattr(getattr(hf, "model", None), "layers", None)
+    if layers is None:  # not an HF decoder stack we know: leave it in exact fp32
+        return
+    for wrapper in list(layers) + [m for m in [hf.get_output_embeddings()] if m is not None]:
+        # the HF module itself: a bridge component forwards attribute writes to the module it
+        # wraps, so wrapping the bridge's forward would call itself
+        m = getattr(wrapper, "original_component", wrapper)
+
+        def forward(*args, _inner=m.forward, **kwargs):
+            before = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = True
+            try:
+                return _inner(*args, **kwargs)
+            finally:
+                torch.backends.cuda.matmul.allow_tf32 = before
+
+        m.forward = forward
+
+
 def load_model(profile: Profile, device: str | None = None):
     """Boot the profile's model as a TransformerBridge in eval mode, gradients off, in
-    `forward_dtype` (bf16 for Gemma-2 on a bf16 CUDA card, else the profile's dtype)."""
+    `forward_dtype` (bf16 for Gemma-2 on a bf16 CUDA card, else the profile's dtype), weights
+    placed straight on the device (`placement`); an fp32 model on CUDA runs its matmuls in TF32
+    (`use_tf32_in_forward`; no effect on cards before Ampere, such as the T4)."""
     from transformer_lens.model_bridge import TransformerBridge
 
     device = device or profile.resolve_device()
@@ -225,7 +264,7 @@ def load_model(profile: Profile, device: str | None = None):
     replica = source != profile.model_name and not profile.is_embedded
     local = profile.is_embedded or Path(source).exists() or source.startswith(("/", "."))
     try:
-        model = TransformerBridge.boot_transformers(source, device=device, dtype=dtype)
+        model = TransformerBridge.boot_transformers(source, dtype=dtype, **placement(device))
     except (OSError, ValueError, ConnectionError, SafetensorError) as err:
         if replica:
             raise RuntimeError(
@@ -237,6 +276,8 @@ def load_model(profile: Profile, device: str | None = None):
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    if str(device).startswith("cuda") and dtype == torch.float32:
+        use_tf32_in_forward(model)
     if model.cfg.n_layers != profile.n_layers or model.cfg.d_model != profile.d_model:
         raise ValueError(
             f"Profile {profile.name!r} expects {profile.n_layers} layers and d_model "

@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 from hsae_utils.config import Profile
 from hsae_utils.data.forward import layer_resid
 from hsae_utils.data.tokens import bos_token_id, special_token_ids
+from hsae_utils.evals import logreg
 from hsae_utils.evals.cache import load_cached, model_identity, save_cached, tensor_sha
 from hsae_utils.io import sha256_json
 from hsae_utils.timing import single_thread
@@ -558,6 +559,48 @@ def k_sparse_main_latents(
     return main, f1s
 
 
+def k_sparse_main_latents_many(
+    z_train_NF: Tensor,
+    y_train_N: Tensor,
+    z_test_NF: Tensor,
+    y_test_N: Tensor,
+    ranking_LF: Tensor,
+    letters: Sequence[int],
+    max_k: int = MAX_K,
+    f1_jump: float = F1_JUMP_THRESHOLD,
+) -> dict[int, tuple[list[int], list[float]]]:
+    """`k_sparse_main_latents` of several letters with the torch fit (`evals.logreg`, same
+    objective as the sklearn probe) on the latents' device: each k's probes of every letter in
+    one batched fit (every k up to max_k is fitted; the F1-jump rule then reads them in order,
+    so the result is the sequential rule's). Returns {letter index: (main latents, F1s)}."""
+    if not letters:
+        return {}
+    device = z_train_NF.device
+    y_tr, y_te = y_train_N.to(device), y_test_N.to(device)
+    Y_tr = torch.stack([y_tr == c for c in letters])  # [L, N]
+    Y_te = torch.stack([y_te == c for c in letters])
+    feats_k, f1_k = [], []
+    for k in range(1, max_k + 1):
+        feats = [ranking_LF[c].topk(k).indices for c in letters]  # as the sequential rule picks
+        idx = torch.stack(feats).to(device)  # [L, k]
+        fit = logreg.fit_logreg(z_train_NF[:, idx].transpose(0, 1), Y_tr, balanced=True)
+        pred = fit.decision_function(z_test_NF[:, idx].transpose(0, 1)) > 0
+        feats_k.append([f.tolist() for f in feats])
+        f1_k.append(logreg.f1_scores(pred, Y_te))
+    f1_LK = torch.stack(f1_k, 1).cpu().tolist()  # one transfer for every letter and k
+    out = {}
+    for i, c in enumerate(letters):
+        prev, main, f1s = -100.0, [], []
+        for k in range(max_k):
+            f1s.append(f1_LK[i][k])
+            if f1_LK[i][k] > prev + f1_jump:
+                prev, main = f1_LK[i][k], feats_k[k][i]
+            else:
+                break
+        out[c] = (main, f1s)
+    return out
+
+
 def absorption_for_letter(
     z_NF: Tensor, act_proj_N: Tensor, cos_F: Tensor, main_ids: Sequence[int]
 ) -> tuple[Tensor, Tensor]:
@@ -616,16 +659,20 @@ def evaluate_absorption(
     max_k: int = MAX_K,
     f1_jump: float = F1_JUMP_THRESHOLD,
     min_probe_f1: float = MIN_PROBE_F1,
+    probe_fit: str = "auto",
 ) -> tuple[dict[str, Any], list[dict]]:
     """Absorption metrics of one SAE (an `adapter.SAEAdapter`). Returns (summary, per-letter
-    rows)."""
+    rows). `probe_fit`: how the k-sparse probes are fitted: "sklearn" (one by one on the CPU),
+    "torch" (`evals.logreg`, batched on the SAE's device), "auto": torch on CUDA, else sklearn
+    (CPU results stay bit-identical to SAEBench's way)."""
 
     with single_thread(), torch.no_grad():
-        return _evaluate_absorption(adapter, data, seed, max_k, f1_jump, min_probe_f1)
+        return _evaluate_absorption(adapter, data, seed, max_k, f1_jump, min_probe_f1, probe_fit)
 
 
-def _evaluate_absorption(adapter, data, seed, max_k, f1_jump, min_probe_f1):
+def _evaluate_absorption(adapter, data, seed, max_k, f1_jump, min_probe_f1, probe_fit="auto"):
     device = adapter.W_dec.device
+    probe_fit = logreg.resolve_probe_fit(probe_fit, device)
     # Fold the decoder norms into the latents (SAEBench: `fold_W_dec_norm`), so that latent i's
     # probe projection z_i ||d_i|| cos(probe, d_i) is right for rows of any norm (an external
     # SAE's rows have norm `scale` in our space) and every number is invariant to rescaling a
@@ -640,16 +687,29 @@ def _evaluate_absorption(adapter, data, seed, max_k, f1_jump, min_probe_f1):
     cos_LF = probe_dir @ dec.T
     act_proj_NL = adapter.normalize(data.x_test_ND.to(device)).float().cpu() @ probe_dir.T
     scores = data.probe_scores_test
-    ztr_np, zte_np = _as_numpy(z_tr), _as_numpy(z_te)
     y_tr, y_te = data.y_train_N.numpy(), data.y_test_N.numpy()
-    rows = []
-    for c, letter in enumerate(LETTERS):
-        pos_tr, pos_te = y_tr == c, y_te == c
-        if pos_tr.sum() == 0 or pos_tr.all() or pos_te.sum() == 0:
-            continue
-        main, f1s = k_sparse_main_latents(
-            ztr_np, pos_tr, zte_np, pos_te, ranking[c], max_k, f1_jump
+    letters = [
+        c
+        for c in range(len(LETTERS))
+        if 0 < (y_tr == c).sum() < len(y_tr) and (y_te == c).sum() > 0
+    ]
+    if probe_fit == "torch":  # every letter and k in batched fits on the SAE's device
+        z_te_dev = z_te.to(device)
+        k_sparse = k_sparse_main_latents_many(
+            z_tr_dev, data.y_train_N, z_te_dev, data.y_test_N, ranking, letters, max_k, f1_jump
         )
+    else:
+        ztr_np, zte_np = _as_numpy(z_tr), _as_numpy(z_te)
+    rows = []
+    for c in letters:
+        letter = LETTERS[c]
+        pos_te = y_te == c
+        if probe_fit == "torch":
+            main, f1s = k_sparse[c]
+        else:
+            main, f1s = k_sparse_main_latents(
+                ztr_np, y_tr == c, zte_np, pos_te, ranking[c], max_k, f1_jump
+            )
         tp = torch.from_numpy(pos_te) & (scores[:, c] > 0)
         n_tp = int(tp.sum())
         frac = full = None

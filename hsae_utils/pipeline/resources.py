@@ -16,6 +16,7 @@ estimates with their assumptions stated next to them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -101,11 +102,12 @@ class Card:
     memory_bytes: float
     fp32_flops: float  # CUDA cores, no TF32
     bf16_flops: float  # tensor cores; 0: no native bf16 (the model then runs in its fp32)
+    memory_bandwidth: float  # bytes/s of device memory
 
 
 CARDS = {
-    "H100": Card("NVIDIA H100 SXM 80GB", 80e9, 67e12, 989e12),
-    "T4": Card("NVIDIA T4 16GB", 16e9, 8.1e12, 0.0),
+    "H100": Card("NVIDIA H100 SXM 80GB", 80e9, 67e12, 989e12, 3.35e12),
+    "T4": Card("NVIDIA T4 16GB", 16e9, 8.1e12, 0.0, 320e9),
 }
 # The card each GPU profile is sized for. The plan's rates come from it, never from the machine
 # that prints the plan (a CPU login node or a Colab CPU runtime would otherwise plan for its CPU).
@@ -117,6 +119,49 @@ TARGET_CARD = {"paper": "H100", "colab": "T4", "colab-gemma": "T4"}
 MODEL_EFFICIENCY, SAE_EFFICIENCY, GPU_READ_BYTES = 0.30, 0.40, 2e9
 # The time target of the `paper` profile on its target card: the whole run within one hour.
 TIME_TARGET_S = {"paper": 3600.0}
+
+
+# Sizes from the card: the model batch (caching) and the splice batch (evaluation) are the
+# largest that fit CARD_HEADROOM of the card's memory next to the weights, by the plan's own
+# memory estimates (`forward_workspace_bytes`, `splice_gpu_bytes`): the profile's value x
+# MAX_BATCH_SCALE, halved until it fits (down to 1; estimates, so never more than 4x what the
+# profile was written for). The rest of the memory is the CUDA context, the allocator's slack.
+CARD_HEADROOM, MAX_BATCH_SCALE = 0.8, 4
+
+
+def fit_to_card(profile: Profile, memory_bytes: float) -> Profile:
+    """The profile with `model_batch_size` and `eval_batch_contexts` sized for a card of
+    `memory_bytes` (see CARD_HEADROOM); a card too small for the weights is a ValueError naming
+    the fix. Used by the plan (the target card's memory) and the preflight (the visible card's)."""
+    budget = CARD_HEADROOM * memory_bytes - weight_bytes(profile)
+    if budget <= 0:
+        raise ValueError(
+            f"the model's weights ({_gb(weight_bytes(profile))} in {run_dtype(profile)}) do not "
+            f"fit {CARD_HEADROOM:.0%} of this card's {_gb(memory_bytes)}: use a larger GPU "
+            "(profile colab-gemma needs a 16 GB card such as a T4)."
+        )
+
+    def largest(base: int, need) -> int:
+        b = base * MAX_BATCH_SCALE
+        while b > 1 and need(b) > budget:
+            b //= 2
+        return b
+
+    model_batch = largest(profile.model_batch_size, lambda b: forward_workspace_bytes(profile, b))
+    n = n_runs(profile)
+    eval_batch = largest(
+        profile.eval_batch_contexts,
+        lambda b: splice_gpu_bytes(dataclasses.replace(profile, eval_batch_contexts=b), n),
+    )
+    return dataclasses.replace(
+        profile, model_batch_size=model_batch, eval_batch_contexts=eval_batch
+    )
+
+
+def sized_for_target(profile: Profile) -> Profile:
+    """The profile as its target card runs it (`fit_to_card`); a CPU profile as it is."""
+    card = target_card(profile)
+    return profile if card is None else fit_to_card(profile, card.memory_bytes)
 
 
 def target_card(profile: Profile) -> Card | None:
@@ -357,10 +402,16 @@ def readings_need(profile: Profile) -> Need:
     from hsae_utils.experiment.sensitivity import alternatives  # pandas; only the plan needs it
 
     one, n = training_run_need(profile), sum(len(a.runs) for a in alternatives())
+    r = rates(profile)
     seconds = (
         one.seconds * n
-        + per_sae_eval_flops(profile) * n / rates(profile).model_flops
-        + n * host_seconds_per_sae(profile)
+        + per_sae_eval_flops(profile) * n / r.model_flops
+        + n * (host_seconds_per_sae(profile) + probe_fit_seconds(profile))
+        + (
+            n * l1_probe_flops(profile) / r.sae_flops + pooling_seconds(profile, n)
+            if on_gpu(profile)
+            else 0
+        )
     )
     return Need(
         "sensitivity to the readings (notebook 11)",
@@ -372,11 +423,22 @@ def readings_need(profile: Profile) -> Need:
     )
 
 
-# Host-side (CPU) evaluation work per SAE that no device speeds up: scikit-learn probe fits
-# (absorption's k-sparse probes, sparse probing's top-k probes) and the bookkeeping. MEASURED on
-# `local` (notebook 08 on 2 cores: ~9 s per SAE of which 5.5 s splice, so ~3.5 s), scaled by the
-# number of words and texts probed (an estimate elsewhere).
+# Host-side (CPU) evaluation work per SAE on the CPU profiles: scikit-learn probe fits
+# (absorption's k-sparse probes, sparse probing's top-k probes), the L1 probe and the
+# bookkeeping. MEASURED on `local` (notebook 08 on 2 cores: ~9 s per SAE of which 5.5 s splice,
+# so ~3.5 s), scaled by the number of words and texts probed.
 LOCAL_HOST_S_PER_SAE = 3.5
+# On CUDA the probe fits run on the device (`evals.logreg`, batched Newton in fp64) and the L1
+# probe too; what stays on the host per SAE is the bookkeeping: the top-k selection by mean
+# difference (numpy), gathering each problem's rows, absorption's per-letter rules on the test
+# words (fp64, CPU), the F1 / accuracy tables. MEASURED on `local` (2 cores, see
+# docs/resources.md): LOCAL_BOOKKEEPING_S_PER_SAE of the per-SAE absorption + probing time is
+# neither a probe fit, the L1 probe nor the pooling; scaled like the above.
+LOCAL_BOOKKEEPING_S_PER_SAE = 0.25
+# Newton steps per batched fit (~8 from zero to a 1e-8 gradient on the tests' problems, plus
+# line-search evaluations) and the device's efficiency on these small, memory-bound batched
+# products: ESTIMATES until scripts/gpu_check.sh times them.
+PROBE_NEWTON_STEPS, PROBE_MEMORY_EFFICIENCY, PROBE_STEP_LAUNCH_S = 12, 0.2, 1e-3
 
 
 def absorption_words(profile: Profile) -> int:
@@ -384,11 +446,48 @@ def absorption_words(profile: Profile) -> int:
 
 
 def host_seconds_per_sae(profile: Profile) -> float:
+    """Per-SAE host time of absorption and probing: everything on a CPU profile, the
+    bookkeeping only on a GPU profile (its probe fits run on the device)."""
     local = get_profile("local")
     scale = (absorption_words(profile) + probing_n_texts(profile)) / (
         absorption_words(local) + probing_n_texts(local)
     )
-    return LOCAL_HOST_S_PER_SAE * scale
+    return (LOCAL_BOOKKEEPING_S_PER_SAE if on_gpu(profile) else LOCAL_HOST_S_PER_SAE) * scale
+
+
+def probe_fit_seconds(profile: Profile) -> float:
+    """Per SAE on the device: absorption's k-sparse fits (26 letters x k = 1..10, each k one
+    batched fit over the train words) and probing's top-k fits (every class x each k, one
+    batched fit per k over ~2 x probe_train_per_class texts), Newton in fp64. Memory-bound: each
+    Newton step reads the problems' rows [P, N, k + 1] about 6 times (gradient, Hessian, step,
+    line search), at PROBE_MEMORY_EFFICIENCY of the card's bandwidth, plus a launch / host-sync
+    cost per step. 0 on a CPU profile (the fits are in host_seconds_per_sae there)."""
+    card = target_card(profile)
+    if card is None:
+        return 0.0
+    from hsae_utils.evals.absorption import LETTERS, MAX_K
+
+    bw = card.memory_bandwidth * PROBE_MEMORY_EFFICIENCY
+    n_abs = 0.8 * absorption_words(profile)
+    abs_bytes = sum(len(LETTERS) * n_abs * (k + 1) for k in range(1, MAX_K + 1)) * 6 * 8
+    n_classes = probing_n_texts(profile) // (
+        profile.probe_train_per_class + profile.probe_test_per_class
+    )
+    n_probe = 2 * profile.probe_train_per_class
+    probe_bytes = sum(n_classes * n_probe * (k + 1) for k in profile.probe_k_values) * 6 * 8
+    steps = PROBE_NEWTON_STEPS * (MAX_K + len(profile.probe_k_values))
+    return PROBE_NEWTON_STEPS * (abs_bytes + probe_bytes) / bw + steps * PROBE_STEP_LAUNCH_S
+
+
+def pooling_seconds(profile: Profile, n_saes: int) -> float:
+    """Sparse probing's pooled latents (`probing.sae_features_many`): one read of the probing
+    store for all SAEs, and every SAE's encoder over its rows (2 d F FLOPs per row and SAE)."""
+    rows = probing_n_texts(profile) * (profile.probe_max_tokens - 1)
+    r = rates(profile)
+    read = probing_cache_bytes(profile) / (
+        r.read_bytes if on_gpu(profile) else CPU_RATES.read_bytes
+    )
+    return read + n_saes * rows * 2 * profile.d_model * profile.dict_size / r.sae_flops
 
 
 def l1_probe_flops(profile: Profile) -> float:
@@ -410,7 +509,9 @@ def evaluation_need(profile: Profile) -> Need:
     seconds = (
         (model_side + per_sae_eval_flops(profile) * n_saes) / r.model_flops
         + n_saes * host_seconds_per_sae(profile)
+        + n_saes * probe_fit_seconds(profile)
         + (n_saes * l1_probe_flops(profile) / r.sae_flops if on_gpu(profile) else 0)
+        + (pooling_seconds(profile, n_saes) if on_gpu(profile) else 0)
     )
     disk = (
         splice_cache_bytes(profile) + absorption_cache_bytes(profile) + probing_cache_bytes(profile)
@@ -426,8 +527,15 @@ def evaluation_need(profile: Profile) -> Need:
         host,
         gpu if on_gpu(profile) else 0,
         seconds,
-        f"{n_saes} SAEs; host (CPU) {host_seconds_per_sae(profile):,.0f} s per SAE; "
-        f"splice {profile.n_eval_contexts:,} contexts; probing "
+        f"{n_saes} SAEs; "
+        + (
+            f"probe fits on the device {probe_fit_seconds(profile):,.1f} s and host (CPU) "
+            f"bookkeeping {host_seconds_per_sae(profile):,.1f} s per SAE; probing pooling "
+            f"{pooling_seconds(profile, n_saes):,.0f} s; "
+            if on_gpu(profile)
+            else f"host (CPU) {host_seconds_per_sae(profile):,.0f} s per SAE; "
+        )
+        + f"splice {profile.n_eval_contexts:,} contexts; probing "
         f"{probing_n_texts(profile):,} texts ({probing_cache_bytes(profile) / GB:.1f} GB "
         "memmap)",
     )
@@ -467,6 +575,12 @@ def features_need(profile: Profile) -> Need:
 
 
 def plan(profile: Profile) -> list[Need]:
+    """Every stage's needs, with the batch sizes of the profile's target card (`fit_to_card`)."""
+    return plan_for(sized_for_target(profile))
+
+
+def plan_for(profile: Profile) -> list[Need]:
+    """Every stage's needs at the profile's own batch sizes."""
     return [
         caching_need(profile),
         training_run_need(profile),
@@ -502,6 +616,13 @@ def _time(s: float) -> str:
     return f"{s:,.0f} s" if s < 120 else f"{s / 60:,.0f} min" if s < 7200 else f"{s / 3600:,.1f} h"
 
 
+def _batches(profile: Profile) -> str:
+    return (
+        f"model batch {profile.model_batch_size} contexts, splice batch "
+        f"{profile.eval_batch_contexts} contexts"
+    )
+
+
 def format_plan(profile: Profile, markdown: bool = False) -> str:
     needs = plan(profile)
     rows = [
@@ -514,7 +635,8 @@ def format_plan(profile: Profile, markdown: bool = False) -> str:
         "CPU throughputs measured on a 2-core machine"
         if card is None
         else f"planned for one {card.name} (its published peak x the stated efficiencies; model "
-        f"forward in {run_dtype(profile)}): GPU times and memory are ESTIMATES"
+        f"forward in {run_dtype(profile)}; batches sized for its memory: "
+        f"{_batches(sized_for_target(profile))}): GPU times and memory are ESTIMATES"
     )
     title = (
         f"Resources of profile `{profile.name}` ({profile.model_name}, layer {profile.layer}, "
@@ -645,6 +767,24 @@ def hub_problem(repo_type: str, repo: str) -> str | None:
         return no_network.format(why=f" ({type(err).__name__})")
 
 
+def gpu_problems(profile: Profile, memory_bytes: float) -> list[str]:
+    """The GPU-memory check for a card of `memory_bytes`, with the batch sizes sized for it
+    (`fit_to_card`); empty when the run fits."""
+    try:
+        sized = fit_to_card(profile, memory_bytes)
+    except ValueError as err:
+        return [f"GPU memory: {err}"]
+    needs = plan_for(sized)
+    total = totals(needs)
+    if total.gpu <= memory_bytes:
+        return []
+    stage = max(needs, key=lambda n: n.gpu).stage
+    return [
+        f"GPU memory: {stage} needs about {_gb(total.gpu)} even at {_batches(sized)}, the GPU "
+        f"has {_gb(memory_bytes)}: use a larger GPU."
+    ]
+
+
 def check(profile: Profile, hub: bool = True, here: bool = True) -> list[str]:
     """Problems that would stop the run, each naming its fix; empty when it can go ahead.
     `here=False`: the heavy stages run as cluster jobs, which request their own RAM and GPU."""
@@ -678,13 +818,7 @@ def check(profile: Profile, hub: bool = True, here: bool = True) -> list[str]:
             )
         else:
             gpu = torch.cuda.get_device_properties(0).total_memory
-            if total.gpu > gpu:
-                stage = max(needs, key=lambda n: n.gpu).stage
-                problems.append(
-                    f"GPU memory: {stage} needs about {_gb(total.gpu)}, the GPU has "
-                    f"{_gb(gpu)}: use a larger GPU or smaller eval_batch_contexts / "
-                    "model_batch_size."
-                )
+            problems += gpu_problems(profile, gpu)
     if hub:
         for repo_type, repo in hub_repos(profile):
             problem = hub_problem(repo_type, repo)
@@ -719,6 +853,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "plan":
         return 0
     problems = check(profile, hub=not args.no_hub, here=not args.jobs)
+    if on_gpu(profile) and not args.jobs:
+        import torch
+
+        if torch.cuda.is_available():
+            mem = torch.cuda.get_device_properties(0).total_memory
+            try:
+                print(
+                    f"\nBatches for this GPU ({_gb(mem)}): {_batches(fit_to_card(profile, mem))}."
+                )
+            except ValueError:
+                pass  # reported among the problems
     if problems:
         print(f"\nRefusing to start profile {profile.name}:", file=sys.stderr)
         for p in problems:
