@@ -26,7 +26,12 @@ Every section prints what it measured, its target and PASS / MISS:
      split into the model-side work, paid once, and the per-SAE work.
   6. wall times of the `local` and `smoke` pipelines as ./run_all.sh last recorded them in
      outputs/<profile>/notebooks/timings.json, against pipeline.PIPELINE_BUDGETS_MIN (local:
-     notebooks 01-09 <= 22 min, all <= 35 min; smoke <= 5 min).
+     notebooks 01-09 <= 22 min, all <= 35 min; smoke <= 5 min); then (6b) the `local`
+     pipeline's lower bound: the matmul FLOPs of each notebook (`pipeline_flops`: caching's
+     forward per token x tokens, 5 x 2 B d F per training step computed, the splice and SAE
+     passes per evaluated SAE and the model side once, the readings with their 2,304-latent
+     width runs, the ground-truth runs) at 100 % of 119 and 190 GFLOP/s, the slow and fast
+     ends of our 2-core machines' matmul rate, against the 35-minute budget.
   7. the TopK and BatchTopK training step over the active latents only (hsae_utils/method/saes/
      sparse_decode.py) against the dense one, and the FLOPs the sparse step needs: the dense
      encoder forward x W_enc (2 B d F), the code's gradient dxhat W_dec^T (dense above 10 %
@@ -41,6 +46,12 @@ Every section prints what it measured, its target and PASS / MISS:
      `local`'s (1,440 texts x 127 tokens x 576, fp32) and on the same rows in bf16 (how stores
      above 4 GiB are kept), freshly initialised ReLU SAEs at d_sae = 576. The pooled features
      must be equal (bit for bit). Target >= 1.1x.
+  10. notebook 10's synthetic runs (`ground_truth.experiment.run_tasks`): 8 runs of the local
+     world one after the other against one worker process per core, rows equal bit for bit.
+     Target >= 0.75 x cores (1.5x on 2 cores).
+  11. the splice's KL step per chunk of 512 positions (`core.splice_losses`): the difference of
+     log-probabilities written over the spliced ones against into a new tensor, KL equal bit for
+     bit. Target >= 1.05x.
 
 How it times. Shared machines are noisy, so configurations that are compared are timed
 round-robin, one step (or forward) each per round, and interference hits them alike. A
@@ -59,8 +70,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -683,6 +696,181 @@ def section_pipelines(report: Report) -> None:
 
 
 # ============================================================================================
+# Section 6 (continued): the local pipeline's lower bound at the matmul roofline
+# ============================================================================================
+# The fp32 matmul rates of the 2-core machines this project runs on (section 1's roofline): the
+# slow and the fast end measured on them (GFLOP/s).
+ROOFLINE_RANGE_GFLOPS = (119.0, 190.0)
+SHARED_STEPS = re.compile(
+    r"seed (\d+): (\d+) runs in one pass, ([\d,]+) gradient steps computed for ([\d,]+)"
+)
+
+
+def sae_step_flops(batch: int, d: int, d_sae: int) -> float:
+    """A dense training step's matmuls: 5 x 2 B d F (section 1)."""
+    return 5 * 2 * batch * d * d_sae
+
+
+def computed_steps(profile, notebook: str, runs: int) -> tuple[int, str]:
+    """Gradient steps a notebook's shared passes computed, from its executed copy's sharing report
+    (`paper_runs.sharing_report`: twins copy a leader's step), else every run's steps."""
+    path = profile.output_dir / "notebooks" / notebook
+    found = SHARED_STEPS.findall(path.read_text()) if path.is_file() else []
+    if found:
+        steps = sum(int(c.replace(",", "")) for _, _, c, _ in found)
+        return steps, f"{steps:,} steps computed (twins share the rest), read from {path.name}"
+    steps = runs * profile.train_steps
+    return steps, f"{steps:,} steps (every run's; no sharing report found)"
+
+
+def _eval_rows(profile) -> dict[str, int]:
+    """Rows the evaluation encodes per SAE besides the validation split: the probing store's
+    tokens and the absorption words, read from the model-side cache when it is there (else 0:
+    left out of the bound)."""
+    import json
+
+    rows = {"probing": 0, "absorption": 0}
+    root = profile.output_dir / "eval_cache"
+    for kind, arrays in (("probing", ("acts",)), ("absorption", ("x_train", "x_test"))):
+        for manifest in sorted(root.glob(f"{kind}-*/manifest.json")):
+            shapes = json.loads(manifest.read_text())["arrays"]
+            rows[kind] = sum(shapes[a]["shape"][0] for a in arrays if a in shapes)
+    return rows
+
+
+def pipeline_flops(profile_name: str = "local") -> list[dict]:
+    """The matmul FLOPs of each notebook of `./run_all.sh --profile <name>`, counted from the
+    profile, the run registry and the model config: one row per notebook with its GFLOP and what
+    was counted. A lower bound: attention's softmax, norms, activations, the optimizer, top-k
+    selection, Python and I/O are not counted, nor absorption's prompt tokens beyond one per word.
+    """
+    from transformers import AutoConfig
+
+    from hsae_utils.data.model import embedded_model_folder
+    from hsae_utils.experiment.ground_truth.curves import GT_K_FACTORS
+    from hsae_utils.experiment.ground_truth.data import setup_for_profile
+    from hsae_utils.experiment.ground_truth.experiment import (
+        GT_CONFIGS,
+        VERDICT_CONFIGS,
+        gt_profile,
+    )
+    from hsae_utils.experiment.sensitivity import alt_profile, alternatives
+    from hsae_utils.runs import PAPER_RUNS, sweep_runs
+
+    p = get_profile(profile_name)
+    if not p.is_embedded:
+        raise SystemExit(f"pipeline_flops counts the embedded model's profiles, not {p.name!r}.")
+    hf = AutoConfig.from_pretrained(embedded_model_folder(verbose=False))
+    d, seq, layer, n_layers = p.d_model, p.context_size, p.layer, hf.num_hidden_layers
+    to_layer = forward_flops_per_token(hf, layer + 1, seq, unembed=False)
+    after = forward_flops_per_token(hf, n_layers - layer - 1, seq, unembed=True)  # the splice
+    splice_tokens = p.n_eval_contexts * seq
+    extra = _eval_rows(p)
+
+    def per_sae(d_sae: int) -> float:
+        encode = 2 * d * d_sae
+        return (
+            p.n_valid_tokens * 2 * encode  # reconstruction: encode + decode
+            + splice_tokens * (2 * encode + after)  # the SAE and the layers after the hook
+            + (extra["probing"] + extra["absorption"]) * encode
+        )
+
+    model_side = (
+        splice_tokens * (to_layer + 2 * after)  # the splice set: clean and zero-ablated
+        + (extra["probing"] + extra["absorption"]) * to_layer
+    )
+    rows = []
+
+    def add(notebook: str, flops: float, what: str) -> None:
+        rows.append({"notebook": notebook, "gflop": flops / 1e9, "what": what})
+
+    tokens = p.n_train_tokens + p.n_valid_tokens
+    add("01", tokens * to_layer, f"{tokens:,} tokens x {to_layer / 1e6:.0f} MFLOP to layer {layer}")
+    n_runs = len(PAPER_RUNS) * len(p.seeds) + len(sweep_runs(p)) * len(p.sweep_seeds)
+    steps, how = computed_steps(p, "02_baselines.ipynb", n_runs)
+    step = sae_step_flops(p.train_batch_size, d, p.dict_size)
+    add("02", steps * step, f"{n_runs} SAEs: {how} x {step / 1e9:.2f} GFLOP")
+    n_eval = n_runs
+    add(
+        "08",
+        model_side + after * splice_tokens + n_eval * per_sae(p.dict_size),
+        f"{n_eval} SAEs x {per_sae(p.dict_size) / 1e9:.0f} GFLOP (splice {splice_tokens:,} "
+        f"tokens x {after / 1e6:.0f} MFLOP after the hook, reconstruction, probing / absorption "
+        f"rows {extra['probing']:,} / {extra['absorption']:,}) + model side "
+        f"{(model_side + after * splice_tokens) / 1e12:.1f} TFLOP",
+    )
+    setup = setup_for_profile(p)
+    gp = gt_profile(p, setup)
+    n_gt = (
+        len(GT_CONFIGS) * len(p.seeds)
+        + len(VERDICT_CONFIGS) * max(0, p.ground_truth_verdict_seeds - len(p.seeds))
+        + len(sweep_runs(dataclasses.replace(gp, sweep_k_factors=GT_K_FACTORS))) * len(p.seeds)
+    )
+    gt_step = sae_step_flops(gp.train_batch_size, setup.hidden_dim, setup.d_sae)
+    add(
+        "10",
+        n_gt * gp.train_steps * gt_step,
+        f"{n_gt} runs x {gp.train_steps} steps x {gt_step / 1e6:.0f} MFLOP (d = "
+        f"{setup.hidden_dim}, {setup.d_sae} latents, batch {gp.train_batch_size})",
+    )
+    reading_runs = [
+        alt_profile(p, alt).dict_size
+        for alt in alternatives(p, include=("width",))
+        for _ in alt.runs
+    ]
+    train = sum(p.train_steps * sae_step_flops(p.train_batch_size, d, f) for f in reading_runs)
+    evaluate = after * splice_tokens + sum(per_sae(f) for f in reading_runs)
+    wide = sum(f != p.dict_size for f in reading_runs)
+    add(
+        "11",
+        train + evaluate,
+        f"{len(reading_runs)} runs ({wide} at {max(reading_runs):,} latents) trained "
+        f"{train / 1e12:.1f} TFLOP (every step: no sharing counted) and evaluated "
+        f"{evaluate / 1e12:.1f} TFLOP",
+    )
+    n_feat = 4  # TopK, BatchTopK, L1, HierarchicalSAE (seed 42)
+    features = n_feat * (
+        p.n_valid_tokens * 2 * d * p.dict_size + 2 * p.dict_size * d * hf.vocab_size
+    )
+    add("12", features, f"{n_feat} SAEs: codes of the validation split, logit effects")
+    return rows
+
+
+def section_lower_bound(report: Report, profile_name: str = "local") -> None:
+    print(
+        f"\n== 6b. Lower bound of `./run_all.sh --profile {profile_name}`: matmul FLOPs per "
+        "notebook at 100 % of the fp32 matmul roofline (everything else free)"
+    )
+    rows = pipeline_flops(profile_name)
+    total = sum(r["gflop"] for r in rows)
+    slow, fast = ROOFLINE_RANGE_GFLOPS
+    path = get_profile(profile_name).output_dir / "notebooks" / "timings.json"
+    measured = read_json(path).get("notebooks", {}) if path.is_file() else {}
+    seconds = {nb[:2]: v["seconds"] for nb, v in measured.items()}
+    print(
+        f"  {'nb':<4}{'GFLOP':>9}{f'{slow:.0f} GF/s':>11}{f'{fast:.0f} GF/s':>11}{'last run':>10}"
+    )
+    for r in rows:
+        last = seconds.get(r["notebook"])
+        print(
+            f"  {r['notebook']:<4}{r['gflop']:>9,.0f}{r['gflop'] / slow:>10.0f}s"
+            f"{r['gflop'] / fast:>10.0f}s{'' if last is None else f'{last:>9.0f}s'}  {r['what']}"
+        )
+    budget = PIPELINE_BUDGETS_MIN[profile_name]["all"]
+    report.figures["6_lower_bound"] = {"rows": rows, "total_gflop": total, "rates": [slow, fast]}
+    for rate, end in ((slow, "slow"), (fast, "fast")):
+        minutes = total / rate / 60
+        report.check(
+            6,
+            f"{profile_name} lower bound at {rate:.0f} GFLOP/s ({end} end), all notebooks",
+            minutes * 60,
+            f"{minutes:.1f} min",
+            f"<= {budget:g} min",
+            minutes <= budget,
+        )
+
+
+# ============================================================================================
 # Section 7: sparse TopK decode
 # ============================================================================================
 def section_sparse(dev: Device, dims: list[int], rounds: int, report: Report) -> None:
@@ -890,6 +1078,152 @@ def section_probing_pool(dev: Device, rounds: int, report: Report, n_saes: int =
             del store, data, r  # the memory map is closed before its folder goes
 
 
+# ============================================================================================
+# Section 10: the ground-truth runs of notebook 10 on every core
+# ============================================================================================
+GT_PARALLEL_TARGET = 0.75  # speed-up per worker: 1.5x on 2 cores
+
+
+def section_ground_truth_workers(report: Report, steps: int, n_runs: int = 8) -> None:
+    import tempfile
+
+    import pandas as pd
+
+    from hsae_utils.experiment.ground_truth import build_world, setup_for_profile
+    from hsae_utils.experiment.ground_truth.experiment import (
+        LABELS,
+        GTTask,
+        default_workers,
+        run_tasks,
+    )
+    from hsae_utils.runs import RUNS
+
+    profile = get_profile("local", train_steps=steps)
+    workers = default_workers(profile)
+    configs = list(RUNS)[:n_runs]
+    print(
+        f"\n== 10. Notebook 10's runs on the synthetic world (`local`: "
+        f"{setup_for_profile(profile).hidden_dim} dims, {steps} steps each): {len(configs)} runs "
+        f"one after the other (1 thread) vs {workers} worker processes (1 thread each)"
+    )
+    if workers < 2:
+        print("  not run: one CPU core available")
+        report.check(10, "ground-truth runs on every core", None, "not run", "-", None)
+        return
+    world = build_world(setup_for_profile(profile))
+    times, tables, warm = {}, {}, {}
+    old = os.environ.get("HSAE_OUTPUT_ROOT")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            # once per session, not per run: sae_lens' import here, the fork server's (its
+            # imports) and the workers' start; timed apart, then both paths compared warm
+            short = get_profile("local", train_steps=20)
+            for n in (1, workers):
+                os.environ["HSAE_OUTPUT_ROOT"] = str(Path(tmp) / f"warm{n}")
+                root = short.output_dir / "ground_truth" / "warm"
+                tasks = [GTTask(c, 1, root, {"label": LABELS[c]}) for c in configs[:2]]
+                t0 = time.perf_counter()
+                run_tasks(short, world, tasks, workers=n, progress=False)
+                warm[n] = time.perf_counter() - t0
+            for n in (1, workers):
+                os.environ["HSAE_OUTPUT_ROOT"] = str(Path(tmp) / f"w{n}")
+                root = profile.output_dir / "ground_truth" / "bench"
+                tasks = [GTTask(c, 42, root, {"label": LABELS[c]}) for c in configs]
+                t0 = time.perf_counter()
+                rows = run_tasks(profile, world, tasks, workers=n, progress=False)
+                times[n] = time.perf_counter() - t0
+                tables[n] = pd.DataFrame(rows).drop(columns=["train_s", "total_s"])
+    finally:
+        if old is None:
+            os.environ.pop("HSAE_OUTPUT_ROOT", None)
+        else:
+            os.environ["HSAE_OUTPUT_ROOT"] = old
+    equal = tables[1].equals(tables[workers])
+    speedup = times[1] / times[workers]
+    print(
+        f"  warm-up (2 runs of 20 steps; the first call of a session): here {warm[1]:.1f} s, "
+        f"{workers} workers {warm[workers]:.1f} s (the fork server's imports, the workers' start)"
+    )
+    print(
+        f"  one after the other {times[1]:.1f} s, {workers} workers {times[workers]:.1f} s "
+        f"(workers started anew, fork server warm); rows equal bit for bit: {equal}"
+    )
+    report.figures["10_ground_truth_workers"] = {
+        "runs": len(configs),
+        "steps": steps,
+        "workers": workers,
+        "sequential_s": times[1],
+        "workers_s": times[workers],
+        "warm_up_s": {str(n): v for n, v in warm.items()},
+        "speedup": speedup,
+        "equal": equal,
+    }
+    target = GT_PARALLEL_TARGET * workers
+    report.check(
+        10,
+        f"ground-truth runs, {workers} workers / one after the other (rows equal: {equal})",
+        speedup,
+        f"{speedup:.2f}x",
+        f">= {target:.2g}x",
+        speedup >= target and equal,
+    )
+
+
+# ============================================================================================
+# Section 11: the splice's KL step without its [chunk, vocab] copy
+# ============================================================================================
+def section_splice_kl(rounds: int, report: Report, vocab: int = 49_152) -> None:
+    """KL(clean || spliced) of one chunk of positions as `core.splice_losses` computes it, the
+    difference written over the spliced log-probabilities (now) against into a new tensor (the
+    code before): the same values, one [chunk, vocab] allocation and write less per SAE."""
+    from hsae_utils.evals.core import LOGIT_CHUNK_TOKENS
+
+    n = LOGIT_CHUNK_TOKENS
+    print(
+        f"\n== 11. Splice KL step, {n} positions x {vocab:,} vocabulary (SmolLM2), per SAE and "
+        f"chunk: difference into a new tensor vs over the spliced log-probabilities; best of "
+        f"{rounds} rounds"
+    )
+    g = torch.Generator().manual_seed(0)
+    logp_c = torch.log_softmax(torch.randn(n, vocab, generator=g), -1)
+    logits = torch.randn(n, vocab, generator=g)
+    p_c, out = logp_c.exp(), {}
+
+    def copy():
+        logp = torch.log_softmax(logits, -1)
+        out["copy"] = torch.einsum("nv,nv->n", p_c, logp_c - logp)
+
+    def in_place():
+        logp = torch.log_softmax(logits, -1)
+        out["in place"] = torch.einsum("nv,nv->n", p_c, torch.sub(logp_c, logp, out=logp))
+
+    r = Rounds(Device("cpu", "fp32"))
+    r.add("copy", copy)
+    r.add("in place", in_place)
+    for _ in range(rounds):
+        r.run_round()
+    equal = torch.equal(out["copy"], out["in place"])
+    speedup = r.ratio("copy", "in place")
+    print(
+        f"  new tensor {r.best('copy') * 1e3:.0f} ms, in place {r.best('in place') * 1e3:.0f} ms"
+        f" (median ratio {r.median_ratio('copy', 'in place'):.2f}x); KL equal bit for bit: {equal}"
+    )
+    report.figures["11_splice_kl"] = {
+        "copy_ms": r.best("copy") * 1e3,
+        "in_place_ms": r.best("in place") * 1e3,
+        "speedup": speedup,
+        "equal": equal,
+    }
+    report.check(
+        11,
+        "splice KL step in place / with a copy",
+        speedup,
+        f"{speedup:.2f}x",
+        ">= 1.05x",
+        speedup >= 1.05 and equal,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
@@ -905,8 +1239,8 @@ def main() -> None:
         "--sections",
         type=int,
         nargs="+",
-        default=[1, 2, 3, 4, 5, 6, 7, 8, 9],
-        choices=range(1, 10),
+        default=[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
+        choices=range(1, 12),
         metavar="N",
         help="sections to run (default: all)",
     )
@@ -1004,12 +1338,17 @@ def main() -> None:
 
     if 6 in sections:
         section_pipelines(report)
+        section_lower_bound(report)
     if 7 in sections:
         section_sparse(dev, dims, rounds, report)
     if 8 in sections:
         section_shared_pass(args.shared_steps or (20 if args.quick else 60), report)
     if 9 in sections:
         section_probing_pool(dev, rounds=1 if args.quick else 3, report=report)
+    if 10 in sections:
+        section_ground_truth_workers(report, steps=100 if args.quick else 500)
+    if 11 in sections:
+        section_splice_kl(rounds=3 if args.quick else 10, report=report)
 
     info["load_average_1min_end"] = os.getloadavg()[0]
     info["seconds"] = time.perf_counter() - t_start

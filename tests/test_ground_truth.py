@@ -82,7 +82,7 @@ def test_train_and_evaluate_end_to_end(world, tmp_path, monkeypatch):
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
     profile = get_profile("smoke", train_steps=20)
     configs = ("topk", "stage5_clustering", "topk_matched")
-    df = run_ground_truth(profile, world, seeds=(1, 2), configs=configs)
+    df = run_ground_truth(profile, world, seeds=(1, 2), configs=configs, workers=1)
     assert list(df.config) == list(configs) * 2 and df.train_s.notna().all()
     for _seed, g in df.groupby("seed"):
         hsae, matched = (
@@ -94,7 +94,8 @@ def test_train_and_evaluate_end_to_end(world, tmp_path, monkeypatch):
     numeric = df[["mcc", "f1", "precision", "recall", "l0", "ev", "absorption"]]
     assert numeric.notna().all().all() and ((df.mcc > 0) & (df.mcc <= 1)).all()
 
-    again = run_ground_truth(profile, world, seeds=(1, 2), configs=configs)  # reused, same numbers
+    # reused, same numbers
+    again = run_ground_truth(profile, world, seeds=(1, 2), configs=configs, workers=1)
     assert again.train_s.isna().all()
     pd.testing.assert_frame_equal(
         df.drop(columns=["train_s", "total_s"]), again.drop(columns=["train_s", "total_s"])
@@ -115,6 +116,46 @@ def test_train_and_evaluate_end_to_end(world, tmp_path, monkeypatch):
     paths = ground_truth_figure(df, "smoke", out_dir=tmp_path)
     assert [p.name for p in paths] == ["ground_truth_smoke.png", "ground_truth_smoke.pdf"]
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+TIMINGS = ["train_s", "total_s"]
+
+
+def test_worker_processes_give_the_sequential_rows_bit_for_bit(world, tmp_path, monkeypatch):
+    """Two spawned workers at one thread each train and evaluate the same runs as the
+    sequential path, every metric equal bit for bit; `topk_matched` waits for its seed's
+    HierarchicalSAE (its k comes from that L0), and the sweep's rows agree too."""
+    from hsae_utils.experiment.ground_truth.curves import run_sweep
+
+    profile = get_profile("smoke", train_steps=20)
+    configs = ("topk", "stage5_clustering", "topk_matched")
+    tables = {}
+    for workers in (1, 2):
+        monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path / f"workers{workers}"))
+        main = run_ground_truth(profile, world, seeds=(1, 2), configs=configs, workers=workers)
+        sweep = run_sweep(profile, world, seeds=(3,), progress=False, workers=workers)
+        assert main.train_s.notna().all() and sweep.train_s.notna().all()  # trained, not reused
+        tables[workers] = (main.drop(columns=TIMINGS), sweep.drop(columns=TIMINGS))
+    for sequential, pooled in zip(tables[1], tables[2]):
+        pd.testing.assert_frame_equal(sequential, pooled, check_exact=True)
+    main = tables[2][0].set_index(["seed", "config"])
+    for seed in (1, 2):
+        assert main.loc[(seed, "topk_matched"), "k"] == round(
+            main.loc[(seed, "stage5_clustering"), "l0"]
+        )
+    assert len(tables[2][1]) > 4 and set(tables[2][1].family) >= {"topk", "relu_l1", "hierarchical"}
+
+
+def test_run_tasks_refuses_bad_workers_and_misordered_dependencies(world):
+    from pathlib import Path
+
+    from hsae_utils.experiment.ground_truth.experiment import GTTask, run_tasks
+
+    task = GTTask("topk", 1, Path("unused"), {"label": "TopK"})
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        run_tasks(get_profile("smoke"), world, [task], workers=0)
+    with pytest.raises(ValueError, match="not listed before them"):
+        run_tasks(get_profile("smoke"), world, [task, GTTask("topk_matched", 1, Path("u"), {}, 1)])
 
 
 def test_unknown_configuration_is_refused(world):
@@ -175,8 +216,10 @@ def test_sweep_curves_every_family_on_the_synthetic_world(world, tmp_path, monke
 
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
     profile = get_profile("smoke", train_steps=20, sweep_hsae_lambda_factors=(64.0,))
-    main = run_ground_truth(profile, world, seeds=(1,), configs=("topk", "stage5_clustering"))
-    sweep = run_sweep(profile, world, seeds=(1,), progress=False)
+    main = run_ground_truth(
+        profile, world, seeds=(1,), configs=("topk", "stage5_clustering"), workers=1
+    )
+    sweep = run_sweep(profile, world, seeds=(1,), progress=False, workers=1)
     assert set(sweep["family"]) == {"topk", "batchtopk", "relu_l1", "hierarchical"}
     topk = sweep[sweep["base"] == "topk"].iloc[0]
     assert topk["l0"] == pytest.approx(float(topk["config"].split("_k")[1]))

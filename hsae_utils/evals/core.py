@@ -113,28 +113,30 @@ def reconstruction_metrics(
     for x_raw in _batches(x_raw_ND, batch_size):
         x_raw = x_raw.to(device, torch.float32)
         xhat_raw, z, x_n, xhat_n = adapter.reconstruct(x_raw)
+        # each fp64 copy made once per batch and reused (the same values as converting per use)
+        xr, xh, xd = x_raw.double(), xhat_raw.double(), x_n.double()
         err_n = (x_n - xhat_n).double()
         sse_t = err_n.pow(2).sum(-1)
-        var_t = (x_n.double() - mean_norm_D).pow(2).sum(-1)
+        var_t = (xd - mean_norm_D).pow(2).sum(-1)
         acc["n"] += x_raw.shape[0]
         acc["sse"] += sse_t.sum().item()
         sse_raw_t = (x_raw - xhat_raw).double().pow(2).sum(-1)
         sse_raw_N.append(sse_raw_t.cpu())
         acc["sse_raw"] += sse_raw_t.sum().item()
-        s_xr += x_raw.double().sum(0).cpu()
-        sq_xr += x_raw.double().pow(2).sum().item()
+        s_xr += xr.sum(0).cpu()
+        sq_xr += xr.pow(2).sum().item()
         acc["ev_legacy"] += (1 - sse_t / var_t).sum().item()
         nz = z != 0
         acc["l0"] += nz.sum().item()
         acc["l1"] += z.abs().double().sum().item()
         fired_F |= nz.any(0)
-        xr, xh = x_raw.double(), xhat_raw.double()
         nx, nxh = xr.norm(dim=-1), xh.norm(dim=-1)
-        acc["cos"] += ((xr * xh).sum(-1) / (nx * nxh).clamp_min(1e-12)).sum().item()
+        x_xh = xr * xh
+        acc["cos"] += (x_xh.sum(-1) / (nx * nxh).clamp_min(1e-12)).sum().item()
         acc["l2_ratio"] += (nxh / torch.where(nx < 1e-4, torch.ones_like(nx), nx)).sum().item()
         acc["xhat_sq"] += nxh.pow(2).sum().item()
-        acc["x_dot_xhat"] += (xr * xh).sum().item()
-        xd = x_n.double().cpu()
+        acc["x_dot_xhat"] += x_xh.sum().item()
+        xd = xd.cpu()
         s_x += xd.sum(0)
         s_x2 += xd.pow(2).sum(0)
         e = err_n.cpu()
@@ -248,7 +250,8 @@ def splice_losses(
             t1 = time.perf_counter()
             logp = _log_softmax(logits_from_hidden(model, h[rows]))
             ce_o[i][rows] = -logp.gather(-1, target[rows, None])[:, 0]
-            kl_o[i][rows] = torch.einsum("nv,nv->n", p_c, logp_c - logp)
+            # logp_c - logp written over logp: the same values without a [chunk, vocab] copy
+            kl_o[i][rows] = torch.einsum("nv,nv->n", p_c, torch.sub(logp_c, logp, out=logp))
             del logp
             if timers is not None:
                 timers[i].append(time.perf_counter() - t1)

@@ -11,18 +11,16 @@ its stage 1), together with the default runs.
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from hsae_utils.experiment.ground_truth.data import SyntheticWorld
 from hsae_utils.experiment.ground_truth.experiment import (
-    _train_one,
+    GTTask,
     _world_id,
-    evaluate_sae,
     gt_profile,
+    run_tasks,
 )
 from hsae_utils.runs import RUNS, family, sweep_base, sweep_runs
 
@@ -40,49 +38,28 @@ def run_sweep(
     optimizer: str = "adamw",
     threads: int | None = 1,
     progress: bool = True,
+    workers: int | None = None,
 ) -> pd.DataFrame:
     """Train (or reuse) and evaluate every sweep run on the synthetic world, for each seed
     (default `profile.seeds`); one row per run, with its `base` run and `family`. Saved beside
-    `run_ground_truth`'s runs (same world id), so a finished run is reused."""
-    from tqdm.auto import tqdm
-
+    `run_ground_truth`'s runs (same world id), so a finished run is reused. `workers`: runs at
+    once in worker processes (`experiment.run_tasks`; default one per core, 1: here, in turn)."""
     specs = sweep_runs(
         dataclasses.replace(gt_profile(profile, world.setup), sweep_k_factors=GT_K_FACTORS)
     )
     root = profile.output_dir / "ground_truth" / _world_id(world, optimizer)
-    n_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    rows = []
-    try:
-        todo = [(seed, spec) for seed in seeds or profile.seeds for spec in specs]
-        for seed, spec in tqdm(todo, desc="sweep runs", disable=not progress):
-            t0 = time.perf_counter()
-            sae, train_s = _train_one(
-                profile,
-                world,
-                spec.name,
-                seed,
-                root / spec.name / f"seed{seed}",
-                optimizer,
-                None,
-                False,
-                spec=spec,
-            )
-            rows.append(
-                {
-                    "config": spec.name,
-                    "label": spec.label,
-                    "base": spec.base,
-                    "family": family(spec.name),
-                    "seed": seed,
-                    **evaluate_sae(sae, world),
-                    "train_s": train_s,
-                    "total_s": time.perf_counter() - t0,
-                }
-            )
-    finally:
-        torch.set_num_threads(n_threads)
+    tasks = [
+        GTTask(
+            spec.name,
+            seed,
+            root,
+            {"label": spec.label, "base": spec.base, "family": family(spec.name)},
+            spec=spec,
+        )
+        for seed in seeds or profile.seeds
+        for spec in specs
+    ]
+    rows = run_tasks(profile, world, tasks, optimizer, workers, threads, progress, "sweep runs")
     return pd.DataFrame(rows)
 
 

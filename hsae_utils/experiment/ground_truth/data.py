@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Iterator
 
 import torch
@@ -117,6 +118,36 @@ class SyntheticWorld:
     @property
     def hierarchy(self):
         return self.model.hierarchy
+
+    def __getstate__(self) -> dict:
+        """Pickled (for `experiment.run_tasks`' worker processes) with the library's model
+        reduced to what the experiment reads of it, the feature vectors and the hierarchy's
+        tree: the model holds closures, which do not pickle."""
+        state = dict(self.__dict__)
+        state["model"] = _frozen_model(self.model)
+        return state
+
+
+def _frozen_node(node) -> SimpleNamespace:
+    return SimpleNamespace(
+        feature_index=node.feature_index,
+        mutually_exclusive_children=node.mutually_exclusive_children,
+        children=[_frozen_node(c) for c in node.children],
+    )
+
+
+def _frozen_model(model) -> SimpleNamespace:
+    """The feature vectors and the hierarchy's nodes (index, exclusive children) of a
+    SyntheticModel, in plain picklable objects, read through the same attributes."""
+    if isinstance(model, SimpleNamespace):  # frozen already
+        return model
+    hierarchy = model.hierarchy
+    return SimpleNamespace(
+        feature_dict=SimpleNamespace(feature_vectors=model.feature_dict.feature_vectors.detach()),
+        hierarchy=None
+        if hierarchy is None
+        else SimpleNamespace(roots=[_frozen_node(r) for r in hierarchy.roots]),
+    )
 
 
 def build_world(setup: GroundTruthSetup) -> SyntheticWorld:

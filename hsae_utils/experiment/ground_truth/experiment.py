@@ -13,7 +13,9 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -170,26 +172,20 @@ def run_ground_truth(
     seeds: tuple[int, ...] | None = None,
     configs: tuple[str, ...] = GT_CONFIGS,
     optimizer: str = "adamw",
-    progress: bool = False,
+    progress: bool = True,
     threads: int | None = 1,
+    workers: int | None = None,
 ) -> pd.DataFrame:
     """Train (or reuse) and evaluate each configuration x seed; one tidy row per run.
 
     Runs are saved under `<output_dir>/ground_truth/<world id>/<config>/seed<seed>/` (the world
     id hashes the synthetic setup and the optimizer reading), so a finished run is reused and an
-    interrupted one resumes; the table is written by `save_table`. `threads`: torch CPU threads
-    while it runs (1 by default: at these sizes a second thread only adds synchronisation, and
-    on a busy 2-core machine it made a run 7x slower); None leaves torch's setting."""
-    n_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        return _run(profile, world, seeds, configs, optimizer, progress)
-    finally:
-        torch.set_num_threads(n_threads)
-
-
-def _run(profile, world, seeds, configs, optimizer, progress) -> pd.DataFrame:
+    interrupted one resumes; the table is written by `save_table`. `progress`: a bar over the
+    runs. `threads`: torch CPU threads
+    per run (1 by default: at these sizes a second thread only adds synchronisation, and on a
+    busy 2-core machine it made a run 7x slower); None leaves torch's setting. `workers`: runs
+    trained at once in worker processes (default: one per CPU core, `run_tasks`); 1 trains them
+    one after the other here. The rows are the same either way, bit for bit (timings aside)."""
     unknown = sorted(set(configs) - set(GT_CONFIGS))
     if unknown:
         raise ValueError(f"Unknown ground-truth configuration(s) {unknown}; valid: {GT_CONFIGS}.")
@@ -199,29 +195,179 @@ def _run(profile, world, seeds, configs, optimizer, progress) -> pd.DataFrame:
         [TOPK_MATCHED] if TOPK_MATCHED in configs else []
     )
     root = profile.output_dir / "ground_truth" / _world_id(world, optimizer)
-    rows = []
+    tasks = []
     for seed in seeds or profile.seeds:
-        hsae_l0 = None
+        hsae_index = None
         for config in order:
-            k = None
-            if config == TOPK_MATCHED:
-                k = min(world.setup.d_sae, max(1, round(hsae_l0)))
-            folder = root / (config if k is None else f"{config}_k{k}") / f"seed{seed}"
-            t0 = time.perf_counter()
-            sae, train_s = _train_one(profile, world, config, seed, folder, optimizer, k, progress)
-            row = {
-                "config": config,
-                "label": LABELS[config],
-                "seed": seed,
-                "k": k,
-                **evaluate_sae(sae, world),
-                "train_s": train_s,
-                "total_s": time.perf_counter() - t0,
-            }
             if config == HSAE:
-                hsae_l0 = row["l0"]
-            rows.append(row)
+                hsae_index = len(tasks)
+            after = hsae_index if config == TOPK_MATCHED else None
+            tasks.append(GTTask(config, seed, root, {"label": LABELS[config]}, after=after))
+    rows = run_tasks(
+        profile, world, tasks, optimizer, workers, threads, progress, "ground-truth runs"
+    )
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- runs at once
+
+
+@dataclass(frozen=True)
+class GTTask:
+    """One run of the synthetic experiment: train (or reuse) `config` at `seed`, evaluate it.
+
+    `extra`: row fields written before the metrics (label, base, family). `after`: the index, in
+    the task list, of the HierarchicalSAE run whose L0 sets this TopK's k (`topk_matched`).
+    `spec`: a run outside `RUNS` (the sweep's)."""
+
+    config: str
+    seed: int
+    root: Path  # <output_dir>/ground_truth/<world id>
+    extra: dict
+    after: int | None = None
+    spec: RunSpec | None = None
+
+
+def _row(profile, world, task: GTTask, k: int | None, optimizer: str) -> dict:
+    """Train (or reuse) and evaluate one run: its table row."""
+    name = task.config if k is None else f"{task.config}_k{k}"
+    t0 = time.perf_counter()
+    sae, train_s = _train_one(
+        profile,
+        world,
+        task.config,
+        task.seed,
+        task.root / name / f"seed{task.seed}",
+        optimizer,
+        k,
+        False,
+        spec=task.spec,
+    )
+    return {
+        "config": task.config,
+        **task.extra,  # label first, then (sweep) base and family
+        "seed": task.seed,
+        **({"k": k} if task.spec is None else {}),  # the registry's runs carry k (topk_matched's)
+        **evaluate_sae(sae, world),
+        "train_s": train_s,
+        "total_s": time.perf_counter() - t0,
+    }
+
+
+def _k_for(world, task: GTTask, rows: dict[int, dict]) -> int | None:
+    if task.after is None:
+        return None
+    return min(world.setup.d_sae, max(1, round(rows[task.after]["l0"])))
+
+
+def default_workers(profile) -> int:
+    """On a CPU profile, the cores this process may run on (its affinity mask, else
+    `os.cpu_count()`); on a GPU one, 1 (the runs train on the one device)."""
+    if profile.resolve_device() != "cpu":
+        return 1
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+_WORKER: dict = {}  # a worker process's profile, world and settings (`_init_worker`)
+
+
+def _init_worker(profile, world, optimizer: str, threads: int | None) -> None:
+    if threads is not None:
+        torch.set_num_threads(threads)
+    _WORKER.update(profile=profile, world=world, optimizer=optimizer)
+
+
+def _work(task: GTTask, k: int | None) -> dict:
+    w = _WORKER
+    return _row(w["profile"], w["world"], task, k, w["optimizer"])
+
+
+def run_tasks(
+    profile,
+    world: SyntheticWorld,
+    tasks: list[GTTask],
+    optimizer: str = "adamw",
+    workers: int | None = None,
+    threads: int | None = 1,
+    progress: bool = True,
+    desc: str = "runs",
+) -> list[dict]:
+    """The rows of `tasks`, in their order. The runs are independent (each seeds its own
+    generators; none reads torch's global RNG), so `workers` processes (default
+    `default_workers(profile)`: one per core) train them at once, each at `threads` torch
+    threads: on a 2-core machine the 1-thread runs, Python-overhead bound, take about half the
+    time. A task waits for the run named by its `after`. `workers=1` (or a single task) runs
+    them here, one after the other.
+
+    Workers are forked from a fork server that imported this module and sae_lens once per
+    session (about 10 s of CPU; not from this process, whose torch / OpenMP thread pools do not
+    survive a fork reliably), or spawned where there is none; each gets the world once. A failed
+    run stops the rest and raises its error."""
+    from tqdm.auto import tqdm
+
+    workers = default_workers(profile) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1 (or None for one per core), got {workers}.")
+    bad = [i for i, t in enumerate(tasks) if t.after is not None and not 0 <= t.after < i]
+    if bad:
+        raise ValueError(f"Tasks {bad} wait for a run that is not listed before them.")
+    rows: dict[int, dict] = {}
+    bar = tqdm(total=len(tasks), desc=desc, disable=not progress)
+    n_threads = torch.get_num_threads()
+    try:
+        if workers == 1 or len(tasks) <= 1:
+            if threads is not None:
+                torch.set_num_threads(threads)
+            for i, task in enumerate(tasks):
+                rows[i] = _row(profile, world, task, _k_for(world, task, rows), optimizer)
+                bar.update()
+        else:
+            _run_pool(profile, world, tasks, optimizer, workers, threads, rows, bar)
+    finally:
+        torch.set_num_threads(n_threads)
+        bar.close()
+    return [rows[i] for i in range(len(tasks))]
+
+
+# what every worker imports: loaded once in the fork server, not once per worker
+_PRELOAD = ("hsae_utils.experiment.ground_truth.experiment", "sae_lens.evals", "sae_lens.synthetic")
+
+
+def _mp_context():
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(_PRELOAD))  # no effect once the server runs: then lazily
+    return ctx
+
+
+def _run_pool(profile, world, tasks, optimizer, workers, threads, rows, bar) -> None:
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    waiting = {i for i, t in enumerate(tasks) if t.after is not None}
+    with ProcessPoolExecutor(
+        min(workers, len(tasks)),
+        mp_context=_mp_context(),
+        initializer=_init_worker,
+        initargs=(profile, world, optimizer, threads),
+    ) as pool:
+        running = {pool.submit(_work, t, None): i for i, t in enumerate(tasks) if i not in waiting}
+        try:
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    rows[running.pop(fut)] = fut.result()
+                    bar.update()
+                for i in sorted(j for j in waiting if tasks[j].after in rows):
+                    waiting.discard(i)
+                    running[pool.submit(_work, tasks[i], _k_for(world, tasks[i], rows))] = i
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def save_table(df: pd.DataFrame, path: str | Path) -> Path:
