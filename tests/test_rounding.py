@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hsae_utils.experiment.ground_truth.data import TensorStore
-from hsae_utils.experiment.rounding import divergence, nudge_ulp
+from hsae_utils.experiment.rounding import NudgedStore, divergence, nudge_ulp
 from hsae_utils.method.saes import ARCHITECTURES
 from hsae_utils.method.train import TrainConfig, train
 
@@ -86,3 +86,18 @@ def test_one_ulp_moves_topk_less_than_seeds_do_and_relu_not_at_all(data, tmp_pat
     )
     change, seed_std, div = out["relu"]  # continuous: carried along as a nudge
     assert change <= 1e-3 * seed_std and div["firing_disagreement"] <= 1e-3, out["relu"]
+
+
+def test_nudged_store_feeds_the_stores_own_batches_one_ulp_apart_and_resumes(data):
+    x, _ = data
+    store = TensorStore(x)
+    nudged = NudgedStore(store)
+    assert (nudged.n_tokens, nudged.d_model) == (store.n_tokens, store.d_model)
+    plain = [b for b, _ in zip(store.iter_batches(512, seed=3), range(20))]
+    moved = [b for b, _ in zip(nudged.iter_batches(512, seed=3), range(20))]
+    for a, b in zip(plain, moved):  # the same rows, each element one float away
+        assert bool((a != b).all()) and torch.equal(torch.nextafter(b, a), a)
+    ups = [b > a for a, b in zip(plain, moved)]
+    assert 0.45 < ups[0].float().mean() < 0.55 and not torch.equal(ups[0], ups[1])  # fresh coins
+    resumed = [b for b, _ in zip(nudged.iter_batches(512, seed=3, start_step=15), range(5))]
+    assert all(torch.equal(a, b) for a, b in zip(moved[15:], resumed))

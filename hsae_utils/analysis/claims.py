@@ -676,6 +676,8 @@ MARKDOWN_COLUMNS = {
     "ground_truth": "ground truth",
     "ground_truth_reason": "ground truth: why",
     "sensitivity": "sensitivity to the readings",
+    "fragile": "within the cross-machine tolerance",
+    "fragile_reason": "within the tolerance: why",
     "same_as": "same data as",
     "artifacts": "the paper's run artifacts",
 }
@@ -760,6 +762,8 @@ def claims_markdown(
         ),
         "",
         *([absorption_note(table), ""] if absorption_note(table) else []),
+        # the fragile column's sentence (`analysis.tolerance.mark_fragile`)
+        *([table.attrs["fragile_note"], ""] if table.attrs.get("fragile_note") else []),
         "Verdicts: "
         + ", ".join(f"{k} {v}" for k, v in counts.items())
         + (

@@ -10,8 +10,11 @@ rows and their metrics.
 A continuous map (ReLU SAEs, the HierarchicalSAE) carries the nudge along as a nudge; TopK's
 selection is discontinuous: where the k-th and (k+1)-th pre-activations are within rounding of each
 other, a nudge swaps which latent fires, the swapped latent's gradient goes elsewhere, and the
-trajectories part. `scripts/rounding_effect.py` measures it at a profile's budget;
-docs/reproducibility.md states the tolerance; `tests/test_rounding.py` checks it.
+trajectories part. `NudgedStore` feeds the trainer the profile's own batches, nudged, so a
+nudged run pairs with the profile's saved run of the same seed. `scripts/rounding_effect.py`
+measures it at a profile's budget, `hsae_utils.analysis.tolerance` turns the measurement into the
+tolerance per family and marks the verdicts it can flip; docs/reproducibility.md states it;
+`tests/test_rounding.py` and `tests/test_tolerance.py` check them.
 """
 
 from __future__ import annotations
@@ -27,6 +30,26 @@ def nudge_ulp(x: Tensor, seed: int = 0) -> Tensor:
     up = torch.rand(x.shape, generator=g) < 0.5
     inf = torch.tensor(float("inf"), dtype=x.dtype)
     return torch.nextafter(x, torch.where(up, inf, -inf))
+
+
+class NudgedStore:
+    """A batch source that yields `store`'s batches (the same rows, order and normalization)
+    each nudged by one ulp (`nudge_ulp`), the coin flips drawn per step: deterministic in
+    (seed, step), so a resumed run sees the same nudged batches. Training on it pairs with a run
+    trained on `store` itself: what another CPU's rounding of the normalization would feed it."""
+
+    def __init__(self, store):
+        self.store = store
+        self.normalizer = getattr(store, "normalizer", None)  # recorded in the export
+        self.n_tokens, self.d_model = store.n_tokens, store.d_model
+
+    def iter_batches(self, batch_size: int, seed: int, start_step: int = 0, device="cpu"):
+        batches = self.store.iter_batches(batch_size, seed, start_step=start_step, device="cpu")
+        for step, x_BD in enumerate(batches, start=start_step):
+            yield nudge_ulp(x_BD, seed=seed * 1_000_003 + step).to(device)
+
+    def sample(self, n_tokens: int, seed: int) -> Tensor:
+        return nudge_ulp(self.store.sample(n_tokens, seed), seed=seed)
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from hsae_utils.analysis.claims import (
 )
 from hsae_utils.analysis.measured import read_autointerp, read_overhead
 from hsae_utils.analysis.report.tables import fmt_number as _fmt
+from hsae_utils.analysis.tolerance import load_tolerance, mark_fragile
 from hsae_utils.experiment.ground_truth.experiment import absorption_verdict
 from hsae_utils.experiment.sensitivity import load_detail, sensitivity_column
 from hsae_utils.runs import HSAE, TOPK
@@ -51,8 +52,9 @@ def ground_truth_verdict(gt: pd.DataFrame) -> tuple[str, str]:
 def refresh_claims(profile, out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict] | None:
     """Build and write the claims table (and the paired tests) from the profile's evaluation
     results and, when notebooks 10 and 11 have run, their ground truth and sensitivity: notebook
-    09 writes it, notebooks 10 and 11 rewrite it with their columns. None when notebook 08 has not
-    run yet."""
+    09 writes it, notebooks 10 and 11 rewrite it with their columns. The fragile column reads
+    `out_dir`/tolerance_<profile>.csv (`analysis.tolerance`; absent: "not measured"). None when
+    notebook 08 has not run yet."""
     from hsae_utils.analysis.report.results import load_results
 
     if not (profile.results_dir / "evaluation.csv").is_file():
@@ -70,4 +72,5 @@ def refresh_claims(profile, out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataF
         readings=sensitivity_column(load_detail(profile)),
         overhead=read_overhead(),
     )
+    table = mark_fragile(table, tidy, profile, *load_tolerance(profile, out_dir))
     return table, tests, write_claims(table, out_dir, profile.name, tests)
