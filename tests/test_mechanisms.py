@@ -181,6 +181,28 @@ def test_resampling_resets_optimizer_state_in_a_training_step():
     assert sae.b_enc[[3, 8]].eq(0).all()
 
 
+def test_no_mechanism_event_after_the_last_step():
+    """A latent re-initialised after step T would be exported untrained: dead latents at t = T
+    are left as they are, by resampling and by merging alike; the same latents one interval
+    earlier are resampled."""
+    sae = _sae(window_size=2, resample_every=2, merge_every=2, dead_rate=0.05)
+    with torch.no_grad():
+        sae.b_enc[[3, 8]] = -1e3  # these two can never fire
+        sae.W_dec[5] = sae.W_dec[4]  # a pair above the merge threshold
+    opt = make_optimizer(sae, TrainConfig())
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, D, generator=torch.Generator().manual_seed(3))
+    _, ev0 = train_step(sae, opt, x, 0, 2, 1.0, gen)
+    W_before = sae.W_dec.clone()
+    _, ev1 = train_step(sae, opt, x, 1, 2, 1.0, gen)  # step t = T: the run ends here
+    assert ev0 == [] and ev1 == []
+    assert sae.b_enc[[3, 8]].lt(-900).all()  # not re-initialised (bias 0 after a resample)
+    assert F.cosine_similarity(sae.W_dec[[3, 8]], W_before[[3, 8]]).gt(0.99).all()
+    # the same SAE in a longer run acts at t = 2
+    _, ev = train_step(sae, opt, x, 1, 4, 1.0, gen)
+    assert {e["event"] for e in ev} == {"resample", "merge"}
+
+
 # ----------------------------------------------------------------------------- merging
 
 

@@ -203,7 +203,7 @@ def train_step(
     """One whole step as `train` takes it (0-based `step`); no host syncs except inside rare
     mechanism events (and, on CPU only, where a sync costs nothing)."""
     out = optimizer_step(sae, optimizer, x_BD, step, total_steps, grad_clip)
-    return out, after_step(sae, optimizer, x_BD, step, out, generator)
+    return out, after_step(sae, optimizer, x_BD, step, out, generator, total_steps)
 
 
 def optimizer_step(
@@ -234,10 +234,11 @@ def after_step(
     step: int,
     out: StepOutput,
     generator: torch.Generator | None = None,
+    total_steps: int | None = None,
 ) -> list[dict]:
     """The bookkeeping part of a step: statistics and the SAE's mechanisms (`sae.after_step`);
     latents a mechanism re-initialised get their Adam moments reset."""
-    events = sae.after_step(step, x_BD, out, generator)
+    events = sae.after_step(step, x_BD, out, generator, total_steps)
     for event in events:
         reset_adam_state(optimizer, sae, torch.tensor(event["reset"], dtype=torch.long))
     return events
@@ -337,7 +338,7 @@ def train(
             # loss -> backward -> decoder-gradient projection -> clip -> step -> renormalize
             out = optimizer_step(sae, optimizer, x_BD, step, cfg.steps, cfg.grad_clip)
             # statistics and mechanisms (resample / merge); reset latents' Adam moments are zeroed
-            events = after_step(sae, optimizer, x_BD, step, out, generator)
+            events = after_step(sae, optimizer, x_BD, step, out, generator, cfg.steps)
             # NaN check (lazy: no sync on other steps), events, metrics and checkpoint
             row = files.record(step, x_BD, out, events, t0)
             if row is not None:

@@ -212,7 +212,9 @@ class _Run:
         self, step: int, x_BD: Tensor, out: StepOutput, t0: float
     ) -> tuple[dict[str, Any] | None, list[dict]]:
         """After the gradient step, as `train`: mechanisms, then NaN check, log, checkpoint."""
-        events = after_step(self.sae, self.optimizer, x_BD, step, out, self.generator)
+        events = after_step(
+            self.sae, self.optimizer, x_BD, step, out, self.generator, self.cfg.steps
+        )
         self.acted = bool(events)
         return self.files.record(step, x_BD, out, events, t0), events
 

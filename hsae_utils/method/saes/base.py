@@ -187,9 +187,15 @@ class BaseSAE(nn.Module):
     # ------------------------------------------------------------------ after the optimizer step
     @torch.no_grad()
     def after_step(
-        self, step: int, x_BD: Tensor, out: StepOutput, generator: torch.Generator | None = None
+        self,
+        step: int,
+        x_BD: Tensor,
+        out: StepOutput,
+        generator: torch.Generator | None = None,
+        total_steps: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Update statistics (and, in subclasses, run mechanisms) after step `step` (0-based).
+        """Update statistics (and, in subclasses, run mechanisms) after step `step` (0-based) of
+        `total_steps` (None: unknown, never the last).
 
         Returns events, each a dict with "event", "step" (1-based, completed steps) and "reset":
         the latents re-initialised, whose optimizer state the trainer must reset.

@@ -101,7 +101,12 @@ class BatchTopKSAE(TopKSAE):
 
     @torch.no_grad()
     def after_step(
-        self, step: int, x_BD: Tensor, out: StepOutput, generator: torch.Generator | None = None
+        self,
+        step: int,
+        x_BD: Tensor,
+        out: StepOutput,
+        generator: torch.Generator | None = None,
+        total_steps: int | None = None,
     ) -> list[dict]:
         # min over kept (positive) activations, without boolean indexing (no host sync)
         min_kept = torch.where(out.z_BF > 0, out.z_BF, float("inf")).amin()
@@ -111,4 +116,4 @@ class BatchTopKSAE(TopKSAE):
                 torch.isfinite(min_kept), (1 - lr) * self.threshold + lr * min_kept, self.threshold
             )
         )
-        return super().after_step(step, x_BD, out, generator)
+        return super().after_step(step, x_BD, out, generator, total_steps)

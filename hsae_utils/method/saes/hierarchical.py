@@ -100,7 +100,8 @@ class HierarchicalSAE(ReLUSAE):
       re-initialised like a resampled latent (`merge_reinit="resample"`; "zero" zeroes it) and
       its Adam moments reset; latent i keeps its optimizer state and statistics. Merging runs
       before resampling when both fall on the same step, and both draw from the
-      same batch without replacement.
+      same batch without replacement. No event runs after the last step (t = T): a latent
+      re-initialised there would never be trained, only exported.
     """
 
     config_class = HierarchicalSAEConfig
@@ -156,12 +157,21 @@ class HierarchicalSAE(ReLUSAE):
 
     @torch.no_grad()
     def after_step(
-        self, step: int, x_BD: Tensor, out: StepOutput, generator: torch.Generator | None = None
+        self,
+        step: int,
+        x_BD: Tensor,
+        out: StepOutput,
+        generator: torch.Generator | None = None,
+        total_steps: int | None = None,
     ) -> list[dict[str, Any]]:
-        events = super().after_step(step, x_BD, out, generator)
+        events = super().after_step(step, x_BD, out, generator, total_steps)
         cfg, done, B = self.cfg, step + 1, x_BD.shape[0]
         if cfg.window_tracking:
             self.window.update(step, mech.step_firing_rate(out.fired_F, B, cfg.firing_reading))
+        if total_steps is not None and done >= total_steps:
+            # No event after the last step: a latent re-initialised then would be exported
+            # untrained (a random direction with a large encoder), which wrecks fidelity.
+            return events
 
         to_init = []  # latents to re-initialise from high-loss inputs, in one draw
         if cfg.clustering and done % cfg.merge_every == 0:
