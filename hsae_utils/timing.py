@@ -1,12 +1,11 @@
-"""Wall-clock timing of the evaluation's phases, and a one-thread context for small-op loops."""
+"""Wall-clock timing of the evaluation's phases, a one-thread context for small-op loops and the
+machine's matmul rate. Torch-free at import (the pipeline's runner reads the rates)."""
 
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
 from typing import Iterator
-
-import torch
 
 
 class Timer:
@@ -58,6 +57,7 @@ class Timer:
 def single_thread() -> Iterator[None]:
     """One torch / BLAS thread for loops of small operations (probe fits): on a shared 2-core
     CPU, thread synchronisation costs more than such operations themselves."""
+    import torch
     from threadpoolctl import threadpool_limits  # only for probe fits
 
     old = torch.get_num_threads()
@@ -67,3 +67,25 @@ def single_thread() -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(old)
+
+
+# The fp32 matmul rates of the 2-core machines this project runs on, slow and fast end (GFLOP/s,
+# scripts/benchmark.py section 1's roofline). Budgets are met on the slow end.
+ROOFLINE_RANGE_GFLOPS = (119.0, 190.0)
+
+
+def matmul_gflops(m: int = 2048, k: int = 576, n: int = 576, rounds: int = 20) -> float:
+    """This machine's fp32 matmul rate on the CPU with torch's threads, in GFLOP/s: the best of
+    `rounds` [m, k] @ [k, n] products (the `local` training step's shape; ~0.3 s). The best
+    round is the least disturbed by other processes, as the benchmark reads its roofline."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
+    a @ b  # warm-up: thread pool, allocator
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * m * k * n / best / 1e9

@@ -98,6 +98,7 @@ from hsae_utils.method.saes import ARCHITECTURES, config_from_profile
 from hsae_utils.method.saes.sparse_decode import SAMPLED_MAX_DENSITY
 from hsae_utils.method.train import TrainConfig, make_optimizer, train_step
 from hsae_utils.pipeline.cli import PIPELINE_BUDGETS_MIN, budget_checks
+from hsae_utils.timing import ROOFLINE_RANGE_GFLOPS
 
 BATCH = 2048
 ROOFLINE_TARGET, REFERENCE_TARGET, HSAE_TARGET, CACHE_TARGET = 0.60, 1.2, 0.05, 1.5
@@ -684,12 +685,12 @@ def section_pipelines(report: Report) -> None:
         if missing:
             print(f"    not timed yet: {', '.join(missing)}")
         report.figures.setdefault("6_pipelines", {})[name] = {**t, "missing": missing}
-        for part, minutes, limit, ok in budget_checks(t, name):
+        for part, minutes, slow, limit, ok in budget_checks(t, name):
             report.check(
                 6,
                 f"{name} pipeline {part}" + (" (incomplete)" if missing else ""),
-                minutes * 60,
-                f"{minutes:.1f} min",
+                slow * 60,
+                f"{minutes:.1f} min" + (f" ({slow:.1f} at the slow end)" if slow > minutes else ""),
                 f"<= {limit:g} min",
                 None if missing else ok,
             )
@@ -698,9 +699,6 @@ def section_pipelines(report: Report) -> None:
 # ============================================================================================
 # Section 6 (continued): the local pipeline's lower bound at the matmul roofline
 # ============================================================================================
-# The fp32 matmul rates of the 2-core machines this project runs on (section 1's roofline): the
-# slow and the fast end measured on them (GFLOP/s).
-ROOFLINE_RANGE_GFLOPS = (119.0, 190.0)
 SHARED_STEPS = re.compile(
     r"seed (\d+): (\d+) runs in one pass, ([\d,]+) gradient steps computed for ([\d,]+)"
 )

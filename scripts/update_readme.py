@@ -24,6 +24,7 @@ from hsae_utils.analysis.report import FIGURES_DIR, markdown_table
 from hsae_utils.config import REPO_ROOT, get_profile
 from hsae_utils.io import read_json, replace_marked_block
 from hsae_utils.pipeline.cli import budget_checks
+from hsae_utils.timing import ROOFLINE_RANGE_GFLOPS
 
 FIGURES = (
     ("fig1_core_metrics", "Figure 1: core metrics per configuration"),
@@ -51,10 +52,16 @@ def timing_line(profile_name: str) -> str:
         if "setup_s" in t
         else ""
     )
+    rate = (
+        f" (fp32 matmul rate {m['matmul_gflops']:.0f} GFLOP/s as the run started; our 2-core "
+        f"machines span {ROOFLINE_RANGE_GFLOPS[0]:.0f}-{ROOFLINE_RANGE_GFLOPS[1]:.0f})"
+        if m.get("matmul_gflops")
+        else ""
+    )
     line = (
         f"Wall time of the notebooks: **{t['total_s'] / 60:.1f} minutes** in total "
         f"(per notebook, minutes: {per}){setup}; on {m.get('nproc', '?')} cores of "
-        f"{m.get('cpu_model', 'an unknown CPU')}, finished {t.get('date', '?')}."
+        f"{m.get('cpu_model', 'an unknown CPU')}{rate}, finished {t.get('date', '?')}."
     )
     loads = [v["load_1min"] for v in t["notebooks"].values() if v.get("load_1min") is not None]
     if loads:
@@ -62,10 +69,17 @@ def timing_line(profile_name: str) -> str:
     checks = budget_checks(t, profile_name)
     if checks:
         line += (
-            " Budgets: "
+            " Budgets, on the slow end"
+            + (
+                f" (the notebooks' minutes x {m['matmul_gflops']:.0f} / "
+                f"{ROOFLINE_RANGE_GFLOPS[0]:.0f}, an estimate)"
+                if m.get("matmul_gflops", 0) > ROOFLINE_RANGE_GFLOPS[0]
+                else ""
+            )
+            + ": "
             + "; ".join(
-                f"{part} {minutes:.1f} min <= {limit:g} min: {'PASS' if ok else 'MISS'}"
-                for part, minutes, limit, ok in checks
+                f"{part} {slow:.1f} min <= {limit:g} min: {'PASS' if ok else 'MISS'}"
+                for part, _, slow, limit, ok in checks
             )
             + "."
         )

@@ -559,8 +559,31 @@ def test_budget_counts_the_setup_that_run_all_recorded(tmp_path, monkeypatch):
     record_time(path, "02_b.ipynb", 300)  # a later notebook keeps the set-up's seconds
     t = read_json(path)
     assert t["setup_s"] == 600 and t["total_s"] == 1800
-    (part, minutes, limit, ok), *_ = [c for c in budget_checks(t, "local") if c[0] == "all"]
-    assert (minutes, limit, ok) == (40.0, 35.0, False)  # 30 min of notebooks + 10 of set-up
+    (part, minutes, slow, limit, ok), *_ = [c for c in budget_checks(t, "local") if c[0] == "all"]
+    assert (minutes, slow, limit, ok) == (40.0, 40.0, 35.0, False)  # 30 of notebooks + 10 set-up
+
+
+def test_budget_is_met_on_the_slow_end(tmp_path):
+    """A run on a fast machine (its matmul rate recorded) is held to the slow end's rate: its
+    notebooks' minutes scale by rate / 119, the set-up's do not; a slower machine is not scaled
+    down."""
+    from hsae_utils.io import read_json
+    from hsae_utils.pipeline.cli import budget_checks
+    from hsae_utils.pipeline.stages import record_rate, record_setup, record_time
+
+    path = tmp_path / "timings.json"
+    record_rate(path, 178.5)
+    record_setup(path, 300)
+    record_time(path, "01_a.ipynb", 1260)  # keeps the rate
+    t = read_json(path)
+    assert t["machine"]["matmul_gflops"] == 178.5
+    (_, minutes, slow, limit, ok), *_ = [c for c in budget_checks(t, "local") if c[0] == "all"]
+    assert minutes == 26.0 and slow == pytest.approx(21 * 178.5 / 119 + 5) and not ok  # 36.5
+    record_rate(path, 100.0)
+    (_, minutes, slow, _, ok), *_ = [
+        c for c in budget_checks(read_json(path), "local") if c[0] == "all"
+    ]
+    assert slow == minutes == 26.0 and ok
 
 
 def test_measured_values_print_at_their_spread():

@@ -124,8 +124,21 @@ def record_time(path: Path, name: str, seconds: float) -> None:
     t.update(
         date=now,
         total_s=sum(n["seconds"] for n in t["notebooks"].values()),
-        machine={"nproc": nproc, "cpu_model": cpu},
+        # other machine facts (the matmul rate) are kept
+        machine={**t.get("machine", {}), "nproc": nproc, "cpu_model": cpu},
     )
+    write_json_atomic(path, t)
+
+
+def record_rate(path: Path, gflops: float) -> None:
+    """This machine's fp32 matmul rate (`timing.matmul_gflops`) as the pipeline started, beside
+    the times it explains: our 2-core machines differ ~1.6x in it, and budgets hold on the slow
+    end (`cli.budget_checks`)."""
+    from hsae_utils.io import read_json, write_json_atomic
+
+    t = read_json(path) if path.exists() else {"notebooks": {}}
+    t["machine"] = {**t.get("machine", {}), "matmul_gflops": round(float(gflops), 1)}
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, t)
 
 
