@@ -152,6 +152,22 @@ def test_train_time_is_read_from_the_benchmark(tmp_path):
     assert measured.read_overhead(tmp_path / "none.json") is None
 
 
+def test_fresh_clone_reads_the_committed_overhead(tmp_path, monkeypatch):
+    """Without a benchmark run on this machine (a fresh clone: no outputs/benchmark), the
+    train_time claim is judged on the committed full run's overheads, not "not measured"."""
+    monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
+    assert not measured.overhead_path().exists()
+    committed = measured.read_json(measured.COMMITTED_OVERHEAD)
+    assert committed["quick"] is False and "2304" in committed["dims"]
+    assert measured.read_overhead() == committed
+    res = tidy({(TOPK, EV): [0.80, 0.81, 0.79], (HSAE, EV): [0.90, 0.915, 0.905]})
+    r = row(cl.claims_table(res, LOCAL, overhead=measured.read_overhead()), "train_time")
+    assert r["verdict"] in (cl.HOLDS, cl.FAILS) and committed["when"] in r["reason"]
+    # this machine's own benchmark, once run, comes first
+    own = measured.write_overhead({"2304": {"vs_topk": 0.5}}, {"when": "x"})
+    assert measured.read_overhead() == measured.read_json(own)
+
+
 def test_interpretability_not_measured_unless_scored(tmp_path):
     res = tidy({(TOPK, EV): [0.80, 0.81, 0.79], (HSAE, EV): [0.90, 0.915, 0.905]})
     r = row(cl.claims_table(res, LOCAL), "interpretability")
