@@ -91,8 +91,10 @@ class HierarchicalSAE(ReLUSAE):
     - Adaptive sparsity (Eq. 5): L_recon is the detached reconstruction term of Eq. 6 on the
       current batch, per-token sum over dimensions, batch mean (`recon_units="sum"`; "mean" = per
       element, i.e. divided by d_in). Scale check: inputs normalized to E||x||^2 = d make the
-      "sum" L_recon about (1 - EV) d, far above 2.5 unless EV > 1 - 2.5/d, so alpha sits at its
-      0.1 floor; in "mean" units L_recon < 1.25 and alpha sits at 2.0.
+      "sum" L_recon about (1 - EV) d, so alpha = 2.5 / ((1 - EV) d) sits at its 0.1 floor while
+      EV < 1 - 25/d and leaves it only for a close fit (at `local`, d = 576 and EV ~0.99: between
+      the clamps; notebook 06 plots the trace); in "mean" units L_recon < 1.25 and alpha sits at
+      2.0.
     - Clustering (Eq. 7): cosine similarity of decoder rows (`merge_similarity="decoder"`; they are
       the feature directions), pairs above `merge_threshold` merged greedily, most similar first,
       each latent in at most one pair per round; latent i (lower index) gets the average of the
