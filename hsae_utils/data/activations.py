@@ -416,7 +416,13 @@ def _fill_shards(
             with open(tmp, "wb") as f:
                 np.save(f, acts_ND)
         manifest["shards"].append(
-            {"file": name, "rows": int(acts_ND.shape[0]), "sha256": sha256_file(folder / name)}
+            {
+                "file": name,
+                "rows": int(acts_ND.shape[0]),
+                "sha256": sha256_file(folder / name),
+                # not identity: the batch's median norm decides the massive rows (features.rows)
+                "model_batch_size": profile.model_batch_size,
+            }
         )
         manifest["n_tokens"] += int(acts_ND.shape[0])
         write_json_atomic(folder / "manifest.json", manifest)

@@ -4,9 +4,10 @@ The cache keeps a position when it is not a special token and not a massive acti
 (`tokens.keep_mask`: norm above `massive_norm_factor` x the median norm of its model batch), rows in
 row-major order of (context, position). Special tokens follow from `tokens.npy` alone; massive
 activations do not (their norms are not stored), so a shard whose row count says some were dropped
-is recomputed batch by batch as notebook 01 cached it (same contexts per model batch, same rule),
-and the recomputed rows are checked against the cached ones. The map is stored in the evaluation
-cache (`evals.cache`), keyed by the cache's tokens and shard checksums.
+is recomputed batch by batch as notebook 01 cached it (the model batch each shard records, else
+the profile's; same rule), and the recomputed rows are checked against the cached ones. The map is
+stored in the evaluation cache (`evals.cache`), keyed by the cache's tokens and shard checksums
+(not by a batch size: the card sizes the batches, `resources.sized_for_device`).
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ def row_positions(profile: Profile, model=None, cache_root: str | Path | None = 
         "shards": [s["sha256"] for s in m["shards"]],
         "special_ids": m["special_token_ids"],
         "massive_factor": m["massive_norm_factor"],
-        "model_batch_size": profile.model_batch_size,
     }
     if cache_root is not None:
         hit = load_cached(cache_root, "rowmap", identity)
@@ -79,7 +79,7 @@ def row_positions(profile: Profile, model=None, cache_root: str | Path | None = 
             tokens_SC[ctx],
             special,
             profile.layer,
-            profile.model_batch_size,
+            shard.get("model_batch_size", profile.model_batch_size),  # older caches: the profile's
             m["massive_norm_factor"],
         )
         cached_ND = from_storage(store._open(s), store.cache_dtype).float()

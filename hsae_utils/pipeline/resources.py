@@ -132,7 +132,8 @@ CARD_HEADROOM, MAX_BATCH_SCALE = 0.8, 4
 def fit_to_card(profile: Profile, memory_bytes: float) -> Profile:
     """The profile with `model_batch_size` and `eval_batch_contexts` sized for a card of
     `memory_bytes` (see CARD_HEADROOM); a card too small for the weights is a ValueError naming
-    the fix. Used by the plan (the target card's memory) and the preflight (the visible card's)."""
+    the fix. Used by the plan (the target card's memory), the preflight and the notebooks (the
+    visible card's, `sized_for_device`)."""
     budget = CARD_HEADROOM * memory_bytes - weight_bytes(profile)
     if budget <= 0:
         raise ValueError(
@@ -162,6 +163,25 @@ def sized_for_target(profile: Profile) -> Profile:
     """The profile as its target card runs it (`fit_to_card`); a CPU profile as it is."""
     card = target_card(profile)
     return profile if card is None else fit_to_card(profile, card.memory_bytes)
+
+
+def card_memory(device: str) -> int:
+    """Total memory in bytes of the CUDA card `device` names ("cuda": the current one)."""
+    import torch  # only when a CUDA device is asked about
+
+    return torch.cuda.get_device_properties(torch.device(device)).total_memory
+
+
+def sized_for_device(profile: Profile, device: str | None = None) -> Profile:
+    """The profile as it runs on `device` (default: the profile's resolved device): on CUDA its
+    batch sizes fitted to the visible card (`fit_to_card`, the sizes the preflight prints; a card
+    too small for the weights is the ValueError naming the fix), on the CPU the profile itself,
+    so CPU runs stay bit-identical. Only `model_batch_size` and `eval_batch_contexts` change; no
+    cache identity, stage stamp or training config reads them."""
+    device = str(device or profile.resolve_device())
+    if not device.startswith("cuda"):
+        return profile
+    return fit_to_card(profile, card_memory(device))
 
 
 def target_card(profile: Profile) -> Card | None:
@@ -785,6 +805,26 @@ def gpu_problems(profile: Profile, memory_bytes: float) -> list[str]:
     ]
 
 
+def device_batches_line(profile: Profile) -> str | None:
+    """The batch sizes the notebooks will run on the card visible here (`sized_for_device`, the
+    call they make); None where they run the profile's own sizes (the CPU) or where the card is
+    too small (a problem `check` reports)."""
+    if profile.device == "cpu":
+        return None
+    import torch  # only for a profile that may run on CUDA
+
+    if not torch.cuda.is_available():
+        return None
+    device = profile.resolve_device()
+    try:
+        sized = sized_for_device(profile, device)
+    except ValueError:
+        return None
+    return (
+        f"\nBatches the notebooks run on this GPU ({_gb(card_memory(device))}): {_batches(sized)}."
+    )
+
+
 def check(profile: Profile, hub: bool = True, here: bool = True) -> list[str]:
     """Problems that would stop the run, each naming its fix; empty when it can go ahead.
     `here=False`: the heavy stages run as cluster jobs, which request their own RAM and GPU."""
@@ -817,8 +857,7 @@ def check(profile: Profile, hub: bool = True, here: bool = True) -> list[str]:
                 "here: run on a GPU machine (or a CPU profile: --profile local)."
             )
         else:
-            gpu = torch.cuda.get_device_properties(0).total_memory
-            problems += gpu_problems(profile, gpu)
+            problems += gpu_problems(profile, card_memory(profile.resolve_device()))
     if hub:
         for repo_type, repo in hub_repos(profile):
             problem = hub_problem(repo_type, repo)
@@ -853,17 +892,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "plan":
         return 0
     problems = check(profile, hub=not args.no_hub, here=not args.jobs)
-    if on_gpu(profile) and not args.jobs:
-        import torch
-
-        if torch.cuda.is_available():
-            mem = torch.cuda.get_device_properties(0).total_memory
-            try:
-                print(
-                    f"\nBatches for this GPU ({_gb(mem)}): {_batches(fit_to_card(profile, mem))}."
-                )
-            except ValueError:
-                pass  # reported among the problems
+    line = None if args.jobs else device_batches_line(profile)
+    if line:
+        print(line)
     if problems:
         print(f"\nRefusing to start profile {profile.name}:", file=sys.stderr)
         for p in problems:

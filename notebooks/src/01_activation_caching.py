@@ -38,12 +38,15 @@ import torch
 from hsae_utils import config
 from hsae_utils.data import activations, corpus
 from hsae_utils.data import model as lm
+from hsae_utils.pipeline import resources
 
-P = config.get_profile(profile)
+# The visible GPU's batch sizes, as the preflight printed (too small a card stops here); CPU: as is.
+P = resources.sized_for_device(config.get_profile(profile))
 torch.manual_seed(0)
 print(
     f"profile {P.name}: {P.model_name}, hook {P.hook_name}, d_model {P.d_model}, "
-    f"{P.n_train_tokens:,} train + {P.n_valid_tokens:,} validation tokens, device {P.resolve_device()}"
+    f"{P.n_train_tokens:,} train + {P.n_valid_tokens:,} validation tokens, "
+    f"device {P.resolve_device()}, model batch {P.model_batch_size} contexts"
 )
 
 # %% [markdown]

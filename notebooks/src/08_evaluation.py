@@ -63,11 +63,18 @@ import pandas as pd
 
 from hsae_utils import config, evals
 from hsae_utils.analysis import report
+from hsae_utils.pipeline import resources
 
-P = config.get_profile(profile, skip_unavailable_probing=skip_unavailable_probing)
+# Batch sizes of the visible GPU, as the preflight printed (no cache key reads them); CPU: as is.
+P = resources.sized_for_device(
+    config.get_profile(profile, skip_unavailable_probing=skip_unavailable_probing)
+)
 runs = evals.find_saes(P.sae_dir) + evals.external_runs(external_saes, P)
 families = tuple(m.strip() for m in metrics.split(",") if m.strip())
-print(f"profile {P.name}: {P.model_name}, hook {P.hook_name}")
+print(
+    f"profile {P.name}: {P.model_name}, hook {P.hook_name}, "
+    f"splice batch {P.eval_batch_contexts} contexts"
+)
 print(
     f"budgets: splice {P.n_eval_contexts} contexts x {P.context_size} tokens; absorption "
     f"{P.absorption_vocab_size or 'all'} words, {P.absorption_icl_examples} ICL examples; probing "

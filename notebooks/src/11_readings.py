@@ -39,8 +39,10 @@ from hsae_utils import config
 from hsae_utils.analysis import report
 from hsae_utils.experiment import sensitivity, verdicts
 from hsae_utils.experiment.readings import READINGS
+from hsae_utils.pipeline import resources
 
-P = config.get_profile(profile)
+# The alternatives' splice batch as notebook 08's: the visible GPU's sizes; CPU: as is.
+P = resources.sized_for_device(config.get_profile(profile))
 t0 = time.perf_counter()
 alts = sensitivity.alternatives(P, include=("width",) if include_width else ())
 default = report.load_results(P).tidy

@@ -44,9 +44,11 @@ from hsae_utils.features import autointerp, showcase
 from hsae_utils.features.inspect import FEATURE_RUNS, inspect_sae, sae_stats
 from hsae_utils.features.interventions import intervene
 from hsae_utils.features.rows import ValidationRows
+from hsae_utils.pipeline import resources
 from hsae_utils.runs import RUNS, run_dir
 
-P = config.get_profile(profile)
+# Model batches as notebook 01's on this GPU (older caches are re-read with them); CPU: as is.
+P = resources.sized_for_device(config.get_profile(profile))
 t_start = time.perf_counter()
 folders = {name: run_dir(P, name, seed) for name in FEATURE_RUNS}
 missing = [str(f) for f in folders.values() if not (f / "hsae_config.json").is_file()]
