@@ -58,7 +58,7 @@ from hsae_utils.experiment.ground_truth.data import TensorStore  # noqa: E402  (
 from hsae_utils.experiment.paper_runs import is_finished  # noqa: E402
 from hsae_utils.experiment.rounding import NudgedStore, divergence, nudge_ulp  # noqa: E402
 from hsae_utils.io import atomic_path  # noqa: E402
-from hsae_utils.method.checkpoint import load_sae  # noqa: E402
+from hsae_utils.method.checkpoint import load_sae, set_aside_stale  # noqa: E402
 from hsae_utils.method.saes import ARCHITECTURES, config_from_profile  # noqa: E402
 from hsae_utils.method.train import TrainConfig  # noqa: E402
 from hsae_utils.method.train_many import TrainJob, train_many  # noqa: E402
@@ -195,6 +195,8 @@ def against_saved(P, names: list[str], seeds: list[int], args) -> int:
         check_reference(P, args.check_reference, seeds[0], store)
     root = P.output_dir / "rounding"  # beside saes/: notebook 08 never sees these runs
     folders = {(n, s): root / n / f"seed{s}" for n in names for s in seeds}
+    for folder in folders.values():  # another trainer revision: kept under rounding.rev<N>/
+        set_aside_stale(folder, root)
     steps = TrainConfig.from_profile(P, seeds[0]).steps
     for seed in seeds:
         jobs = [

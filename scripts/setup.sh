@@ -13,6 +13,8 @@
 #   HSAE_TORCH=cpu|cu126|... the torch build; needs HSAE_TORCH_INDEX, the root of PyTorch's own
 #                            wheel index (the build's index is "$HSAE_TORCH_INDEX/$HSAE_TORCH").
 #                            Unset: torch from your usual index (PyPI: a CUDA build on Linux x86_64)
+#   HSAE_CACHE_DIR=/path     the cache root (default .cache): the converted model, the corpus's
+#                            package archives (downloads/), the hub replicas
 # Only POSIX tools and Python are used (no GNU-only options), so it runs on macOS too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +24,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --profile) profile="${2:?--profile needs a name}"; shift 2 ;;
         --profile=*) profile="${1#*=}"; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "error: unknown option $1 (valid: --profile NAME)" >&2; exit 2 ;;
     esac
 done

@@ -7,7 +7,7 @@ from hsae_utils.data import activations as acts
 from hsae_utils.data.tokens import bos_token_id, iter_contexts
 from hsae_utils.io import read_json, write_json_atomic
 
-from .conftest import TINY_D
+from .conftest import TINY_D, boot
 
 WORDS = "the cat sat on the mat and a dog ran . paris is the capital of france ,".split()
 
@@ -215,6 +215,33 @@ def test_cache_in_another_dtype_is_refused(profile, tiny_model):
     write_json_atomic(folder / "manifest.json", m)
     assert _build(profile, tiny_model) == folder
     assert acts.ActivationStore(folder, cache_dtype="float32").cache_dtype == "float32"
+
+
+def test_cache_of_another_model_dtype_is_refused(profile, tiny_model, tiny_model_dir):
+    """The model forward's dtype is part of the cache's identity: an fp32 cache is not reused
+    by a bf16 model (nor the reverse); rebuild=True replaces it. A cache built before the field
+    was recorded ran the model in fp32: it is reused by an fp32 model and refused by a bf16 one."""
+    folder = _build(profile, tiny_model)
+    assert read_json(folder / "manifest.json")["model_dtype"] == "float32"
+    bf16_profile = get_profile("smoke", **{**_fields(profile), "model_dtype": "bfloat16"})
+    bf16_model = boot(tiny_model_dir, torch.bfloat16)
+    refused = "(?s)model_dtype: cache has 'float32', requested 'bfloat16'.*rebuild=True"
+    with pytest.raises(acts.CacheError, match=refused):
+        _build(bf16_profile, bf16_model)
+    # an old manifest (no model_dtype): read as fp32
+    m = read_json(folder / "manifest.json")
+    del m["model_dtype"]
+    write_json_atomic(folder / "manifest.json", m)
+    assert _build(profile, tiny_model) == folder
+    assert "model_dtype" not in read_json(folder / "manifest.json")  # reused, not rewritten
+    with pytest.raises(acts.CacheError, match=refused):
+        _build(bf16_profile, bf16_model)
+    _build(bf16_profile, bf16_model, rebuild=True)
+    assert read_json(folder / "manifest.json")["model_dtype"] == "bfloat16"
+    with pytest.raises(
+        acts.CacheError, match="model_dtype: cache has 'bfloat16', requested 'float32'"
+    ):
+        _build(profile, tiny_model)
 
 
 def test_fp16_overflow_is_refused(profile, tiny_model, monkeypatch):

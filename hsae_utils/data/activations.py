@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hsae_utils.config import Profile
-from hsae_utils.data.forward import layer_resid
+from hsae_utils.data.forward import layer_resid, model_dtype
 from hsae_utils.data.tokens import bos_token_id, keep_mask, make_contexts, special_token_ids
 from hsae_utils.io import (
     atomic_path,
@@ -55,9 +55,11 @@ IDENTITY_KEYS = (
     "massive_norm_factor",
     "format",
     "cache_dtype",
+    "model_dtype",
 )
-# Keys added after format 1 was written, with the value every older cache has.
-_LEGACY_DEFAULTS = {"cache_dtype": "float32"}
+# Keys added after format 1 was written, with the value every older cache has (every cache built
+# before `model_dtype` was recorded ran the model in fp32).
+_LEGACY_DEFAULTS = {"cache_dtype": "float32", "model_dtype": "float32"}
 # How each cache dtype is stored in .npy (bf16 as its raw bits) and viewed back in torch.
 _STORAGE = {
     "float32": (np.float32, torch.float32),
@@ -162,7 +164,9 @@ def _n_contexts(profile: Profile, split: str) -> int:
     return max(1, n_tokens // profile.context_size)
 
 
-def _identity(profile: Profile, split: str, model_sha: str, corpus_sha: str, bos: int) -> dict:
+def _identity(
+    profile: Profile, split: str, model_sha: str, corpus_sha: str, bos: int, forward_dtype: str
+) -> dict:
     return {
         "format": CACHE_FORMAT,
         "model": profile.model_name,
@@ -176,6 +180,10 @@ def _identity(profile: Profile, split: str, model_sha: str, corpus_sha: str, bos
         "bos_token_id": bos,
         "massive_norm_factor": profile.massive_norm_factor,
         "cache_dtype": profile.cache_dtype,
+        # the dtype the model's forward actually ran in (bf16 and fp32 residuals differ well
+        # beyond the cache's rounding), read from the model: `forward_dtype` may upgrade the
+        # profile's model_dtype to bf16 on a GPU
+        "model_dtype": forward_dtype,
     }
 
 
@@ -311,7 +319,8 @@ def build_cache(
     folder = profile.cache_dir / split
     tokenizer = model.tokenizer
     bos = bos_token_id(tokenizer)
-    identity = _identity(profile, split, model_sha, corpus_sha, bos)
+    forward_dtype = str(model_dtype(model)).removeprefix("torch.")
+    identity = _identity(profile, split, model_sha, corpus_sha, bos, forward_dtype)
     manifest_path = folder / "manifest.json"
 
     if manifest_path.exists() and rebuild:

@@ -20,7 +20,7 @@ import numpy as np
 from hsae_utils.config import Profile
 from hsae_utils.data import hub
 from hsae_utils.data.corpus.archives import (
-    DEFAULT_DOWNLOAD_DIR,
+    default_download_dir,
     download,
     read_member,
     read_members,
@@ -170,7 +170,7 @@ def load_probing_tasks(
     - programming_language: 40-line chunks of .py / .c+.h / .js / .css+.html files of the
       installed packages (code_root, default this environment's site-packages).
     """
-    download_dir = Path(download_dir) if download_dir else DEFAULT_DOWNLOAD_DIR
+    download_dir = Path(download_dir) if download_dir else default_download_dir()
     vader = vader_examples(download(VADER, download_dir))
     code_root = Path(code_root) if code_root else Path(sysconfig.get_paths()["purelib"])
     tasks = {
@@ -405,7 +405,7 @@ def task_spec(profile: Profile, download_dir: str | Path | None = None) -> dict[
             "replicas": replica_shas(profile),
             "skip_unavailable": profile.skip_unavailable_probing,
         }
-    folder = Path(download_dir) if download_dir else DEFAULT_DOWNLOAD_DIR
+    folder = Path(download_dir) if download_dir else default_download_dir()
     archives = sorted((f.name, f.stat().st_size) for f in folder.glob("*") if f.is_file())
     # the code task reads source files of the installed packages
     dists = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions())

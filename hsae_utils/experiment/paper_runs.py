@@ -1,7 +1,8 @@
 """Training the runs of the paper (`runs`: three baselines, the five cumulative ablation stages
 and the sparsity sweep): `train_run` trains a run for every seed of the profile (or reuses a
 finished one; `train_runs` trains several from one pass over the cache per seed), saving each to
-`runs.run_dir` = `<sae_dir>/<run name>/seed<seed>/`.
+`runs.run_dir` = `<sae_dir>/<run name>/seed<seed>/`. A run trained by another trainer revision
+(`checkpoint.TRAINER_REVISION`) is not reused: it is moved to `<sae_dir>.rev<N>/` and retrained.
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ from pathlib import Path
 
 from hsae_utils.config import Profile
 from hsae_utils.data.activations import ActivationStore
-from hsae_utils.method.checkpoint import LOG_NAME, read_export_info
+from hsae_utils.method.checkpoint import (
+    LOG_NAME,
+    TRAINER_REVISION,
+    read_export_info,
+    set_aside_stale,
+    trainer_revision_of,
+)
 from hsae_utils.method.saes import ARCHITECTURES, config_from_profile
 from hsae_utils.method.train import TrainConfig, TrainResult, read_log
 from hsae_utils.method.train_many import TrainJob, train_many
@@ -20,7 +27,9 @@ from hsae_utils.runs import get_run, run_dir
 
 def is_finished(folder: Path, steps: int, optimizer: str = TrainConfig.optimizer) -> bool:
     """A complete export whose training reached `steps` under the same optimizer reading (a run of
-    another reading is not reused: training then refuses to resume it and says to delete it)."""
+    another reading is not reused: training then refuses to resume it and says to delete it) and
+    the current trainer revision (callers that retrain first move an older one aside:
+    `checkpoint.set_aside_stale`)."""
     try:
         info = read_export_info(folder)
     except (FileNotFoundError, ValueError):
@@ -29,6 +38,7 @@ def is_finished(folder: Path, steps: int, optimizer: str = TrainConfig.optimizer
     return (
         train.get("steps") == steps
         and train.get("optimizer", "adam") == optimizer
+        and trainer_revision_of(info) == TRAINER_REVISION
         and (folder / "sae_weights.safetensors").exists()
     )
 
@@ -70,6 +80,7 @@ def train_runs(
         jobs = {}
         for name, spec in specs.items():
             folder = folders[name]
+            set_aside_stale(folder, profile.sae_dir)  # before `force` could delete it
             if not force and is_finished(folder, cfg.steps, cfg.optimizer):
                 continue
             if force and folder.exists():

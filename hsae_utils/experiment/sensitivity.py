@@ -198,6 +198,7 @@ def train_alternatives(
 
     from hsae_utils.data.activations import ActivationStore
     from hsae_utils.experiment.paper_runs import is_finished
+    from hsae_utils.method.checkpoint import set_aside_stale
     from hsae_utils.method.train_many import train_many
 
     alts = alternatives() if alts is None else alts
@@ -209,6 +210,7 @@ def train_alternatives(
         for run in alt.runs:
             job = _job(profile, alt, run, seed)
             folder = Path(job.out_dir)
+            set_aside_stale(folder, readings_dir(profile))  # another trainer revision: retrain
             done = is_finished(folder, job.cfg.steps, job.cfg.optimizer)
             if force and folder.exists():
                 shutil.rmtree(folder)

