@@ -146,3 +146,12 @@ def test_ground_truth_run_of_another_revision_is_retrained(tmp_path, monkeypatch
     assert _files(folder.with_name("seed1.rev1")) == old
     assert read_export_info(folder)["trainer_revision"] == TRAINER_REVISION
     assert again.mcc.tolist() == first.mcc.tolist()
+
+
+def test_train_refuses_to_resume_a_checkpoint_of_another_revision(tmp_path):
+    """`train` itself (e.g. `api.train_sae` on an old folder) never resumes an older trainer's
+    checkpoint into a new export: it stops and names the fix."""
+    train(make("hierarchical"), InMemoryStore(), cfg(steps=8), tmp_path, progress=False)
+    _as_revision_1(tmp_path)
+    with pytest.raises(ValueError, match="trainer revision: checkpoint 1, now 2.*Delete"):
+        train(make("hierarchical"), InMemoryStore(), cfg(steps=8), tmp_path, progress=False)

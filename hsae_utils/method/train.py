@@ -32,10 +32,13 @@ from tqdm.auto import tqdm
 from hsae_utils.io import atomic_path, remove_stale_temporaries
 from hsae_utils.method.checkpoint import (
     LOG_NAME,
+    TRAINER_CHANGES,
+    TRAINER_REVISION,
     load_training_checkpoint,
     restore_training_state,
     save_sae,
     save_training_checkpoint,
+    trainer_revision_of,
 )
 from hsae_utils.method.mechanisms import reset_adam_state
 from hsae_utils.method.saes import BaseSAE, StepOutput
@@ -550,6 +553,11 @@ def _check_resumable(state: dict, sae: BaseSAE, cfg: TrainConfig, path: Path) ->
     ]
     if comparable(state["sae_config"]) != comparable(sae.cfg.to_dict()):
         diffs.append("the SAE config differs")
+    if trainer_revision_of(state) != TRAINER_REVISION:  # the trainer changed what a run ends with
+        diffs.append(
+            f"trainer revision: checkpoint {trainer_revision_of(state)}, now {TRAINER_REVISION} "
+            f"({TRAINER_CHANGES[TRAINER_REVISION]})"
+        )
     if diffs:
         raise ValueError(
             f"Cannot resume from {path}: "
