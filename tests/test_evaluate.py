@@ -261,6 +261,40 @@ def test_evaluate_profile_end_to_end(tiny_model, tiny_caches):
     np.testing.assert_allclose(res2.results["value"], df["value"], rtol=1e-6)
 
 
+def test_bit_identical_saes_are_evaluated_once(tiny_model, tiny_caches):
+    """Two exports of the same weights whose configs differ only in a training mechanism's
+    switch (stage 1 and stage 2 when nothing was resampled) are evaluated once; the twin gets the
+    same rows under its own name. A different SAE is evaluated on its own."""
+    from hsae_utils.method.checkpoint import save_sae
+    from hsae_utils.method.saes import HierarchicalSAE, HierarchicalSAEConfig
+
+    P, norm = tiny_caches
+    kw = dict(d_in=TINY_D, d_sae=48, normalization=norm.to_dict() | {"mean": None})
+    cfg1 = HierarchicalSAEConfig.for_stage(1, **kw)
+    cfg2 = HierarchicalSAEConfig.for_stage(2, **kw)
+    for name, cfg, seed in (("stage1", cfg1, 42), ("stage2", cfg2, 42), ("stage2", cfg2, 43)):
+        save_sae(
+            HierarchicalSAE(cfg, seed=seed),
+            P.sae_dir / name / f"seed{seed}",
+            metadata={"run": name, "seed": seed},
+        )
+    res = ev.evaluate_profile(P, model=tiny_model, families=("core",), progress=False)
+    assert any("stage2/seed42 = stage1/seed42" in n for n in res.notes)
+    assert set(res.timer.per_sae["stage2/seed42"]) == {"load"}  # nothing but the load
+    df = res.results.pivot_table(index="metric", columns="run", values="value")
+    assert df["stage2/seed42"].equals(df["stage1/seed42"])
+    assert not df["stage2/seed43"].equals(df["stage1/seed42"])
+    # the same numbers as evaluating the twin alone
+    alone = ev.evaluate_profile(
+        P,
+        runs=[r for r in ev.find_saes(P.sae_dir) if r.run == "stage2/seed42"],
+        model=tiny_model,
+        families=("core",),
+        progress=False,
+    ).results.set_index("metric")["value"]
+    np.testing.assert_array_equal(alone.loc[df.index].to_numpy(), df["stage2/seed42"].to_numpy())
+
+
 def test_no_saes_is_not_an_error(tmp_path, monkeypatch):
     from hsae_utils.config import get_profile
 
@@ -294,3 +328,26 @@ def test_splice_timing_keeps_each_saes_time_out_of_the_model_side(tiny_model, sp
     assert 0 < clean_s < 100
     for name in adapters:  # one batch: one 100 s "reconstruction" per SAE, charged to the SAE
         assert 100 <= timer.per_sae[name]["splice KL/CE"] < 200
+
+
+def test_adapter_identity_reads_every_tensor_and_the_config():
+    """Equal for a copy; different when a scalar buffer (BatchTopK's threshold), k or a weight
+    differs."""
+    import copy
+
+    from hsae_utils.evals.adapter import SAEAdapter, adapter_identity
+    from hsae_utils.method.saes import BatchTopKSAE, BatchTopKSAEConfig
+
+    sae = BatchTopKSAE(BatchTopKSAEConfig(d_in=8, d_sae=16, k=2), seed=0)
+    key = adapter_identity(SAEAdapter(sae))
+    assert key == adapter_identity(SAEAdapter(copy.deepcopy(sae)))
+    other = copy.deepcopy(sae)
+    with torch.no_grad():
+        other.threshold.add_(1e-3)
+    assert adapter_identity(SAEAdapter(other)) != key
+    assert (
+        adapter_identity(
+            SAEAdapter(BatchTopKSAE(BatchTopKSAEConfig(d_in=8, d_sae=16, k=3), seed=0))
+        )
+        != key
+    )

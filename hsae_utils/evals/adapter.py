@@ -74,3 +74,32 @@ class SAEAdapter:
             x_norm.reshape(shape),
             xhat_norm.reshape(shape),
         )
+
+
+def adapter_identity(adapter: SAEAdapter) -> str | None:
+    """A key equal for two adapters that compute the same function: the same SAE class, the same
+    config up to its `trajectory_neutral_fields` (switches of training mechanisms, which do not
+    enter encode / decode), bit-identical tensors and the same normalization. None for an SAE
+    that is not ours (no dict config): never deduplicated. At `local` the ablation stages whose
+    mechanisms never acted end bit-identical (stage 2 = stage 1, stage 5 = stage 4): each is
+    evaluated once (`evaluate_profile`)."""
+    import hashlib
+    import json
+
+    sae = adapter.sae
+    cfg = getattr(getattr(sae, "cfg", None), "to_dict", None)
+    if cfg is None or not hasattr(sae, "state_dict"):
+        return None
+    neutral = set(getattr(type(sae), "trajectory_neutral_fields", ()))
+    h = hashlib.sha256()
+    h.update(type(sae).__name__.encode())
+    fields = {k: v for k, v in cfg().items() if k not in neutral}
+    h.update(json.dumps(fields, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(sae.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(repr((adapter.scale, adapter.center)).encode())
+    if adapter._mean is not None:
+        h.update(adapter._mean.numpy().tobytes())
+    return h.hexdigest()

@@ -21,6 +21,7 @@ from hsae_utils.data.activations import ActivationStore
 from hsae_utils.data.model import load_model, model_fingerprint
 from hsae_utils.evals import absorption as absorption_mod
 from hsae_utils.evals import probing as probing_mod
+from hsae_utils.evals.adapter import adapter_identity
 from hsae_utils.evals.core import build_splice_data, reconstruction_metrics, splice_metrics
 from hsae_utils.evals.loading import SAERun, find_saes, load_adapter
 from hsae_utils.io import atomic_path, write_json_atomic
@@ -163,9 +164,24 @@ def evaluate_profile(
         )
 
     rows, letter_rows, task_rows, adapters = [], [], [], {}
+    same_as: dict[str, str] = {}  # run -> the earlier run whose SAE computes the same function
+    first: dict[str, str] = {}
     for run in runs:
         with timer.sae(run.run, "load"):
-            adapters[run.run] = load_adapter(run, device, profile, valid.manifest["normalization"])
+            adapter = load_adapter(run, device, profile, valid.manifest["normalization"])
+            key = adapter_identity(adapter)
+        if key is not None and key in first:  # evaluated once: its twin's rows are its own
+            same_as[run.run] = first[key]
+            continue
+        if key is not None:
+            first[key] = run.run
+        adapters[run.run] = adapter
+    if same_as:
+        notes.append(
+            "bit-identical SAEs evaluated once: "
+            + "; ".join(f"{run} = {twin}" for run, twin in same_as.items())
+        )
+    unique = [run for run in runs if run.run not in same_as]
     pooled = {}
     if probing_data is not None:
         # one pass over the stored probing rows for all SAEs (each chunk read and converted once);
@@ -176,7 +192,7 @@ def evaluate_profile(
         )
         for name in adapters:
             timer.add_sae(name, "sparse probing", (time.perf_counter() - t0) / len(adapters))
-    for run in tqdm(runs, disable=not progress, desc="SAEs"):
+    for run in tqdm(unique, disable=not progress, desc="SAEs"):
         adapter = adapters[run.run]
         metrics: dict[str, Any] = {}
         if "core" in families:
@@ -216,6 +232,21 @@ def evaluate_profile(
         )
         for run, metrics in rows:
             metrics.update(spliced[run.run])
+    by_run = {run.run: metrics for run, metrics in rows}
+    for run in runs:  # the twins, in the order found, with their own run / config / seed
+        if run.run in same_as:
+            twin = same_as[run.run]
+            rows.append((run, dict(by_run[twin])))
+            for table in (letter_rows, task_rows):
+                table += [
+                    {**r, "run": run.run, "config": run.config, "seed": run.seed}
+                    for r in list(table)
+                    if r["run"] == twin
+                ]
+    order = {run.run: i for i, run in enumerate(runs)}
+    rows.sort(key=lambda rm: order[rm[0].run])
+    letter_rows.sort(key=lambda r: order[r["run"]])
+    task_rows.sort(key=lambda r: order[r["run"]])
     tidy = [row for run, metrics in rows for row in _tidy_rows(run, metrics)]
     result = EvaluationResult(
         results=pd.DataFrame(tidy, columns=["run", "config", "seed", "metric", "value"]),
