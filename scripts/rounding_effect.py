@@ -198,12 +198,11 @@ def against_saved(P, names: list[str], seeds: list[int], args) -> int:
     for folder in folders.values():  # another trainer revision: kept under rounding.rev<N>/
         set_aside_stale(folder, root)
     steps = TrainConfig.from_profile(P, seeds[0]).steps
+    trained = set()  # runs (re)trained now: their earlier evaluation rows, if any, are stale
     for seed in seeds:
-        jobs = [
-            _job(P, n, seed, folders[n, seed])
-            for n in names
-            if not is_finished(folders[n, seed], steps)
-        ]
+        todo = [n for n in names if not is_finished(folders[n, seed], steps)]
+        trained |= {(n, seed) for n in todo}
+        jobs = [_job(P, n, seed, folders[n, seed]) for n in todo]
         if jobs:
             t0 = time.perf_counter()
             train_many(jobs, NudgedStore(store), progress=False)
@@ -211,7 +210,7 @@ def against_saved(P, names: list[str], seeds: list[int], args) -> int:
     out_eval = P.results_dir / "rounding_evaluation.csv"  # every nudged run evaluated so far
     nudged = pd.read_csv(out_eval) if out_eval.is_file() else None
     have = set() if nudged is None else set(zip(nudged["config"], nudged["seed"]))
-    missing = [key for key in folders if key not in have]
+    missing = [key for key in folders if key not in have or key in trained]
     checked = list(dict.fromkeys(args.check_reference + args.check_evaluation))
     if missing or checked:
         runs = [export_run(folders[key], root) for key in missing]
