@@ -5,10 +5,12 @@
 Reads only what the run wrote: notebook 09's tables in figures/ (table1_<p>.md, claims_<p>.csv,
 paired_tests_<p>.csv), its figures, notebook 11's summary and figure (readings_<p>.md,
 readings_effects_<p>.png), and run_all.sh's timings (outputs/<p>/notebooks/timings.json).
-Two blocks are replaced, so no number in the docs is typed in by hand: the full results between
-`<!-- results:<p>:start -->` and `<!-- results:<p>:end -->` in docs/results.md, and the short
+Three blocks are replaced, so no number in the docs is typed in by hand: the full results between
+`<!-- results:<p>:start -->` and `<!-- results:<p>:end -->` in docs/results.md, the short
 findings (`hsae_utils.analysis.findings.findings_markdown`) between `<!-- findings:<p>:start -->`
-and `<!-- findings:<p>:end -->` in README.md. `run_all.sh` calls this at the end of a full run.
+and `<!-- findings:<p>:end -->` in README.md, and the verdicts the cross-machine tolerance can
+flip between `<!-- fragile:<p>:start -->` and `<!-- fragile:<p>:end -->` in
+docs/reproducibility.md. `run_all.sh` calls this at the end of a full run.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ FIGURES = (
 )
 README = REPO_ROOT / "README.md"
 RESULTS_PAGE = REPO_ROOT / "docs" / "results.md"
+REPRODUCIBILITY_PAGE = REPO_ROOT / "docs" / "reproducibility.md"
 
 
 def timing_line(profile_name: str) -> str:
@@ -167,13 +170,42 @@ def findings_block(profile_name: str) -> str:
     return findings_markdown(profile_name).strip()
 
 
+def fragile_block(profile_name: str) -> str:
+    """The claims table's fragile verdicts (`analysis.tolerance.mark_fragile`), one line each."""
+    claims = pd.read_csv(FIGURES_DIR / f"claims_{profile_name}.csv").astype(object).fillna("")
+    if "fragile" not in claims:
+        return f"The claims table of `{profile_name}` has no tolerance column yet."
+    fragile = claims[claims["fragile"] == "fragile"]
+    robust = int((claims["fragile"] == "robust").sum())
+    head = (
+        f"On `{profile_name}` (the claims table of the last run, "
+        f"`figures/claims_{profile_name}.md`), {len(fragile)} of the {len(fragile) + robust} claims "
+        f"with measured verdicts have one the tolerance can flip" + (":" if len(fragile) else ".")
+    )
+    lines = [head, ""] if len(fragile) else [head]
+    lines += [
+        f"- `{r['id']}` ({r['metric']}): {r['fragile_reason']}" for _, r in fragile.iterrows()
+    ]
+    return "\n".join(lines)
+
+
 def has_markers(path: Path, name: str) -> bool:
     return path.is_file() and f"<!-- {name}:start -->" in path.read_text()
 
 
-def update(profile_name: str, readme: Path = README, results_page: Path = RESULTS_PAGE) -> None:
+def update(
+    profile_name: str,
+    readme: Path = README,
+    results_page: Path = RESULTS_PAGE,
+    reproducibility_page: Path = REPRODUCIBILITY_PAGE,
+) -> None:
     """Each page that has the profile's markers gets its block; a page without them is left as
     it is (e.g. `smoke` has none)."""
+    if has_markers(reproducibility_page, f"fragile:{profile_name}"):
+        replace_marked_block(
+            reproducibility_page, f"fragile:{profile_name}", fragile_block(profile_name)
+        )
+        print(f"{reproducibility_page.name}: fragile verdicts of profile {profile_name} updated")
     if has_markers(results_page, f"results:{profile_name}"):
         replace_marked_block(
             results_page, f"results:{profile_name}", block(profile_name, results_page.parent)

@@ -112,6 +112,30 @@ def test_update_readme_writes_findings_into_readme_and_results_into_their_page(
     assert (readme.read_text(), page.read_text()) == before
 
 
+def test_update_readme_lists_the_fragile_verdicts_from_the_claims_table(tmp_path, monkeypatch):
+    from tests.test_claims import LOCAL, RESULTS, cl, update_readme
+
+    ur = update_readme(tmp_path, monkeypatch)
+    table = cl.claims_table(RESULTS, LOCAL)
+    table["fragile"], table["fragile_reason"] = "robust", ""
+    table.loc[table["id"] == "mse", ["fragile", "fragile_reason"]] = ["fragile", "flips: why"]
+    table.loc[table["id"] == "t1_loss", "fragile"] = ""  # no verdict to move
+    cl.write_claims(table, tmp_path, "local")
+    page = tmp_path / "reproducibility.md"
+    page.write_text("a\n<!-- fragile:local:start -->\nold\n<!-- fragile:local:end -->\nb\n")
+    ur.update(
+        "local",
+        readme=tmp_path / "none.md",
+        results_page=tmp_path / "none.md",
+        reproducibility_page=page,
+    )
+    text = page.read_text()
+    n = len(table) - 1
+    assert f"1 of the {n} claims with measured verdicts" in text
+    assert "- `mse` (mse): flips: why\n" in text and "old" not in text
+    assert text.startswith("a\n") and text.endswith("<!-- fragile:local:end -->\nb\n")
+
+
 def stale_names(page: Path) -> list[str]:
     """`hsae_utils/...` paths that do not exist and `hsae_utils.x.y` names whose module does not
     exist or does not mention the attribute after it (e.g. a module moved by a reorganisation)."""
