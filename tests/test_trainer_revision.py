@@ -155,3 +155,26 @@ def test_train_refuses_to_resume_a_checkpoint_of_another_revision(tmp_path):
     _as_revision_1(tmp_path)
     with pytest.raises(ValueError, match="trainer revision: checkpoint 1, now 2.*Delete"):
         train(make("hierarchical"), InMemoryStore(), cfg(steps=8), tmp_path, progress=False)
+
+
+def test_launcher_does_not_announce_resuming_a_checkpoint_of_another_revision(
+    tmp_path, monkeypatch, capsys
+):
+    """The Slurm training job names the runs it resumes; one of another revision is retrained
+    (set aside by `train_runs`), so it is not named."""
+    from hsae_utils.experiment import paper_runs
+    from hsae_utils.pipeline import launcher
+    from hsae_utils.runs import run_dir
+
+    monkeypatch.setenv("HSAE_OUTPUT_ROOT", str(tmp_path))
+    monkeypatch.setattr(paper_runs, "train_runs", lambda *a, **k: None)  # only the note
+    folder = run_dir(get_profile("smoke"), "topk", 42)
+    with pytest.raises(KeyboardInterrupt):  # a checkpoint at step 4
+        train(
+            make("relu"), InMemoryStore(crash_at=6), cfg(checkpoint_every=4), folder, progress=False
+        )
+    said = launcher.training_job("smoke", tmp_path, ("topk",), 42, force=False)
+    assert "resumed topk from step 4" in said and "resuming topk" in capsys.readouterr().out
+    _as_revision_1(folder)
+    said = launcher.training_job("smoke", tmp_path, ("topk",), 42, force=False)
+    assert "resum" not in said + capsys.readouterr().out

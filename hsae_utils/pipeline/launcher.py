@@ -103,14 +103,15 @@ def training_job(
     from their checkpoints (the trainer's rule), finished ones are reused."""
     os.environ["HSAE_OUTPUT_ROOT"] = str(output_root)
     from hsae_utils.experiment.paper_runs import train_runs
-    from hsae_utils.method.checkpoint import load_training_checkpoint
+    from hsae_utils.method.checkpoint import load_training_checkpoint, stale_revision
     from hsae_utils.method.train import CHECKPOINT_NAME
 
     profile = get_profile(profile_name)
     resumed = []
     for name in names:
         ckpt = run_dir(profile, name, seed) / CHECKPOINT_NAME
-        if not force and ckpt.exists():
+        # a checkpoint of another trainer revision is set aside and retrained, not resumed
+        if not force and ckpt.exists() and stale_revision(ckpt.parent) is None:
             resumed.append(f"{name} from step {load_training_checkpoint(ckpt)['step']}")
     if resumed:
         print(f"seed {seed}: resuming {', '.join(resumed)}", flush=True)
