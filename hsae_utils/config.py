@@ -91,12 +91,13 @@ class Profile:
     # Sparsity sweeps for the sparsity-fidelity frontier of every family (notebook 02, in the
     # seed's shared pass): TopK and BatchTopK at k = topk_k x each factor (up to 7.15 x 80 = 572 of
     # 576 latents at `local`: just above the HierarchicalSAE's L0 of ~570, so that a baseline at
-    # least as dense brackets it and matched-L0 verdicts can decide), L1 at each lambda (0.01: denser
-    # than the default 0.04), and the HierarchicalSAE's full model and stage 1 at lambda_0 =
+    # least as dense brackets it and matched-L0 verdicts can decide), L1 at each lambda (0.001 and
+    # 0.003 bracket that L0 within the L1 family too: at 0.01 L1 fires 561 and its fidelity still
+    # rises with L0), and the HierarchicalSAE's full model and stage 1 at lambda_0 =
     # each factor x 1/sqrt(d_sae) (its default L0 is ~570 of 576; the factors reach the
     # baselines' L0 range). One seed each.
     sweep_k_factors: tuple[float, ...] = (0.25, 4.0, 5.6, 6.8, 7.15)
-    sweep_l1_coefficients: tuple[float, ...] = (0.01, 0.2, 1.0)
+    sweep_l1_coefficients: tuple[float, ...] = (0.001, 0.003, 0.01, 0.2, 1.0)
     # Why up to 512: at `local` a constant L1 penalty gives L0 524 / 385 / 104 at lambda 0.04 /
     # 0.2 / 1.0 (notebook 02's sweep); Eq. 3 decays lambda_t to 0, so stage 1 needs about twice
     # the constant lambda for the same L0 (8x-128x: L0 from ~450 down to ~40), and stage 5's

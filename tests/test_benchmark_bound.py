@@ -45,7 +45,7 @@ def test_caching_and_training_flops_equal_a_count_by_hand(tmp_path, monkeypatch)
     projections = 2 * 576 * (9 + 3 + 3) * 64 + 2 * 9 * 64 * 576
     block = projections + 3 * 2 * 576 * 1536 + 2 * 2 * 9 * 64 * (128 + 1) / 2
     assert rows["01"] == pytest.approx((131_072 + 16_384) * 23 * block / 1e9, rel=1e-12)
-    n_sweep = 5 * 2 + 3 + 4 * 2  # TopK / BatchTopK k, L1 lambda, HierarchicalSAE and stage 1
+    n_sweep = 5 * 2 + 5 + 4 * 2  # TopK / BatchTopK k, L1 lambda, HierarchicalSAE and stage 1
     runs = 8 * 3 + n_sweep
     assert rows["02"] == pytest.approx(runs * 500 * 5 * 2 * 2048 * 576 * 576 / 1e9, rel=1e-12)
     assert rows["11"] > rows["12"] > 0 and set(rows) == {"01", "02", "08", "10", "11", "12"}

@@ -53,6 +53,8 @@ def test_sweep_runs_scale_k_and_skip_the_headline_run():
         "batchtopk_k448",
         "batchtopk_k544",
         "batchtopk_k572",
+        "relu_l1_lambda0.001",
+        "relu_l1_lambda0.003",
         "relu_l1_lambda0.01",
         "relu_l1_lambda0.2",
         "relu_l1_lambda1",
